@@ -1,0 +1,3 @@
+"""Restore-RWKV medical image restoration for MONAI."""
+
+__version__ = "0.1.0"

@@ -1,0 +1,134 @@
+# Copyright (c) MONAI Consortium and the monai_rwkv authors
+# Licensed under the Apache License, Version 2.0 (the "License");
+# you may not use this file except in compliance with the License.
+# You may obtain a copy of the License at
+#     http://www.apache.org/licenses/LICENSE-2.0
+# Unless required by applicable law or agreed to in writing, software
+# distributed under the License is distributed on an "AS IS" BASIS,
+# WITHOUT WARRANTIES OR CONDITIONS OF ANY KIND, either express or implied.
+# See the License for the specific language governing permissions and
+# limitations under the License.
+"""
+Atomic output helpers: write under a hidden temporary name in the destination folder, rename on success.
+
+Nothing partial is ever left under the final name: on any error the temporary output is removed and
+a replaced output (``overwrite=True``) is restored.
+"""
+
+from __future__ import annotations
+
+import os
+import secrets
+import shutil
+from collections.abc import Iterator
+from contextlib import contextmanager
+from pathlib import Path
+
+__all__ = ["atomic_output_dir", "atomic_output_file"]
+
+
+def _check_destination(final: Path, overwrite: bool) -> None:
+    """Raise ``FileExistsError`` if ``final`` exists and ``overwrite`` is False."""
+    if (final.exists() or final.is_symlink()) and not overwrite:
+        raise FileExistsError(f"{final}: output exists; pass overwrite=True to replace it")
+
+
+def _remove(path: Path) -> None:
+    """Remove a file, link or folder tree if it exists."""
+    if path.is_dir() and not path.is_symlink():
+        shutil.rmtree(path, ignore_errors=True)
+    elif path.exists() or path.is_symlink():
+        path.unlink()
+
+
+def _publish_exclusive(tmp: Path, final: Path) -> bool:
+    """
+    Move ``tmp`` to ``final`` only if ``final`` does not exist, without a check-then-rename race:
+    a hard link for files, ``os.rename`` for folders (it refuses a non-empty destination folder).
+    Returns False when the file system cannot link, so the caller falls back to a plain rename.
+    """
+    if tmp.is_dir():
+        if final.exists():
+            raise FileExistsError(f"{final}: output exists; pass overwrite=True to replace it")
+        os.rename(tmp, final)
+        return True
+    try:
+        os.link(tmp, final)
+    except FileExistsError:
+        raise FileExistsError(f"{final}: output exists; pass overwrite=True to replace it") from None
+    except OSError:
+        return False
+    tmp.unlink()
+    return True
+
+
+def _publish(tmp: Path, final: Path, overwrite: bool) -> None:
+    """
+    Move ``tmp`` to ``final``. An existing ``final`` is moved aside first (``overwrite=True``) and put back
+    if the move fails; without ``overwrite`` an output that appeared meanwhile is an error.
+    """
+    _check_destination(final, overwrite)
+    if not overwrite and _publish_exclusive(tmp, final):
+        return
+    backup = None
+    if final.exists() or final.is_symlink():
+        backup = final.with_name(f".{final.name}.old-{secrets.token_hex(4)}")
+        os.replace(final, backup)
+    try:
+        os.replace(tmp, final)
+    except BaseException:
+        if backup is not None:
+            os.replace(backup, final)
+        raise
+    if backup is not None:
+        _remove(backup)
+
+
+@contextmanager
+def atomic_output_dir(final: str | os.PathLike, overwrite: bool = False) -> Iterator[Path]:
+    """
+    Yield an empty temporary folder beside ``final``; rename it to ``final`` when the block succeeds.
+
+    Args:
+        final: the folder the caller wants to create.
+        overwrite: replace an existing ``final``; otherwise ``FileExistsError`` is raised before any work.
+
+    Raises:
+        FileExistsError: ``final`` exists and ``overwrite`` is False.
+    """
+    final = Path(final).absolute()
+    _check_destination(final, overwrite)
+    final.parent.mkdir(parents=True, exist_ok=True)
+    tmp = final.with_name(f".{final.name}.tmp-{secrets.token_hex(6)}")
+    tmp.mkdir(mode=0o777)  # honours the umask, unlike tempfile.mkdtemp
+    try:
+        yield tmp
+        _publish(tmp, final, overwrite)
+    finally:
+        _remove(tmp)
+
+
+@contextmanager
+def atomic_output_file(final: str | os.PathLike, overwrite: bool = False) -> Iterator[Path]:
+    """
+    Yield a temporary file path beside ``final`` (same suffixes, the file is not created);
+    rename it to ``final`` when the block succeeds.
+
+    Args:
+        final: the file the caller wants to create.
+        overwrite: replace an existing ``final``; otherwise ``FileExistsError`` is raised before any work.
+
+    Raises:
+        FileExistsError: ``final`` exists and ``overwrite`` is False.
+    """
+    final = Path(final).absolute()
+    _check_destination(final, overwrite)
+    final.parent.mkdir(parents=True, exist_ok=True)
+    tmp = final.with_name(f".tmp-{secrets.token_hex(6)}-{final.name}")
+    try:
+        yield tmp
+        if not tmp.exists():
+            raise FileNotFoundError(f"{tmp}: nothing was written")
+        _publish(tmp, final, overwrite)
+    finally:
+        _remove(tmp)

@@ -1,0 +1,357 @@
+# Copyright (c) MONAI Consortium and the monai_rwkv authors
+# Licensed under the Apache License, Version 2.0 (the "License");
+# you may not use this file except in compliance with the License.
+# You may obtain a copy of the License at
+#     http://www.apache.org/licenses/LICENSE-2.0
+# Unless required by applicable law or agreed to in writing, software
+# distributed under the License is distributed on an "AS IS" BASIS,
+# WITHOUT WARRANTIES OR CONDITIONS OF ANY KIND, either express or implied.
+# See the License for the specific language governing permissions and
+# limitations under the License.
+"""A SimpleITK-backed MONAI ``ImageReader`` for NIfTI, single DICOM files and DICOM series folders."""
+
+from __future__ import annotations
+
+import math
+import os
+from collections.abc import Sequence
+from dataclasses import dataclass, field
+from typing import Any
+
+import numpy as np
+import SimpleITK as sitk
+from monai.config import PathLike
+from monai.data.image_reader import ImageReader
+from monai.data.utils import is_no_channel, orientation_ras_lps
+from monai.utils import ImageMetaKey, MetaKeys, SpaceKeys, ensure_tuple
+from pydicom.misc import is_dicom
+
+from monai_rwkv.data.dicom_series import (
+    DicomSeries,
+    DicomSliceHeader,
+    build_series,
+    load_dicom_series,
+    read_slice_header,
+)
+from monai_rwkv.data.errors import ImageReadError, one_line
+
+__all__ = ["SimpleITKReader", "SitkImage", "DEFAULT_MAX_VOXELS", "DICOM_SOURCE_FILES"]
+
+#: default refusal threshold: 2**30 voxels (4 GiB as float32).
+DEFAULT_MAX_VOXELS = 2**30
+#: meta key holding the per-slice source DICOM files, in volume slice order.
+DICOM_SOURCE_FILES = "dicom_source_files"
+_FILE_SUFFIXES = (".nii", ".nii.gz", ".dcm", ".dicom", ".ima", ".nrrd", ".nhdr", ".mha", ".mhd")
+
+
+@dataclass
+class SitkImage:
+    """
+    What :meth:`SimpleITKReader.read` returns for one input.
+
+    Attributes:
+        array: image data ``(i, j[, k][, channel])``, in physical units (DICOM rescale applied).
+        affine_lps: ``(r + 1, r + 1)`` voxel to LPS mm, ``r`` = spatial rank (2 or 3).
+        meta: extra metadata (DICOM tags, source files, ...).
+    """
+
+    array: np.ndarray
+    affine_lps: np.ndarray
+    meta: dict[str, Any] = field(default_factory=dict)
+
+    @property
+    def spatial_shape(self) -> tuple[int, ...]:
+        """Shape of the spatial axes (the first ``r`` axes of ``array``)."""
+        return tuple(int(x) for x in self.array.shape[: self.affine_lps.shape[0] - 1])
+
+
+def _check_voxels(path: str, shape: Sequence[int], components: int, max_voxels: int) -> None:
+    """Refuse, before allocating, an image whose header claims more than ``max_voxels`` voxels."""
+    count = math.prod(int(s) for s in shape) * max(int(components), 1)
+    if count > max_voxels:
+        dims = "x".join(str(int(s)) for s in shape) + (f"x{components}" if components > 1 else "")
+        raise ImageReadError(
+            path,
+            f"header claims {dims} = {count} voxels ({count * 4 / 2**30:.3g} GiB as float32), "
+            f"more than the limit of {max_voxels} voxels (max_voxels)",
+        )
+
+
+def _sitk_affine_lps(img: sitk.Image) -> np.ndarray:
+    """(r + 1, r + 1) LPS affine of a SimpleITK image, r = min(dimension, 3)."""
+    dim = img.GetDimension()
+    rank = min(dim, 3)
+    direction = np.asarray(img.GetDirection(), dtype=np.float64).reshape(dim, dim)[:rank, :rank]
+    affine = np.eye(rank + 1)
+    affine[:rank, :rank] = direction @ np.diag(np.asarray(img.GetSpacing(), dtype=np.float64)[:rank])
+    affine[:rank, rank] = np.asarray(img.GetOrigin(), dtype=np.float64)[:rank]
+    return affine
+
+
+def _sitk_array(img: sitk.Image) -> np.ndarray:
+    """Array ``(i, j[, k][, t])`` (plus a last channel axis for vector pixels) from a SimpleITK image."""
+    arr = sitk.GetArrayFromImage(img)  # (..., k, j, i[, c])
+    if img.GetNumberOfComponentsPerPixel() == 1:
+        arr = arr.T
+    else:
+        arr = np.moveaxis(arr.T, 0, -1)
+    return _native_dtype(np.ascontiguousarray(arr))
+
+
+def _native_dtype(arr: np.ndarray) -> np.ndarray:
+    """float64 (SimpleITK's type for non-integer DICOM rescale) becomes float32."""
+    return arr.astype(np.float32) if arr.dtype == np.float64 else arr
+
+
+def _sitk_metadata(reader: sitk.ImageFileReader) -> dict[str, Any]:
+    """String metadata of a file (NIfTI header fields etc.), without ITK-internal keys."""
+    return {k: reader.GetMetaData(k) for k in reader.GetMetaDataKeys() if not k.startswith("ITK_")}
+
+
+def read_with_sitk(path: str, max_voxels: int = DEFAULT_MAX_VOXELS) -> SitkImage:
+    """
+    Read a single image file (NIfTI, NRRD, MetaImage, a multi-frame DICOM, ...) with SimpleITK.
+
+    Raises:
+        ImageReadError: unreadable header, too many voxels, or truncated / corrupt data.
+    """
+    if not os.path.isfile(path):
+        raise ImageReadError(path, "no such file")
+    if os.path.getsize(path) == 0:
+        raise ImageReadError(path, "file is empty")
+    reader = sitk.ImageFileReader()
+    reader.SetFileName(path)
+    try:
+        reader.ReadImageInformation()
+    except RuntimeError as e:
+        raise ImageReadError(path, f"not a readable image ({_itk_reason(e)})") from None
+    _check_voxels(path, reader.GetSize(), reader.GetNumberOfComponents(), max_voxels)
+    try:
+        img = reader.Execute()
+    except RuntimeError as e:
+        raise ImageReadError(path, f"truncated or corrupt image data ({_itk_reason(e)})") from None
+    meta = _sitk_metadata(reader)
+    return SitkImage(_sitk_array(img), _sitk_affine_lps(img), meta)
+
+
+def _itk_reason(error: Exception) -> str:
+    """The informative part of an ITK exception text (the lines after the file/line banner)."""
+    lines = [ln.strip() for ln in str(error).splitlines() if ln.strip()]
+    useful = [ln for ln in lines if not ln.startswith(("Exception thrown", "/", "sitk::ERROR: Exception"))]
+    return one_line(" ".join(useful or lines), max_length=240)
+
+
+def _read_slice_pixels(header: DicomSliceHeader) -> np.ndarray:
+    """Pixels of one single-frame DICOM file, ``(columns, rows)``, rescale slope/intercept applied."""
+    try:
+        arr = sitk.GetArrayFromImage(sitk.ReadImage(header.path))
+    except RuntimeError as e:
+        raise ImageReadError(header.path, f"cannot decode DICOM pixel data ({_itk_reason(e)})") from None
+    arr = arr.reshape(arr.shape[-2:]) if arr.ndim == 3 and arr.shape[0] == 1 else arr
+    if arr.shape != (header.rows, header.columns):
+        raise ImageReadError(header.path, f"pixel shape {arr.shape} != (Rows, Columns) {header.rows, header.columns}")
+    return arr.T
+
+
+def read_dicom_series_pixels(series: DicomSeries, max_voxels: int = DEFAULT_MAX_VOXELS) -> np.ndarray:
+    """
+    Decode every slice of a sorted series (any transfer syntax SimpleITK/GDCM supports) into one volume.
+
+    Returns:
+        array of shape ``(columns, rows, slices)`` in physical units (e.g. CT in HU); float32 when any
+        slice has a non-integer rescale, else the integer type SimpleITK gives.
+    """
+    _check_voxels(series.folder, series.shape, 1, max_voxels)
+    planes = [_read_slice_pixels(h) for h in series.slices]
+    dtype = np.result_type(*planes)
+    volume = np.empty(series.shape, dtype=dtype)
+    for k, plane in enumerate(planes):
+        volume[:, :, k] = plane
+    return _native_dtype(volume)
+
+
+def _dicom_meta(series: DicomSeries) -> dict[str, Any]:
+    """Meta entries that let a derived series be written later (see ``monai_rwkv.data.dicom_writer``)."""
+    first = series.slices[0]
+    return {
+        DICOM_SOURCE_FILES: series.files,
+        "dicom_series_instance_uid": first.series_uid,
+        "dicom_sop_instance_uids": [s.sop_instance_uid for s in series.slices],
+        "dicom_modality": first.modality,
+        "dicom_series_description": first.series_description,
+        "dicom_image_position_patient": series.positions.copy(),
+        "dicom_uniform_spacing": bool(series.uniform),
+    }
+
+
+def _is_nifti_like(path: str) -> bool:
+    lower = path.lower()
+    return lower.endswith(tuple(s for s in _FILE_SUFFIXES if s not in (".dcm", ".dicom", ".ima")))
+
+
+class SimpleITKReader(ImageReader):
+    """
+    Load NIfTI (and other SimpleITK file formats), a single DICOM file, or a DICOM series folder.
+
+    The returned array is indexed ``(i, j, k)`` like MONAI's ``ITKReader``/``NibabelReader``; the affine is
+    RAS by default, so ``LoadImage(reader=SimpleITKReader())`` of a DICOM series gives the same array and
+    affine as ``NibabelReader`` on the same image converted to NIfTI. DICOM intensities are in physical
+    units (RescaleSlope/Intercept applied, CT in HU).
+
+    DICOM series folders: files are grouped by SeriesInstanceUID (never mixed) and sorted by position along
+    the slice normal (not by InstanceNumber). Gaps / uneven spacing give a warning (or an error with
+    ``on_irregular="raise"``); the affine then uses the median step and the true per-slice positions stay in
+    ``meta["dicom_image_position_patient"]``. Non-image DICOM objects (RTSTRUCT, SR) are skipped with a warning.
+    ``meta["dicom_source_files"]`` lists the source file of each slice, for
+    :func:`monai_rwkv.data.write_dicom_series`.
+
+    Args:
+        channel_dim: the channel dimension of the input image, default None (as in MONAI's readers).
+        series_uid: SeriesInstanceUID to load when a folder holds several series; without it such a
+            folder is an error that lists the series found.
+        affine_lps_to_ras: convert the affine from ITK/DICOM LPS to RAS (default, consistent with
+            ``NibabelReader``); False keeps LPS and sets ``meta["space"] = "LPS"``.
+        max_voxels: refuse, before allocating, images whose header claims more voxels than this.
+        spacing_rtol: relative tolerance on DICOM slice steps before they are called non-uniform.
+        on_irregular: ``"warn"`` or ``"raise"`` on DICOM gaps / uneven slice spacing.
+
+    Raises (from ``read``):
+        ImageReadError: any unreadable input, with a one-line reason.
+    """
+
+    def __init__(
+        self,
+        channel_dim: str | int | None = None,
+        series_uid: str | None = None,
+        affine_lps_to_ras: bool = True,
+        max_voxels: int = DEFAULT_MAX_VOXELS,
+        spacing_rtol: float = 0.01,
+        on_irregular: str = "warn",
+    ):
+        super().__init__()
+        self.channel_dim = float("nan") if channel_dim == "no_channel" else channel_dim
+        self.series_uid = series_uid
+        self.affine_lps_to_ras = affine_lps_to_ras
+        self.max_voxels = int(max_voxels)
+        self.spacing_rtol = float(spacing_rtol)
+        self.on_irregular = on_irregular
+
+    def verify_suffix(self, filename: Sequence[PathLike] | PathLike) -> bool:
+        """
+        True if every name is a folder (DICOM series), has a supported suffix
+        (``.nii``, ``.nii.gz``, ``.dcm``, ``.nrrd``, ``.mha``, ...) or is a file with the DICOM preamble.
+
+        Args:
+            filename: file name or a list of file names to read.
+        """
+        return all(self._supported(f"{name}") for name in ensure_tuple(filename))
+
+    @staticmethod
+    def _supported(name: str) -> bool:
+        if os.path.isdir(name) or name.lower().endswith(_FILE_SUFFIXES):
+            return True
+        try:
+            return os.path.isfile(name) and is_dicom(name)
+        except OSError:
+            return False
+
+    def read(self, data: Sequence[PathLike] | PathLike, **kwargs) -> SitkImage | list[SitkImage]:
+        """
+        Read one input or a list of inputs (stacked as channels by :meth:`get_data`).
+
+        Args:
+            data: a file, a DICOM series folder, or a list of them.
+            kwargs: ``series_uid`` may be given here to override the constructor's value.
+
+        Raises:
+            ImageReadError: with a one-line reason.
+        """
+        names = ensure_tuple(data)
+        series_uid = kwargs.get("series_uid", self.series_uid)
+        images = []
+        for name in names:
+            image = self._read_one(f"{name}", series_uid)
+            image.meta[ImageMetaKey.FILENAME_OR_OBJ] = f"{name}"
+            images.append(image)
+        return images if len(names) > 1 else images[0]
+
+    def _read_one(self, path: str, series_uid: str | None) -> SitkImage:
+        if os.path.isdir(path):
+            return self._read_dicom_folder(path, series_uid)
+        if not os.path.exists(path):
+            raise ImageReadError(path, "no such file or folder")
+        if _is_nifti_like(path):
+            return read_with_sitk(path, self.max_voxels)
+        return self._read_dicom_file(path)
+
+    def _read_dicom_folder(self, path: str, series_uid: str | None) -> SitkImage:
+        series = load_dicom_series(path, series_uid, self.spacing_rtol, self.on_irregular)
+        if len(series.slices) == 1 and series.slices[0].frames > 1:
+            return self._read_dicom_file(series.slices[0].path)
+        return self._series_image(series)
+
+    def _read_dicom_file(self, path: str) -> SitkImage:
+        ds = read_slice_header(path)
+        if ds is None:
+            return read_with_sitk(path, self.max_voxels)  # not DICOM after all: let SimpleITK try
+        if "PixelData" not in ds:
+            raise ImageReadError(path, f"DICOM object without pixel data (Modality {ds.get('Modality', '?')})")
+        header = DicomSliceHeader.from_dataset(path, ds)
+        if header.frames > 1 or header.samples_per_pixel != 1:
+            img = read_with_sitk(path, self.max_voxels)  # multi-frame / colour: SimpleITK's own geometry
+            img.meta.update({DICOM_SOURCE_FILES: [path], "dicom_modality": header.modality})
+            return img
+        return self._series_image(build_series(path, [header]))
+
+    def _series_image(self, series: DicomSeries) -> SitkImage:
+        volume = read_dicom_series_pixels(series, self.max_voxels)
+        return SitkImage(volume, series.affine_lps.copy(), _dicom_meta(series))
+
+    def get_data(self, img: SitkImage | Sequence[SitkImage]) -> tuple[np.ndarray, dict]:
+        """
+        Extract the data array and MONAI metadata (``affine``, ``original_affine``, ``spatial_shape``,
+        ``original_channel_dim``, ``space``, ``spacing``, ``filename_or_obj`` where known, plus DICOM entries).
+        Several images are stacked on a new first (channel) axis; they must share shape and affine.
+
+        Args:
+            img: one or several objects returned by :meth:`read`.
+        """
+        arrays, metas = [], []
+        for item in ensure_tuple(img):
+            arrays.append(item.array)
+            metas.append(self._meta(item))
+        return _stack(arrays, metas)
+
+    def _meta(self, item: SitkImage) -> dict:
+        header = dict(item.meta)
+        affine = orientation_ras_lps(item.affine_lps) if self.affine_lps_to_ras else item.affine_lps.copy()
+        header[MetaKeys.ORIGINAL_AFFINE] = affine
+        header[MetaKeys.AFFINE] = affine.copy()
+        header[MetaKeys.SPACE] = SpaceKeys.RAS if self.affine_lps_to_ras else SpaceKeys.LPS
+        header[MetaKeys.SPATIAL_SHAPE] = np.asarray(item.spatial_shape)
+        header["spacing"] = np.linalg.norm(item.affine_lps[:-1, :-1], axis=0)
+        if self.channel_dim is None:
+            extra = item.array.ndim > len(item.spatial_shape)
+            header[MetaKeys.ORIGINAL_CHANNEL_DIM] = -1 if extra else float("nan")
+        else:
+            header[MetaKeys.ORIGINAL_CHANNEL_DIM] = self.channel_dim
+        return header
+
+
+def _stack(arrays: list[np.ndarray], metas: list[dict]) -> tuple[np.ndarray, dict]:
+    """Stack images as channels (the first image's meta is kept) after checking shapes and affines agree."""
+    meta = metas[0]
+    if len(arrays) == 1:
+        return arrays[0], meta
+    for other in metas[1:]:
+        if not np.array_equal(other[MetaKeys.SPATIAL_SHAPE], meta[MetaKeys.SPATIAL_SHAPE]):
+            raise ValueError(
+                f"cannot stack images of spatial shapes {meta['spatial_shape']} and {other['spatial_shape']}."
+            )
+        if not np.allclose(other[MetaKeys.AFFINE], meta[MetaKeys.AFFINE], atol=1e-4):
+            raise ValueError("cannot stack images with different affines as channels.")
+    channel_dim = meta[MetaKeys.ORIGINAL_CHANNEL_DIM]
+    if is_no_channel(channel_dim):
+        meta[MetaKeys.ORIGINAL_CHANNEL_DIM] = 0
+        return np.stack(arrays, axis=0), meta
+    return np.concatenate(arrays, axis=int(channel_dim)), meta

@@ -1,0 +1,5 @@
+"""Restore-RWKV networks."""
+
+from .restore_rwkv import PRESETS, RestoreRWKV, infer_config
+
+__all__ = ["PRESETS", "RestoreRWKV", "infer_config"]

@@ -1,0 +1,157 @@
+"""Re-WKV spatial mix, channel mix and the pre-norm RWKV block of Restore-RWKV, for 2D and 3D."""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+
+import torch
+from torch import nn
+
+from monai_rwkv.ops import bi_wkv
+
+from .omni_shift import OmniShift
+
+__all__ = ["ChannelMix", "RWKVBlock", "ReWKV", "scan_order", "to_image", "to_tokens"]
+
+
+def to_tokens(x: torch.Tensor) -> torch.Tensor:
+    """(B, C, *spatial) -> (B, T, C) in raster order (last spatial axis fastest); a view for channels-last input."""
+    return x.flatten(2).transpose(1, 2)
+
+
+def to_image(tokens: torch.Tensor, spatial_shape: Sequence[int]) -> torch.Tensor:
+    """(B, T, C) raster-ordered tokens -> (B, C, *spatial); a view (channels-last) for contiguous tokens."""
+    return tokens.transpose(1, 2).reshape(tokens.shape[0], tokens.shape[2], *spatial_shape)
+
+
+def scan_order(spatial_dims: int, index: int) -> tuple[int, ...]:
+    """Spatial axes, slowest to fastest varying, of the ``index``-th Re-WKV scan.
+
+    Scan 0 is raster order (the last axis, W, fastest). Each further scan rotates the axes by one, so the
+    fastest axis cycles W, H, D, W, ...: in 2D this alternates row-major and column-major order as the
+    published model does; in 3D scan 1 is (W, D, H) and scan 2 is (H, W, D).
+    """
+    return tuple((axis - index) % spatial_dims for axis in range(spatial_dims))
+
+
+def _scan(
+    w: torch.Tensor,
+    u: torch.Tensor,
+    k: torch.Tensor,
+    v: torch.Tensor,
+    spatial_shape: Sequence[int],
+    order: Sequence[int],
+) -> torch.Tensor:
+    """Bi-WKV over the tokens read in the axis ``order``; k, v and the result are (B, T, C) in raster order."""
+    if list(order) == sorted(order):
+        return bi_wkv(w, u, k, v)
+    batch, seq_len, channels = k.shape
+    grid = (batch, *spatial_shape, channels)
+    forward = (0, *(a + 1 for a in order), len(grid) - 1)
+    inverse = tuple(forward.index(i) for i in range(len(grid)))
+
+    def permute(t: torch.Tensor) -> torch.Tensor:
+        return t.reshape(grid).permute(forward).reshape(batch, seq_len, channels)
+
+    out = bi_wkv(w, u, permute(k), permute(v))
+    permuted_grid = tuple(grid[i] for i in forward)
+    return out.reshape(permuted_grid).permute(inverse).reshape(batch, seq_len, channels)
+
+
+class ReWKV(nn.Module):
+    """Re-WKV spatial mix: Omni-Shift, then ``recurrence`` chained Bi-WKV scans along rotating axis orders.
+
+    ``k`` is computed once and reused by every scan; only ``v`` is chained. Scan ``j`` uses decay
+    ``spatial_decay[j] / T`` and bonus ``spatial_first[j] / T`` with T the number of tokens.
+
+    Args:
+        spatial_dims: number of spatial dimensions (2 or 3).
+        channels: token width C.
+        recurrence: number of chained scans (2 in the published 2D model).
+
+    Shapes:
+        forward(x (B, T, C), spatial_shape) -> (B, T, C), tokens in raster order of ``spatial_shape``.
+    """
+
+    def __init__(self, spatial_dims: int, channels: int, recurrence: int) -> None:
+        super().__init__()
+        self.spatial_dims = spatial_dims
+        self.recurrence = recurrence
+        self.omni_shift = OmniShift(spatial_dims, channels)
+        self.key = nn.Linear(channels, channels, bias=False)
+        self.value = nn.Linear(channels, channels, bias=False)
+        self.receptance = nn.Linear(channels, channels, bias=False)
+        self.output = nn.Linear(channels, channels, bias=False)
+        self.spatial_decay = nn.Parameter(torch.randn(recurrence, channels))
+        self.spatial_first = nn.Parameter(torch.randn(recurrence, channels))
+        # The 2024 release carried an unused depthwise conv per block; accept and discard its weights.
+        self.register_load_state_dict_pre_hook(_drop_unused_dwconv)
+
+    def forward(self, x: torch.Tensor, spatial_shape: Sequence[int]) -> torch.Tensor:
+        seq_len = x.shape[1]
+        shifted = to_tokens(self.omni_shift(to_image(x, spatial_shape)))
+        k, v, r = self.key(shifted), self.value(shifted), self.receptance(shifted)
+        for j in range(self.recurrence):
+            w, u = self.spatial_decay[j] / seq_len, self.spatial_first[j] / seq_len
+            v = _scan(w, u, k, v, spatial_shape, scan_order(self.spatial_dims, j))
+        return self.output(torch.sigmoid(r) * v)
+
+
+def _drop_unused_dwconv(module: nn.Module, state_dict: dict, prefix: str, *args: object) -> None:
+    state_dict.pop(prefix + "dwconv.weight", None)
+
+
+class ChannelMix(nn.Module):
+    """Channel mix: ``sigmoid(xs Wr) * (relu(xs Wk)^2 Wv)`` with ``xs = OmniShift(x)``.
+
+    Args:
+        spatial_dims: number of spatial dimensions (2 or 3).
+        channels: token width C.
+        hidden_rate: width of the hidden layer as a multiple of C.
+
+    Shapes:
+        forward(x (B, T, C), spatial_shape) -> (B, T, C).
+    """
+
+    def __init__(self, spatial_dims: int, channels: int, hidden_rate: int = 4) -> None:
+        super().__init__()
+        hidden = hidden_rate * channels
+        self.key = nn.Linear(channels, hidden, bias=False)
+        self.omni_shift = OmniShift(spatial_dims, channels)
+        self.receptance = nn.Linear(channels, channels, bias=False)
+        self.value = nn.Linear(hidden, channels, bias=False)
+
+    def forward(self, x: torch.Tensor, spatial_shape: Sequence[int]) -> torch.Tensor:
+        shifted = to_tokens(self.omni_shift(to_image(x, spatial_shape)))
+        hidden = torch.square(torch.relu(self.key(shifted)))
+        return torch.sigmoid(self.receptance(shifted)) * self.value(hidden)
+
+
+class RWKVBlock(nn.Module):
+    """Pre-norm residual block: ``x + gamma1 * ReWKV(LN(x))``, then ``x + gamma2 * ChannelMix(LN(x))``.
+
+    Args:
+        spatial_dims: number of spatial dimensions (2 or 3).
+        channels: number of feature channels C.
+        recurrence: number of chained Bi-WKV scans in the spatial mix.
+        hidden_rate: channel-mix hidden width as a multiple of C.
+
+    Shapes:
+        input and output (B, C, *spatial). Channels-last input stays channels-last without copies.
+    """
+
+    def __init__(self, spatial_dims: int, channels: int, recurrence: int, hidden_rate: int = 4) -> None:
+        super().__init__()
+        self.ln1 = nn.LayerNorm(channels, eps=1e-5)
+        self.ln2 = nn.LayerNorm(channels, eps=1e-5)
+        self.att = ReWKV(spatial_dims, channels, recurrence)
+        self.ffn = ChannelMix(spatial_dims, channels, hidden_rate)
+        self.gamma1 = nn.Parameter(torch.ones(channels))
+        self.gamma2 = nn.Parameter(torch.ones(channels))
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        spatial_shape = x.shape[2:]
+        tokens = to_tokens(x)
+        tokens = tokens + self.gamma1 * self.att(self.ln1(tokens), spatial_shape)
+        tokens = tokens + self.gamma2 * self.ffn(self.ln2(tokens), spatial_shape)
+        return to_image(tokens, spatial_shape)

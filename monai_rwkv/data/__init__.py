@@ -1,8 +1,24 @@
 """Medical image I/O for monai_rwkv: a SimpleITK reader for MONAI, DICOM series and NIfTI writers."""
 
+from monai_rwkv.data.atomic import atomic_output_dir, atomic_output_file
 from monai_rwkv.data.dicom_series import DicomSeries, DicomSliceHeader, load_dicom_series
+from monai_rwkv.data.dicom_writer import (
+    Rescale,
+    choose_rescale,
+    sanitize_filename,
+    source_files_from_meta,
+    write_dicom_series,
+)
 from monai_rwkv.data.errors import ImageReadError
-from monai_rwkv.data.sitk_reader import DEFAULT_MAX_VOXELS, DICOM_SOURCE_FILES, SimpleITKReader, SitkImage
+from monai_rwkv.data.nifti_writer import write_nifti
+from monai_rwkv.data.sitk_reader import (
+    DEFAULT_MAX_VOXELS,
+    DICOM_SOURCE_FILES,
+    SimpleITKReader,
+    SitkImage,
+    sitk_load_image,
+    sitk_load_imaged,
+)
 
 __all__ = [
     "DEFAULT_MAX_VOXELS",
@@ -10,7 +26,17 @@ __all__ = [
     "DicomSeries",
     "DicomSliceHeader",
     "ImageReadError",
+    "Rescale",
     "SimpleITKReader",
     "SitkImage",
+    "atomic_output_dir",
+    "atomic_output_file",
+    "choose_rescale",
     "load_dicom_series",
+    "sanitize_filename",
+    "sitk_load_image",
+    "sitk_load_imaged",
+    "source_files_from_meta",
+    "write_dicom_series",
+    "write_nifti",
 ]

@@ -12,17 +12,21 @@
 
 from __future__ import annotations
 
+import gzip
 import math
 import os
+import zlib
 from collections.abc import Sequence
 from dataclasses import dataclass, field
 from typing import Any
 
+import nibabel as nib
 import numpy as np
 import SimpleITK as sitk
-from monai.config import PathLike
+from monai.config import KeysCollection, PathLike
 from monai.data.image_reader import ImageReader
 from monai.data.utils import is_no_channel, orientation_ras_lps
+from monai.transforms import LoadImage, LoadImaged
 from monai.utils import ImageMetaKey, MetaKeys, SpaceKeys, ensure_tuple
 from pydicom.misc import is_dicom
 
@@ -35,7 +39,14 @@ from monai_rwkv.data.dicom_series import (
 )
 from monai_rwkv.data.errors import ImageReadError, one_line
 
-__all__ = ["SimpleITKReader", "SitkImage", "DEFAULT_MAX_VOXELS", "DICOM_SOURCE_FILES"]
+__all__ = [
+    "SimpleITKReader",
+    "SitkImage",
+    "DEFAULT_MAX_VOXELS",
+    "DICOM_SOURCE_FILES",
+    "sitk_load_image",
+    "sitk_load_imaged",
+]
 
 #: default refusal threshold: 2**30 voxels (4 GiB as float32).
 DEFAULT_MAX_VOXELS = 2**30
@@ -126,12 +137,66 @@ def read_with_sitk(path: str, max_voxels: int = DEFAULT_MAX_VOXELS) -> SitkImage
     except RuntimeError as e:
         raise ImageReadError(path, f"not a readable image ({_itk_reason(e)})") from None
     _check_voxels(path, reader.GetSize(), reader.GetNumberOfComponents(), max_voxels)
+    _check_nifti_complete(path)
     try:
         img = reader.Execute()
     except RuntimeError as e:
         raise ImageReadError(path, f"truncated or corrupt image data ({_itk_reason(e)})") from None
     meta = _sitk_metadata(reader)
     return SitkImage(_sitk_array(img), _sitk_affine_lps(img), meta)
+
+
+def _nifti_data_end(path: str) -> int | None:
+    """
+    Bytes a NIfTI-1/2 file must hold (data offset + voxel data), from its raw header; None if unknown.
+    Works on a damaged gzip stream as long as the header itself can be decompressed.
+    """
+    opener = gzip.open if path.lower().endswith(".gz") else open
+    try:
+        with opener(path, "rb") as f:
+            raw = f.read(540)
+        nifti2 = 540 in (int.from_bytes(raw[:4], "little"), int.from_bytes(raw[:4], "big"))
+        header = nib.Nifti2Header(raw[:540], check=False) if nifti2 else nib.Nifti1Header(raw[:348], check=False)
+        itemsize = header.get_data_dtype().itemsize
+        return int(header.get_data_offset()) + math.prod(int(d) for d in header.get_data_shape()) * itemsize
+    except Exception:  # noqa: BLE001 - any parsing failure just means the size is unknown
+        return None
+
+
+def _gunzipped_size(path: str, expected: int | None) -> int:
+    """Uncompressed size of a gzip file: the trailer's ISIZE if it agrees with ``expected``, else by streaming."""
+    if expected is not None:
+        with open(path, "rb") as f:
+            f.seek(-4, os.SEEK_END)
+            if int.from_bytes(f.read(4), "little") == expected % 2**32:
+                return expected
+    total = 0
+    with gzip.open(path, "rb") as g:
+        while chunk := g.read(1 << 22):
+            total += len(chunk)
+    return total
+
+
+def _check_nifti_complete(path: str) -> None:
+    """
+    Refuse a NIfTI file holding fewer data bytes than its header claims, or a broken gzip stream
+    (ITK would zero-fill the missing voxels silently).
+
+    Raises:
+        ImageReadError: truncated file or broken gzip stream.
+    """
+    lower = path.lower()
+    if not lower.endswith((".nii", ".nii.gz")):
+        return
+    expected = _nifti_data_end(path)
+    try:
+        actual = _gunzipped_size(path, expected) if lower.endswith(".gz") else os.path.getsize(path)
+    except (EOFError, OSError, zlib.error) as e:
+        raise ImageReadError(path, f"truncated or corrupt gzip stream ({one_line(e)})") from None
+    if expected is not None and actual < expected:
+        raise ImageReadError(
+            path, f"truncated or corrupt NIfTI: header needs {expected} bytes, the file holds {actual} (uncompressed)"
+        )
 
 
 def _itk_reason(error: Exception) -> str:
@@ -355,3 +420,34 @@ def _stack(arrays: list[np.ndarray], metas: list[dict]) -> tuple[np.ndarray, dic
         meta[MetaKeys.ORIGINAL_CHANNEL_DIM] = 0
         return np.stack(arrays, axis=0), meta
     return np.concatenate(arrays, axis=int(channel_dim)), meta
+
+
+def _only_reader(loader: LoadImage, reader: SimpleITKReader) -> LoadImage:
+    """Make ``loader`` use ``reader`` alone and call it directly, so its errors are not masked by fallbacks."""
+    loader.readers = [reader]
+    loader.auto_select = True
+    return loader
+
+
+def sitk_load_image(reader: SimpleITKReader | None = None, **kwargs) -> LoadImage:
+    """
+    ``monai.transforms.LoadImage`` that uses only :class:`SimpleITKReader`.
+
+    ``LoadImage(reader=SimpleITKReader())`` also works, but when our reader refuses an input (for example a
+    folder with two series) MONAI silently retries with its default readers, which may then mix series or
+    order slices by InstanceNumber. This loader never falls back, and raises :class:`ImageReadError` as is.
+
+    Args:
+        reader: the reader (default ``SimpleITKReader()``).
+        kwargs: other ``LoadImage`` arguments (``image_only``, ``ensure_channel_first``, ``dtype``, ...).
+    """
+    reader = reader or SimpleITKReader()
+    return _only_reader(LoadImage(reader=reader, **kwargs), reader)
+
+
+def sitk_load_imaged(keys: KeysCollection, reader: SimpleITKReader | None = None, **kwargs) -> LoadImaged:
+    """``monai.transforms.LoadImaged`` that uses only :class:`SimpleITKReader` (see :func:`sitk_load_image`)."""
+    reader = reader or SimpleITKReader()
+    transform = LoadImaged(keys, reader=reader, **kwargs)
+    _only_reader(transform._loader, reader)
+    return transform

@@ -1,0 +1,103 @@
+# Copyright (c) MONAI Consortium and the monai_rwkv authors
+# Licensed under the Apache License, Version 2.0 (the "License");
+# you may not use this file except in compliance with the License.
+# You may obtain a copy of the License at
+#     http://www.apache.org/licenses/LICENSE-2.0
+# Unless required by applicable law or agreed to in writing, software
+# distributed under the License is distributed on an "AS IS" BASIS,
+# WITHOUT WARRANTIES OR CONDITIONS OF ANY KIND, either express or implied.
+# See the License for the specific language governing permissions and
+# limitations under the License.
+"""Atomic NIfTI-1 writing that keeps the given affine (as sform, and as qform when it is rigid + scaling)."""
+
+from __future__ import annotations
+
+import os
+from pathlib import Path
+from typing import Any
+
+import nibabel as nib
+import numpy as np
+import torch
+
+from monai_rwkv.data.atomic import atomic_output_file
+
+__all__ = ["write_nifti"]
+
+_DTYPES = {"float32": np.dtype(np.float32), "int16": np.dtype(np.int16)}
+
+
+def _to_numpy(x: Any) -> np.ndarray:
+    if isinstance(x, torch.Tensor):
+        x = x.detach().cpu().numpy()
+    return np.asarray(x)
+
+
+def _cast(data: np.ndarray, dtype: np.dtype) -> np.ndarray:
+    """float32 as is; int16 rounded, refusing values outside [-32768, 32767] (no silent clipping)."""
+    if not np.all(np.isfinite(data)):
+        raise ValueError("data contains NaN or infinite values.")
+    if dtype == np.float32:
+        return data.astype(np.float32)
+    rounded = np.rint(data.astype(np.float64))
+    info = np.iinfo(np.int16)
+    if data.size and (rounded.min() < info.min or rounded.max() > info.max):
+        raise ValueError(f"values {rounded.min()}..{rounded.max()} do not fit int16; write float32 instead.")
+    return rounded.astype(np.int16)
+
+
+def _image(data: np.ndarray, affine: np.ndarray) -> nib.Nifti1Image:
+    """A NIfTI-1 image with sform = ``affine`` (code 1, scanner) and a matching qform where one exists."""
+    img = nib.Nifti1Image(data, affine)
+    img.header.set_sform(affine, code=1)
+    img.header.set_qform(affine, code=1)
+    if not np.allclose(img.header.get_qform(), affine, atol=1e-4):  # shear: a qform cannot represent it
+        img.header.set_qform(affine, code=0)
+    img.header.set_xyzt_units("mm", "sec")
+    return img
+
+
+def write_nifti(
+    data: np.ndarray | torch.Tensor,
+    path: str | os.PathLike,
+    affine: np.ndarray | torch.Tensor | None = None,
+    *,
+    dtype: str = "float32",
+    overwrite: bool = False,
+    channel_first: bool = False,
+) -> Path:
+    """
+    Write ``data`` to ``path`` (``.nii`` or ``.nii.gz``) atomically: a hidden temporary file beside it is renamed
+    on success; nothing is left under ``path`` on error.
+
+    Args:
+        data: image ``(i, j, k[, t/channel])`` as returned by MONAI's NIfTI / SimpleITK readers; a MetaTensor's
+            affine is used when ``affine`` is None.
+        path: output file.
+        affine: (4, 4) voxel to RAS mm (MONAI's ``meta["affine"]``); stored exactly up to NIfTI's float32.
+        dtype: ``"float32"`` or ``"int16"`` (values rounded; out-of-range values are an error).
+        overwrite: replace an existing file; otherwise ``FileExistsError``.
+        channel_first: ``data`` is ``(C, i, j, k)``: the channel axis is moved last (dropped when C == 1).
+
+    Returns:
+        the written path.
+    """
+    path = Path(path)
+    if not path.name.endswith((".nii", ".nii.gz")):
+        raise ValueError(f"{path}: NIfTI file names end with .nii or .nii.gz.")
+    if dtype not in _DTYPES:
+        raise ValueError(f"dtype must be one of {sorted(_DTYPES)}, got {dtype!r}.")
+    if affine is None:
+        if not hasattr(data, "affine"):
+            raise ValueError("affine is required unless data is a MetaTensor.")
+        affine = data.affine
+    affine = _to_numpy(affine).astype(np.float64)
+    if affine.shape != (4, 4) or not np.all(np.isfinite(affine)) or abs(np.linalg.det(affine[:3, :3])) < 1e-12:
+        raise ValueError(f"affine must be a finite, invertible 4x4 matrix, got\n{affine}")
+    arr = _to_numpy(data)
+    if channel_first:
+        arr = arr[0] if arr.shape[0] == 1 else np.moveaxis(arr, 0, -1)
+    img = _image(_cast(arr, _DTYPES[dtype]), affine)
+    with atomic_output_file(path, overwrite=overwrite) as tmp:
+        nib.save(img, tmp)
+    return path.absolute()

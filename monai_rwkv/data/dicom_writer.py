@@ -277,6 +277,20 @@ class _SeriesContext:
     time: str
 
 
+def _decoded_copy(src: Dataset) -> Dataset:
+    """
+    A deep copy of ``src`` whose elements are all decoded (no raw bytes in the source's byte order), so that it
+    can be written as Explicit VR Little Endian whatever the source's encoding (implicit VR, big endian).
+    """
+    ds = Dataset()
+    for elem in src:  # iterating decodes raw elements with the source's encoding
+        if elem.VR == "SQ":
+            ds.add_new(elem.tag, "SQ", [_decoded_copy(item) for item in elem.value])
+        else:
+            ds.add(copy.deepcopy(elem))
+    return ds
+
+
 def _derive_slice(src: Dataset, pixels: np.ndarray, index: int, ctx: _SeriesContext) -> Dataset:
     """
     A new single-frame dataset: ``src``'s header with new UIDs, derived-image tags and ``pixels``.
@@ -287,7 +301,7 @@ def _derive_slice(src: Dataset, pixels: np.ndarray, index: int, ctx: _SeriesCont
         index: 0-based slice index (InstanceNumber is ``index + 1``).
         ctx: series-wide values.
     """
-    ds = copy.deepcopy(src)
+    ds = _decoded_copy(src)
     for keyword in _DROPPED_KEYWORDS:
         if keyword in ds:
             delattr(ds, keyword)
@@ -397,6 +411,8 @@ def write_dicom_series(
     files = _resolve_source(source, source_series_uid)
     datasets = [pydicom.dcmread(f, stop_before_pixels=True) for f in files]
     first = datasets[0]
+    if any(int(d.get("NumberOfFrames") or 1) > 1 or int(d.get("SamplesPerPixel") or 1) != 1 for d in datasets):
+        raise ValueError("multi-frame or colour source files are not supported: only single-frame grey-level slices.")
     vol = _as_volume(volume, (int(first.Columns), int(first.Rows), len(datasets)))
     if affine is None and hasattr(volume, "affine"):
         affine = volume.affine

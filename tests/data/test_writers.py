@@ -103,6 +103,18 @@ def test_compressed_mr_source_gives_uncompressed_float_rescale(tmp_path: Path) -
     np.testing.assert_allclose(back, restored.numpy(), atol=slope / 2 + 1e-6)
 
 
+@pytest.mark.parametrize("name", ["MR_small_implicit.dcm", "MR_small_bigendian.dcm"])
+def test_any_source_encoding_gives_explicit_little_endian(name: str, tmp_path: Path) -> None:
+    src = copy_series(name, tmp_path / "src")
+    img = sitk_load_image(image_only=True)(src)
+    files = write_dicom_series(img, img.meta, tmp_path / "out", "m", "v")
+    ds, ref = pydicom.dcmread(files[0]), pydicom.dcmread(src)
+    assert ds.file_meta.TransferSyntaxUID == ExplicitVRLittleEndian
+    for tag in GEOMETRY_TAGS + KEPT_TAGS:
+        assert ds.get(tag) == ref.get(tag), tag
+    np.testing.assert_array_equal(ds.pixel_array.T[:, :, None] * float(ds.RescaleSlope), img.numpy())
+
+
 def test_no_overwrite_and_atomic_replace(ct5n: Path, tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
     img = sitk_load_image(image_only=True)(ct5n)
     out = tmp_path / "out"
@@ -152,7 +164,10 @@ def test_writer_refuses_mismatched_volume(ct5n: Path, tmp_path: Path) -> None:
     nan[0, 0, 0] = float("nan")
     with pytest.raises(ValueError, match="NaN"):
         write_dicom_series(nan, img.meta, tmp_path / "c", "m", "v")
-    assert sorted(os.listdir(tmp_path)) == ["ct5n"]
+    rtdose = copy_series("rtdose.dcm", tmp_path / "dose")  # a 15-frame file
+    with pytest.raises(ValueError, match="multi-frame"):
+        write_dicom_series(np.zeros((10, 10, 15)), [rtdose], tmp_path / "d", "m", "v")
+    assert sorted(os.listdir(tmp_path)) == ["ct5n", "dose"]
 
 
 def test_source_as_folder_and_collated_meta(ct5n: Path, tmp_path: Path) -> None:

@@ -142,9 +142,9 @@ def choose_rescale(vmin: float, vmax: float, modality: str = "", dtype: str | np
     elif float(vmin).is_integer() and float(vmax).is_integer() and _fits(vmin, vmax, 1.0, 0.0, dtype):
         return Rescale(dtype, "1", "0")
     span = vmax - vmin
-    if span == 0:
-        return Rescale(dtype, "1", _ds(vmin))
     slope = float(_ds(span / (float(info.max) - float(info.min) - 2.0)))  # 2 levels of margin for DS rounding
+    if not slope > 0:  # constant image (or a span below float resolution)
+        return Rescale(dtype, "1", _ds(vmin))
     intercept = float(_ds(vmin - (float(info.min) + 1.0) * slope))
     return Rescale(dtype, _ds(slope), _ds(intercept))
 

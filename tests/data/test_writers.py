@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import os
+import re
 from pathlib import Path
 
 import nibabel as nib
@@ -11,6 +12,8 @@ import pydicom
 import pytest
 import SimpleITK as sitk
 import torch
+from hypothesis import given, settings
+from hypothesis import strategies as st
 from monai.data import MetaTensor
 from pydicom.uid import ExplicitVRLittleEndian
 
@@ -255,3 +258,24 @@ def test_nifti_writer_channel_first_and_qform(tmp_path: Path) -> None:
     img = nib.load(out)
     assert img.shape == (4, 5, 6) and img.header["qform_code"] == 1
     np.testing.assert_allclose(img.header.get_qform(), affine, atol=1e-6)
+
+
+@settings(max_examples=200, deadline=None)
+@given(st.text(max_size=300))
+def test_sanitize_filename_is_always_a_safe_component(text: str) -> None:
+    name = sanitize_filename(text)
+    assert re.fullmatch(r"[A-Za-z0-9_][A-Za-z0-9._-]*", name) and ".." not in name and len(name) <= 100
+
+
+@settings(max_examples=200, deadline=None)
+@given(
+    st.floats(-1e6, 1e6, allow_nan=False),
+    st.floats(0, 2e6, allow_nan=False),
+    st.sampled_from(["CT", "MR", "PT"]),
+    st.sampled_from(["int16", "uint16"]),
+)
+def test_choose_rescale_error_bound(vmin: float, span: float, modality: str, dtype: str) -> None:
+    rescale = choose_rescale(vmin, vmin + span, modality, dtype)
+    values = np.array([vmin, vmin + span / 3, vmin + span])
+    back = rescale.quantise(values) * rescale.slope + rescale.intercept
+    assert np.max(np.abs(back - values)) <= rescale.slope / 2 * (1 + 1e-6) + 1e-9 * max(1.0, abs(vmin) + span)

@@ -18,7 +18,7 @@ import os
 import zlib
 from collections.abc import Sequence
 from dataclasses import dataclass, field
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import nibabel as nib
 import numpy as np
@@ -26,7 +26,6 @@ import SimpleITK as sitk
 from monai.config import KeysCollection, PathLike
 from monai.data.image_reader import ImageReader
 from monai.data.utils import is_no_channel, orientation_ras_lps
-from monai.transforms import LoadImage, LoadImaged
 from monai.utils import ImageMetaKey, MetaKeys, SpaceKeys, ensure_tuple
 from pydicom.misc import is_dicom
 
@@ -47,6 +46,9 @@ __all__ = [
     "sitk_load_image",
     "sitk_load_imaged",
 ]
+
+if TYPE_CHECKING:
+    from monai.transforms import LoadImage, LoadImaged
 
 #: default refusal threshold: 2**30 voxels (4 GiB as float32).
 DEFAULT_MAX_VOXELS = 2**30
@@ -441,12 +443,16 @@ def sitk_load_image(reader: SimpleITKReader | None = None, **kwargs) -> LoadImag
         reader: the reader (default ``SimpleITKReader()``).
         kwargs: other ``LoadImage`` arguments (``image_only``, ``ensure_channel_first``, ``dtype``, ...).
     """
+    from monai.transforms import LoadImage  # deferred: importing monai.transforms is slow
+
     reader = reader or SimpleITKReader()
     return _only_reader(LoadImage(reader=reader, **kwargs), reader)
 
 
 def sitk_load_imaged(keys: KeysCollection, reader: SimpleITKReader | None = None, **kwargs) -> LoadImaged:
     """``monai.transforms.LoadImaged`` that uses only :class:`SimpleITKReader` (see :func:`sitk_load_image`)."""
+    from monai.transforms import LoadImaged  # deferred: importing monai.transforms is slow
+
     reader = reader or SimpleITKReader()
     transform = LoadImaged(keys, reader=reader, **kwargs)
     _only_reader(transform._loader, reader)

@@ -1,0 +1,59 @@
+"""Image-quality metrics with the Restore-RWKV evaluation protocol (physical units, per-slice data range)."""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+
+import torch
+from monai.metrics.regression import compute_ssim_and_cs
+
+__all__ = ["CT_EVAL_WINDOW", "slice_metrics"]
+
+#: Hounsfield window the paper truncates CT to before computing metrics.
+CT_EVAL_WINDOW = (-160.0, 240.0)
+
+
+def slice_metrics(
+    pred: torch.Tensor, label: torch.Tensor, window: Sequence[float] | None = None
+) -> dict[str, torch.Tensor]:
+    """PSNR, SSIM and RMSE of each 2D slice, as in the paper's protocol.
+
+    Both images are in physical units (e.g. HU) and optionally truncated to ``window`` first. The data
+    range of each slice is ``max(label) - min(label)`` of that slice (after truncation). SSIM uses an
+    11x11 Gaussian window with sigma 1.5, K1 = 0.01, K2 = 0.03. RMSE is in physical units.
+
+    Args:
+        pred: (N, H, W) or (N, 1, H, W) restored slices.
+        label: reference slices of the same shape.
+        window: optional (low, high) truncation, e.g. :data:`CT_EVAL_WINDOW`.
+
+    Returns:
+        dict with "psnr" (dB), "ssim" and "rmse", each a float64 tensor of shape (N,).
+    """
+    if pred.shape != label.shape:
+        raise ValueError(f"pred and label shapes differ: {tuple(pred.shape)} vs {tuple(label.shape)}.")
+    pred, label = pred.double(), label.double()
+    if pred.dim() == 3:
+        pred, label = pred.unsqueeze(1), label.unsqueeze(1)
+    if window is not None:
+        pred, label = pred.clamp(*window), label.clamp(*window)
+    data_range = (label.amax(dim=(1, 2, 3)) - label.amin(dim=(1, 2, 3))).clamp_min(1e-12)
+    mse = ((pred - label) ** 2).mean(dim=(1, 2, 3))
+    psnr = 10 * torch.log10(data_range**2 / mse.clamp_min(1e-20))
+    ssim = torch.stack(
+        [
+            compute_ssim_and_cs(
+                p[None],
+                t[None],
+                spatial_dims=2,
+                kernel_size=(11, 11),
+                kernel_sigma=(1.5, 1.5),
+                data_range=float(r),
+                kernel_type="gaussian",
+                k1=0.01,
+                k2=0.03,
+            )[0].mean()
+            for p, t, r in zip(pred, label, data_range)
+        ]
+    )
+    return {"psnr": psnr, "ssim": ssim, "rmse": mse.sqrt()}

@@ -148,7 +148,7 @@ def test_cutoff_at_image_nyquist_reduces_ringing():
         iradon(sino, geom, cutoff=0.0)
 
 
-def _noise_std(dose: float, seed: int, repeats: int = 4) -> float:
+def _noise_std(dose: float, seed: int, repeats: int = 2) -> float:
     """Noise std (HU) in the central water region: low-dose minus noise-free reconstruction."""
     img = ellipse_phantom(WATER).float()
     sim = RandLowDoseCT(dose_fraction=dose, electronic_noise_var=0.0, spacing=SPACING)
@@ -162,7 +162,7 @@ def _noise_std(dose: float, seed: int, repeats: int = 4) -> float:
 def test_noise_std_scales_as_inverse_sqrt_dose(seed):
     doses = (1.0, 0.25, 0.0625)
     stds = [_noise_std(dose, seed + i) for i, dose in enumerate(doses)]
-    # std * sqrt(dose) is constant within 10 % (measured spread about 1 %)
+    # std * sqrt(dose) is constant within 10 % (measured spread 1-2.5 %, about 9.3 HU at full dose)
     scaled = [s * math.sqrt(d) for s, d in zip(stds, doses)]
     assert max(scaled) / min(scaled) < 1.10, stds
 
@@ -254,4 +254,4 @@ def test_fbp_on_real_head_slice_if_present():
     geom = ParallelBeamGeometry.create(img.shape, 0.957)
     ref = img.clamp_min(-1000).double()
     rec = mu_to_hu(iradon(radon(hu_to_mu(ref), geom), geom))
-    assert rmse(rec, ref) < 20.0  # measured about 12 HU on real slices (partial-volume bone edges)
+    assert rmse(rec, ref) < 20.0  # measured 13.1 HU on this slice (7-13 HU over the test split; bone edges)

@@ -74,17 +74,18 @@ LICENSE_TEXT = """\
 Data licence note
 =================
 
-These images are derived from "Cranium.inv3", an example head CT (InVesalius project "{name}", modality {modality})
-shipped by the Debian package "invesalius-examples" ({package_version}), file
-/usr/share/doc/invesalius-examples/examples/Cranium.inv3.
+These images are derived from "Cranium.inv3", an example head CT (InVesalius project "{name}",
+modality {modality}) shipped by the Debian package "invesalius-examples" ({package_version}),
+read from {archive}.
 
 Upstream: InVesalius, Centro de Tecnologia da Informacao Renato Archer (CTI), Brazil,
-https://github.com/invesalius/invesalius3 . Debian states the package is licensed GPL-2
-(see /usr/share/doc/invesalius-examples/copyright and /usr/share/common-licenses/GPL-2).
+https://github.com/invesalius/invesalius3 . The Debian copyright file of the package
+(/usr/share/doc/invesalius-examples/copyright) gives its licence as GPL-2
+(full text: /usr/share/common-licenses/GPL-2 on Debian systems).
 
-The voxel values (int16 Hounsfield units) are unchanged; they were only re-wrapped as NIfTI with the geometry
-stored in the project (spacing {spacing} mm, x/y/z). Redistribution must follow the GPL-2 terms of the source
-package; this note and the source reference must accompany copies. No trained model weights are covered by it.
+The voxel values (int16 Hounsfield units) are unchanged; they were only re-wrapped as NIfTI with
+the geometry stored in the project (voxel size {spacing} mm, x/y/z). Copies must follow the
+GPL-2 terms of the source package and keep this note with them.
 """
 
 
@@ -333,8 +334,10 @@ def is_complete(out: Path) -> bool:
     return all((out / name).is_file() and sha256_file(out / name) == digest for name, digest in files)
 
 
-def license_note(volume: Inv3Volume) -> str:
+def license_note(volume: Inv3Volume, archive: Path) -> str:
+    """The data licence note for files derived from ``archive``."""
     return LICENSE_TEXT.format(
+        archive=archive,
         name=volume.metadata.get("name", "?"),
         modality=volume.metadata.get("modality", "?"),
         package_version=debian_package_version(),
@@ -364,7 +367,7 @@ def prepare(volume: Inv3Volume, archive: Path, out: Path) -> dict[str, Any]:
             "file": split_file_name(name),
             "sha256": sha256_bytes(data),
         }
-    note = license_note(volume).encode()
+    note = license_note(volume, archive).encode()
     atomic_write(out / LICENSE_FILE, note)
     info = {
         "format_version": FORMAT_VERSION,
@@ -398,7 +401,7 @@ def prepare(volume: Inv3Volume, archive: Path, out: Path) -> dict[str, Any]:
     return info
 
 
-def write_sample(volume: Inv3Volume, path: Path, n_slices: int = 4) -> Path:
+def write_sample(volume: Inv3Volume, archive: Path, path: Path, n_slices: int = 4) -> Path:
     """Write ``n_slices`` contiguous slices from the middle of the test split to ``path`` plus a licence note.
 
     Returns:
@@ -414,7 +417,7 @@ def write_sample(volume: Inv3Volume, path: Path, n_slices: int = 4) -> Path:
     atomic_write(path, nifti_bytes(image, compress=path.name.endswith(".gz")))
     stem = path.name[: -len(".nii.gz")] if path.name.endswith(".nii.gz") else path.name[: -len(".nii")]
     note_path = path.with_name(f"{stem}.LICENSE.txt")
-    note = license_note(volume) + (
+    note = license_note(volume, archive) + (
         f"\nThis sample holds slices [{first}, {first + n_slices}) of the test split [{start}, {stop}).\n"
     )
     atomic_write(note_path, note.encode())
@@ -451,7 +454,7 @@ def main(argv: Optional[list[str]] = None) -> int:
             ranges = {name: tuple(s["slices"]) for name, s in info["splits"].items()}
             print(f"wrote {args.out}: {VOLUME_FILE}, split files {ranges}, {SPLIT_FILE}, {LICENSE_FILE}")
         if args.sample is not None:
-            note = write_sample(volume, args.sample, args.sample_slices)
+            note = write_sample(volume, archive, args.sample, args.sample_slices)
             print(f"wrote sample {args.sample} and {note}")
     except PrepareError as err:
         print(f"error: {err}", file=sys.stderr)

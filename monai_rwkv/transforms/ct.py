@@ -18,9 +18,13 @@ perpendicular to ``(cos theta, sin theta)`` and detector bin ``j`` measures the 
 ``u_j = (j - (n_det - 1) / 2) * det_spacing`` from the centre. The default detector covers the image diagonal, so
 every pixel of the image is inside the reconstructed field of view.
 
-Everything is vectorised with :func:`torch.nn.functional.grid_sample`; no compiled extension is needed.
-Results on CPU and CUDA agree to float32 rounding for the deterministic parts, but the random streams differ
-between devices, so a seed reproduces the noise only on the same device type.
+Everything is vectorised with :func:`torch.nn.functional.grid_sample` (views in chunks of 16 to bound memory); no
+compiled extension is needed and the same code runs on CUDA tensors. The random streams of CPU and CUDA generators
+differ, so a seed reproduces the noise only on the same device type.
+
+Speed (default geometry for 256 x 256: 408 views, 727 bins of half a pixel): about 0.45-0.55 s per slice on one
+CPU thread of a shared 2-core machine (forward projection about 2/3 of it). Simulate whole slices, so that every
+ray crosses the whole object, and crop afterwards.
 """
 
 from __future__ import annotations

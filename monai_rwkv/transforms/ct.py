@@ -215,17 +215,34 @@ def _joseph_views(
     coef_k = (-steps[None, :] * b[:, None] / (a[:, None] * minor_scale)).to(dtype)
     major_norm = (major / major_half).to(dtype)
     minor_ch, major_ch = (0, 1) if along_rows else (1, 0)
-    out = torch.empty(images.shape[1], n_views, geom.n_det, device=device, dtype=dtype)
+    shadow = _shadow_bins(geom, theta)
+    out = torch.zeros(images.shape[1], n_views, geom.n_det, device=device, dtype=dtype)
     for start in range(0, n_views, _VIEW_CHUNK):
         stop = min(start + _VIEW_CHUNK, n_views)
-        grid = torch.empty(stop - start, n_steps, geom.n_det, 2, device=device, dtype=dtype)
-        torch.add(coef_u[start:stop, None, :], coef_k[start:stop, :, None], out=grid[..., minor_ch])
+        lo, hi = int(shadow[start:stop, 0].min()), int(shadow[start:stop, 1].max())  # bins whose rays can hit
+        grid = torch.empty(stop - start, n_steps, hi - lo, 2, device=device, dtype=dtype)
+        torch.add(coef_u[start:stop, None, lo:hi], coef_k[start:stop, :, None], out=grid[..., minor_ch])
         grid[..., major_ch] = major_norm[None, :, None]
         samples = F.grid_sample(
             images.expand(stop - start, -1, -1, -1), grid, mode="bilinear", padding_mode="zeros", align_corners=True
-        )  # (v, N, n_steps, n_det)
-        out[:, start:stop] = samples.sum(dim=2).transpose(0, 1) * step_len[start:stop, None].to(dtype)
+        )  # (v, N, n_steps, hi - lo)
+        out[:, start:stop, lo:hi] = samples.sum(dim=2).transpose(0, 1) * step_len[start:stop, None].to(dtype)
     return out
+
+
+def _shadow_bins(geom: ParallelBeamGeometry, theta: torch.Tensor) -> torch.Tensor:
+    """Per view, the half-open range ``[lo, hi)`` of detector bins whose rays can meet the image (CPU int64, (V, 2)).
+
+    The image (plus one pixel of interpolation support) projects onto ``|u| <= (W dx / 2 + dx) |cos| + (H dy / 2 +
+    dy) |sin|``; rays outside that only sample zeros, so they are skipped (about 10 % of the work).
+    """
+    (h, w), (dy, dx) = geom.image_shape, geom.spacing
+    cos, sin = torch.cos(theta).abs().cpu(), torch.sin(theta).abs().cpu()
+    half = ((w * dx / 2 + dx) * cos + (h * dy / 2 + dy) * sin) / geom.det_spacing
+    centre = (geom.n_det - 1) / 2
+    lo = torch.floor(centre - half).clamp(0, geom.n_det - 1)
+    hi = torch.ceil(centre + half).clamp(0, geom.n_det - 1) + 1
+    return torch.stack([lo, hi], dim=1).long()
 
 
 def radon(image: torch.Tensor, geometry: ParallelBeamGeometry) -> torch.Tensor:

@@ -567,17 +567,47 @@ class RandLowDoseCTd(RandomizableTransform, MapTransform):
 
     Args:
         keys: keys of the images (HU) to degrade.
+        prob: probability of applying the transform (to all keys at once).
+        dose_fraction, incident_photons, electronic_noise_var, min_counts, spacing, n_views, n_det, det_spacing,
+        window, cutoff, mu_water: as for :class:`RandLowDoseCT`.
         allow_missing_keys: don't raise if a key is missing.
-        kwargs: the arguments of :class:`RandLowDoseCT` (``prob``, ``dose_fraction``, ``spacing``, ...).
     """
 
     backend = RandLowDoseCT.backend
 
-    def __init__(self, keys: KeysCollection, allow_missing_keys: bool = False, **kwargs) -> None:
+    def __init__(
+        self,
+        keys: KeysCollection,
+        prob: float = 1.0,
+        dose_fraction: Union[float, Sequence[float]] = 0.25,
+        incident_photons: float = 2e6,
+        electronic_noise_var: float = 10.0,
+        min_counts: float = 1.0,
+        spacing: Union[float, Sequence[float], None] = None,
+        n_views: Optional[int] = None,
+        n_det: Optional[int] = None,
+        det_spacing: Optional[float] = None,
+        window: str = "ram-lak",
+        cutoff: float = 1.0,
+        mu_water: float = MU_WATER_PER_MM,
+        allow_missing_keys: bool = False,
+    ) -> None:
         MapTransform.__init__(self, keys, allow_missing_keys)
-        prob = kwargs.pop("prob", 1.0)
         RandomizableTransform.__init__(self, prob)
-        self.simulator = RandLowDoseCT(prob=1.0, **kwargs)
+        self.simulator = RandLowDoseCT(
+            prob=1.0,
+            dose_fraction=dose_fraction,
+            incident_photons=incident_photons,
+            electronic_noise_var=electronic_noise_var,
+            min_counts=min_counts,
+            spacing=spacing,
+            n_views=n_views,
+            n_det=n_det,
+            det_spacing=det_spacing,
+            window=window,
+            cutoff=cutoff,
+            mu_water=mu_water,
+        )
 
     def set_random_state(
         self, seed: Optional[int] = None, state: Optional[np.random.RandomState] = None

@@ -23,8 +23,8 @@ compiled extension is needed and the same code runs on CUDA tensors. The random 
 differ, so a seed reproduces the noise only on the same device type.
 
 Speed (default geometry for 256 x 256: 408 views, 727 bins of half a pixel): about 0.45-0.55 s per slice on one
-CPU thread of a shared 2-core machine (forward projection about 2/3 of it). Simulate whole slices, so that every
-ray crosses the whole object, and crop afterwards.
+CPU thread of a lightly loaded 2-core machine, up to about 1 s when its cores are oversubscribed (the forward
+projection is about 2/3 of it). Simulate whole slices, so that every ray crosses the whole object, then crop.
 """
 
 from __future__ import annotations

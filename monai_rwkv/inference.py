@@ -1,0 +1,266 @@
+"""
+Slice-wise restoration of whole volumes with a 2D network and MONAI's sliding-window inferer.
+
+Shared by the MONAI bundles (``bundles/*/configs``) and the ``monai-rwkv`` command line, so that both run
+exactly the same code: intensity normalisation with a fixed physical range, per-slice sliding-window
+inference with Gaussian blending, de-normalisation back to physical units, geometry kept.
+"""
+
+from __future__ import annotations
+
+import os
+from collections.abc import Callable, Mapping, Sequence
+from contextlib import nullcontext
+from typing import Any
+
+import numpy as np
+import torch
+from monai.data import MetaTensor
+from monai.inferers import SlidingWindowInferer
+from torch import nn
+from tqdm.auto import tqdm
+
+from monai_rwkv.networks.nets import RestoreRWKV
+from monai_rwkv.networks.nets.restore_rwkv import _unwrap_state_dict
+
+__all__ = [
+    "CT_INTENSITY_RANGE",
+    "OUTPUT_DTYPES",
+    "SliceWiseRestorer",
+    "denormalize_intensity",
+    "load_network",
+    "normalize_intensity",
+    "resolve_device",
+]
+
+#: fixed CT intensity range of the paper, in HU, mapped to [0, 1] before the network.
+CT_INTENSITY_RANGE = (-1024.0, 3072.0)
+#: output types a restorer can produce.
+OUTPUT_DTYPES = {"float32": torch.float32, "int16": torch.int16}
+
+
+def normalize_intensity(x: torch.Tensor, intensity_range: Sequence[float] = CT_INTENSITY_RANGE) -> torch.Tensor:
+    """
+    Physical units -> [0, 1]: ``(x - low) / (high - low)``, clipped; NaN becomes 0 (the low end).
+
+    Args:
+        x: any shape, physical units (e.g. HU).
+        intensity_range: ``(low, high)`` in physical units, ``low < high``.
+
+    Returns:
+        float32 tensor of the same shape, values in [0, 1].
+    """
+    low, high = (float(v) for v in intensity_range)
+    scaled = (x.float() - low) / (high - low)
+    return torch.nan_to_num(scaled, nan=0.0).clamp_(0.0, 1.0)
+
+
+def denormalize_intensity(y: torch.Tensor, intensity_range: Sequence[float] = CT_INTENSITY_RANGE) -> torch.Tensor:
+    """[0, 1] -> physical units: ``y * (high - low) + low`` (no clipping), float32."""
+    low, high = (float(v) for v in intensity_range)
+    return y.float() * (high - low) + low
+
+
+def resolve_device(device: str | torch.device | None = "auto") -> torch.device:
+    """
+    ``"auto"`` (or None): CUDA when available, else CPU; any other value as ``torch.device``.
+
+    Raises:
+        ValueError: CUDA was asked for but is not available.
+    """
+    if device is None or str(device) == "auto":
+        return torch.device("cuda" if torch.cuda.is_available() else "cpu")
+    device = torch.device(device)
+    if device.type == "cuda" and not torch.cuda.is_available():
+        raise ValueError("device 'cuda' requested but CUDA is not available; use --device cpu or auto")
+    return device
+
+
+def load_network(
+    network: nn.Module | None = None,
+    weights: str | os.PathLike | Mapping[str, torch.Tensor] | None = None,
+    device: str | torch.device | None = "cpu",
+    strict: bool = True,
+) -> nn.Module:
+    """
+    Prepare a network for inference: load its weights, move it to ``device``, eval mode, channels-last memory.
+
+    Args:
+        network: the network to fill (e.g. built from a bundle's ``network_def``). None builds a
+            :class:`RestoreRWKV` whose configuration is inferred from ``weights`` (``RestoreRWKV.from_official``).
+        weights: a state dict or the path of a checkpoint (read with ``torch.load(weights_only=True)``; plain
+            state dicts, BasicSR/Lightning-style wrappers and ``module.`` prefixes are accepted). None keeps the
+            network's current weights.
+        device: where the network will run (``"auto"`` allowed).
+        strict: require the checkpoint keys to match the network exactly.
+
+    Raises:
+        FileNotFoundError: ``weights`` is a path that does not exist.
+        ValueError: no network and no weights, or not a state dict.
+    """
+    if isinstance(weights, (str, os.PathLike)) and not os.path.isfile(weights):
+        raise FileNotFoundError(f"{os.fspath(weights)}: model weights not found")
+    if network is None:
+        if weights is None:
+            raise ValueError("either a network or a checkpoint (weights) is required.")
+        network = RestoreRWKV.from_official(weights)
+    elif weights is not None:
+        network.load_state_dict(_unwrap_state_dict(weights, "cpu"), strict=strict)
+    return network.to(resolve_device(device)).eval().to(memory_format=torch.channels_last)
+
+
+class SliceWiseRestorer:
+    """
+    Restore a volume slice by slice (along its last axis) with a 2D network and sliding-window inference.
+
+    For each channel ``c`` and each slice ``k`` of a volume ``(C, i, j, k)`` in physical units:
+
+    1. normalise with the fixed ``intensity_range`` to [0, 1] (clipped);
+    2. present the slice as an image of ``(rows, columns) = (j, i)``, i.e. transposed to the usual display
+       orientation (the layout the training slices have);
+    3. run :class:`monai.inferers.SlidingWindowInferer` with ``roi_size`` patches, ``overlap`` and Gaussian
+       blending; slices smaller than the ROI are padded with 0 (the low end of the range, air for CT) and cropped;
+    4. de-normalise back to physical units, optionally after clipping the network output to [0, 1].
+
+    The network runs on ``device`` (patches are moved there one batch at a time, a slice is stitched there);
+    the volume stays on the CPU. Automatic mixed precision (float16) is used on CUDA only when ``amp`` is set.
+
+    Args:
+        network: a 2D image-to-image module ``(B, 1, H, W) -> (B, 1, H, W)`` on ``device``
+            (see :func:`load_network`), or any callable with that contract.
+        roi_size: sliding-window patch size ``(H, W)`` in pixels (use the training crop size).
+        overlap: fraction of overlap between neighbouring patches, in [0, 1).
+        sw_batch_size: patches per network call.
+        mode: blending of overlapping patches, ``"gaussian"`` or ``"constant"``.
+        intensity_range: ``(low, high)`` physical range mapped to [0, 1], e.g. :data:`CT_INTENSITY_RANGE`.
+        device: where the network runs; ``"auto"`` picks CUDA when available.
+        amp: float16 autocast on CUDA (ignored on CPU).
+        output_dtype: ``"float32"`` or ``"int16"`` (rounded and clipped to the int16 range).
+        clip_output: clip the network output to [0, 1], i.e. to ``intensity_range``, before de-normalising.
+        progress: show a progress bar over slices.
+
+    Example::
+
+        net = load_network(RestoreRWKV.from_preset("light"), "models/model.pt", device="auto")
+        restorer = SliceWiseRestorer(net, roi_size=(128, 128), overlap=0.25)
+        image = sitk_load_image(image_only=True, ensure_channel_first=True)("ct.nii.gz")  # (1, i, j, k) HU
+        restored = restorer(image)  # (1, i, j, k) HU, same affine and meta
+    """
+
+    def __init__(
+        self,
+        network: nn.Module | Callable[[torch.Tensor], torch.Tensor],
+        roi_size: Sequence[int] | int = (128, 128),
+        overlap: float = 0.25,
+        sw_batch_size: int = 4,
+        mode: str = "gaussian",
+        intensity_range: Sequence[float] = CT_INTENSITY_RANGE,
+        device: str | torch.device | None = "auto",
+        amp: bool = True,
+        output_dtype: str = "float32",
+        clip_output: bool = True,
+        progress: bool = True,
+    ) -> None:
+        if output_dtype not in OUTPUT_DTYPES:
+            raise ValueError(f"output_dtype must be one of {sorted(OUTPUT_DTYPES)}, got {output_dtype!r}.")
+        if not 0 <= float(overlap) < 1:
+            raise ValueError(f"overlap must be in [0, 1), got {overlap}.")
+        low, high = (float(v) for v in intensity_range)
+        if not low < high:
+            raise ValueError(f"intensity_range must be (low, high) with low < high, got {tuple(intensity_range)}.")
+        roi = (int(roi_size),) * 2 if isinstance(roi_size, (int, np.integer)) else tuple(int(r) for r in roi_size)
+        if len(roi) != 2 or min(roi) < 1:
+            raise ValueError(f"roi_size must be two positive integers (H, W), got {roi_size}.")
+        self.network = network
+        self.device = resolve_device(device)
+        self.intensity_range = (low, high)
+        self.amp = bool(amp) and self.device.type == "cuda"
+        self.output_dtype = output_dtype
+        self.clip_output = clip_output
+        self.progress = progress
+        self.inferer = SlidingWindowInferer(
+            roi_size=roi,
+            sw_batch_size=int(sw_batch_size),
+            overlap=float(overlap),
+            mode=mode,
+            sw_device=self.device,
+            device=self.device,
+            cache_roi_weight_map=True,
+        )
+
+    def _predict(self, patches: torch.Tensor) -> torch.Tensor:
+        """Network on a batch of patches ``(B, 1, h, w)`` in [0, 1], channels-last, float32 result."""
+        return self.network(patches.contiguous(memory_format=torch.channels_last)).float()
+
+    @torch.no_grad()
+    def restore_slice(self, image: torch.Tensor) -> torch.Tensor:
+        """
+        Restore normalised 2D images.
+
+        Args:
+            image: ``(B, 1, H, W)`` values in [0, 1], any device.
+
+        Returns:
+            ``(B, 1, H, W)`` float32 on the CPU, normalised (clipped to [0, 1] when ``clip_output``).
+        """
+        autocast = torch.autocast("cuda", dtype=torch.float16) if self.amp else nullcontext()
+        with autocast:
+            out = self.inferer(image.to(self.device, torch.float32), self._predict)
+        out = out.float()
+        if self.clip_output:
+            out = out.clamp(0.0, 1.0)
+        return out.cpu()
+
+    def __call__(self, volume: torch.Tensor | np.ndarray, desc: str | None = None) -> torch.Tensor:
+        """
+        Restore every slice of ``volume``.
+
+        Args:
+            volume: ``(C, i, j, k)`` or ``(C, i, j)`` (one slice) in physical units, channel first as
+                ``sitk_load_image(ensure_channel_first=True)`` returns it; a MetaTensor keeps its meta.
+            desc: label of the progress bar (e.g. the file name).
+
+        Returns:
+            the restored volume, same shape and meta (affine, ...), physical units, ``output_dtype``.
+        """
+        data = volume.as_tensor() if isinstance(volume, MetaTensor) else torch.as_tensor(np.asarray(volume))
+        if data.ndim not in (3, 4):
+            raise ValueError(f"expected a channel-first volume (C, i, j[, k]), got shape {tuple(data.shape)}.")
+        planar = data.ndim == 3
+        data = data[..., None] if planar else data
+        out = torch.empty(data.shape, dtype=torch.float32)
+        n_channels, n_slices = data.shape[0], data.shape[-1]
+        bar = tqdm(total=n_channels * n_slices, desc=desc, unit="slice", disable=not self.progress, leave=False)
+        with bar:
+            for c in range(n_channels):
+                for k in range(n_slices):
+                    image = normalize_intensity(data[c, :, :, k].T, self.intensity_range)  # (rows j, columns i)
+                    restored = self.restore_slice(image[None, None])[0, 0]
+                    out[c, :, :, k] = denormalize_intensity(restored, self.intensity_range).T
+                    bar.update()
+        out = self._cast(out[..., 0] if planar else out)
+        if isinstance(volume, MetaTensor):
+            return MetaTensor(out, meta=dict(volume.meta))
+        return out
+
+    def _cast(self, out: torch.Tensor) -> torch.Tensor:
+        """float32 as is, or int16 rounded and clipped to the int16 range."""
+        if self.output_dtype == "float32":
+            return out
+        info = torch.iinfo(torch.int16)
+        return out.round().clamp(info.min, info.max).to(torch.int16)
+
+    def describe(self) -> dict[str, Any]:
+        """The settings of this restorer, for logs and reports."""
+        inferer = self.inferer
+        return {
+            "roi_size": list(inferer.roi_size),
+            "overlap": inferer.overlap,
+            "sw_batch_size": inferer.sw_batch_size,
+            "mode": str(inferer.mode),
+            "intensity_range": list(self.intensity_range),
+            "device": str(self.device),
+            "amp": self.amp,
+            "output_dtype": self.output_dtype,
+            "clip_output": self.clip_output,
+        }

@@ -1,0 +1,127 @@
+"""SliceWiseRestorer: exact identity through sliding windows, orientation, intensity mapping, meta, model loading."""
+
+from __future__ import annotations
+
+import numpy as np
+import pytest
+import torch
+from monai.data import MetaTensor
+from torch import nn
+
+from monai_rwkv.inference import (
+    CT_INTENSITY_RANGE,
+    SliceWiseRestorer,
+    denormalize_intensity,
+    load_network,
+    normalize_intensity,
+    resolve_device,
+)
+from monai_rwkv.networks.nets import RestoreRWKV
+
+
+def identity_restorer(**kwargs) -> SliceWiseRestorer:
+    args = {"roi_size": (16, 16), "overlap": 0.5, "device": "cpu", "progress": False, **kwargs}
+    return SliceWiseRestorer(nn.Identity(), **args)
+
+
+@pytest.mark.parametrize("overlap", [0.0, 0.25, 0.6])
+def test_identity_network_gives_the_input_back(seed: int, overlap: float) -> None:
+    """Gaussian blending of identical patch values is exact in float32, for slices smaller and larger than the ROI."""
+    rng = np.random.default_rng(seed)
+    restorer = identity_restorer(overlap=overlap)
+    for _ in range(3):
+        h, w = (int(s) for s in rng.integers(5, 50, size=2))
+        unit = torch.rand(2, 1, h, w)
+        torch.testing.assert_close(restorer.restore_slice(unit), unit, rtol=0, atol=4e-7)
+        hu = torch.rand(1, w, h, 2) * 4000 - 1000  # (C, i, j, k) inside the CT range
+        torch.testing.assert_close(restorer(hu), hu, rtol=0, atol=2e-3)  # HU: float32 rounding of x * 4096 - 1024
+
+
+def test_slices_are_given_to_the_network_as_rows_j_columns_i() -> None:
+    seen = []
+
+    class Probe(nn.Module):
+        def forward(self, x: torch.Tensor) -> torch.Tensor:
+            seen.append(tuple(x.shape[-2:]))
+            return x
+
+    volume = torch.zeros(1, 12, 7, 3)  # i=12, j=7
+    SliceWiseRestorer(Probe(), roi_size=(64, 64), device="cpu", progress=False)(volume)
+    assert seen and all(s == (64, 64) for s in seen)  # padded to the ROI
+    seen.clear()
+    SliceWiseRestorer(Probe(), roi_size=(7, 12), device="cpu", progress=False)(volume)
+    assert seen == [(7, 12)] * 3  # one patch per slice: rows j, columns i
+
+
+def test_values_outside_the_range_are_clipped_and_nan_is_the_low_end() -> None:
+    x = torch.tensor([-3000.0, -1024.0, 1024.0, 3072.0, 5000.0, float("nan")])
+    unit = normalize_intensity(x)
+    assert unit.tolist() == [0.0, 0.0, 0.5, 1.0, 1.0, 0.0]
+    torch.testing.assert_close(denormalize_intensity(unit), torch.tensor([-1024.0, -1024, 1024, 3072, 3072, -1024]))
+    restored = identity_restorer()(x.reshape(1, 2, 3, 1))
+    assert restored.min() >= CT_INTENSITY_RANGE[0] and restored.max() <= CT_INTENSITY_RANGE[1]
+
+
+def test_int16_output_is_rounded_and_meta_is_kept() -> None:
+    affine = torch.tensor([[0.0, -0.7, 0, 5], [0.8, 0, 0, -3], [0, 0, 2.5, 11], [0, 0, 0, 1]], dtype=torch.float64)
+    values = torch.tensor([-1000.4, 12.6, 40.3, 2999.7]).reshape(1, 2, 2, 1).repeat(1, 1, 1, 2)
+    image = MetaTensor(values, affine=affine, meta={"filename_or_obj": "x.nii.gz"})
+    out = identity_restorer(output_dtype="int16")(image)
+    assert isinstance(out, MetaTensor) and out.dtype == torch.int16 and out.shape == image.shape
+    assert out.as_tensor()[..., 0].flatten().tolist() == [-1000, 13, 40, 3000]
+    torch.testing.assert_close(out.affine, affine)
+    assert out.meta["filename_or_obj"] == "x.nii.gz"
+
+
+def test_planar_input_and_several_channels() -> None:
+    x = torch.rand(3, 20, 9) * 1000
+    out = identity_restorer()(x)
+    assert out.shape == x.shape
+    torch.testing.assert_close(out, x, rtol=0, atol=2e-3)
+
+
+def test_invalid_settings_are_refused() -> None:
+    with pytest.raises(ValueError, match="output_dtype"):
+        identity_restorer(output_dtype="uint8")
+    with pytest.raises(ValueError, match="overlap"):
+        identity_restorer(overlap=1.0)
+    with pytest.raises(ValueError, match="roi_size"):
+        identity_restorer(roi_size=(16, 16, 16))
+    with pytest.raises(ValueError, match="channel-first"):
+        identity_restorer()(torch.zeros(4, 4))
+
+
+@pytest.mark.skipif(torch.cuda.is_available(), reason="checks the CPU-only behaviour")
+def test_device_resolution_without_cuda() -> None:
+    assert resolve_device("auto") == torch.device("cpu")
+    assert not identity_restorer(device="auto", amp=True).amp  # autocast only on CUDA
+    with pytest.raises(ValueError, match="CUDA is not available"):
+        resolve_device("cuda")
+
+
+def tiny_network() -> RestoreRWKV:
+    return RestoreRWKV(dim=8, num_blocks=(1, 1, 1, 1), num_refinement_blocks=1)
+
+
+def test_load_network_from_a_checkpoint_file(tmp_path, seed: int) -> None:
+    source = tiny_network()
+    path = tmp_path / "model.pt"
+    torch.save({"state_dict": source.state_dict()}, path)  # a wrapped checkpoint is accepted too
+    loaded = load_network(tiny_network(), path, device="cpu")
+    assert not loaded.training
+    for (name, a), b in zip(source.state_dict().items(), loaded.state_dict().values()):
+        torch.testing.assert_close(a, b, msg=name)
+    inferred = load_network(None, path)  # configuration inferred from the tensors
+    assert inferred.config["dim"] == 8 and inferred.config["num_blocks"] == (1, 1, 1, 1)
+    with pytest.raises(FileNotFoundError, match="model weights not found"):
+        load_network(tiny_network(), tmp_path / "missing.pt")
+    with pytest.raises(RuntimeError):
+        load_network(RestoreRWKV(dim=16, num_blocks=(1, 1, 1, 1), num_refinement_blocks=1), path)
+
+
+def test_restore_rwkv_through_the_restorer_keeps_shape(seed: int) -> None:
+    net = load_network(tiny_network(), device="cpu")
+    restorer = SliceWiseRestorer(net, roi_size=(16, 16), overlap=0.25, device="cpu", progress=False)
+    out = restorer(torch.rand(1, 20, 13, 1) * 2000 - 1000)
+    assert out.shape == (1, 20, 13, 1) and out.dtype == torch.float32 and torch.isfinite(out).all()
+    assert out.min() >= -1024 and out.max() <= 3072

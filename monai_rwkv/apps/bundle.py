@@ -1,0 +1,164 @@
+"""
+Helpers for this project's MONAI bundles: locate the bundle being run, parse a bundle's configs from Python,
+and the ``run`` entries of the bundles (thin wrappers that turn failures into one-line exits).
+
+Bundles hold configs, docs and weights only; all code they run is imported from ``monai_rwkv``.
+"""
+
+from __future__ import annotations
+
+import inspect
+import logging
+import os
+from collections.abc import Mapping
+from pathlib import Path
+from typing import Any
+
+from monai.bundle import ConfigParser
+from torch import nn
+
+from monai_rwkv.apps.evaluate import evaluate_low_dose
+from monai_rwkv.apps.restore import RestoreReport, error_line, restore_dataset
+from monai_rwkv.data.errors import one_line
+from monai_rwkv.inference import SliceWiseRestorer, load_network
+
+__all__ = [
+    "bundle_root",
+    "exit_on_errors",
+    "load_bundle_config",
+    "load_bundle_network",
+    "model_name_version",
+    "run_evaluate",
+    "run_restore",
+]
+
+logger = logging.getLogger(__name__)
+
+
+def _workflow_bundle_root() -> Path | None:
+    """The bundle folder of the ``monai.bundle`` ``ConfigWorkflow`` on the call stack, if any."""
+    from monai.bundle import ConfigWorkflow
+
+    frame = inspect.currentframe()
+    while frame is not None:
+        candidate = frame.f_locals.get("self")
+        if isinstance(candidate, ConfigWorkflow) and getattr(candidate, "config_root_path", None) is not None:
+            root = Path(candidate.config_root_path)
+            return root.parent if root.name == "configs" else root
+        frame = frame.f_back
+    return None
+
+
+def bundle_root(default: str | os.PathLike = ".") -> str:
+    """
+    Absolute path of the bundle whose config is being run, for a config's ``"bundle_root"``.
+
+    Under ``python -m monai.bundle run --config_file <bundle>/configs/x.json`` (or ``monai.bundle.run`` /
+    ``ConfigWorkflow`` from Python) this is ``<bundle>``, the folder above the configs, whatever the current
+    directory; elsewhere it is ``default``. ``--bundle_root DIR`` on the command line still overrides it.
+    """
+    root = _workflow_bundle_root()
+    return os.path.abspath(root if root is not None else default)
+
+
+def load_bundle_config(
+    bundle_dir: str | os.PathLike, config: str = "inference.json", overrides: Mapping[str, Any] | None = None
+) -> ConfigParser:
+    """
+    Parse ``<bundle_dir>/configs/<config>`` with its ``metadata.json`` (as ``_meta_``), ``bundle_root`` set to
+    ``bundle_dir``, then apply ``overrides`` (config ids such as ``"device"`` or ``"network_def#dim"``).
+
+    Raises:
+        FileNotFoundError: the bundle has no such config.
+    """
+    configs = Path(bundle_dir) / "configs"
+    config_file = configs / config
+    if not config_file.is_file():
+        raise FileNotFoundError(f"{bundle_dir}: not a bundle (no configs/{config})")
+    parser = ConfigParser()
+    parser.read_config(os.fspath(config_file))
+    if (configs / "metadata.json").is_file():
+        parser.read_meta(os.fspath(configs / "metadata.json"))
+    parser["bundle_root"] = os.path.abspath(bundle_dir)
+    parser.update(dict(overrides or {}))
+    return parser
+
+
+def load_bundle_network(
+    network_def: nn.Module | None, weights: str | os.PathLike, device: str | None = "auto"
+) -> nn.Module:
+    """
+    :func:`~monai_rwkv.inference.load_network` for bundle configs: a missing or unsuitable checkpoint exits with
+    one line ``error: <checkpoint>: <problem>`` instead of a traceback through the config parser.
+    """
+    try:
+        return load_network(network_def, weights, device)
+    except RuntimeError as e:  # load_state_dict: keys or shapes differ
+        problem = f"checkpoint does not fit network_def ({one_line(e)})"
+        raise SystemExit(f"error: {os.fspath(weights)}: {problem}") from None
+    except (OSError, ValueError) as e:
+        raise SystemExit(f"error: {error_line(weights, e)}") from None
+
+
+def model_name_version(metadata: Mapping[str, Any]) -> tuple[str, str]:
+    """``(name, version)`` of a bundle's metadata, for DICOM descriptions and reports."""
+    return str(metadata.get("name", "Restore-RWKV")), str(metadata.get("version", "0"))
+
+
+def exit_on_errors(report: RestoreReport) -> RestoreReport:
+    """
+    Return ``report``, or exit with status 1 and a one-line summary when inputs failed (each failure was
+    already logged as one ``error: <file>: <problem>`` line), so ``monai.bundle run`` does not print a traceback.
+    """
+    if report.ok:
+        return report
+    summary = "; ".join(report.errors[:3]) + ("; ..." if len(report.errors) > 3 else "")
+    raise SystemExit(f"error: {len(report.errors)} input(s) failed: {summary}")
+
+
+def run_restore(
+    restorer: SliceWiseRestorer,
+    dataset_dir: str | os.PathLike,
+    output_dir: str | os.PathLike,
+    metadata: Mapping[str, Any],
+    overwrite: bool = False,
+    dicom_output: bool = True,
+) -> RestoreReport:
+    """
+    The ``run`` entry of the restoration bundles: :func:`~monai_rwkv.apps.restore.restore_dataset` with the model
+    name and version from the bundle's metadata, exiting with one line on failure.
+    """
+    name, version = model_name_version(metadata)
+    try:
+        report = restore_dataset(restorer, dataset_dir, output_dir, name, version, overwrite, dicom_output)
+    except (OSError, ValueError) as e:
+        raise SystemExit(f"error: {e}") from None
+    counts = len(report.written), len(report.skipped), len(report.errors)
+    logger.info("%d output(s) written, %d skipped, %d error(s)", *counts)
+    return exit_on_errors(report)
+
+
+def run_evaluate(
+    restorer: SliceWiseRestorer,
+    dataset_dir: str | os.PathLike | None,
+    output_dir: str | os.PathLike,
+    metadata: Mapping[str, Any],
+    **kwargs: Any,
+) -> dict[str, Any]:
+    """
+    The ``run`` entry of the evaluation configs: :func:`~monai_rwkv.apps.evaluate.evaluate_low_dose` with the
+    model name and version from the metadata, exiting with one line on failure.
+
+    Args:
+        kwargs: ``dose_fraction``, ``seed``, ``window``, ``low_dose_dir``, ``save_images``, ``overwrite``.
+    """
+    if dataset_dir is None:
+        raise SystemExit("error: dataset_dir is required: pass --dataset_dir <folder of clean CT volumes>")
+    name, version = model_name_version(metadata)
+    try:
+        summary = evaluate_low_dose(restorer, dataset_dir, output_dir, name, version, **kwargs)
+    except (OSError, ValueError) as e:
+        raise SystemExit(f"error: {e}") from None
+    if summary["errors"]:
+        raise SystemExit(f"error: {len(summary['errors'])} volume(s) failed: {'; '.join(summary['errors'][:3])}")
+    return summary

@@ -1,0 +1,337 @@
+"""
+Restore image files end to end: find the inputs, read them, restore them slice-wise, write NIfTI / DICOM outputs.
+
+Used by the bundles' ``run`` entries and by the ``monai-rwkv restore`` command, so both take the same path:
+:func:`restore_task` does the work for one input, whatever chose its outputs.
+"""
+
+from __future__ import annotations
+
+import logging
+import os
+from collections.abc import Sequence
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import torch
+from monai.data import MetaTensor
+
+from monai_rwkv.data import (
+    DICOM_SOURCE_FILES,
+    ImageReadError,
+    SimpleITKReader,
+    sanitize_filename,
+    sitk_load_image,
+    write_dicom_series,
+    write_nifti,
+)
+from monai_rwkv.data.dicom_series import scan_dicom_folder
+from monai_rwkv.data.errors import one_line
+from monai_rwkv.inference import SliceWiseRestorer
+
+__all__ = [
+    "NIFTI_SUFFIXES",
+    "InputImage",
+    "RestoreReport",
+    "RestoreTask",
+    "error_line",
+    "find_inputs",
+    "is_nifti",
+    "plan_tasks",
+    "read_volume",
+    "restore_dataset",
+    "restore_task",
+    "restore_tasks",
+]
+
+NIFTI_SUFFIXES = (".nii", ".nii.gz")
+#: appended to the input's name to name its outputs.
+OUTPUT_POSTFIX = "_restored"
+
+logger = logging.getLogger(__name__)
+
+
+def is_nifti(path: str | os.PathLike) -> bool:
+    """True for names ending with ``.nii`` or ``.nii.gz`` (any case)."""
+    return os.fspath(path).lower().endswith(NIFTI_SUFFIXES)
+
+
+def _nifti_stem(name: str) -> tuple[str, str]:
+    """``"a.nii.gz"`` -> ``("a", ".nii.gz")``."""
+    suffix = next(s for s in sorted(NIFTI_SUFFIXES, key=len, reverse=True) if name.lower().endswith(s))
+    return name[: -len(suffix)], name[-len(suffix) :]
+
+
+def error_line(path: str | os.PathLike, error: BaseException) -> str:
+    """One line ``"<path>: <problem>"`` for an error (reader errors already name their file)."""
+    if isinstance(error, ImageReadError):
+        return str(error)
+    message = one_line(error)
+    path = os.fspath(path)
+    return message if message.startswith(path) else f"{path}: {message}"
+
+
+@dataclass(frozen=True)
+class InputImage:
+    """
+    One image to restore.
+
+    Attributes:
+        path: a NIfTI file, a DICOM file or a DICOM series folder.
+        name: base name of its outputs, a relative POSIX path of safe components (no suffix).
+        suffix: output suffix of the NIfTI output (the input's for NIfTI inputs, ``.nii.gz`` for DICOM).
+        series_uid: the series to read when a folder holds several DICOM series.
+        is_dicom: whether the input is DICOM (then a DICOM series output is possible).
+    """
+
+    path: Path
+    name: str
+    suffix: str = ".nii.gz"
+    series_uid: str | None = None
+    is_dicom: bool = False
+
+
+@dataclass(frozen=True)
+class RestoreTask:
+    """One input and where its restored version goes (None: that output is not written)."""
+
+    image: InputImage
+    nifti_output: Path | None = None
+    dicom_output: Path | None = None
+
+    @property
+    def outputs(self) -> list[Path]:
+        return [p for p in (self.nifti_output, self.dicom_output) if p is not None]
+
+
+@dataclass
+class RestoreReport:
+    """What :func:`restore_tasks` did: written outputs, skipped (existing) outputs, and one-line errors."""
+
+    written: list[Path] = field(default_factory=list)
+    skipped: list[Path] = field(default_factory=list)
+    errors: list[str] = field(default_factory=list)
+
+    @property
+    def ok(self) -> bool:
+        return not self.errors
+
+
+def _safe_parts(relative: Path) -> list[str]:
+    return [sanitize_filename(part) for part in relative.parts if part not in ("", ".")]
+
+
+def _dicom_series_inputs(folder: Path, root: Path) -> list[InputImage]:
+    """The DICOM series directly inside ``folder`` (one input per SeriesInstanceUID); [] if there are none."""
+    try:
+        headers = scan_dicom_folder(folder)
+    except ImageReadError:
+        return []
+    groups: dict[str, list] = {}
+    for header in headers:
+        groups.setdefault(header.series_uid, []).append(header)
+    base = _safe_parts(folder.relative_to(root)) or [sanitize_filename(folder.absolute().name)]
+    inputs = []
+    for index, uid in enumerate(sorted(groups)):
+        name = list(base)
+        if len(groups) > 1:
+            name[-1] = f"{name[-1]}_series{index + 1}"
+        inputs.append(InputImage(folder, "/".join(name), series_uid=uid if len(groups) > 1 else None, is_dicom=True))
+    return inputs
+
+
+def _visible(names: Sequence[str]) -> list[str]:
+    return sorted(n for n in names if not n.startswith("."))
+
+
+def find_inputs(path: str | os.PathLike) -> list[InputImage]:
+    """
+    Every NIfTI file and every DICOM series under ``path`` (recursively; hidden files and folders ignored),
+    or ``path`` itself when it is a file.
+
+    Raises:
+        ImageReadError: ``path`` does not exist, or a folder holds no NIfTI file and no DICOM series.
+    """
+    root = Path(path)
+    if root.is_file():
+        if is_nifti(root):
+            stem, suffix = _nifti_stem(root.name)
+            return [InputImage(root, sanitize_filename(stem), suffix)]
+        return [InputImage(root, sanitize_filename(root.stem or root.name), is_dicom=True)]
+    if not root.is_dir():
+        raise ImageReadError(root, "no such file or folder")
+    inputs: list[InputImage] = []
+    for folder, dirs, files in os.walk(root):
+        dirs[:] = _visible(dirs)
+        folder_path = Path(folder)
+        nifti = [f for f in _visible(files) if is_nifti(f)]
+        for name in nifti:
+            stem, suffix = _nifti_stem(name)
+            parts = _safe_parts(folder_path.relative_to(root)) + [sanitize_filename(stem)]
+            inputs.append(InputImage(folder_path / name, "/".join(parts), suffix))
+        if len(nifti) < len(_visible(files)):
+            inputs.extend(_dicom_series_inputs(folder_path, root))
+    if not inputs:
+        raise ImageReadError(root, "no NIfTI files (.nii, .nii.gz) and no DICOM series found")
+    return inputs
+
+
+def plan_tasks(
+    inputs: Sequence[InputImage], output_dir: str | os.PathLike, dicom_output: bool = True
+) -> list[RestoreTask]:
+    """
+    Output paths under ``output_dir`` for each input: ``<name>_restored<suffix>`` (NIfTI, every input) and
+    ``<name>_restored/`` (a DICOM series folder, DICOM inputs when ``dicom_output``).
+
+    Raises:
+        ValueError: two inputs would write the same output.
+    """
+    out = Path(output_dir)
+    tasks, owners = [], {}
+    for image in inputs:
+        base = out / f"{image.name}{OUTPUT_POSTFIX}"
+        task = RestoreTask(
+            image,
+            nifti_output=base.with_name(base.name + image.suffix),
+            dicom_output=base if (image.is_dicom and dicom_output) else None,
+        )
+        for path in task.outputs:
+            if path in owners:
+                raise ValueError(f"{image.path}: its output {path} would overwrite that of {owners[path]}")
+            owners[path] = image.path
+        tasks.append(task)
+    return tasks
+
+
+def read_volume(image: InputImage) -> MetaTensor:
+    """
+    Read one input with :class:`~monai_rwkv.data.SimpleITKReader` alone (no fallback readers).
+
+    Returns:
+        ``(1, i, j, k)`` (or ``(C, ...)``) MetaTensor in physical units with RAS ``affine`` and the reader's meta.
+
+    Raises:
+        ImageReadError: unreadable input (one line naming the file).
+    """
+    loader = sitk_load_image(SimpleITKReader(series_uid=image.series_uid), image_only=True, ensure_channel_first=True)
+    try:
+        return loader(os.fspath(image.path))
+    except ImageReadError:
+        raise
+    except Exception as e:  # MONAI wraps reader errors; report the cause in one line
+        cause = e.__cause__ if isinstance(e.__cause__, ImageReadError) else e
+        if isinstance(cause, ImageReadError):
+            raise cause from None
+        raise ImageReadError(image.path, f"cannot read image ({one_line(e)})") from None
+
+
+def _pending(task: RestoreTask, overwrite: bool) -> tuple[Path | None, Path | None]:
+    """The task's outputs still to write (existing ones are kept unless ``overwrite``)."""
+
+    def todo(path: Path | None) -> Path | None:
+        return path if path is not None and (overwrite or not (path.exists() or path.is_symlink())) else None
+
+    return todo(task.nifti_output), todo(task.dicom_output)
+
+
+def restore_task(
+    restorer: SliceWiseRestorer,
+    task: RestoreTask,
+    model_name: str,
+    model_version: str,
+    overwrite: bool = False,
+    volume: MetaTensor | None = None,
+) -> list[Path]:
+    """
+    Read ``task.image``, restore it, write its outputs (each atomically). The input is only read.
+
+    The NIfTI output keeps the input's affine and shape (``restorer.output_dtype``, physical units). The DICOM output
+    is a derived series mirroring the source slices (new UIDs, ``DERIVED``, the model name and version in the
+    descriptions). Each output is written atomically (complete or absent).
+
+    Args:
+        restorer: the slice-wise restorer (network, sliding window, intensity range).
+        task: input and outputs.
+        model_name, model_version: recorded in DICOM descriptions.
+        overwrite: replace existing outputs; otherwise they are left alone (and not written).
+        volume: ``task.image`` already read with :func:`read_volume` (it is read here otherwise).
+
+    Returns:
+        the outputs written.
+
+    Raises:
+        ImageReadError: the input cannot be read.
+        FileExistsError: an output appeared while restoring and ``overwrite`` is False.
+        ValueError: a DICOM output was asked for a non-DICOM input, or the image cannot be written.
+    """
+    nifti_out, dicom_out = _pending(task, overwrite)
+    if nifti_out is None and dicom_out is None:
+        return []
+    image = read_volume(task.image) if volume is None else volume
+    if dicom_out is not None and DICOM_SOURCE_FILES not in image.meta:
+        raise ValueError(f"{task.image.path}: a DICOM series output needs a DICOM input; write NIfTI (.nii.gz)")
+    restored = restorer(image, desc=task.image.path.name)
+    written = []
+    if nifti_out is not None:
+        written.append(_write_nifti(restored, nifti_out, restorer.output_dtype, overwrite))
+    if dicom_out is not None:
+        files = write_dicom_series(restored, image.meta, dicom_out, model_name, model_version, overwrite=overwrite)
+        written.append(files[0].parent)
+    return written
+
+
+def _write_nifti(restored: torch.Tensor, path: Path, dtype: str, overwrite: bool) -> Path:
+    return write_nifti(restored, path, affine=restored.affine, dtype=dtype, overwrite=overwrite, channel_first=True)
+
+
+def restore_tasks(
+    restorer: SliceWiseRestorer,
+    tasks: Sequence[RestoreTask],
+    model_name: str,
+    model_version: str,
+    overwrite: bool = False,
+) -> RestoreReport:
+    """
+    Run :func:`restore_task` on every task; an input that fails is logged as one line
+    (``error: <file>: <problem>``) and the others still run. Existing outputs are skipped unless ``overwrite``.
+    """
+    report = RestoreReport()
+    for task in tasks:
+        pending = _pending(task, overwrite)
+        for path in task.outputs:
+            if path not in pending:
+                report.skipped.append(path)
+                logger.info("%s: output exists, skipped (set overwrite to replace it)", path)
+        try:
+            written = restore_task(restorer, task, model_name, model_version, overwrite)
+        except Exception as e:  # noqa: BLE001 - one failing input must not stop the others
+            report.errors.append(error_line(task.image.path, e))
+            logger.error("error: %s", report.errors[-1])
+            continue
+        for path in written:
+            logger.info("wrote %s", path)
+        report.written += written
+    return report
+
+
+def restore_dataset(
+    restorer: SliceWiseRestorer,
+    dataset_dir: str | os.PathLike,
+    output_dir: str | os.PathLike,
+    model_name: str,
+    model_version: str,
+    overwrite: bool = False,
+    dicom_output: bool = True,
+) -> RestoreReport:
+    """
+    Restore every NIfTI file and DICOM series under ``dataset_dir`` (or the single file / series it names) into
+    ``output_dir`` (see :func:`plan_tasks` for the names): NIfTI for every input, plus a DICOM series for DICOM
+    inputs when ``dicom_output``.
+
+    Raises:
+        ImageReadError: ``dataset_dir`` does not exist or holds no images.
+        ValueError: two inputs would write the same output.
+    """
+    tasks = plan_tasks(find_inputs(dataset_dir), output_dir, dicom_output=dicom_output)
+    logger.info("restoring %d input(s) from %s into %s", len(tasks), dataset_dir, output_dir)
+    return restore_tasks(restorer, tasks, model_name, model_version, overwrite)

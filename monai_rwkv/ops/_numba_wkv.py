@@ -1,0 +1,443 @@
+"""Fused CPU kernels for the exact Bi-WKV of Restore-RWKV (paper Eq. 8), written with numba.
+
+This module imports numba at import time; :mod:`monai_rwkv.ops.wkv` only imports it when numba is installed
+(extra ``monai-rwkv[fast]``).
+
+Maths. For one channel (decay ``w``, bonus ``u``, keys ``k``, values ``v``) the output is
+
+    out_t = [A_t + C_t + e^{u+k_t} v_t] / [B_t + D_t + e^{u+k_t}],
+
+with the prefix sums ``A_t = sum_{i<t} e^{k_i-(t-1-i)w} v_i`` (``B_t`` the same without ``v``) obeying
+``A_{t+1} = e^{-w} A_t + e^{k_t} v_t``, and the suffix sums ``C_t``, ``D_t`` obeying the mirrored recurrence.
+Every running sum is kept as ``(scaled sums, exponent m)`` with the true value ``sum * e^m`` and ``m`` the
+largest exponent seen so far (log-sum-exp style): a step rescales by ``e^{-|d|}`` with ``d`` the gap between
+the decayed old maximum ``m - w`` and the new exponent, so one ``exp`` per step, no overflow or underflow
+for any sign or size of ``w`` or ``k``, and all state in float64.
+
+Memory. Each task (one batch item x a block of channels) first sweeps right-to-left over the whole sequence
+and keeps the suffix state only at chunk boundaries; then it walks the chunks left to right, recomputes the
+suffix state inside a chunk into a small cache-resident buffer and combines it with the running prefix
+state. So the extra memory is O(T / chunk + chunk) per task, and the forward never materialises a (B, T, C)
+float64 temporary.
+
+Backward (``alpha_{t,i}`` the softmax weight of ``i`` in ``out_t``, ``g`` the incoming gradient,
+``L_t = log`` of the denominator at ``t``):
+
+    grad_v_i = sum_t g_t alpha_{t,i}
+             = e^{k_i} [sum_{t != i} e^{-L_t - (|t-i|-1) w} g_t + e^{u - L_i} g_i]     (same bidirectional sum,
+                                                                                      keys -L_t, values g_t)
+    grad_k_i = v_i grad_v_i - sum_t alpha_{t,i} g_t out_t
+    grad_u   = sum_t g_t alpha_{t,t} (v_t - out_t)
+    grad_w   = -sum_t g_t sum_{i != t} alpha_{t,i} (|t-i|-1) (v_i - out_t)
+
+The distance-weighted sums of ``grad_w`` come from one extra running sum per direction,
+``A'_{t+1} = e^{-w} (A'_t + A_t)``. Phase A of the backward recomputes the forward with those sums and stores
+``-L_t`` (float64, one value per element of the task); phase B runs the bidirectional sum over ``(-L, g)``.
+"""
+
+from __future__ import annotations
+
+import math
+
+import numba
+import numpy as np
+from llvmlite import ir
+from numba.core import types
+from numba.extending import intrinsic
+
+__all__ = ["set_threads", "wkv_backward", "wkv_forward"]
+
+_CHUNK = 256  # positions per chunk of the two-level sweep; the chunk buffer stays in L1/L2
+_BIG = 600.0  # exponent gap beyond which the combine re-centres before exponentiating (float64: ~709)
+
+_JIT = {"cache": True, "nogil": True, "error_model": "numpy"}
+
+_LOG2E = 1.4426950408889634
+_LN2_HI = 0.6931471803691238  # ln 2 split in two so n * _LN2_HI is exact for |n| < 2^11
+_LN2_LO = 1.9082149292705877e-10
+_EXP_MIN = -708.0  # below: 0 (such terms are < 1e-307 of the term they are added to)
+_EXP_MAX = 709.0
+
+
+@intrinsic
+def _bits_to_float(typingctx, bits):
+    """Reinterpret the bits of an int64 as a float64 (one register move; vectorises)."""
+
+    def codegen(context, builder, signature, args):
+        return builder.bitcast(args[0], ir.DoubleType())
+
+    return types.float64(types.int64), codegen
+
+
+@numba.njit(inline="always", **_JIT)
+def _exp(x: float) -> float:
+    """``e^x`` in float64 to ~5e-16 relative error for x in [-708, 709], 0 below, inlinable and vectorisable.
+
+    numba's own exp is a scalar libm call, which keeps the channel loops from being vectorised; this
+    one is x = n ln2 + r with |r| <= ln2 / 2, a degree-12 Taylor polynomial in r and 2^n built from bits.
+    """
+    xc = min(max(x, _EXP_MIN), _EXP_MAX)
+    n = math.floor(xc * _LOG2E + 0.5)
+    r = (xc - n * _LN2_HI) - n * _LN2_LO
+    p = 2.08767569878681e-09  # 1 / 12!
+    p = p * r + 2.505210838544172e-08
+    p = p * r + 2.755731922398589e-07
+    p = p * r + 2.7557319223985893e-06
+    p = p * r + 2.48015873015873e-05
+    p = p * r + 0.0001984126984126984
+    p = p * r + 0.001388888888888889
+    p = p * r + 0.008333333333333333
+    p = p * r + 0.041666666666666664
+    p = p * r + 0.16666666666666666
+    p = p * r + 0.5
+    p = p * r + 1.0
+    p = p * r + 1.0
+    y = p * _bits_to_float((np.int64(n) + 1023) << 52)
+    return 0.0 if x < _EXP_MIN else y
+
+
+@numba.njit(inline="always", **_JIT)
+def _scales(m: float, w: float, key: float) -> tuple[float, float, float]:
+    """New running maximum and the factors for the old state and the new term.
+
+    The decayed old state has exponent ``m - w``, the new term ``key``; the larger becomes the new maximum
+    and gets factor 1, the other ``e^{-gap}``. Returns ``(m_new, old_factor, new_factor)``.
+    """
+    decayed = m - w
+    d = decayed - key
+    e = _exp(-abs(d))  # written without branches so the compiler emits selects, not jumps
+    old_wins = d >= 0.0
+    return max(decayed, key), 1.0 if old_wins else e, e if old_wins else 1.0
+
+
+@numba.njit(**_JIT)
+def _sweep_boundaries(w, k, v, b, c0, nc, chunk, bm, bs, bz):
+    """Right-to-left sweep over the whole sequence of ``k[b, :, c0:c0+nc]``, ``v`` alike.
+
+    Stores in ``bm, bs, bz`` (n_chunks, nc) the suffix state (max exponent, scaled weighted sum, scaled
+    weight sum) of all positions at or after the end of chunk j, i.e. the state entering chunk j from the
+    right.
+    """
+    seq_len = k.shape[1]
+    n_chunks = bm.shape[0]
+    m = np.full(nc, -np.inf)
+    s = np.zeros(nc)
+    z = np.zeros(nc)
+    for j in range(n_chunks - 1, -1, -1):
+        bm[j, :] = m
+        bs[j, :] = s
+        bz[j, :] = z
+        for t in range(min(seq_len, (j + 1) * chunk) - 1, j * chunk - 1, -1):
+            for c in range(nc):
+                m[c], fo, fn = _scales(m[c], w[c0 + c], k[b, t, c0 + c])
+                s[c] = fo * s[c] + fn * v[b, t, c0 + c]
+                z[c] = fo * z[c] + fn
+
+
+@numba.njit(**_JIT)
+def _forward_task(w, u, k, v, out, b, c0, nc, chunk):
+    """Bi-WKV of batch item ``b``, channels ``c0:c0+nc``; writes ``out[b, :, c0:c0+nc]``."""
+    seq_len = k.shape[1]
+    n_chunks = (seq_len + chunk - 1) // chunk
+    bm = np.empty((n_chunks, nc))
+    bs = np.empty((n_chunks, nc))
+    bz = np.empty((n_chunks, nc))
+    _sweep_boundaries(w, k, v, b, c0, nc, chunk, bm, bs, bz)
+    # suffix state at each position of the current chunk (sum over i > t)
+    cm = np.empty((chunk, nc))
+    cs = np.empty((chunk, nc))
+    cz = np.empty((chunk, nc))
+    # running prefix state (sum over i < t)
+    pm = np.full(nc, -np.inf)
+    ps = np.zeros(nc)
+    pz = np.zeros(nc)
+    m = np.empty(nc)
+    s = np.empty(nc)
+    z = np.empty(nc)
+    for j in range(n_chunks):
+        t0 = j * chunk
+        t1 = min(seq_len, t0 + chunk)
+        m[:] = bm[j]
+        s[:] = bs[j]
+        z[:] = bz[j]
+        for t in range(t1 - 1, t0 - 1, -1):
+            r = t - t0
+            for c in range(nc):
+                cm[r, c] = m[c]
+                cs[r, c] = s[c]
+                cz[r, c] = z[c]
+                m[c], fo, fn = _scales(m[c], w[c0 + c], k[b, t, c0 + c])
+                s[c] = fo * s[c] + fn * v[b, t, c0 + c]
+                z[c] = fo * z[c] + fn
+        for t in range(t0, t1):
+            r = t - t0
+            for c in range(nc):
+                kt = k[b, t, c0 + c]
+                vt = v[b, t, c0 + c]
+                diag = u[c0 + c] + kt
+                x1 = pm[c] - diag
+                x2 = cm[r, c] - diag
+                shift = max(x1, x2)
+                shift = shift if shift > _BIG else 0.0
+                e1, e2, e3 = _exp(x1 - shift), _exp(x2 - shift), _exp(-shift)
+                num = ps[c] * e1 + cs[r, c] * e2 + vt * e3
+                den = pz[c] * e1 + cz[r, c] * e2 + e3
+                out[b, t, c0 + c] = num / den
+                pm[c], fo, fn = _scales(pm[c], w[c0 + c], kt)
+                ps[c] = fo * ps[c] + fn * vt
+                pz[c] = fo * pz[c] + fn
+
+
+@numba.njit(**_JIT)
+def _sweep_boundaries_dist(w, k, v, b, c0, nc, chunk, bm, bs, bz, bsd, bzd):
+    """As :func:`_sweep_boundaries`, also keeping the distance-weighted sums ``bsd, bzd``."""
+    seq_len = k.shape[1]
+    n_chunks = bm.shape[0]
+    m = np.full(nc, -np.inf)
+    s = np.zeros(nc)
+    z = np.zeros(nc)
+    sd = np.zeros(nc)
+    zd = np.zeros(nc)
+    for j in range(n_chunks - 1, -1, -1):
+        bm[j, :] = m
+        bs[j, :] = s
+        bz[j, :] = z
+        bsd[j, :] = sd
+        bzd[j, :] = zd
+        for t in range(min(seq_len, (j + 1) * chunk) - 1, j * chunk - 1, -1):
+            for c in range(nc):
+                m[c], fo, fn = _scales(m[c], w[c0 + c], k[b, t, c0 + c])
+                sd[c] = fo * (sd[c] + s[c])
+                zd[c] = fo * (zd[c] + z[c])
+                s[c] = fo * s[c] + fn * v[b, t, c0 + c]
+                z[c] = fo * z[c] + fn
+
+
+@numba.njit(**_JIT)
+def _backward_phase_a(w, u, k, v, g, neg_log_den, gw, gu, b, c0, nc, chunk):
+    """Recompute the forward of one task with distance-weighted sums.
+
+    Writes ``neg_log_den[t, c] = -log(denominator)`` (T, nc) and adds this task's ``grad_w`` and ``grad_u``
+    into ``gw[b, c0:c0+nc]`` and ``gu[b, c0:c0+nc]``.
+    """
+    seq_len = k.shape[1]
+    n_chunks = (seq_len + chunk - 1) // chunk
+    bm = np.empty((n_chunks, nc))
+    bs = np.empty((n_chunks, nc))
+    bz = np.empty((n_chunks, nc))
+    bsd = np.empty((n_chunks, nc))
+    bzd = np.empty((n_chunks, nc))
+    _sweep_boundaries_dist(w, k, v, b, c0, nc, chunk, bm, bs, bz, bsd, bzd)
+    cm = np.empty((chunk, nc))
+    cs = np.empty((chunk, nc))
+    cz = np.empty((chunk, nc))
+    csd = np.empty((chunk, nc))
+    czd = np.empty((chunk, nc))
+    log_shift = np.empty((chunk, nc))
+    pm = np.full(nc, -np.inf)
+    ps = np.zeros(nc)
+    pz = np.zeros(nc)
+    psd = np.zeros(nc)
+    pzd = np.zeros(nc)
+    m = np.empty(nc)
+    s = np.empty(nc)
+    z = np.empty(nc)
+    sd = np.empty(nc)
+    zd = np.empty(nc)
+    acc_w = np.zeros(nc)
+    acc_u = np.zeros(nc)
+    for j in range(n_chunks):
+        t0 = j * chunk
+        t1 = min(seq_len, t0 + chunk)
+        m[:] = bm[j]
+        s[:] = bs[j]
+        z[:] = bz[j]
+        sd[:] = bsd[j]
+        zd[:] = bzd[j]
+        for t in range(t1 - 1, t0 - 1, -1):
+            r = t - t0
+            for c in range(nc):
+                cm[r, c] = m[c]
+                cs[r, c] = s[c]
+                cz[r, c] = z[c]
+                csd[r, c] = sd[c]
+                czd[r, c] = zd[c]
+                m[c], fo, fn = _scales(m[c], w[c0 + c], k[b, t, c0 + c])
+                sd[c] = fo * (sd[c] + s[c])
+                zd[c] = fo * (zd[c] + z[c])
+                s[c] = fo * s[c] + fn * v[b, t, c0 + c]
+                z[c] = fo * z[c] + fn
+        for t in range(t0, t1):
+            r = t - t0
+            for c in range(nc):
+                kt = k[b, t, c0 + c]
+                vt = v[b, t, c0 + c]
+                gt = g[b, t, c0 + c]
+                diag = u[c0 + c] + kt
+                x1 = pm[c] - diag
+                x2 = cm[r, c] - diag
+                shift = max(x1, x2)
+                shift = shift if shift > _BIG else 0.0
+                e1, e2, e3 = _exp(x1 - shift), _exp(x2 - shift), _exp(-shift)
+                num = ps[c] * e1 + cs[r, c] * e2 + vt * e3
+                den = pz[c] * e1 + cz[r, c] * e2 + e3
+                o = num / den
+                dist_v = psd[c] * e1 + csd[r, c] * e2
+                dist_1 = pzd[c] * e1 + czd[r, c] * e2
+                acc_w[c] -= gt * (dist_v - o * dist_1) / den
+                acc_u[c] += gt * (e3 / den) * (vt - o)
+                neg_log_den[t, c] = den  # the logarithm is taken below, outside this vectorisable loop
+                log_shift[r, c] = diag + shift
+                pm[c], fo, fn = _scales(pm[c], w[c0 + c], kt)
+                psd[c] = fo * (psd[c] + ps[c])
+                pzd[c] = fo * (pzd[c] + pz[c])
+                ps[c] = fo * ps[c] + fn * vt
+                pz[c] = fo * pz[c] + fn
+        for t in range(t0, t1):
+            for c in range(nc):
+                neg_log_den[t, c] = -(log_shift[t - t0, c] + math.log(neg_log_den[t, c]))
+    for c in range(nc):
+        gw[b, c0 + c] += acc_w[c]
+        gu[b, c0 + c] += acc_u[c]
+
+
+@numba.njit(**_JIT)
+def _backward_phase_b(w, u, k, v, out, g, neg_log_den, gk, gv, b, c0, nc, chunk):
+    """``grad_v`` and ``grad_k`` of one task from the bidirectional sum over keys ``-L_t``, values ``g_t``
+    and ``g_t out_t``; ``neg_log_den`` (T, nc) comes from :func:`_backward_phase_a`."""
+    seq_len = k.shape[1]
+    n_chunks = (seq_len + chunk - 1) // chunk
+    bm = np.empty((n_chunks, nc))
+    ba = np.empty((n_chunks, nc))  # scaled sum of g
+    bh = np.empty((n_chunks, nc))  # scaled sum of g * out
+    m = np.full(nc, -np.inf)
+    a = np.zeros(nc)
+    h = np.zeros(nc)
+    for j in range(n_chunks - 1, -1, -1):
+        bm[j, :] = m
+        ba[j, :] = a
+        bh[j, :] = h
+        for t in range(min(seq_len, (j + 1) * chunk) - 1, j * chunk - 1, -1):
+            for c in range(nc):
+                gt = g[b, t, c0 + c]
+                m[c], fo, fn = _scales(m[c], w[c0 + c], neg_log_den[t, c])
+                a[c] = fo * a[c] + fn * gt
+                h[c] = fo * h[c] + fn * gt * out[b, t, c0 + c]
+    cm = np.empty((chunk, nc))
+    ca = np.empty((chunk, nc))
+    ch = np.empty((chunk, nc))
+    pm = np.full(nc, -np.inf)
+    pa = np.zeros(nc)
+    ph = np.zeros(nc)
+    for j in range(n_chunks):
+        t0 = j * chunk
+        t1 = min(seq_len, t0 + chunk)
+        m[:] = bm[j]
+        a[:] = ba[j]
+        h[:] = bh[j]
+        for t in range(t1 - 1, t0 - 1, -1):
+            r = t - t0
+            for c in range(nc):
+                cm[r, c] = m[c]
+                ca[r, c] = a[c]
+                ch[r, c] = h[c]
+                gt = g[b, t, c0 + c]
+                m[c], fo, fn = _scales(m[c], w[c0 + c], neg_log_den[t, c])
+                a[c] = fo * a[c] + fn * gt
+                h[c] = fo * h[c] + fn * gt * out[b, t, c0 + c]
+        for t in range(t0, t1):
+            r = t - t0
+            for c in range(nc):
+                kt = k[b, t, c0 + c]
+                gt = g[b, t, c0 + c]
+                ot = out[b, t, c0 + c]
+                nl = neg_log_den[t, c]
+                # each factor is a softmax weight (<= 1) up to the scaling kept in the sums
+                e1 = _exp(kt + pm[c])
+                e2 = _exp(kt + cm[r, c])
+                e3 = _exp(u[c0 + c] + kt + nl)
+                grad_v = pa[c] * e1 + ca[r, c] * e2 + gt * e3
+                grad_h = ph[c] * e1 + ch[r, c] * e2 + gt * ot * e3
+                gv[b, t, c0 + c] = grad_v
+                gk[b, t, c0 + c] = v[b, t, c0 + c] * grad_v - grad_h
+                pm[c], fo, fn = _scales(pm[c], w[c0 + c], nl)
+                pa[c] = fo * pa[c] + fn * gt
+                ph[c] = fo * ph[c] + fn * gt * ot
+
+
+@numba.njit(parallel=True, **_JIT)
+def _forward_kernel(w, u, k, v, out, block, chunk):
+    batch, _, channels = k.shape
+    n_blocks = (channels + block - 1) // block
+    for task in numba.prange(batch * n_blocks):
+        b = task // n_blocks
+        c0 = (task % n_blocks) * block
+        # unsigned channel indices: numba then skips negative-index wrap-around and the loops vectorise
+        _forward_task(w, u, k, v, out, b, np.uint64(c0), np.uint64(min(block, channels - c0)), chunk)
+
+
+@numba.njit(parallel=True, **_JIT)
+def _backward_kernel(w, u, k, v, out, g, gw, gu, gk, gv, block, chunk):
+    batch, seq_len, channels = k.shape
+    n_blocks = (channels + block - 1) // block
+    for task in numba.prange(batch * n_blocks):
+        b = task // n_blocks
+        c0 = np.uint64((task % n_blocks) * block)
+        nc = np.uint64(min(block, channels - (task % n_blocks) * block))
+        neg_log_den = np.empty((seq_len, nc))
+        _backward_phase_a(w, u, k, v, g, neg_log_den, gw, gu, b, c0, nc, chunk)
+        _backward_phase_b(w, u, k, v, out, g, neg_log_den, gk, gv, b, c0, nc, chunk)
+
+
+def set_threads(n: int) -> None:
+    """Use ``n`` worker threads (clipped to numba's pool size) in the following kernel calls."""
+    numba.set_num_threads(max(1, min(int(n), numba.config.NUMBA_NUM_THREADS)))
+
+
+def _block_size(batch: int, channels: int) -> int:
+    """Channels per task: wide enough for contiguous reads, small enough to give every thread work."""
+    threads = numba.get_num_threads()
+    block = 16
+    while block > 4 and batch * ((channels + block - 1) // block) < 3 * threads:
+        block //= 2
+    return min(block, channels)
+
+
+def wkv_forward(w: np.ndarray, u: np.ndarray, k: np.ndarray, v: np.ndarray) -> np.ndarray:
+    """Bi-WKV forward.
+
+    Args:
+        w, u: (C,) float64 decay and bonus (already divided by T).
+        k, v: (B, T, C) C-contiguous arrays, both float32 or both float64.
+
+    Returns:
+        (B, T, C) array in the dtype of ``v``.
+    """
+    out = np.empty_like(v)
+    if v.size:
+        _forward_kernel(w, u, k, v, out, _block_size(k.shape[0], k.shape[2]), _CHUNK)
+    return out
+
+
+def wkv_backward(
+    w: np.ndarray, u: np.ndarray, k: np.ndarray, v: np.ndarray, out: np.ndarray, g: np.ndarray
+) -> tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarray]:
+    """Gradients of Bi-WKV.
+
+    Args:
+        w, u: (C,) float64.
+        k, v, out, g: (B, T, C) C-contiguous, one dtype (float32 or float64); ``out`` is the forward
+            output, ``g`` the gradient with respect to it.
+
+    Returns:
+        ``(grad_w, grad_u, grad_k, grad_v)``: (C,) float64, (C,) float64, (B, T, C), (B, T, C) in the dtype
+        of ``v``.
+    """
+    batch, _, channels = k.shape
+    gw = np.zeros((batch, channels))
+    gu = np.zeros((batch, channels))
+    gk = np.empty_like(v)
+    gv = np.empty_like(v)
+    if v.size:
+        _backward_kernel(w, u, k, v, out, g, gw, gu, gk, gv, _block_size(batch, channels), _CHUNK)
+    return gw.sum(0), gu.sum(0), gk, gv

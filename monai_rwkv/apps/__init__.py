@@ -1,48 +1,47 @@
 """
 Applications: end-to-end restoration of image files (shared by the bundles and the ``monai-rwkv`` command),
 the low-dose CT evaluation protocol, and bundle helpers.
+
+Names are imported on first use, so that ``monai-rwkv`` can check its arguments before loading torch and MONAI.
 """
 
-from monai_rwkv.apps.bundle import (
-    bundle_root,
-    exit_on_errors,
-    load_bundle_config,
-    load_bundle_network,
-    model_name_version,
-    run_evaluate,
-    run_restore,
-)
-from monai_rwkv.apps.evaluate import evaluate_low_dose, simulate_low_dose_volume, volume_slice_metrics
-from monai_rwkv.apps.restore import (
-    InputImage,
-    RestoreReport,
-    RestoreTask,
-    find_inputs,
-    plan_tasks,
-    read_volume,
-    restore_dataset,
-    restore_task,
-    restore_tasks,
-)
+from __future__ import annotations
 
-__all__ = [
-    "InputImage",
-    "RestoreReport",
-    "RestoreTask",
-    "bundle_root",
-    "evaluate_low_dose",
-    "exit_on_errors",
-    "find_inputs",
-    "load_bundle_config",
-    "load_bundle_network",
-    "model_name_version",
-    "plan_tasks",
-    "read_volume",
-    "restore_dataset",
-    "restore_task",
-    "restore_tasks",
-    "run_evaluate",
-    "run_restore",
-    "simulate_low_dose_volume",
-    "volume_slice_metrics",
-]
+import importlib
+from typing import Any
+
+_EXPORTS = {
+    "bundle_root": "bundle",
+    "exit_on_errors": "bundle",
+    "load_bundle_config": "bundle",
+    "load_bundle_network": "bundle",
+    "model_name_version": "bundle",
+    "run_evaluate": "bundle",
+    "run_restore": "bundle",
+    "evaluate_low_dose": "evaluate",
+    "simulate_low_dose_volume": "evaluate",
+    "volume_slice_metrics": "evaluate",
+    "InputImage": "restore",
+    "RestoreReport": "restore",
+    "RestoreTask": "restore",
+    "find_inputs": "restore",
+    "plan_tasks": "restore",
+    "read_volume": "restore",
+    "restore_dataset": "restore",
+    "restore_task": "restore",
+    "restore_tasks": "restore",
+}
+
+__all__ = sorted(_EXPORTS)
+
+
+def __getattr__(name: str) -> Any:
+    if name not in _EXPORTS:
+        raise AttributeError(f"module {__name__!r} has no attribute {name!r}")
+    value = getattr(importlib.import_module(f"{__name__}.{_EXPORTS[name]}"), name)
+    globals()[name] = value
+    return value
+
+
+def __dir__() -> list[str]:
+    return sorted(set(globals()) | set(_EXPORTS))

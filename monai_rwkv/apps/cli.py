@@ -1,0 +1,193 @@
+"""
+The ``monai-rwkv`` command line.
+
+``monai-rwkv restore --bundle BUNDLE_DIR INPUT OUTPUT`` restores one image with a bundle: the network, weights and
+sliding-window settings come from the bundle's ``configs/inference.json`` (options override them), and the work is
+done by :func:`monai_rwkv.apps.restore.restore_task`, the same function the bundle's ``run`` entry uses.
+
+Exit status: 0 success, 1 error (one line ``error: <file>: <problem>`` on stderr), 2 usage error.
+"""
+
+from __future__ import annotations
+
+import argparse
+import logging
+import os
+import sys
+import warnings
+from collections.abc import Sequence
+from pathlib import Path
+from typing import Any
+
+__all__ = ["main", "parse_args"]
+
+EXIT_OK, EXIT_ERROR, EXIT_USAGE = 0, 1, 2
+
+
+class _UsageError(Exception):
+    """A wrong combination of arguments (exit status 2)."""
+
+
+class _PathError(Exception):
+    """INPUT missing or OUTPUT existing (exit status 1); the message is ``<path>: <problem>``."""
+
+
+def _positive_int(text: str) -> int:
+    value = int(text)
+    if value < 1:
+        raise argparse.ArgumentTypeError(f"must be a positive integer, got {text}")
+    return value
+
+
+def _overlap(text: str) -> float:
+    value = float(text)
+    if not 0 <= value < 1:
+        raise argparse.ArgumentTypeError(f"must be in [0, 1), got {text}")
+    return value
+
+
+def _parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(prog="monai-rwkv", description="Restore-RWKV medical image restoration.")
+    commands = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
+    restore = commands.add_parser(
+        "restore",
+        help="restore one image with a bundle",
+        description="Restore a NIfTI file, a DICOM file or a DICOM series folder with a MONAI bundle. "
+        "OUTPUT ending with .nii or .nii.gz gets a NIfTI image; any other OUTPUT is a folder that gets a derived "
+        "DICOM series (DICOM input only). The input is only read; outputs are written atomically.",
+    )
+    restore.add_argument("--bundle", required=True, metavar="BUNDLE_DIR", help="bundle folder (configs/, models/)")
+    restore.add_argument("input", metavar="INPUT", help="NIfTI file, DICOM file or DICOM series folder")
+    restore.add_argument("output", metavar="OUTPUT", help=".nii/.nii.gz file, or a folder for a DICOM series")
+    restore.add_argument("--device", default="auto", choices=("auto", "cpu", "cuda"), help="default: auto")
+    restore.add_argument("--overwrite", action="store_true", help="replace an existing OUTPUT")
+    restore.add_argument("--roi", nargs=2, type=_positive_int, metavar=("H", "W"), help="sliding-window patch size")
+    restore.add_argument("--overlap", type=_overlap, metavar="F", help="sliding-window overlap in [0, 1)")
+    restore.add_argument("--sw-batch-size", type=_positive_int, metavar="N", help="patches per network call")
+    restore.add_argument("--dtype", choices=("float32", "int16"), help="NIfTI output type (default: the bundle's)")
+    restore.add_argument("--series-uid", metavar="UID", help="series to read when the folder holds several")
+    restore.add_argument("--no-progress", action="store_true", help="no progress bar")
+    restore.add_argument(
+        "--set",
+        action="append",
+        default=[],
+        metavar="ID=VALUE",
+        help="override any bundle config item (VALUE parsed as JSON when possible), e.g. network_def#dim=8",
+    )
+    return parser
+
+
+def parse_args(argv: Sequence[str] | None = None) -> argparse.Namespace:
+    """Parse the command line (argparse exits with status 2 on usage errors)."""
+    return _parser().parse_args(argv)
+
+
+def _json_or_text(text: str) -> Any:
+    import json
+
+    try:
+        return json.loads(text)
+    except ValueError:
+        return text
+
+
+def _config_overrides(args: argparse.Namespace) -> dict[str, Any]:
+    """Bundle config items set by the options."""
+    overrides: dict[str, Any] = {"device": args.device, "progress": not args.no_progress}
+    if args.roi is not None:
+        overrides["roi_size"] = list(args.roi)
+    if args.overlap is not None:
+        overrides["overlap"] = args.overlap
+    if args.sw_batch_size is not None:
+        overrides["sw_batch_size"] = args.sw_batch_size
+    if args.dtype is not None:
+        overrides["output_dtype"] = args.dtype
+    for item in args.set:
+        key, sep, value = item.partition("=")
+        if not sep or not key:
+            raise _UsageError(f"--set expects ID=VALUE, got {item!r}")
+        overrides[key] = _json_or_text(value)
+    return overrides
+
+
+def _is_nifti(path: str | os.PathLike) -> bool:
+    return os.fspath(path).lower().endswith((".nii", ".nii.gz"))
+
+
+def _check_paths(args: argparse.Namespace) -> None:
+    """Cheap checks of INPUT and OUTPUT, before anything is imported or loaded."""
+    source, output = Path(args.input), Path(args.output)
+    if not (source.exists() or source.is_symlink()):
+        raise _PathError(f"{source}: no such file or folder")
+    if output.absolute() == source.absolute():
+        raise _UsageError("OUTPUT must differ from INPUT")
+    if not _is_nifti(output) and _is_nifti(source):
+        raise _UsageError(f"a DICOM series OUTPUT needs a DICOM INPUT; give OUTPUT a .nii.gz name for {source}")
+    if (output.exists() or output.is_symlink()) and not args.overwrite:
+        raise _PathError(f"{output}: output exists; pass --overwrite to replace it")
+
+
+def _restore(args: argparse.Namespace) -> list[Path]:
+    """Read INPUT, build the bundle's restorer, restore with the bundles' own :func:`restore_task`."""
+    from monai_rwkv.apps.bundle import load_bundle_config, model_name_version
+    from monai_rwkv.apps.restore import InputImage, RestoreTask, read_volume, restore_task
+
+    overrides = _config_overrides(args)
+    source, output = Path(args.input), Path(args.output)
+    image = InputImage(source, source.name, series_uid=args.series_uid, is_dicom=not _is_nifti(source))
+    nifti = _is_nifti(output)
+    task = RestoreTask(image, nifti_output=output if nifti else None, dicom_output=None if nifti else output)
+    volume = read_volume(image)  # an unreadable input fails before the model is loaded
+    parser = load_bundle_config(args.bundle, "inference.json", overrides)
+    restorer = parser.get_parsed_content("restorer")
+    name, version = model_name_version(parser.get("_meta_", {}))
+    return restore_task(restorer, task, name, version, overwrite=args.overwrite, volume=volume)
+
+
+def _error_line(args: argparse.Namespace, error: BaseException) -> str:
+    from monai_rwkv.apps.restore import error_line
+
+    message = str(error)
+    if message.startswith((os.fspath(args.output), os.path.abspath(args.output))):
+        return message  # about the output (e.g. it appeared while restoring)
+    return error_line(args.input, error)
+
+
+def _quiet_optional_backends() -> None:
+    """Silence MONAI's notices about an optional GPU DICOM decoder (nvImageCodec) that this command never uses."""
+    warnings.filterwarnings("ignore", message="NvImgCodecPydicomReader")
+    logging.getLogger("monai.data.nvimgcodec_pydicom_plugin").setLevel(logging.ERROR)
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    """Entry point of ``monai-rwkv``; returns the exit status."""
+    parser = _parser()
+    args = parser.parse_args(argv)
+    logging.basicConfig(level=logging.WARNING, format="%(levelname)s: %(message)s")
+    _quiet_optional_backends()
+    try:
+        _check_paths(args)
+        written = _restore(args)
+    except _UsageError as e:
+        parser.error(str(e))  # exits with status 2
+    except _PathError as e:
+        print(f"error: {e}", file=sys.stderr)
+        return EXIT_ERROR
+    except SystemExit as e:  # bundle helpers exit with a one-line message
+        if isinstance(e.code, str):
+            print(e.code if e.code.startswith("error: ") else f"error: {e.code}", file=sys.stderr)
+            return EXIT_ERROR
+        raise
+    except KeyboardInterrupt:
+        print("error: interrupted", file=sys.stderr)
+        return 130
+    except Exception as e:  # noqa: BLE001 - every failure is reported as one line
+        print(f"error: {_error_line(args, e)}", file=sys.stderr)
+        return EXIT_ERROR
+    for path in written:
+        print(f"wrote {path}")
+    return EXIT_OK
+
+
+if __name__ == "__main__":
+    sys.exit(main())

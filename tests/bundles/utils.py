@@ -1,0 +1,55 @@
+"""Test helpers: a copy of the CT denoising bundle with a tiny randomly initialised network (plumbing only)."""
+
+from __future__ import annotations
+
+import shutil
+import sys
+from pathlib import Path
+
+import torch
+
+from monai_rwkv.networks.nets import RestoreRWKV
+
+REPO = Path(__file__).resolve().parents[2]
+CT_BUNDLE = REPO / "bundles" / "restore_rwkv_ct_denoise"
+#: the tiny network every bundle test uses instead of the trained `light` model (dim 16, blocks 2-2-2-2, refinement 2).
+TINY_NETWORK = {"dim": 8, "num_blocks": [1, 1, 1, 1], "num_refinement_blocks": 1}
+#: the same as `monai.bundle run` command-line overrides, with a small sliding-window ROI for speed.
+TINY_BUNDLE_ARGS = [
+    "--network_def#dim",
+    "8",
+    "--network_def#num_blocks",
+    "[1,1,1,1]",
+    "--network_def#num_refinement_blocks",
+    "1",
+    "--roi_size",
+    "[16,16]",
+    "--progress",
+    "false",
+]
+#: ... and as `monai-rwkv restore` options.
+TINY_CLI_ARGS = [
+    "--set",
+    "network_def#dim=8",
+    "--set",
+    "network_def#num_blocks=[1,1,1,1]",
+    "--set",
+    "network_def#num_refinement_blocks=1",
+    "--roi",
+    "16",
+    "16",
+    "--no-progress",
+]
+
+
+def make_tiny_bundle(dest: Path, seed: int = 0) -> Path:
+    """Copy the bundle's configs and docs to ``dest`` and save a tiny random network as ``models/model.pt``."""
+    shutil.copytree(CT_BUNDLE, dest, ignore=shutil.ignore_patterns("models", "sample", "__pycache__"))
+    (dest / "models").mkdir()
+    torch.manual_seed(seed)
+    torch.save(RestoreRWKV(**TINY_NETWORK).state_dict(), dest / "models" / "model.pt")
+    return dest
+
+
+def python() -> str:
+    return sys.executable

@@ -1,0 +1,160 @@
+"""The fused numba Bi-WKV kernels against the O(T^2) float64 definition (paper Eq. 8) and the torch backend."""
+
+from __future__ import annotations
+
+import pytest
+import torch
+
+from monai_rwkv.ops import bi_wkv, bi_wkv_quadratic
+
+pytest.importorskip("numba")
+
+import monai_rwkv.ops.wkv as wkv_mod  # noqa: E402
+
+
+def _inputs(
+    seq_len: int,
+    channels: int,
+    batch: int,
+    seed: int,
+    decay_max: float = 60.0,
+    k_max: float = 30.0,
+    decay_sign: float = 0.0,
+) -> tuple[torch.Tensor, ...]:
+    """Random (w, u, k, v): |decay|, |first| <= decay_max (sign forced unless decay_sign == 0), |k| <= k_max,
+    values spanning six orders of magnitude across channels."""
+    g = torch.Generator().manual_seed(seed)
+    decay = (torch.rand(channels, generator=g) * 2 - 1) * decay_max
+    if decay_sign:
+        decay = decay.abs() * decay_sign
+    first = (torch.rand(channels, generator=g) * 2 - 1) * decay_max
+    k = (torch.rand(batch, seq_len, channels, generator=g) * 2 - 1) * k_max
+    scale = 10.0 ** (torch.rand(channels, generator=g) * 6 - 3)
+    v = torch.randn(batch, seq_len, channels, generator=g) * scale
+    return decay / seq_len, first / seq_len, k, v
+
+
+def _rel_err(out: torch.Tensor, ref: torch.Tensor) -> float:
+    return ((out.double() - ref.double()).abs().max() / ref.double().abs().max()).item()
+
+
+@pytest.mark.parametrize("decay_sign", [-1.0, 1.0])
+@pytest.mark.parametrize("seq_len", [1, 2, 3, 17, 256, 1024])
+def test_forward_matches_quadratic_reference(seq_len: int, decay_sign: float, seed: int) -> None:
+    w, u, k, v = _inputs(seq_len, channels=5 if seq_len > 256 else 11, batch=2, seed=seed, decay_sign=decay_sign)
+    ref = bi_wkv_quadratic(w, u, k, v)
+    out = bi_wkv(w, u, k, v, backend="numba")
+    assert out.dtype == torch.float32 and out.shape == v.shape
+    assert _rel_err(out, ref) <= 1e-5
+    out64 = bi_wkv(w.double(), u.double(), k.double(), v.double(), backend="numba")
+    assert out64.dtype == torch.float64
+    assert _rel_err(out64, ref) <= 1e-12
+
+
+def test_far_beyond_float64_range_of_fixed_shifts(seed: int) -> None:
+    """|decay| = 2000 and |k| = 300: exponent spreads of thousands, still exact thanks to the running maximum."""
+    w, u, k, v = _inputs(300, channels=6, batch=1, seed=seed, decay_max=2000.0, k_max=300.0)
+    w[::2] = -w[::2].abs()
+    out = bi_wkv(w.double(), u.double(), k.double(), v.double(), backend="numba")
+    assert torch.isfinite(out).all()
+    assert _rel_err(out, bi_wkv_quadratic(w, u, k, v)) <= 1e-12
+
+
+def test_long_sequence_against_reference_rows(seed: int) -> None:
+    """T = 2048 x 2048: compare sampled output rows with the direct formula."""
+    seq_len, channels = 2048 * 2048, 3
+    w, u, k, v = _inputs(seq_len, channels, batch=1, seed=seed)
+    out = bi_wkv(w, u, k, v, backend="numba")
+    assert torch.isfinite(out).all()
+    rows = torch.randint(0, seq_len, (6,)).tolist() + [0, 1, seq_len - 1]
+    w64, u64, k64, v64 = (x.double() for x in (w, u, k, v))
+    idx = torch.arange(seq_len, dtype=torch.float64)
+    for t in rows:
+        logits = k64[0] - ((idx - t).abs() - 1)[:, None] * w64
+        logits[t] = u64 + k64[0, t]
+        ref = (torch.softmax(logits, dim=0) * v64[0]).sum(0)
+        err = ((out[0, t].double() - ref).abs() / v64[0].abs().amax(0)).max().item()
+        assert err <= 1e-5, (t, err)
+
+
+def _grads(fn, args: tuple[torch.Tensor, ...], grad_out: torch.Tensor) -> tuple[torch.Tensor, ...]:
+    args = tuple(x.detach().requires_grad_() for x in args)
+    return torch.autograd.grad((fn(*args) * grad_out).sum(), args)
+
+
+@pytest.mark.parametrize("decay_sign", [-1.0, 1.0])
+@pytest.mark.parametrize("seq_len", [1, 2, 17, 300])
+def test_gradients_match_quadratic_float64(seq_len: int, decay_sign: float, seed: int) -> None:
+    args = tuple(x.double() for x in _inputs(seq_len, channels=7, batch=2, seed=seed, decay_sign=decay_sign))
+    grad_out = torch.randn(2, seq_len, 7, dtype=torch.float64)
+    ours = _grads(lambda *a: bi_wkv(*a, backend="numba"), args, grad_out)
+    ref = _grads(bi_wkv_quadratic, args, grad_out)
+    for name, a, b in zip("wukv", ours, ref):
+        assert a.dtype == torch.float64
+        assert torch.allclose(a, b, rtol=1e-9, atol=1e-10 * b.abs().max().item()), name
+
+
+def test_gradients_float32_inputs(seed: int) -> None:
+    args = _inputs(400, channels=9, batch=2, seed=seed)
+    grad_out = torch.randn(2, 400, 9)
+    ours = _grads(lambda *a: bi_wkv(*a, backend="numba"), args, grad_out)
+    ref = _grads(bi_wkv_quadratic, tuple(x.double() for x in args), grad_out.double())
+    for name, a, b in zip("wukv", ours, ref):
+        assert a.dtype == torch.float32
+        assert _rel_err(a, b) <= 1e-5, name
+
+
+def test_gradcheck_float64(seed: int) -> None:
+    args = tuple(x.double().requires_grad_() for x in _inputs(9, channels=3, batch=2, seed=seed, k_max=3))
+    assert torch.autograd.gradcheck(lambda *a: bi_wkv(*a, backend="numba"), args)
+
+
+@pytest.mark.parametrize("dtype", [torch.float16, torch.bfloat16])
+def test_half_precision_inputs(dtype: torch.dtype, seed: int) -> None:
+    w, u, k, v = _inputs(200, channels=6, batch=2, seed=seed, decay_max=10, k_max=5)
+    k, v = k.to(dtype).requires_grad_(), v.to(dtype).requires_grad_()
+    out = bi_wkv(w, u, k, v, backend="numba")
+    assert out.dtype == dtype
+    assert _rel_err(out, bi_wkv_quadratic(w, u, k, v)) <= (1e-3 if dtype == torch.float16 else 8e-3)
+    out.float().sum().backward()
+    assert k.grad.dtype == dtype and v.grad.dtype == dtype
+    assert torch.isfinite(k.grad.float()).all() and torch.isfinite(v.grad.float()).all()
+
+
+def test_backends_agree(seed: int) -> None:
+    """Odd channel count (several channel blocks, one partial) and batch > 1."""
+    args = _inputs(777, channels=37, batch=3, seed=seed, decay_max=20.0, k_max=8.0)
+    grad_out = torch.randn(3, 777, 37)
+    out_n = bi_wkv(*args, backend="numba")
+    out_t = bi_wkv(*args, backend="torch")
+    assert _rel_err(out_n, out_t) <= 1e-6
+    grads_n = _grads(lambda *a: bi_wkv(*a, backend="numba"), args, grad_out)
+    grads_t = _grads(lambda *a: bi_wkv(*a, backend="torch"), args, grad_out)
+    for name, a, b in zip("wukv", grads_n, grads_t):
+        assert _rel_err(a, b) <= 1e-5, name
+
+
+def test_auto_dispatch(seed: int) -> None:
+    w, u, k, v = (x.requires_grad_() for x in _inputs(50, channels=4, batch=1, seed=seed))
+    assert type(bi_wkv(w, u, k, v).grad_fn).__name__.startswith("_NumbaBiWKV")
+    assert not type(bi_wkv(w, u, k, v, backend="torch").grad_fn).__name__.startswith("_NumbaBiWKV")
+    with pytest.raises(ValueError, match="backend"):
+        bi_wkv(w, u, k, v, backend="cuda")
+
+
+@pytest.mark.filterwarnings("ignore::torch.jit.TracerWarning")
+def test_auto_uses_torch_path_while_tracing(seed: int) -> None:
+    w, u, k, v = _inputs(40, channels=4, batch=2, seed=seed, decay_max=5, k_max=5)
+    traced = torch.jit.trace(lambda kk, vv: bi_wkv(w, u, kk, vv), (k, v), check_trace=False)
+    assert "PythonOp" not in str(traced.graph)
+    k2, v2 = torch.randn_like(k), torch.randn_like(v)
+    assert torch.allclose(traced(k2, v2), bi_wkv(w, u, k2, v2), rtol=1e-5, atol=1e-6)
+
+
+def test_missing_numba(monkeypatch: pytest.MonkeyPatch, seed: int) -> None:
+    """Without numba: auto falls back to torch, forcing numba is a clear error."""
+    monkeypatch.setattr(wkv_mod, "_numba_kernels", lambda: None)
+    w, u, k, v = (x.requires_grad_() for x in _inputs(30, channels=3, batch=1, seed=seed))
+    assert not type(bi_wkv(w, u, k, v).grad_fn).__name__.startswith("_NumbaBiWKV")
+    with pytest.raises(RuntimeError, match="numba"):
+        bi_wkv(w, u, k, v, backend="numba")

@@ -19,7 +19,7 @@ from torch import nn
 
 from monai_rwkv.apps.evaluate import evaluate_low_dose
 from monai_rwkv.apps.restore import RestoreReport, error_line, restore_dataset
-from monai_rwkv.data.errors import one_line
+from monai_rwkv.data.errors import ImageReadError, one_line
 from monai_rwkv.inference import SliceWiseRestorer, load_network
 
 __all__ = [
@@ -131,7 +131,7 @@ def run_restore(
     name, version = model_name_version(metadata)
     try:
         report = restore_dataset(restorer, dataset_dir, output_dir, name, version, overwrite, dicom_output)
-    except (OSError, ValueError) as e:
+    except (OSError, ValueError, ImageReadError) as e:
         raise SystemExit(f"error: {e}") from None
     counts = len(report.written), len(report.skipped), len(report.errors)
     logger.info("%d output(s) written, %d skipped, %d error(s)", *counts)
@@ -157,7 +157,7 @@ def run_evaluate(
     name, version = model_name_version(metadata)
     try:
         summary = evaluate_low_dose(restorer, dataset_dir, output_dir, name, version, **kwargs)
-    except (OSError, ValueError) as e:
+    except (OSError, ValueError, ImageReadError) as e:
         raise SystemExit(f"error: {e}") from None
     if summary["errors"]:
         raise SystemExit(f"error: {len(summary['errors'])} volume(s) failed: {'; '.join(summary['errors'][:3])}")

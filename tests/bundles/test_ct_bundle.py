@@ -1,0 +1,130 @@
+"""The CT denoising bundle: metadata, configs, and a real ``python -m monai.bundle run`` on a copy with a tiny network.
+
+The tiny random network only exercises the plumbing; nothing here is a denoising result.
+"""
+
+from __future__ import annotations
+
+import csv
+import json
+import subprocess
+import sys
+from pathlib import Path
+
+import nibabel as nib
+import numpy as np
+import pytest
+import SimpleITK as sitk
+from monai.bundle import ConfigParser, verify_net_in_out
+
+from monai_rwkv.apps import load_bundle_config
+from monai_rwkv.networks.nets import PRESETS
+from tests.bundles.utils import CT_BUNDLE, TINY_BUNDLE_ARGS, make_tiny_bundle
+from tests.data.conftest import CT5N, copy_series, tree_digest
+
+CONFIGS = CT_BUNDLE / "configs"
+#: keys the MONAI bundle specification makes mandatory in metadata.json.
+MANDATORY = ("version", "monai_version", "pytorch_version", "numpy_version", "task", "description", "authors")
+TENSOR_KEYS = ("type", "format", "modality", "num_channels", "spatial_shape", "dtype", "value_range", "channel_def")
+
+
+def test_metadata_follows_the_bundle_specification() -> None:
+    meta = json.loads((CONFIGS / "metadata.json").read_text())
+    for key in (*MANDATORY, "copyright", "network_data_format", "required_packages_version", "changelog"):
+        assert meta.get(key), key
+    assert meta["version"] in meta["changelog"]
+    fmt = meta["network_data_format"]
+    for spec in (fmt["inputs"]["image"], fmt["outputs"]["pred"]):
+        for key in TENSOR_KEYS:
+            assert key in spec, key
+        assert spec["format"] == "hounsfield" and spec["num_channels"] == 1 and spec["dtype"] == "float32"
+        assert spec["value_range"] == [-1024, 3072]  # HU
+    assert "GPL-2" in meta["data_source"] and "not for clinical use" in meta["intended_use"].lower()
+
+
+def test_inference_config_is_the_light_preset_reading_models_model_pt() -> None:
+    parser = load_bundle_config(CT_BUNDLE)
+    net_def = parser.get("network_def")
+    assert net_def["_target_"] == "monai_rwkv.networks.nets.RestoreRWKV"
+    assert (net_def["spatial_dims"], net_def["in_channels"], net_def["out_channels"]) == (2, 1, 1)
+    light = PRESETS["light"]
+    assert net_def["dim"] == light["dim"] and tuple(net_def["num_blocks"]) == tuple(light["num_blocks"])
+    assert net_def["num_refinement_blocks"] == light["num_refinement_blocks"]
+    assert Path(parser.get_parsed_content("weights")) == CT_BUNDLE.absolute() / "models" / "model.pt"
+    assert parser.get("intensity_range") == [-1024.0, 3072.0]
+    assert json.loads((CONFIGS / "evaluate.json").read_text())["dose_fraction"] == 0.25
+
+
+def test_network_matches_the_metadata_shapes() -> None:
+    verify_net_in_out(
+        net_id="network_def",
+        meta_file=str(CONFIGS / "metadata.json"),
+        config_file=str(CONFIGS / "inference.json"),
+        n=2,
+        device="cpu",
+    )
+
+
+def test_missing_weights_exit_with_one_line(tmp_path: Path) -> None:
+    bundle = make_tiny_bundle(tmp_path / "bundle")
+    (bundle / "models" / "model.pt").unlink()
+    parser = load_bundle_config(bundle, overrides={"device": "cpu"})
+    with pytest.raises(SystemExit, match=r"^error: .*model\.pt: model weights not found$"):
+        parser.get_parsed_content("network")
+
+
+def bundle_run(config: str | list[Path], cwd: Path, *args: str | Path) -> subprocess.CompletedProcess:
+    files = config if isinstance(config, str) else str([str(c) for c in config])
+    command = [sys.executable, "-m", "monai.bundle", "run", "--config_file", files, *map(str, args), *TINY_BUNDLE_ARGS]
+    return subprocess.run(command, capture_output=True, text=True, cwd=cwd, timeout=300)
+
+
+def test_bundle_run_restores_its_sample_with_no_other_argument(tmp_path: Path) -> None:
+    """The documented command: bundle_root from the config's location, sample/ in, ./<name>_output out."""
+    bundle = make_tiny_bundle(tmp_path / "bundle")
+    sample = bundle / "sample"
+    data = np.random.default_rng(1).integers(-1000, 1200, size=(18, 14, 2)).astype(np.int16)
+    affine = np.array([[0, 0.7, 0, -5], [-0.7, 0, 0, 12], [0, 0, 3, 40], [0, 0, 0, 1.0]])
+    sample.mkdir()
+    nib.save(nib.Nifti1Image(data, affine), sample / "small.nii.gz")
+    copy_series(CT5N, sample / "CT5N")
+    digest = tree_digest(sample)
+    work = tmp_path / "elsewhere"
+    work.mkdir()
+    result = bundle_run(str(bundle / "configs" / "inference.json"), work)
+    assert result.returncode == 0, result.stderr[-3000:]
+    out = work / "restore_rwkv_ct_denoise_output"
+    assert sorted(p.name for p in out.iterdir()) == ["CT5N_restored", "CT5N_restored.nii.gz", "small_restored.nii.gz"]
+    restored = nib.load(out / "small_restored.nii.gz")
+    assert restored.shape == data.shape and restored.get_data_dtype() == np.float32
+    np.testing.assert_allclose(restored.affine, affine, atol=1e-5)
+    assert -1024 <= restored.get_fdata().min() and restored.get_fdata().max() <= 3072
+    reader = sitk.ImageSeriesReader()
+    series = sitk.ReadImage(reader.GetGDCMSeriesFileNames(str(out / "CT5N_restored")))
+    source = sitk.ReadImage(reader.GetGDCMSeriesFileNames(str(sample / "CT5N")))
+    assert series.GetSize() == source.GetSize()
+    np.testing.assert_allclose(series.GetOrigin(), source.GetOrigin(), atol=1e-4)
+    assert tree_digest(sample) == digest
+
+
+def test_bundle_evaluate_with_dataset_and_output_dirs(tmp_path: Path) -> None:
+    bundle = make_tiny_bundle(tmp_path / "bundle")
+    clean = tmp_path / "clean"
+    clean.mkdir()
+    i, j = np.mgrid[:24, :24]
+    volume = np.where((i - 12) ** 2 + (j - 12) ** 2 < 81, 40.0, -1000.0).astype(np.float32)[..., None]
+    nib.save(nib.Nifti1Image(volume, np.diag([0.9, 0.9, 2.0, 1.0])), clean / "disk.nii.gz")
+    configs = [bundle / "configs" / "inference.json", bundle / "configs" / "evaluate.json"]
+    result = bundle_run(configs, tmp_path, "--dataset_dir", clean, "--output_dir", tmp_path / "eval")
+    assert result.returncode == 0, result.stderr[-3000:]
+    with open(tmp_path / "eval" / "metrics.csv") as f:
+        rows = list(csv.DictReader(f))
+    assert [(r["file"], r["slice"]) for r in rows] == [("disk", "0")]
+    summary = json.loads((tmp_path / "eval" / "summary.json").read_text())
+    assert summary["model"]["name"] == ConfigParser.load_config_file(str(CONFIGS / "metadata.json"))["name"]
+    assert summary["protocol"]["seed"] == 0 and summary["slices_used"] == 1
+    assert np.isfinite(summary["input"]["psnr"]["mean"]) and np.isfinite(summary["pred"]["ssim"]["mean"])
+
+    missing = bundle_run(configs, tmp_path, "--dataset_dir", tmp_path / "nothing", "--output_dir", tmp_path / "e2")
+    assert missing.returncode == 1
+    assert missing.stderr.strip().splitlines()[-1] == f"error: {tmp_path / 'nothing'}: no such file or folder"

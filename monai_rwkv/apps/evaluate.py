@@ -119,17 +119,28 @@ def _summary(rows: Sequence[Mapping[str, Any]]) -> dict[str, Any]:
     }
 
 
+def _match_low_dose(image: InputImage, candidates: Sequence[InputImage], low_dose_dir: str | os.PathLike) -> InputImage:
+    """The low-dose image named like ``image``: the same name, else the only one named ``<name>_<anything>``."""
+    for matches in (
+        [c for c in candidates if c.name == image.name],
+        [c for c in candidates if c.name.startswith(image.name + "_")],
+    ):
+        if len(matches) == 1:
+            return matches[0]
+        if len(matches) > 1:
+            names = ", ".join(m.name for m in matches)
+            raise ValueError(f"{image.path}: several low-dose images match in {low_dose_dir}: {names}")
+    raise ValueError(f"{image.path}: no low-dose image named {image.name!r} (or {image.name}_*) in {low_dose_dir}")
+
+
 def _low_dose_for(image: InputImage, clean: MetaTensor, low_dose_dir: str | os.PathLike | None, **sim) -> MetaTensor:
-    """The real low-dose scan matching ``image`` (same relative name) or a simulated one."""
+    """The real low-dose scan matching ``image`` (see :func:`_match_low_dose`) or a simulated one."""
     if low_dose_dir is None:
         return simulate_low_dose_volume(clean, **sim)
-    matches = [i for i in find_inputs(low_dose_dir) if i.name == image.name]
-    if len(matches) != 1:
-        found = f"{len(matches)} low-dose images named {image.name!r} in {low_dose_dir}"
-        raise ValueError(f"{image.path}: expected one matching low-dose image, found {found}")
-    low = read_volume(matches[0])
+    match = _match_low_dose(image, find_inputs(low_dose_dir), low_dose_dir)
+    low = read_volume(match)
     if tuple(low.shape) != tuple(clean.shape):
-        raise ValueError(f"{matches[0].path}: shape {tuple(low.shape)} differs from the clean {tuple(clean.shape)}")
+        raise ValueError(f"{match.path}: shape {tuple(low.shape)} differs from the clean {tuple(clean.shape)}")
     return low
 
 
@@ -174,7 +185,8 @@ def evaluate_low_dose(
         dose_fraction: simulated relative dose.
         seed: noise seed, the same for every volume (results do not depend on the order of the files).
         window: HU truncation before the metrics (None: none).
-        low_dose_dir: real low-dose scans with the same relative names instead of simulation.
+        low_dose_dir: real (or previously simulated) low-dose scans instead of simulation, matched by relative
+            name: ``a.nii.gz`` pairs with ``a.nii.gz`` or, failing that, with the only ``a_*.nii.gz``.
         save_images: also write the low-dose inputs and the predictions.
         overwrite: replace existing reports (otherwise ``FileExistsError`` before any work).
 

@@ -189,3 +189,19 @@ def test_evaluation_protocol_writes_per_slice_csv_and_summary(tmp_path: Path) ->
     assert (tmp_path / "eval" / "images" / "phantom_restored.nii.gz").is_file()
     with pytest.raises(FileExistsError):
         evaluate_low_dose(identity_restorer(), data, tmp_path / "eval")
+
+
+def test_evaluation_on_given_low_dose_scans_pairs_them_by_name(tmp_path: Path) -> None:
+    clean_phantom(tmp_path / "clean" / "head.nii.gz")
+    image = read_volume(find_inputs(tmp_path / "clean")[0])
+    low = simulate_low_dose_volume(image, 0.25, seed=0)
+    (tmp_path / "low").mkdir()
+    nib.save(nib.Nifti1Image(low[0].numpy(), image.affine.numpy()), tmp_path / "low" / "head_dose25.nii.gz")
+    given = evaluate_low_dose(identity_restorer(), tmp_path / "clean", tmp_path / "e1", low_dose_dir=tmp_path / "low")
+    simulated = evaluate_low_dose(identity_restorer(), tmp_path / "clean", tmp_path / "e2", seed=0)
+    assert given["errors"] == [] and given["protocol"]["low_dose"] == "real"
+    assert given["input"]["psnr"]["mean"] == pytest.approx(simulated["input"]["psnr"]["mean"], rel=1e-6)
+    (tmp_path / "low" / "head_dose10.nii.gz").write_bytes((tmp_path / "low" / "head_dose25.nii.gz").read_bytes())
+    low_dir = tmp_path / "low"
+    ambiguous = evaluate_low_dose(identity_restorer(), tmp_path / "clean", tmp_path / "e3", low_dose_dir=low_dir)
+    assert len(ambiguous["errors"]) == 1 and "several low-dose images" in ambiguous["errors"][0]

@@ -80,12 +80,12 @@ def bundle_run(config: str | list[Path], cwd: Path, *args: str | Path) -> subpro
 
 
 def test_bundle_run_restores_its_sample_with_no_other_argument(tmp_path: Path) -> None:
-    """The documented command: bundle_root from the config's location, sample/ in, ./<name>_output out."""
+    """The documented command: bundle_root from the config's location, sample/lowdose/ in, ./<name>_output out."""
     bundle = make_tiny_bundle(tmp_path / "bundle")
-    sample = bundle / "sample"
+    sample = bundle / "sample" / "lowdose"
     data = np.random.default_rng(1).integers(-1000, 1200, size=(18, 14, 2)).astype(np.int16)
     affine = np.array([[0, 0.7, 0, -5], [-0.7, 0, 0, 12], [0, 0, 3, 40], [0, 0, 0, 1.0]])
-    sample.mkdir()
+    sample.mkdir(parents=True)
     nib.save(nib.Nifti1Image(data, affine), sample / "small.nii.gz")
     copy_series(CT5N, sample / "CT5N")
     digest = tree_digest(sample)

@@ -11,6 +11,7 @@ Exit status: 0 success, 1 error (one line ``error: <file>: <problem>`` on stderr
 from __future__ import annotations
 
 import argparse
+import json
 import logging
 import os
 import sys
@@ -28,8 +29,8 @@ class _UsageError(Exception):
     """A wrong combination of arguments (exit status 2)."""
 
 
-class _PathError(Exception):
-    """INPUT missing or OUTPUT existing (exit status 1); the message is ``<path>: <problem>``."""
+class _CommandError(Exception):
+    """A failed precondition (missing INPUT, existing OUTPUT, no CUDA): exit status 1, message ``<what>: <problem>``."""
 
 
 def _positive_int(text: str) -> int:
@@ -83,8 +84,6 @@ def parse_args(argv: Sequence[str] | None = None) -> argparse.Namespace:
 
 
 def _json_or_text(text: str) -> Any:
-    import json
-
     try:
         return json.loads(text)
     except ValueError:
@@ -115,24 +114,31 @@ def _is_nifti(path: str | os.PathLike) -> bool:
 
 
 def _check_paths(args: argparse.Namespace) -> None:
-    """Cheap checks of INPUT and OUTPUT, before anything is imported or loaded."""
+    """Cheap checks of the bundle, INPUT and OUTPUT, before anything is imported or loaded."""
     source, output = Path(args.input), Path(args.output)
+    if not (Path(args.bundle) / "configs" / "inference.json").is_file():
+        raise _CommandError(f"{args.bundle}: not a bundle (no configs/inference.json)")
     if not (source.exists() or source.is_symlink()):
-        raise _PathError(f"{source}: no such file or folder")
+        raise _CommandError(f"{source}: no such file or folder")
     if output.absolute() == source.absolute():
         raise _UsageError("OUTPUT must differ from INPUT")
     if not _is_nifti(output) and _is_nifti(source):
         raise _UsageError(f"a DICOM series OUTPUT needs a DICOM INPUT; give OUTPUT a .nii.gz name for {source}")
     if (output.exists() or output.is_symlink()) and not args.overwrite:
-        raise _PathError(f"{output}: output exists; pass --overwrite to replace it")
+        raise _CommandError(f"{output}: output exists; pass --overwrite to replace it")
 
 
 def _restore(args: argparse.Namespace) -> list[Path]:
     """Read INPUT, build the bundle's restorer, restore with the bundles' own :func:`restore_task`."""
     from monai_rwkv.apps.bundle import load_bundle_config, model_name_version
     from monai_rwkv.apps.restore import InputImage, RestoreTask, read_volume, restore_task
+    from monai_rwkv.inference import resolve_device
 
     overrides = _config_overrides(args)
+    try:
+        resolve_device(args.device)
+    except ValueError as e:
+        raise _CommandError(f"--device {args.device}: {e}") from None
     source, output = Path(args.input), Path(args.output)
     image = InputImage(source, source.name, series_uid=args.series_uid, is_dicom=not _is_nifti(source))
     nifti = _is_nifti(output)
@@ -170,7 +176,7 @@ def main(argv: Sequence[str] | None = None) -> int:
         written = _restore(args)
     except _UsageError as e:
         parser.error(str(e))  # exits with status 2
-    except _PathError as e:
+    except _CommandError as e:
         print(f"error: {e}", file=sys.stderr)
         return EXIT_ERROR
     except SystemExit as e:  # bundle helpers exit with a one-line message

@@ -69,11 +69,14 @@ def test_dicom_series_in_dicom_series_out(bundle: Path, tmp_path: Path) -> None:
     assert tree_digest(series) == digest
 
 
-def test_missing_input(bundle: Path, tmp_path: Path) -> None:
+def test_missing_input_or_bundle(bundle: Path, tmp_path: Path) -> None:
     result = cli(tmp_path / "nope.nii.gz", tmp_path / "out.nii.gz", bundle=bundle)
     assert result.returncode == 1
     assert error_lines(result) == [f"error: {tmp_path / 'nope.nii.gz'}: no such file or folder"]
     assert not (tmp_path / "out.nii.gz").exists()
+    result = cli(tmp_path / "nope.nii.gz", tmp_path / "out.nii.gz", bundle=tmp_path)
+    assert result.returncode == 1
+    assert error_lines(result) == [f"error: {tmp_path}: not a bundle (no configs/inference.json)"]
 
 
 def test_existing_output_is_kept_without_overwrite(bundle: Path, tmp_path: Path) -> None:

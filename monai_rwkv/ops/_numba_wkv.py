@@ -110,6 +110,42 @@ def _scales(m: float, w: float, key: float) -> tuple[float, float, float]:
     return max(decayed, key), 1.0 if old_wins else e, e if old_wins else 1.0
 
 
+# Every inner loop below runs over the channels of one position with unit stride and touches few arrays,
+# so LLVM vectorises it; copies of the state into the chunk buffers are separate loops for the same reason
+# (a fused loop needs too many run-time alias checks and stays scalar, ~4x slower).
+
+
+@numba.njit(inline="always", **_JIT)
+def _push(m, s, z, w, k, v, b, t, c0, nc):
+    """Add position ``t`` to the running state ``(m, s, z)`` (each (nc,)) of channels ``c0:c0+nc``."""
+    for c in range(nc):
+        m[c], fo, fn = _scales(m[c], w[c0 + c], k[b, t, c0 + c])
+        s[c] = fo * s[c] + fn * v[b, t, c0 + c]
+        z[c] = fo * z[c] + fn
+
+
+@numba.njit(inline="always", **_JIT)
+def _push_dist(m, s, z, sd, zd, w, k, v, b, t, c0, nc):
+    """:func:`_push` that also carries the distance-weighted sums, ``sd <- e^{-w} (sd + s)`` (scaled)."""
+    for c in range(nc):
+        m[c], fo, fn = _scales(m[c], w[c0 + c], k[b, t, c0 + c])
+        sd[c] = fo * (sd[c] + s[c])
+        zd[c] = fo * (zd[c] + z[c])
+        s[c] = fo * s[c] + fn * v[b, t, c0 + c]
+        z[c] = fo * z[c] + fn
+
+
+@numba.njit(inline="always", **_JIT)
+def _push_grad(m, a, h, w, keys, g, out, b, t, c0, nc):
+    """Add position ``t`` to the state of the gradient sums: key ``keys[c]`` (= -log denominator at t),
+    values ``g`` and ``g * out``."""
+    for c in range(nc):
+        gt = g[b, t, c0 + c]
+        m[c], fo, fn = _scales(m[c], w[c0 + c], keys[c])
+        a[c] = fo * a[c] + fn * gt
+        h[c] = fo * h[c] + fn * gt * out[b, t, c0 + c]
+
+
 @numba.njit(**_JIT)
 def _sweep_boundaries(w, k, v, b, c0, nc, chunk, bm, bs, bz):
     """Right-to-left sweep over the whole sequence of ``k[b, :, c0:c0+nc]``, ``v`` alike.
@@ -119,19 +155,15 @@ def _sweep_boundaries(w, k, v, b, c0, nc, chunk, bm, bs, bz):
     right.
     """
     seq_len = k.shape[1]
-    n_chunks = bm.shape[0]
     m = np.full(nc, -np.inf)
     s = np.zeros(nc)
     z = np.zeros(nc)
-    for j in range(n_chunks - 1, -1, -1):
+    for j in range(bm.shape[0] - 1, -1, -1):
         bm[j, :] = m
         bs[j, :] = s
         bz[j, :] = z
         for t in range(min(seq_len, (j + 1) * chunk) - 1, j * chunk - 1, -1):
-            for c in range(nc):
-                m[c], fo, fn = _scales(m[c], w[c0 + c], k[b, t, c0 + c])
-                s[c] = fo * s[c] + fn * v[b, t, c0 + c]
-                z[c] = fo * z[c] + fn
+            _push(m, s, z, w, k, v, b, t, c0, nc)
 
 
 @numba.njit(**_JIT)
@@ -161,20 +193,15 @@ def _forward_task(w, u, k, v, out, b, c0, nc, chunk):
         s[:] = bs[j]
         z[:] = bz[j]
         for t in range(t1 - 1, t0 - 1, -1):
-            r = t - t0
-            for c in range(nc):
-                cm[r, c] = m[c]
-                cs[r, c] = s[c]
-                cz[r, c] = z[c]
-                m[c], fo, fn = _scales(m[c], w[c0 + c], k[b, t, c0 + c])
-                s[c] = fo * s[c] + fn * v[b, t, c0 + c]
-                z[c] = fo * z[c] + fn
+            cm[t - t0, :] = m
+            cs[t - t0, :] = s
+            cz[t - t0, :] = z
+            _push(m, s, z, w, k, v, b, t, c0, nc)
         for t in range(t0, t1):
             r = t - t0
             for c in range(nc):
-                kt = k[b, t, c0 + c]
                 vt = v[b, t, c0 + c]
-                diag = u[c0 + c] + kt
+                diag = u[c0 + c] + k[b, t, c0 + c]
                 x1 = pm[c] - diag
                 x2 = cm[r, c] - diag
                 shift = max(x1, x2)
@@ -183,34 +210,26 @@ def _forward_task(w, u, k, v, out, b, c0, nc, chunk):
                 num = ps[c] * e1 + cs[r, c] * e2 + vt * e3
                 den = pz[c] * e1 + cz[r, c] * e2 + e3
                 out[b, t, c0 + c] = num / den
-                pm[c], fo, fn = _scales(pm[c], w[c0 + c], kt)
-                ps[c] = fo * ps[c] + fn * vt
-                pz[c] = fo * pz[c] + fn
+            _push(pm, ps, pz, w, k, v, b, t, c0, nc)
 
 
 @numba.njit(**_JIT)
 def _sweep_boundaries_dist(w, k, v, b, c0, nc, chunk, bm, bs, bz, bsd, bzd):
     """As :func:`_sweep_boundaries`, also keeping the distance-weighted sums ``bsd, bzd``."""
     seq_len = k.shape[1]
-    n_chunks = bm.shape[0]
     m = np.full(nc, -np.inf)
     s = np.zeros(nc)
     z = np.zeros(nc)
     sd = np.zeros(nc)
     zd = np.zeros(nc)
-    for j in range(n_chunks - 1, -1, -1):
+    for j in range(bm.shape[0] - 1, -1, -1):
         bm[j, :] = m
         bs[j, :] = s
         bz[j, :] = z
         bsd[j, :] = sd
         bzd[j, :] = zd
         for t in range(min(seq_len, (j + 1) * chunk) - 1, j * chunk - 1, -1):
-            for c in range(nc):
-                m[c], fo, fn = _scales(m[c], w[c0 + c], k[b, t, c0 + c])
-                sd[c] = fo * (sd[c] + s[c])
-                zd[c] = fo * (zd[c] + z[c])
-                s[c] = fo * s[c] + fn * v[b, t, c0 + c]
-                z[c] = fo * z[c] + fn
+            _push_dist(m, s, z, sd, zd, w, k, v, b, t, c0, nc)
 
 
 @numba.njit(**_JIT)
@@ -255,25 +274,18 @@ def _backward_phase_a(w, u, k, v, g, neg_log_den, gw, gu, b, c0, nc, chunk):
         sd[:] = bsd[j]
         zd[:] = bzd[j]
         for t in range(t1 - 1, t0 - 1, -1):
-            r = t - t0
-            for c in range(nc):
-                cm[r, c] = m[c]
-                cs[r, c] = s[c]
-                cz[r, c] = z[c]
-                csd[r, c] = sd[c]
-                czd[r, c] = zd[c]
-                m[c], fo, fn = _scales(m[c], w[c0 + c], k[b, t, c0 + c])
-                sd[c] = fo * (sd[c] + s[c])
-                zd[c] = fo * (zd[c] + z[c])
-                s[c] = fo * s[c] + fn * v[b, t, c0 + c]
-                z[c] = fo * z[c] + fn
+            cm[t - t0, :] = m
+            cs[t - t0, :] = s
+            cz[t - t0, :] = z
+            csd[t - t0, :] = sd
+            czd[t - t0, :] = zd
+            _push_dist(m, s, z, sd, zd, w, k, v, b, t, c0, nc)
         for t in range(t0, t1):
             r = t - t0
             for c in range(nc):
-                kt = k[b, t, c0 + c]
                 vt = v[b, t, c0 + c]
                 gt = g[b, t, c0 + c]
-                diag = u[c0 + c] + kt
+                diag = u[c0 + c] + k[b, t, c0 + c]
                 x1 = pm[c] - diag
                 x2 = cm[r, c] - diag
                 shift = max(x1, x2)
@@ -288,11 +300,7 @@ def _backward_phase_a(w, u, k, v, g, neg_log_den, gw, gu, b, c0, nc, chunk):
                 acc_u[c] += gt * (e3 / den) * (vt - o)
                 neg_log_den[t, c] = den  # the logarithm is taken below, outside this vectorisable loop
                 log_shift[r, c] = diag + shift
-                pm[c], fo, fn = _scales(pm[c], w[c0 + c], kt)
-                psd[c] = fo * (psd[c] + ps[c])
-                pzd[c] = fo * (pzd[c] + pz[c])
-                ps[c] = fo * ps[c] + fn * vt
-                pz[c] = fo * pz[c] + fn
+            _push_dist(pm, ps, pz, psd, pzd, w, k, v, b, t, c0, nc)
         for t in range(t0, t1):
             for c in range(nc):
                 neg_log_den[t, c] = -(log_shift[t - t0, c] + math.log(neg_log_den[t, c]))
@@ -318,11 +326,7 @@ def _backward_phase_b(w, u, k, v, out, g, neg_log_den, gk, gv, b, c0, nc, chunk)
         ba[j, :] = a
         bh[j, :] = h
         for t in range(min(seq_len, (j + 1) * chunk) - 1, j * chunk - 1, -1):
-            for c in range(nc):
-                gt = g[b, t, c0 + c]
-                m[c], fo, fn = _scales(m[c], w[c0 + c], neg_log_den[t, c])
-                a[c] = fo * a[c] + fn * gt
-                h[c] = fo * h[c] + fn * gt * out[b, t, c0 + c]
+            _push_grad(m, a, h, w, neg_log_den[t], g, out, b, t, c0, nc)
     cm = np.empty((chunk, nc))
     ca = np.empty((chunk, nc))
     ch = np.empty((chunk, nc))
@@ -336,33 +340,24 @@ def _backward_phase_b(w, u, k, v, out, g, neg_log_den, gk, gv, b, c0, nc, chunk)
         a[:] = ba[j]
         h[:] = bh[j]
         for t in range(t1 - 1, t0 - 1, -1):
-            r = t - t0
-            for c in range(nc):
-                cm[r, c] = m[c]
-                ca[r, c] = a[c]
-                ch[r, c] = h[c]
-                gt = g[b, t, c0 + c]
-                m[c], fo, fn = _scales(m[c], w[c0 + c], neg_log_den[t, c])
-                a[c] = fo * a[c] + fn * gt
-                h[c] = fo * h[c] + fn * gt * out[b, t, c0 + c]
+            cm[t - t0, :] = m
+            ca[t - t0, :] = a
+            ch[t - t0, :] = h
+            _push_grad(m, a, h, w, neg_log_den[t], g, out, b, t, c0, nc)
         for t in range(t0, t1):
             r = t - t0
             for c in range(nc):
                 kt = k[b, t, c0 + c]
                 gt = g[b, t, c0 + c]
-                ot = out[b, t, c0 + c]
-                nl = neg_log_den[t, c]
                 # each factor is a softmax weight (<= 1) up to the scaling kept in the sums
                 e1 = _exp(kt + pm[c])
                 e2 = _exp(kt + cm[r, c])
-                e3 = _exp(u[c0 + c] + kt + nl)
+                e3 = _exp(u[c0 + c] + kt + neg_log_den[t, c])
                 grad_v = pa[c] * e1 + ca[r, c] * e2 + gt * e3
-                grad_h = ph[c] * e1 + ch[r, c] * e2 + gt * ot * e3
+                grad_h = ph[c] * e1 + ch[r, c] * e2 + gt * out[b, t, c0 + c] * e3
                 gv[b, t, c0 + c] = grad_v
                 gk[b, t, c0 + c] = v[b, t, c0 + c] * grad_v - grad_h
-                pm[c], fo, fn = _scales(pm[c], w[c0 + c], nl)
-                pa[c] = fo * pa[c] + fn * gt
-                ph[c] = fo * ph[c] + fn * gt * ot
+            _push_grad(pm, pa, ph, w, neg_log_den[t], g, out, b, t, c0, nc)
 
 
 @numba.njit(parallel=True, **_JIT)

@@ -243,7 +243,7 @@ def restore_task(
     volume: MetaTensor | None = None,
 ) -> list[Path]:
     """
-    Read ``task.image``, restore it, write its outputs (each atomically). The input is only read.
+    Read ``task.image``, restore it, write its outputs. The input is only read.
 
     The NIfTI output keeps the input's affine and shape (``restorer.output_dtype``, physical units). The DICOM output
     is a derived series mirroring the source slices (new UIDs, ``DERIVED``, the model name and version in the
@@ -271,7 +271,7 @@ def restore_task(
     if dicom_out is not None and DICOM_SOURCE_FILES not in image.meta:
         raise ValueError(f"{task.image.path}: a DICOM series output needs a DICOM input; write NIfTI (.nii.gz)")
     restored = restorer(image, desc=task.image.path.name)
-    written = []
+    written: list[Path] = []
     if nifti_out is not None:
         written.append(_write_nifti(restored, nifti_out, restorer.output_dtype, overwrite))
     if dicom_out is not None:

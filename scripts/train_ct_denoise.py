@@ -88,7 +88,14 @@ def validate(model, clean, noisy) -> dict[str, float]:
         for i in range(len(clean))
     ]
     model.train()
-    metrics = slice_metrics(torch.cat(preds)[:, 0], clean, CT_EVAL_WINDOW)
+    return mean_metrics(torch.cat(preds)[:, 0], clean)
+
+
+def mean_metrics(pred: torch.Tensor, clean: torch.Tensor) -> dict[str, float]:
+    """Mean windowed metrics over slices; slices whose windowed reference is constant have no PSNR and are skipped."""
+    windowed = clean.clamp(*CT_EVAL_WINDOW)
+    keep = windowed.amax(dim=(1, 2)) > windowed.amin(dim=(1, 2))
+    metrics = slice_metrics(pred[keep], clean[keep], CT_EVAL_WINDOW)
     return {name: value.mean().item() for name, value in metrics.items()}
 
 
@@ -146,11 +153,11 @@ def main() -> None:
         start, best = state["iteration"], state["best_psnr"]
         print(f"resumed at iteration {start} (best val PSNR {best:.3f} dB)")
     else:
-        baseline = slice_metrics(val_noisy[:, 0], val_clean, CT_EVAL_WINDOW)
+        baseline = mean_metrics(val_noisy[:, 0], val_clean)
         with log_path.open("w", newline="") as f:
             csv.writer(f).writerow(["iteration", "seconds", "lr", "train_l1", "val_psnr", "val_ssim", "val_rmse"])
             csv.writer(f).writerow(
-                [0, 0, 0, "", *(f"{baseline[k].mean().item():.4f}" for k in ("psnr", "ssim", "rmse"))]
+                [0, 0, 0, "", *(f"{baseline[k]:.4f}" for k in ("psnr", "ssim", "rmse"))]
             )
 
     running, t_start = 0.0, time.time()

@@ -38,6 +38,7 @@ The distance-weighted sums of ``grad_w`` come from one extra running sum per dir
 from __future__ import annotations
 
 import math
+import threading
 
 import numba
 import numpy as np
@@ -51,6 +52,8 @@ _CHUNK = 256  # positions per chunk of the two-level sweep; the chunk buffer sta
 _BIG = 600.0  # exponent gap beyond which the combine re-centres before exponentiating (float64: ~709)
 
 _JIT = {"cache": True, "nogil": True, "error_model": "numpy"}
+# numba's default "workqueue" thread pool must not be entered by two Python threads at once
+_LAUNCH_LOCK = threading.Lock()
 
 _LOG2E = 1.4426950408889634
 _LN2_HI = 0.6931471803691238  # ln 2 split in two so n * _LN2_HI is exact for |n| < 2^11
@@ -449,7 +452,8 @@ def wkv_forward(w: np.ndarray, u: np.ndarray, k: np.ndarray, v: np.ndarray) -> n
     """
     out = np.empty_like(v)
     if v.size:
-        _forward_kernel(w, u, k, v, out, _block_size(k.shape[0], k.shape[2]), _CHUNK)
+        with _LAUNCH_LOCK:
+            _forward_kernel(w, u, k, v, out, _block_size(k.shape[0], k.shape[2]), _CHUNK)
     return out
 
 
@@ -473,5 +477,6 @@ def wkv_backward(
     gk = np.empty_like(v)
     gv = np.empty_like(v)
     if v.size:
-        _backward_kernel(w, u, k, v, out, g, gw, gu, gk, gv, _block_size(batch, channels), _CHUNK)
+        with _LAUNCH_LOCK:
+            _backward_kernel(w, u, k, v, out, g, gw, gu, gk, gv, _block_size(batch, channels), _CHUNK)
     return gw.sum(0), gu.sum(0), gk, gv

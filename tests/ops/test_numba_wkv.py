@@ -158,3 +158,14 @@ def test_missing_numba(monkeypatch: pytest.MonkeyPatch, seed: int) -> None:
     assert not type(bi_wkv(w, u, k, v).grad_fn).__name__.startswith("_NumbaBiWKV")
     with pytest.raises(RuntimeError, match="numba"):
         bi_wkv(w, u, k, v, backend="numba")
+
+
+def test_concurrent_calls_from_python_threads(seed: int) -> None:
+    from concurrent.futures import ThreadPoolExecutor
+
+    cases = [_inputs(300 + 50 * i, channels=5, batch=2, seed=seed + i) for i in range(6)]
+    expected = [bi_wkv(*args, backend="numba") for args in cases]
+    with ThreadPoolExecutor(max_workers=3) as pool:
+        results = list(pool.map(lambda args: bi_wkv(*args, backend="numba"), cases))
+    for got, want in zip(results, expected):
+        assert torch.equal(got, want)

@@ -1,11 +1,19 @@
-"""Bi-WKV against the O(T^2) float64 definition of paper Eq. 8, on random inputs with fresh seeds."""
+"""The pure-PyTorch Bi-WKV against the O(T^2) float64 definition of paper Eq. 8, with fresh random seeds.
+
+The numba backend has the same checks in test_numba_wkv.py; here ``backend="torch"`` pins the fallback path.
+"""
 
 from __future__ import annotations
+
+from functools import partial
 
 import pytest
 import torch
 
-from monai_rwkv.ops import bi_wkv, bi_wkv_quadratic
+from monai_rwkv.ops import bi_wkv as _bi_wkv
+from monai_rwkv.ops import bi_wkv_quadratic
+
+bi_wkv = partial(_bi_wkv, backend="torch")
 
 
 def _inputs(seq_len: int, channels: int, batch: int, seed: int, decay_max: float = 60.0, k_max: float = 30.0):

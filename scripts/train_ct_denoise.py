@@ -138,6 +138,10 @@ def main() -> None:
     print(f"data: {len(train_clean)} train / {len(val_clean)} val slices, simulated in {time.time() - t0:.0f} s")
 
     model = RestoreRWKV.from_preset(args.preset, **args.net).to(memory_format=torch.channels_last)
+    # Zero-initialised output conv: with the global residual the untrained network is the identity, so training
+    # starts from the low-dose input instead of from random noise added to it.
+    torch.nn.init.zeros_(model.output.weight)
+    torch.nn.init.zeros_(model.output.bias)
     opt = torch.optim.Adam(model.parameters(), lr=args.lr, betas=(0.9, 0.999))
     sched = torch.optim.lr_scheduler.CosineAnnealingLR(opt, T_max=args.iterations, eta_min=1e-6)
     gen = torch.Generator().manual_seed(args.seed)
@@ -156,9 +160,7 @@ def main() -> None:
         baseline = mean_metrics(val_noisy[:, 0], val_clean)
         with log_path.open("w", newline="") as f:
             csv.writer(f).writerow(["iteration", "seconds", "lr", "train_l1", "val_psnr", "val_ssim", "val_rmse"])
-            csv.writer(f).writerow(
-                [0, 0, 0, "", *(f"{baseline[k]:.4f}" for k in ("psnr", "ssim", "rmse"))]
-            )
+            csv.writer(f).writerow([0, 0, 0, "", *(f"{baseline[k]:.4f}" for k in ("psnr", "ssim", "rmse"))])
 
     running, t_start = 0.0, time.time()
     for it in range(start + 1, args.iterations + 1):

@@ -179,6 +179,13 @@ def summary_path(output_dir: Path, method: str) -> Path:
     return output_dir / method / "summary.json"
 
 
+def same_scores(a: dict[str, Any], b: dict[str, Any], rtol: float = 1e-6) -> bool:
+    """Whether two ``{metric: {mean, std}}`` score sets agree (to float rounding across thread counts)."""
+    return a.keys() == b.keys() and all(
+        math.isclose(a[m][s], b[m][s], rel_tol=rtol, abs_tol=1e-9) for m in a for s in ("mean", "std")
+    )
+
+
 def reusable(output_dir: Path, method: str, args: argparse.Namespace) -> dict[str, Any] | None:
     """The existing summary of ``method`` when it matches the protocol and ``--overwrite`` is not set."""
     path = summary_path(output_dir, method)
@@ -343,7 +350,7 @@ def main() -> None:
     for _, _, s in rows:
         if s["errors"]:
             raise SystemExit(f"{s['model']['name']}: evaluation errors {s['errors']}")
-        if s["input"] != rows[0][2]["input"]:
+        if not same_scores(s["input"], rows[0][2]["input"]):
             raise SystemExit("the methods saw different low-dose inputs (reports from another run?); use --overwrite")
     text = table(rows, rows[0][2], args)
     args.out.parent.mkdir(parents=True, exist_ok=True)

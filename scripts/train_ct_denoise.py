@@ -111,6 +111,7 @@ def main() -> None:
     p.add_argument("--out", type=Path, required=True, help="best state_dict (plain, weights only)")
     p.add_argument("--preset", default="light")
     p.add_argument("--net", type=json.loads, default={}, help="JSON overrides of the preset, e.g. '{\"dim\": 12}'")
+    p.add_argument("--init", type=Path, help="start from this state_dict (fine-tuning / warm restart)")
     p.add_argument("--iterations", type=int, default=3000)
     p.add_argument("--batch", type=int, default=8)
     p.add_argument("--patch", type=int, default=64)
@@ -142,6 +143,8 @@ def main() -> None:
     # starts from the low-dose input instead of from random noise added to it.
     torch.nn.init.zeros_(model.output.weight)
     torch.nn.init.zeros_(model.output.bias)
+    if args.init is not None:
+        model.load_state_dict(torch.load(args.init, map_location="cpu", weights_only=True))
     opt = torch.optim.Adam(model.parameters(), lr=args.lr, betas=(0.9, 0.999))
     sched = torch.optim.lr_scheduler.CosineAnnealingLR(opt, T_max=args.iterations, eta_min=1e-6)
     gen = torch.Generator().manual_seed(args.seed)

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import torch
 
-__all__ = ["bi_wkv_quadratic"]
+__all__ = ["bi_wkv_at", "bi_wkv_quadratic"]
 
 
 def bi_wkv_quadratic(
@@ -35,3 +35,22 @@ def bi_wkv_quadratic(
         weights = torch.softmax(logits, dim=2)
         out.append((weights * v[:, None, :, :]).sum(dim=2))
     return torch.cat(out, dim=1)
+
+
+def bi_wkv_at(w: torch.Tensor, u: torch.Tensor, k: torch.Tensor, v: torch.Tensor, t: int) -> torch.Tensor:
+    """Bi-WKV output at the single position ``t`` of batch item 0, directly from Eq. 8 in float64.
+
+    O(T) memory and time, so long sequences (e.g. T = 2048 x 2048) can be checked on sampled positions.
+
+    Args:
+        w, u: (C,) decay and bonus divided by T; k, v: (B, T, C).
+        t: the position.
+
+    Returns:
+        (C,) float64 tensor.
+    """
+    w, u, k, v = (x.to(torch.float64) for x in (w, u, k[0], v[0]))
+    idx = torch.arange(k.shape[0], dtype=torch.float64, device=k.device)
+    logits = k - ((idx - t).abs() - 1)[:, None] * w
+    logits[t] = u + k[t]
+    return (torch.softmax(logits, dim=0) * v).sum(0)

@@ -84,6 +84,14 @@ def _publish(tmp: Path, final: Path, overwrite: bool) -> None:
         _remove(backup)
 
 
+def _prepare_destination(final: str | os.PathLike, overwrite: bool) -> Path:
+    """``final`` as an absolute path, refused if it exists (unless ``overwrite``), with its parent created."""
+    final = Path(final).absolute()
+    _check_destination(final, overwrite)
+    final.parent.mkdir(parents=True, exist_ok=True)
+    return final
+
+
 @contextmanager
 def atomic_output_dir(final: str | os.PathLike, overwrite: bool = False) -> Iterator[Path]:
     """
@@ -96,9 +104,7 @@ def atomic_output_dir(final: str | os.PathLike, overwrite: bool = False) -> Iter
     Raises:
         FileExistsError: ``final`` exists and ``overwrite`` is False.
     """
-    final = Path(final).absolute()
-    _check_destination(final, overwrite)
-    final.parent.mkdir(parents=True, exist_ok=True)
+    final = _prepare_destination(final, overwrite)
     tmp = final.with_name(f".{final.name}.tmp-{secrets.token_hex(6)}")
     tmp.mkdir(mode=0o777)  # honours the umask, unlike tempfile.mkdtemp
     try:
@@ -121,9 +127,7 @@ def atomic_output_file(final: str | os.PathLike, overwrite: bool = False) -> Ite
     Raises:
         FileExistsError: ``final`` exists and ``overwrite`` is False.
     """
-    final = Path(final).absolute()
-    _check_destination(final, overwrite)
-    final.parent.mkdir(parents=True, exist_ok=True)
+    final = _prepare_destination(final, overwrite)
     tmp = final.with_name(f".tmp-{secrets.token_hex(6)}-{final.name}")
     try:
         yield tmp

@@ -156,6 +156,7 @@ def main() -> None:
         model.load_state_dict(state["model"])
         opt.load_state_dict(state["optimizer"])
         sched.load_state_dict(state["scheduler"])
+        sched.T_max = args.iterations  # resuming with a larger --iterations extends the cosine schedule
         gen.set_state(state["generator"])
         start, best = state["iteration"], state["best_psnr"]
         print(f"resumed at iteration {start} (best val PSNR {best:.3f} dB)")

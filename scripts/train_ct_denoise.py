@@ -28,19 +28,16 @@ import numpy as np
 import torch
 
 from monai_rwkv.data import sitk_load_image
+from monai_rwkv.inference import CT_INTENSITY_RANGE, denormalize_intensity
 from monai_rwkv.metrics import CT_EVAL_WINDOW, slice_metrics
 from monai_rwkv.networks.nets import RestoreRWKV
 from monai_rwkv.transforms import RandLowDoseCT
 
-HU_RANGE = (-1024.0, 3072.0)
-
 
 def to_unit(hu: torch.Tensor) -> torch.Tensor:
-    return (hu - HU_RANGE[0]) / (HU_RANGE[1] - HU_RANGE[0])
-
-
-def to_hu(unit: torch.Tensor) -> torch.Tensor:
-    return unit * (HU_RANGE[1] - HU_RANGE[0]) + HU_RANGE[0]
+    """HU -> the network's [0, 1] scale of the bundle's fixed CT range, without clipping (training inputs)."""
+    low, high = CT_INTENSITY_RANGE
+    return (hu - low) / (high - low)
 
 
 def load_split_slices(data_dir: Path, split: str) -> tuple[torch.Tensor, tuple[float, float]]:
@@ -84,7 +81,7 @@ def sample_batch(clean, noisy, batch: int, patch: int, gen: torch.Generator):
 def validate(model, clean, noisy) -> dict[str, float]:
     model.eval()
     preds = [
-        to_hu(model(to_unit(noisy[i : i + 1, :1]).contiguous(memory_format=torch.channels_last)))
+        denormalize_intensity(model(to_unit(noisy[i : i + 1, :1]).contiguous(memory_format=torch.channels_last)))
         for i in range(len(clean))
     ]
     model.train()

@@ -123,14 +123,18 @@ def run_restore(
     metadata: Mapping[str, Any],
     overwrite: bool = False,
     dicom_output: bool = True,
+    summary_file: str | os.PathLike | None = None,
 ) -> RestoreReport:
     """
     The ``run`` entry of the restoration bundles: :func:`~monai_rwkv.apps.restore.restore_dataset` with the model
-    name and version from the bundle's metadata, exiting with one line on failure.
+    name and version from the bundle's metadata (resumable; summary in ``<output_dir>/restore_summary.csv`` unless
+    ``summary_file``), exiting with status 1 and one line after all studies ran when any failed.
     """
     name, version = model_name_version(metadata)
     try:
-        report = restore_dataset(restorer, dataset_dir, output_dir, name, version, overwrite, dicom_output)
+        report = restore_dataset(
+            restorer, dataset_dir, output_dir, name, version, overwrite, dicom_output, summary_file=summary_file
+        )
     except (OSError, ValueError, ImageReadError) as e:
         raise SystemExit(f"error: {e}") from None
     counts = len(report.written), len(report.skipped), len(report.errors)

@@ -9,13 +9,24 @@ from __future__ import annotations
 
 import logging
 import os
-from collections.abc import Sequence
+import time
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 
 import torch
 from monai.data import MetaTensor
 
+from monai_rwkv.apps.batch import (
+    STATUSES,
+    SUMMARY_NAME,
+    StudyOutcome,
+    fingerprint,
+    manifest_path,
+    read_manifest_problem,
+    write_manifest,
+    write_summary,
+)
 from monai_rwkv.data import (
     DICOM_SOURCE_FILES,
     ImageReadError,
@@ -34,6 +45,7 @@ __all__ = [
     "InputImage",
     "RestoreReport",
     "RestoreTask",
+    "StudyOutcome",
     "error_line",
     "find_inputs",
     "is_nifti",
@@ -106,15 +118,30 @@ class RestoreTask:
 
 @dataclass
 class RestoreReport:
-    """What :func:`restore_tasks` did: written outputs, skipped (existing) outputs, and one-line errors."""
+    """
+    What :func:`restore_tasks` did.
+
+    Attributes:
+        written: outputs written (new or redone).
+        skipped: outputs kept because their study was verified finished (see :mod:`monai_rwkv.apps.batch`).
+        errors: one line ``<file>: <problem>`` per failed study.
+        studies: one :class:`~monai_rwkv.apps.batch.StudyOutcome` per study, in order.
+        summary: the CSV summary written, if any.
+    """
 
     written: list[Path] = field(default_factory=list)
     skipped: list[Path] = field(default_factory=list)
     errors: list[str] = field(default_factory=list)
+    studies: list[StudyOutcome] = field(default_factory=list)
+    summary: Path | None = None
 
     @property
     def ok(self) -> bool:
         return not self.errors
+
+    def counts(self) -> dict[str, int]:
+        """Number of studies per status (``written``, ``skipped``, ``redone``, ``failed``)."""
+        return {status: sum(s.status == status for s in self.studies) for status in STATUSES}
 
 
 def _safe_parts(relative: Path) -> list[str]:
@@ -284,34 +311,104 @@ def _write_nifti(restored: torch.Tensor, path: Path, dtype: str, overwrite: bool
     return write_nifti(restored, path, affine=restored.affine, dtype=dtype, overwrite=overwrite, channel_first=True)
 
 
+def _input_fingerprint(image: InputImage) -> dict:
+    """Fingerprint of an input: the file, or the visible files directly in a DICOM series folder."""
+    return fingerprint(image.path, recursive=False)
+
+
+def _restore_study(
+    restorer: SliceWiseRestorer,
+    task: RestoreTask,
+    model: tuple[str, str],
+    overwrite: bool,
+) -> StudyOutcome:
+    """Verify, (re)do and record one study; raises on failure (the caller records it)."""
+    outcome = StudyOutcome(task.image.name, task.image.path, "written", outputs=list(task.outputs))
+    manifest = manifest_path(task.outputs)
+    source = _input_fingerprint(task.image)  # before reading: a change while restoring is seen next time
+    existing = [p for p in task.outputs if p.exists() or p.is_symlink()]
+    if overwrite:
+        if existing:
+            outcome.status, outcome.detail = "redone", "overwrite"
+    elif existing or manifest.exists():
+        problem = read_manifest_problem(manifest, source, task.outputs, model)
+        if problem is None:
+            outcome.status = "skipped"
+            return outcome
+        outcome.status, outcome.detail = "redone", problem
+    if manifest.exists() or manifest.is_symlink():
+        manifest.unlink()  # the old record no longer describes the outputs
+    written = restore_task(restorer, task, *model, overwrite=overwrite or outcome.status == "redone")
+    describe = getattr(restorer, "describe", None)
+    write_manifest(manifest, source, task.outputs, model, describe() if callable(describe) else None)
+    outcome.outputs = written
+    return outcome
+
+
 def restore_tasks(
     restorer: SliceWiseRestorer,
     tasks: Sequence[RestoreTask],
     model_name: str,
     model_version: str,
     overwrite: bool = False,
+    summary_file: str | os.PathLike | None = None,
+    callback: Callable[[StudyOutcome], None] | None = None,
 ) -> RestoreReport:
     """
-    Run :func:`restore_task` on every task; an input that fails is logged as one line
-    (``error: <file>: <problem>``) and the others still run. Existing outputs are skipped unless ``overwrite``.
+    Run :func:`restore_task` on every task (a study), resumably; a study that fails is logged as one line
+    (``error: <file>: <problem>``) and the others still run.
+
+    A study whose outputs exist is skipped only when it is verified finished by its manifest (input, model and
+    every output unchanged; see :mod:`monai_rwkv.apps.batch`), otherwise it is redone: its outputs are replaced
+    atomically. ``overwrite`` redoes every study.
+
+    Args:
+        restorer: the slice-wise restorer.
+        tasks: the studies, each with its outputs.
+        model_name, model_version: recorded in DICOM descriptions and in the manifests.
+        overwrite: redo every study, even those verified finished.
+        summary_file: where to write the CSV summary (see :func:`~monai_rwkv.apps.batch.write_summary`);
+            None: no summary file (the outcomes are still logged and returned).
+        callback: called with each study's outcome once it is done (progress, monitoring).
+
+    Returns:
+        the report; ``report.studies`` has one outcome per task, in order.
     """
     report = RestoreReport()
-    for task in tasks:
-        pending = _pending(task, overwrite)
-        for path in task.outputs:
-            if path not in pending:
-                report.skipped.append(path)
-                logger.info("%s: output exists, skipped (set overwrite to replace it)", path)
+    model = (model_name, model_version)
+    for index, task in enumerate(tasks):
+        start = time.perf_counter()
         try:
-            written = restore_task(restorer, task, model_name, model_version, overwrite)
-        except Exception as e:  # noqa: BLE001 - one failing input must not stop the others
-            report.errors.append(error_line(task.image.path, e))
-            logger.error("error: %s", report.errors[-1])
-            continue
-        for path in written:
-            logger.info("wrote %s", path)
-        report.written += written
+            outcome = _restore_study(restorer, task, model, overwrite)
+        except Exception as e:  # noqa: BLE001 - one failing study must not stop the others
+            line = error_line(task.image.path, e)
+            outcome = StudyOutcome(task.image.name, task.image.path, "failed", detail=line)
+            report.errors.append(line)
+            logger.error("error: %s", line)
+        outcome.seconds = time.perf_counter() - start
+        if outcome.status == "skipped":
+            report.skipped += outcome.outputs
+        elif outcome.status != "failed":
+            report.written += outcome.outputs
+        report.studies.append(outcome)
+        if outcome.status != "failed":
+            logger.info("[%d/%d] %s", index + 1, len(tasks), outcome.line())
+        if callback is not None:
+            callback(outcome)
+    if summary_file is not None and tasks:
+        report.summary = write_summary(summary_file, report.studies)
+    _log_summary(report)
     return report
+
+
+def _log_summary(report: RestoreReport) -> None:
+    counts = ", ".join(f"{n} {status}" for status, n in report.counts().items())
+    logger.info("%d stud%s: %s", len(report.studies), "y" if len(report.studies) == 1 else "ies", counts)
+    for outcome in report.studies:
+        if outcome.status == "failed":
+            logger.info("failed: %s", outcome.detail)
+    if report.summary is not None:
+        logger.info("summary: %s", report.summary)
 
 
 def restore_dataset(
@@ -322,16 +419,25 @@ def restore_dataset(
     model_version: str,
     overwrite: bool = False,
     dicom_output: bool = True,
+    summary_file: str | os.PathLike | None = None,
+    callback: Callable[[StudyOutcome], None] | None = None,
 ) -> RestoreReport:
     """
     Restore every NIfTI file and DICOM series under ``dataset_dir`` (or the single file / series it names) into
     ``output_dir`` (see :func:`plan_tasks` for the names): NIfTI for every input, plus a DICOM series for DICOM
-    inputs when ``dicom_output``.
+    inputs when ``dicom_output``. Resumable (see :func:`restore_tasks`); the summary is written to ``summary_file``,
+    by default ``<output_dir>/restore_summary.csv``. When ``output_dir`` is inside ``dataset_dir``, the files under
+    ``output_dir`` are not inputs (a re-run does not restore the outputs again).
 
     Raises:
         ImageReadError: ``dataset_dir`` does not exist or holds no images.
         ValueError: two inputs would write the same output.
     """
-    tasks = plan_tasks(find_inputs(dataset_dir), output_dir, dicom_output=dicom_output)
+    out = Path(output_dir).resolve()
+    inputs = [i for i in find_inputs(dataset_dir) if not i.path.resolve().is_relative_to(out)]
+    if not inputs:  # everything found is an output of an earlier run
+        raise ImageReadError(dataset_dir, f"no images found outside the output folder {output_dir}")
+    tasks = plan_tasks(inputs, output_dir, dicom_output=dicom_output)
     logger.info("restoring %d input(s) from %s into %s", len(tasks), dataset_dir, output_dir)
-    return restore_tasks(restorer, tasks, model_name, model_version, overwrite)
+    summary = Path(output_dir) / SUMMARY_NAME if summary_file is None else summary_file
+    return restore_tasks(restorer, tasks, model_name, model_version, overwrite, summary, callback)

@@ -9,6 +9,9 @@ inference with Gaussian blending, de-normalisation back to physical units, geome
 from __future__ import annotations
 
 import os
+import pickle
+import re
+import warnings
 from collections.abc import Callable, Mapping, Sequence
 from contextlib import nullcontext
 from typing import Any
@@ -29,6 +32,7 @@ __all__ = [
     "SliceWiseRestorer",
     "denormalize_intensity",
     "load_network",
+    "load_weights",
     "normalize_intensity",
     "resolve_device",
 ]
@@ -96,10 +100,11 @@ def load_network(
 
     Raises:
         FileNotFoundError: ``weights`` is a path that does not exist.
-        ValueError: no network and no weights, or not a state dict.
+        ValueError: no network and no weights, not a state dict, or an unsafe / unreadable checkpoint
+            (see :func:`load_weights`).
     """
-    if isinstance(weights, (str, os.PathLike)) and not os.path.isfile(weights):
-        raise FileNotFoundError(f"{os.fspath(weights)}: model weights not found")
+    if isinstance(weights, (str, os.PathLike)):
+        weights = load_weights(weights)
     if network is None:
         if weights is None:
             raise ValueError("either a network or a checkpoint (weights) is required.")
@@ -107,6 +112,37 @@ def load_network(
     elif weights is not None:
         network.load_state_dict(_unwrap_state_dict(weights, "cpu"), strict=strict)
     return network.to(resolve_device(device)).eval().to(memory_format=torch.channels_last)
+
+
+def _unpickling_reason(error: BaseException) -> str:
+    """The blocked global of ``torch.load``'s weights-only refusal (e.g. ``GLOBAL posix.system``), if named."""
+    match = re.search(r"GLOBAL\s+([\w.]+)", str(error))
+    return f"it imports {match.group(1)}" if match else " ".join(str(error).split())[:120]
+
+
+def load_weights(path: str | os.PathLike) -> Any:
+    """
+    Read a checkpoint file with ``torch.load(weights_only=True)`` on the CPU: tensors and plain containers only,
+    never code. A pickle that would import or call anything else (e.g. ``os.system`` in ``__reduce__``) is refused
+    before any of it runs.
+
+    Raises:
+        FileNotFoundError: no such file.
+        ValueError: one line ``"<path>: <problem>"``: an unsafe pickle, or not a PyTorch checkpoint at all.
+    """
+    path = os.fspath(path)
+    if not os.path.isfile(path):
+        raise FileNotFoundError(f"{path}: model weights not found")
+    try:
+        return torch.load(path, map_location="cpu", weights_only=True)
+    except pickle.UnpicklingError as e:
+        raise ValueError(
+            f"{path}: refused to load: not a plain state dict of tensors, loading it could run code "
+            f"({_unpickling_reason(e)}); save weights with torch.save(model.state_dict())"
+        ) from None
+    except Exception as e:  # noqa: BLE001 - torch raises KeyError, RuntimeError, EOFError... for non-checkpoints
+        reason = " ".join(f"{type(e).__name__}: {e}".split())[:200]
+        raise ValueError(f"{path}: not a readable PyTorch checkpoint ({reason})") from None
 
 
 class SliceWiseRestorer:
@@ -218,7 +254,11 @@ class SliceWiseRestorer:
         Args:
             volume: ``(C, i, j, k)`` or ``(C, i, j)`` (one slice) in physical units, channel first as
                 ``sitk_load_image(ensure_channel_first=True)`` returns it; a MetaTensor keeps its meta.
-            desc: label of the progress bar (e.g. the file name).
+            desc: label of the progress bar and of warnings (e.g. the file name).
+
+        Warns:
+            UserWarning: NaN / infinite voxels (restored as the range's edges, the output stays finite), or an
+                image mostly outside ``intensity_range``.
 
         Returns:
             the restored volume, same shape and meta (affine, ...), physical units, ``output_dtype``.
@@ -226,6 +266,7 @@ class SliceWiseRestorer:
         data = volume.as_tensor() if isinstance(volume, MetaTensor) else torch.as_tensor(np.asarray(volume))
         if data.ndim not in (3, 4):
             raise ValueError(f"expected a channel-first volume (C, i, j[, k]), got shape {tuple(data.shape)}.")
+        self._warn_about_values(data, desc)
         planar = data.ndim == 3
         data = data[..., None] if planar else data
         out = torch.empty(data.shape, dtype=torch.float32)
@@ -242,6 +283,30 @@ class SliceWiseRestorer:
         if isinstance(volume, MetaTensor):
             return MetaTensor(out, meta=dict(volume.meta))
         return out
+
+    def _warn_about_values(self, data: torch.Tensor, desc: str | None) -> None:
+        """
+        Warn (one line each) about NaN / infinite voxels, which are restored as the range's edges (NaN and -inf
+        as ``low``, +inf as ``high``: the output is always finite), and about an image mostly outside
+        ``intensity_range`` (probably not in the model's units: everything outside is clipped).
+        """
+        low, high = self.intensity_range
+        name = desc or "volume"
+        if data.is_floating_point():
+            bad = int(data.numel() - torch.isfinite(data).sum())
+            if bad:
+                warnings.warn(
+                    f"{name}: {bad} NaN/infinite voxel(s) restored as the intensity range's edges "
+                    f"(NaN and -inf as {low:g}, +inf as {high:g}); the output is finite",
+                    stacklevel=3,
+                )
+        outside = int(((data < low) | (data > high)).sum())
+        if data.numel() and outside > data.numel() // 2:
+            warnings.warn(
+                f"{name}: {outside / data.numel():.0%} of the voxels lie outside the intensity range "
+                f"[{low:g}, {high:g}] and are clipped to it; is the image in the model's units (CT: HU)?",
+                stacklevel=3,
+            )
 
     def _cast(self, out: torch.Tensor) -> torch.Tensor:
         """float32 as is, or int16 rounded and clipped to the int16 range."""

@@ -5,7 +5,14 @@ The ``monai-rwkv`` command line.
 sliding-window settings come from the bundle's ``configs/inference.json`` (options override them), and the work is
 done by :func:`monai_rwkv.apps.restore.restore_task`, the same function the bundle's ``run`` entry uses.
 
-Exit status: 0 success, 1 error (one line ``error: <file>: <problem>`` on stderr), 2 usage error.
+``monai-rwkv batch --bundle BUNDLE_DIR INPUT_DIR OUTPUT_DIR`` restores every NIfTI file and DICOM series under
+INPUT_DIR with :func:`monai_rwkv.apps.restore.restore_dataset`, as the bundle's ``run`` does: resumable (studies
+verified finished are skipped, others redone), one failing study does not stop the others, and a per-study summary
+is written to ``OUTPUT_DIR/restore_summary.csv`` (see docs/batch.md).
+
+Exit status: 0 success, 1 error (one line ``error: <file>: <problem>`` on stderr), 2 usage error, 130 interrupted
+(Ctrl-C). Warnings (e.g. NaN voxels, gaps between DICOM slices) are one line ``warning: <message>`` each. On any
+error nothing is left under OUTPUT (outputs are written under a temporary name and renamed when complete).
 """
 
 from __future__ import annotations
@@ -22,7 +29,7 @@ from typing import Any
 
 __all__ = ["main", "parse_args"]
 
-EXIT_OK, EXIT_ERROR, EXIT_USAGE = 0, 1, 2
+EXIT_OK, EXIT_ERROR, EXIT_USAGE, EXIT_INTERRUPTED = 0, 1, 2, 130
 
 
 class _UsageError(Exception):
@@ -60,22 +67,42 @@ def _parser() -> argparse.ArgumentParser:
     restore.add_argument("--bundle", required=True, metavar="BUNDLE_DIR", help="bundle folder (configs/, models/)")
     restore.add_argument("input", metavar="INPUT", help="NIfTI file, DICOM file or DICOM series folder")
     restore.add_argument("output", metavar="OUTPUT", help=".nii/.nii.gz file, or a folder for a DICOM series")
-    restore.add_argument("--device", default="auto", choices=("auto", "cpu", "cuda"), help="default: auto")
     restore.add_argument("--overwrite", action="store_true", help="replace an existing OUTPUT")
-    restore.add_argument("--roi", nargs=2, type=_positive_int, metavar=("H", "W"), help="sliding-window patch size")
-    restore.add_argument("--overlap", type=_overlap, metavar="F", help="sliding-window overlap in [0, 1)")
-    restore.add_argument("--sw-batch-size", type=_positive_int, metavar="N", help="patches per network call")
-    restore.add_argument("--dtype", choices=("float32", "int16"), help="NIfTI output type (default: the bundle's)")
     restore.add_argument("--series-uid", metavar="UID", help="series to read when the folder holds several")
-    restore.add_argument("--no-progress", action="store_true", help="no progress bar")
-    restore.add_argument(
+    _add_bundle_options(restore)
+    batch = commands.add_parser(
+        "batch",
+        help="restore every image under a folder with a bundle (resumable)",
+        description="Restore every NIfTI file and DICOM series under INPUT_DIR into OUTPUT_DIR, as the bundle's run "
+        "does: <name>_restored.nii.gz for each input, plus a <name>_restored/ DICOM series for DICOM inputs. "
+        "Re-running skips the studies verified finished and redoes the others; a failing study does not stop the "
+        "others; a per-study summary is written to OUTPUT_DIR/restore_summary.csv. Exit status 1 if any failed.",
+    )
+    batch.add_argument("--bundle", required=True, metavar="BUNDLE_DIR", help="bundle folder (configs/, models/)")
+    batch.add_argument("input", metavar="INPUT_DIR", help="folder of NIfTI files and DICOM series (or one of them)")
+    batch.add_argument("output", metavar="OUTPUT_DIR", help="output folder")
+    batch.add_argument("--overwrite", action="store_true", help="redo every study, even those verified finished")
+    batch.add_argument("--no-dicom", action="store_true", help="NIfTI outputs only (no DICOM series outputs)")
+    batch.add_argument("--summary", metavar="FILE", help="summary CSV (default: OUTPUT_DIR/restore_summary.csv)")
+    _add_bundle_options(batch)
+    return parser
+
+
+def _add_bundle_options(command: argparse.ArgumentParser) -> None:
+    """Options that override the bundle's inference config (shared by ``restore`` and ``batch``)."""
+    command.add_argument("--device", default="auto", choices=("auto", "cpu", "cuda"), help="default: auto")
+    command.add_argument("--roi", nargs=2, type=_positive_int, metavar=("H", "W"), help="sliding-window patch size")
+    command.add_argument("--overlap", type=_overlap, metavar="F", help="sliding-window overlap in [0, 1)")
+    command.add_argument("--sw-batch-size", type=_positive_int, metavar="N", help="patches per network call")
+    command.add_argument("--dtype", choices=("float32", "int16"), help="NIfTI output type (default: the bundle's)")
+    command.add_argument("--no-progress", action="store_true", help="no progress bar")
+    command.add_argument(
         "--set",
         action="append",
         default=[],
         metavar="ID=VALUE",
         help="override any bundle config item (VALUE parsed as JSON when possible), e.g. network_def#dim=8",
     )
-    return parser
 
 
 def parse_args(argv: Sequence[str] | None = None) -> argparse.Namespace:
@@ -126,12 +153,18 @@ def _check_paths(args: argparse.Namespace) -> None:
         raise _UsageError(f"a DICOM series OUTPUT needs a DICOM INPUT; give OUTPUT a .nii.gz name for {source}")
     if (output.exists() or output.is_symlink()) and not args.overwrite:
         raise _CommandError(f"{output}: output exists; pass --overwrite to replace it")
+    folder = output.absolute().parent
+    while not folder.exists() and folder != folder.parent:
+        folder = folder.parent
+    if not folder.is_dir() or not os.access(folder, os.W_OK | os.X_OK):
+        raise _CommandError(f"{output}: cannot write the output: {folder} is not a writable folder (permission denied)")
 
 
 def _restore(args: argparse.Namespace) -> list[Path]:
     """Read INPUT, build the bundle's restorer, restore with the bundles' own :func:`restore_task`."""
     from monai_rwkv.apps.bundle import load_bundle_config, model_name_version
-    from monai_rwkv.apps.restore import InputImage, RestoreTask, read_volume, restore_task
+    from monai_rwkv.apps.restore import InputImage, RestoreTask, error_line, read_volume, restore_task
+    from monai_rwkv.data import MultipleSeriesError, check_dicom_source
     from monai_rwkv.inference import resolve_device
 
     overrides = _config_overrides(args)
@@ -143,11 +176,71 @@ def _restore(args: argparse.Namespace) -> list[Path]:
     image = InputImage(source, source.name, series_uid=args.series_uid, is_dicom=not _is_nifti(source))
     nifti = _is_nifti(output)
     task = RestoreTask(image, nifti_output=output if nifti else None, dicom_output=None if nifti else output)
-    volume = read_volume(image)  # an unreadable input fails before the model is loaded
+    try:
+        volume = read_volume(image)  # an unreadable input fails before the model is loaded
+    except MultipleSeriesError as e:
+        listing = "; ".join(f"{uid} {desc}" for uid, desc in e.series.items())
+        if args.series_uid is not None:
+            raise _CommandError(
+                f"{e.path}: --series-uid {args.series_uid} not found; series present: {listing}"
+            ) from None
+        raise _CommandError(
+            f"{e.path}: {len(e.series)} DICOM series in this folder (never mixed); restore one at a time "
+            f"with --series-uid UID: {listing}"
+        ) from None
+    if not nifti:
+        try:
+            check_dicom_source(volume.meta)  # before the model is loaded and the volume restored
+        except ValueError as e:
+            raise _CommandError(error_line(source, e)) from None
     parser = load_bundle_config(args.bundle, "inference.json", overrides)
     restorer = parser.get_parsed_content("restorer")
     name, version = model_name_version(parser.get("_meta_", {}))
     return restore_task(restorer, task, name, version, overwrite=args.overwrite, volume=volume)
+
+
+def _check_batch_paths(args: argparse.Namespace) -> None:
+    """Cheap checks of the bundle and INPUT_DIR before anything is loaded."""
+    if not (Path(args.bundle) / "configs" / "inference.json").is_file():
+        raise _CommandError(f"{args.bundle}: not a bundle (no configs/inference.json)")
+    if not Path(args.input).exists():
+        raise _CommandError(f"{args.input}: no such file or folder")
+    if Path(args.output).absolute() == Path(args.input).absolute():
+        raise _UsageError("OUTPUT_DIR must differ from INPUT_DIR")
+
+
+def _batch(args: argparse.Namespace) -> int:
+    """Restore a folder with the bundle's :func:`restore_dataset`; one line per study, then the counts."""
+    from monai_rwkv.apps.bundle import load_bundle_config, model_name_version
+    from monai_rwkv.apps.restore import logger as restore_logger
+    from monai_rwkv.apps.restore import restore_dataset
+    from monai_rwkv.inference import resolve_device
+
+    overrides = _config_overrides(args)
+    try:
+        resolve_device(args.device)
+    except ValueError as e:
+        raise _CommandError(f"--device {args.device}: {e}") from None
+    parser = load_bundle_config(args.bundle, "inference.json", overrides)
+    restorer = parser.get_parsed_content("restorer")
+    name, version = model_name_version(parser.get("_meta_", {}))
+
+    def show(outcome: Any) -> None:
+        if outcome.status == "failed":
+            print(f"error: {outcome.detail}", file=sys.stderr, flush=True)
+        else:
+            print(outcome.line(), flush=True)
+
+    restore_logger.setLevel(logging.CRITICAL)  # each study is printed by `show`
+    report = restore_dataset(
+        restorer, args.input, args.output, name, version, args.overwrite, not args.no_dicom, args.summary, show
+    )
+    counts = ", ".join(f"{n} {status}" for status, n in report.counts().items())
+    print(f"{len(report.studies)} studies: {counts}; summary: {report.summary}")
+    if report.errors:
+        print(f"error: {len(report.errors)} input(s) failed (see {report.summary})", file=sys.stderr)
+        return EXIT_ERROR
+    return EXIT_OK
 
 
 def _error_line(args: argparse.Namespace, error: BaseException) -> str:
@@ -165,13 +258,28 @@ def _quiet_optional_backends() -> None:
     logging.getLogger("monai.data.nvimgcodec_pydicom_plugin").setLevel(logging.ERROR)
 
 
+def _show_warning(message, category, filename, lineno, file=None, line=None) -> None:  # noqa: ANN001
+    """``warnings.showwarning`` replacement: one line ``warning: <message>`` on stderr, no source location."""
+    print(f"warning: {' '.join(str(message).split())}", file=sys.stderr if file is None else file)
+
+
 def main(argv: Sequence[str] | None = None) -> int:
     """Entry point of ``monai-rwkv``; returns the exit status."""
     parser = _parser()
     args = parser.parse_args(argv)
     logging.basicConfig(level=logging.WARNING, format="%(levelname)s: %(message)s")
     _quiet_optional_backends()
+    with warnings.catch_warnings():
+        warnings.showwarning = _show_warning
+        return _run(parser, args)
+
+
+def _run(parser: argparse.ArgumentParser, args: argparse.Namespace) -> int:
+    """Run the command; every failure becomes one ``error: <file>: <problem>`` line and an exit status."""
     try:
+        if args.command == "batch":
+            _check_batch_paths(args)
+            return _batch(args)
         _check_paths(args)
         written = _restore(args)
     except _UsageError as e:
@@ -185,8 +293,8 @@ def main(argv: Sequence[str] | None = None) -> int:
             return EXIT_ERROR
         raise
     except KeyboardInterrupt:
-        print("error: interrupted", file=sys.stderr)
-        return 130
+        print(f"error: {args.input}: interrupted (Ctrl-C); no output was written", file=sys.stderr)
+        return EXIT_INTERRUPTED
     except Exception as e:  # noqa: BLE001 - every failure is reported as one line
         print(f"error: {_error_line(args, e)}", file=sys.stderr)
         return EXIT_ERROR

@@ -1,15 +1,16 @@
 """Medical image I/O for monai_rwkv: a SimpleITK reader for MONAI, DICOM series and NIfTI writers."""
 
-from monai_rwkv.data.atomic import atomic_output_dir, atomic_output_file
+from monai_rwkv.data.atomic import OutputWriteError, atomic_output_dir, atomic_output_file
 from monai_rwkv.data.dicom_series import DicomSeries, DicomSliceHeader, load_dicom_series
 from monai_rwkv.data.dicom_writer import (
     Rescale,
+    check_dicom_source,
     choose_rescale,
     sanitize_filename,
     source_files_from_meta,
     write_dicom_series,
 )
-from monai_rwkv.data.errors import ImageReadError
+from monai_rwkv.data.errors import ImageReadError, MultipleSeriesError
 from monai_rwkv.data.nifti_writer import write_nifti
 from monai_rwkv.data.sitk_reader import (
     DEFAULT_MAX_VOXELS,
@@ -26,11 +27,14 @@ __all__ = [
     "DicomSeries",
     "DicomSliceHeader",
     "ImageReadError",
+    "MultipleSeriesError",
+    "OutputWriteError",
     "Rescale",
     "SimpleITKReader",
     "SitkImage",
     "atomic_output_dir",
     "atomic_output_file",
+    "check_dicom_source",
     "choose_rescale",
     "load_dicom_series",
     "sanitize_filename",

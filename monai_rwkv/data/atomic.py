@@ -11,8 +11,9 @@
 """
 Atomic output helpers: write under a hidden temporary name in the destination folder, rename on success.
 
-Nothing partial is ever left under the final name: on any error the temporary output is removed and
-a replaced output (``overwrite=True``) is restored.
+Nothing partial is ever left under the final name: on any error (or Ctrl-C) the temporary output is removed,
+folders created for the output are removed again, and a replaced output (``overwrite=True``) is restored.
+A failed write (full disk, no permission, ...) is raised as :class:`OutputWriteError`, one line naming the output.
 """
 
 from __future__ import annotations
@@ -24,7 +25,25 @@ from collections.abc import Iterator
 from contextlib import contextmanager
 from pathlib import Path
 
-__all__ = ["atomic_output_dir", "atomic_output_file"]
+__all__ = ["OutputWriteError", "atomic_output_dir", "atomic_output_file"]
+
+
+class OutputWriteError(OSError):
+    """
+    An output could not be written (disk full, permission denied, ...). ``str()`` is one line
+    ``"<output>: cannot write the output (<reason>)"`` naming the final output, not the temporary file.
+
+    Args:
+        path: the final output path.
+        error: the underlying ``OSError`` (its ``errno`` and ``strerror`` are kept).
+    """
+
+    def __init__(self, path: str | os.PathLike, error: OSError):
+        super().__init__(error.errno, error.strerror or " ".join(str(error).split()))
+        self.path = os.fspath(path)
+
+    def __str__(self) -> str:
+        return f"{self.path}: cannot write the output ({self.strerror})"
 
 
 def _check_destination(final: Path, overwrite: bool) -> None:
@@ -84,12 +103,57 @@ def _publish(tmp: Path, final: Path, overwrite: bool) -> None:
         _remove(backup)
 
 
-def _prepare_destination(final: str | os.PathLike, overwrite: bool) -> Path:
-    """``final`` as an absolute path, refused if it exists (unless ``overwrite``), with its parent created."""
+def _prepare_destination(final: str | os.PathLike, overwrite: bool) -> tuple[Path, list[Path]]:
+    """
+    ``final`` as an absolute path, refused if it exists (unless ``overwrite``), with its parent created.
+
+    Returns:
+        ``final`` and the folders created for it (outermost first), to remove if the output fails.
+    """
     final = Path(final).absolute()
     _check_destination(final, overwrite)
-    final.parent.mkdir(parents=True, exist_ok=True)
-    return final
+    missing = []
+    parent = final.parent
+    while not parent.exists() and parent != parent.parent:
+        missing.insert(0, parent)
+        parent = parent.parent
+    try:
+        final.parent.mkdir(parents=True, exist_ok=True)
+    except OSError as e:
+        _remove_folders(missing)
+        raise OutputWriteError(final, e) from None
+    return final, missing
+
+
+def _remove_folders(created: list[Path]) -> None:
+    """Remove the (empty) folders created for a failed output, innermost first."""
+    for folder in reversed(created):
+        try:
+            folder.rmdir()
+        except OSError:
+            return
+
+
+@contextmanager
+def _cleanup(final: Path, tmp: Path, created: list[Path]) -> Iterator[None]:
+    """Remove ``tmp`` in any case and the ``created`` folders on failure; wrap write errors as OutputWriteError."""
+    ok = False
+    try:
+        yield
+        ok = True
+    except FileExistsError:
+        raise
+    except OutputWriteError:
+        raise
+    except OSError as e:
+        raise OutputWriteError(final, e) from e
+    finally:
+        try:
+            _remove(tmp)
+        except OSError:
+            pass
+        if not ok:
+            _remove_folders(created)
 
 
 @contextmanager
@@ -103,15 +167,14 @@ def atomic_output_dir(final: str | os.PathLike, overwrite: bool = False) -> Iter
 
     Raises:
         FileExistsError: ``final`` exists and ``overwrite`` is False.
+        OutputWriteError: the output could not be written (e.g. no space left on the device).
     """
-    final = _prepare_destination(final, overwrite)
+    final, created = _prepare_destination(final, overwrite)
     tmp = final.with_name(f".{final.name}.tmp-{secrets.token_hex(6)}")
-    tmp.mkdir(mode=0o777)  # honours the umask, unlike tempfile.mkdtemp
-    try:
+    with _cleanup(final, tmp, created):
+        tmp.mkdir(mode=0o777)  # honours the umask, unlike tempfile.mkdtemp
         yield tmp
         _publish(tmp, final, overwrite)
-    finally:
-        _remove(tmp)
 
 
 @contextmanager
@@ -126,13 +189,12 @@ def atomic_output_file(final: str | os.PathLike, overwrite: bool = False) -> Ite
 
     Raises:
         FileExistsError: ``final`` exists and ``overwrite`` is False.
+        OutputWriteError: the output could not be written (e.g. no space left on the device).
     """
-    final = _prepare_destination(final, overwrite)
+    final, created = _prepare_destination(final, overwrite)
     tmp = final.with_name(f".tmp-{secrets.token_hex(6)}-{final.name}")
-    try:
+    with _cleanup(final, tmp, created):
         yield tmp
         if not tmp.exists():
             raise FileNotFoundError(f"{tmp}: nothing was written")
         _publish(tmp, final, overwrite)
-    finally:
-        _remove(tmp)

@@ -33,7 +33,7 @@ import numpy as np
 import pydicom
 from pydicom.errors import InvalidDicomError
 
-from monai_rwkv.data.errors import ImageReadError
+from monai_rwkv.data.errors import ImageReadError, MultipleSeriesError
 
 __all__ = [
     "DicomSliceHeader",
@@ -252,7 +252,7 @@ def select_series(
         series_uid: the series to select; required when the folder holds several series.
 
     Raises:
-        ImageReadError: several series and no (or an unknown) ``series_uid``; the message lists them all.
+        MultipleSeriesError: several series and no (or an unknown) ``series_uid``; the message lists them all.
     """
     groups: dict[str, list[DicomSliceHeader]] = {}
     for h in headers:
@@ -260,20 +260,29 @@ def select_series(
     if series_uid is not None:
         if series_uid in groups:
             return groups[series_uid]
-        raise ImageReadError(folder, f"series_uid {series_uid} not found; series present: {_describe(groups)}")
+        raise MultipleSeriesError(
+            folder, f"series_uid {series_uid} not found; series present: {_describe(groups)}", _descriptions(groups)
+        )
     if len(groups) > 1:
-        raise ImageReadError(
-            folder, f"{len(groups)} DICOM series in one folder, pass series_uid=... to pick one: {_describe(groups)}"
+        raise MultipleSeriesError(
+            folder,
+            f"{len(groups)} DICOM series in one folder, pass series_uid=... to pick one: {_describe(groups)}",
+            _descriptions(groups),
         )
     return next(iter(groups.values()))
 
 
-def _describe(groups: dict[str, list[DicomSliceHeader]]) -> str:
-    parts = []
+def _descriptions(groups: dict[str, list[DicomSliceHeader]]) -> dict[str, str]:
+    """``{uid: "[CT 'Head', 5 file(s)]"}`` for each series."""
+    out = {}
     for uid, items in groups.items():
         desc = " ".join(x for x in (items[0].modality, repr(items[0].series_description)) if x)
-        parts.append(f"{uid or '<no SeriesInstanceUID>'} [{desc}, {len(items)} file(s)]")
-    return "; ".join(parts)
+        out[uid] = f"[{desc}, {len(items)} file(s)]"
+    return out
+
+
+def _describe(groups: dict[str, list[DicomSliceHeader]]) -> str:
+    return "; ".join(f"{uid or '<no SeriesInstanceUID>'} {desc}" for uid, desc in _descriptions(groups).items())
 
 
 def _check_consistent(folder: str, slices: Sequence[DicomSliceHeader]) -> None:

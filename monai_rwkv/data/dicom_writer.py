@@ -42,7 +42,14 @@ from monai_rwkv.data.atomic import atomic_output_dir
 from monai_rwkv.data.dicom_series import DicomSliceHeader, build_series, load_dicom_series
 from monai_rwkv.data.sitk_reader import DICOM_SOURCE_FILES
 
-__all__ = ["Rescale", "choose_rescale", "sanitize_filename", "source_files_from_meta", "write_dicom_series"]
+__all__ = [
+    "Rescale",
+    "check_dicom_source",
+    "choose_rescale",
+    "sanitize_filename",
+    "source_files_from_meta",
+    "write_dicom_series",
+]
 
 #: header elements that no longer describe the new pixel data (or that a modification invalidates).
 _DROPPED_KEYWORDS = (
@@ -365,6 +372,29 @@ def _default_dtype(src: Dataset) -> str:
     return "uint16" if int(src.get("PixelRepresentation", 1)) == 0 else "int16"
 
 
+def _check_single_frame_grey(files: Sequence[str], datasets: Sequence[Dataset]) -> None:
+    for path, ds in zip(files, datasets):
+        frames, samples = int(ds.get("NumberOfFrames") or 1), int(ds.get("SamplesPerPixel") or 1)
+        if frames > 1 or samples != 1:
+            kind = f"a multi-frame file ({frames} frames)" if frames > 1 else f"a colour image ({samples} samples)"
+            raise ValueError(
+                f"{path}: a derived DICOM series needs single-frame grey-level source slices, this is {kind}; "
+                "write NIfTI (.nii.gz) instead"
+            )
+
+
+def check_dicom_source(meta: Mapping[str, Any]) -> None:
+    """
+    Check, from headers only, that :func:`write_dicom_series` can mirror the source of an image read by
+    :class:`~monai_rwkv.data.SimpleITKReader` (DICOM, single-frame grey-level slices), before any work is done.
+
+    Raises:
+        ValueError: one line naming the problem (not DICOM, multi-frame, colour).
+    """
+    files = source_files_from_meta(meta)
+    _check_single_frame_grey(files, [pydicom.dcmread(f, stop_before_pixels=True) for f in files])
+
+
 def write_dicom_series(
     volume: np.ndarray | torch.Tensor,
     source: Mapping[str, Any] | Sequence[str | os.PathLike] | str | os.PathLike,
@@ -411,8 +441,7 @@ def write_dicom_series(
     files = _resolve_source(source, source_series_uid)
     datasets = [pydicom.dcmread(f, stop_before_pixels=True) for f in files]
     first = datasets[0]
-    if any(int(d.get("NumberOfFrames") or 1) > 1 or int(d.get("SamplesPerPixel") or 1) != 1 for d in datasets):
-        raise ValueError("multi-frame or colour source files are not supported: only single-frame grey-level slices.")
+    _check_single_frame_grey(files, datasets)
     vol = _as_volume(volume, (int(first.Columns), int(first.Rows), len(datasets)))
     if affine is None and hasattr(volume, "affine"):
         affine = volume.affine

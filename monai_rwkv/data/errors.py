@@ -14,7 +14,7 @@ from __future__ import annotations
 
 import os
 
-__all__ = ["ImageReadError", "one_line"]
+__all__ = ["ImageReadError", "MultipleSeriesError", "one_line"]
 
 
 def one_line(text: object, max_length: int = 300) -> str:
@@ -42,3 +42,18 @@ class ImageReadError(RuntimeError):
         self.path = os.fspath(path)
         self.problem = one_line(problem, max_length=2000)
         super().__init__(f"{self.path}: {self.problem}")
+
+
+class MultipleSeriesError(ImageReadError):
+    """
+    A folder holds several DICOM series and none (or an unknown one) was chosen; slices are never mixed.
+
+    Args:
+        path: the folder.
+        problem: the one-line message (it lists the series).
+        series: ``{SeriesInstanceUID: description}`` of every series found.
+    """
+
+    def __init__(self, path: str | os.PathLike, problem: str, series: dict[str, str]):
+        super().__init__(path, problem)
+        self.series = dict(series)

@@ -46,6 +46,15 @@ def _cast(data: np.ndarray, dtype: np.dtype) -> np.ndarray:
     return rounded.astype(np.int16)
 
 
+def _embed_2d(affine: np.ndarray) -> np.ndarray:
+    """A 2D image's (3, 3) affine as the (4, 4) NIfTI needs (the plane at z = 0, 1 mm thick); others unchanged."""
+    if affine.shape != (3, 3):
+        return affine
+    full = np.eye(4)
+    full[:2, :2], full[:2, 3] = affine[:2, :2], affine[:2, 2]
+    return full
+
+
 def _image(data: np.ndarray, affine: np.ndarray) -> nib.Nifti1Image:
     """A NIfTI-1 image with sform = ``affine`` (code 1, scanner) and a matching qform where one exists."""
     img = nib.Nifti1Image(data, affine)
@@ -75,6 +84,7 @@ def write_nifti(
             affine is used when ``affine`` is None.
         path: output file.
         affine: (4, 4) voxel to RAS mm (MONAI's ``meta["affine"]``); stored exactly up to NIfTI's float32.
+            A 2D image's (3, 3) affine is placed at z = 0.
         dtype: ``"float32"`` or ``"int16"`` (values rounded; out-of-range values are an error).
         overwrite: replace an existing file; otherwise ``FileExistsError``.
         channel_first: ``data`` is ``(C, i, j, k)``: the channel axis is moved last (dropped when C == 1).
@@ -91,7 +101,7 @@ def write_nifti(
         if not hasattr(data, "affine"):
             raise ValueError("affine is required unless data is a MetaTensor.")
         affine = data.affine
-    affine = _to_numpy(affine).astype(np.float64)
+    affine = _embed_2d(_to_numpy(affine).astype(np.float64))
     if affine.shape != (4, 4) or not np.all(np.isfinite(affine)) or abs(np.linalg.det(affine[:3, :3])) < 1e-12:
         raise ValueError(f"affine must be a finite, invertible 4x4 matrix, got\n{affine}")
     arr = _to_numpy(data)

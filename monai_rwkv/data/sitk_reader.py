@@ -22,6 +22,7 @@ from typing import TYPE_CHECKING, Any
 
 import nibabel as nib
 import numpy as np
+import pydicom
 import SimpleITK as sitk
 from monai.config import KeysCollection, PathLike
 from monai.data.image_reader import ImageReader
@@ -90,8 +91,8 @@ def _check_voxels(path: str, shape: Sequence[int], components: int, max_voxels: 
         )
 
 
-def _sitk_affine_lps(img: sitk.Image) -> np.ndarray:
-    """(r + 1, r + 1) LPS affine of a SimpleITK image, r = min(dimension, 3)."""
+def _sitk_affine_lps(img: sitk.Image | sitk.ImageFileReader) -> np.ndarray:
+    """(r + 1, r + 1) LPS affine of a SimpleITK image (or a reader's image information), r = min(dimension, 3)."""
     dim = img.GetDimension()
     rank = min(dim, 3)
     direction = np.asarray(img.GetDirection(), dtype=np.float64).reshape(dim, dim)[:rank, :rank]
@@ -140,12 +141,62 @@ def read_with_sitk(path: str, max_voxels: int = DEFAULT_MAX_VOXELS) -> SitkImage
         raise ImageReadError(path, f"not a readable image ({_itk_reason(e)})") from None
     _check_voxels(path, reader.GetSize(), reader.GetNumberOfComponents(), max_voxels)
     _check_nifti_complete(path)
+    float_nifti = _float_nifti_data(path, reader)
+    if float_nifti is not None:  # NaN / inf kept (ITK's NIfTI reader silently turns them into 0)
+        meta = _sitk_metadata(reader)
+        if float_nifti.ndim == 2:
+            return SitkImage(float_nifti[:, :, None], _nifti_affine_lps(path), meta)
+        return SitkImage(float_nifti, _sitk_affine_lps(reader), meta)
     try:
         img = reader.Execute()
     except RuntimeError as e:
+        if _is_dicom_file(path):
+            raise ImageReadError(
+                path, f"cannot decode the pixel data ({_transfer_syntax(path)}; {_itk_reason(e)})"
+            ) from None
         raise ImageReadError(path, f"truncated or corrupt image data ({_itk_reason(e)})") from None
     meta = _sitk_metadata(reader)
+    if img.GetDimension() == 2 and img.GetNumberOfComponentsPerPixel() == 1 and _is_nifti_name(path):
+        return SitkImage(_sitk_array(img)[:, :, None], _nifti_affine_lps(path), meta)
     return SitkImage(_sitk_array(img), _sitk_affine_lps(img), meta)
+
+
+def _float_nifti_data(path: str, reader: sitk.ImageFileReader) -> np.ndarray | None:
+    """
+    The data of a scalar floating-point NIfTI file read with nibabel (``(i, j[, k[, t]])``, the array SimpleITK
+    gives, scaling applied), or None for other files. ITK's NIfTI reader replaces NaN and infinite values by 0
+    without a word; nibabel keeps them, so that the restorer can warn about them.
+    """
+    if not _is_nifti_name(path) or reader.GetNumberOfComponents() != 1 or reader.GetDimension() > 4:
+        return None
+    try:
+        image = nib.load(path)
+        if not np.issubdtype(image.get_data_dtype(), np.floating):
+            return None
+        data = np.asarray(image.dataobj)
+    except Exception as e:  # noqa: BLE001 - nibabel raises many types on damaged files
+        raise ImageReadError(path, f"truncated or corrupt image data ({one_line(e)})") from None
+    size = tuple(int(s) for s in reader.GetSize())
+    return _native_dtype(np.ascontiguousarray(data)) if data.shape == size else None
+
+
+def _is_dicom_file(path: str) -> bool:
+    try:
+        return is_dicom(path)
+    except OSError:
+        return False
+
+
+def _is_nifti_name(path: str) -> bool:
+    return path.lower().endswith((".nii", ".nii.gz"))
+
+
+def _nifti_affine_lps(path: str) -> np.ndarray:
+    """
+    (4, 4) LPS affine of a NIfTI file from its header (nibabel's sform/qform choice): a 2D NIfTI still places
+    its plane in 3D (z offset, tilt), which SimpleITK drops when it reads the file as a 2D image.
+    """
+    return np.diag([-1.0, -1.0, 1.0, 1.0]) @ np.asarray(nib.load(path).affine, dtype=np.float64)
 
 
 def _nifti_data_end(path: str) -> int | None:
@@ -208,12 +259,45 @@ def _itk_reason(error: Exception) -> str:
     return one_line(" ".join(useful or lines), max_length=240)
 
 
+def _transfer_syntax(path: str) -> str:
+    """``"<name> (<uid>)"`` of a DICOM file's transfer syntax, or ``"unknown transfer syntax"``."""
+    try:
+        uid = pydicom.dcmread(path, stop_before_pixels=True).file_meta.TransferSyntaxUID
+    except Exception:  # noqa: BLE001 - only used to describe a failure
+        return "unknown transfer syntax"
+    return f"{uid.name} ({uid})" if uid.name != str(uid) else f"transfer syntax {uid}"
+
+
+def _decode_with_pydicom(path: str, itk_error: RuntimeError) -> np.ndarray:
+    """
+    Second chance for pixel data SimpleITK/GDCM cannot decode: pydicom with whatever decoder plugins are installed
+    (numpy, Pillow, pylibjpeg, ...). Returns ``(rows, columns)`` in physical units (rescale applied).
+
+    Raises:
+        ImageReadError: neither can decode it; the message names the transfer syntax and pydicom's reason, which
+            lists the packages that would decode it (e.g. ``pylibjpeg-openjpeg``).
+    """
+    try:
+        ds = pydicom.dcmread(path)
+        arr = ds.pixel_array
+    except Exception as e:  # noqa: BLE001 - pydicom raises RuntimeError, NotImplementedError, ValueError...
+        raise ImageReadError(
+            path,
+            f"cannot decode the pixel data ({_transfer_syntax(path)}): SimpleITK/GDCM failed "
+            f"({_itk_reason(itk_error)}) and so did pydicom ({one_line(e, max_length=400)})",
+        ) from None
+    slope, intercept = float(ds.get("RescaleSlope", 1) or 1), float(ds.get("RescaleIntercept", 0) or 0)
+    if slope == 1 and intercept.is_integer():
+        return arr.astype(np.int32) + int(intercept) if intercept else arr
+    return (arr * slope + intercept).astype(np.float32)
+
+
 def _read_slice_pixels(header: DicomSliceHeader) -> np.ndarray:
     """Pixels of one single-frame DICOM file, ``(columns, rows)``, rescale slope/intercept applied."""
     try:
         arr = sitk.GetArrayFromImage(sitk.ReadImage(header.path))
     except RuntimeError as e:
-        raise ImageReadError(header.path, f"cannot decode DICOM pixel data ({_itk_reason(e)})") from None
+        arr = _decode_with_pydicom(header.path, e)
     arr = arr.reshape(arr.shape[-2:]) if arr.ndim == 3 and arr.shape[0] == 1 else arr
     if arr.shape != (header.rows, header.columns):
         raise ImageReadError(header.path, f"pixel shape {arr.shape} != (Rows, Columns) {header.rows, header.columns}")
@@ -271,6 +355,11 @@ class SimpleITKReader(ImageReader):
     ``meta["dicom_image_position_patient"]``. Non-image DICOM objects (RTSTRUCT, SR) are skipped with a warning.
     ``meta["dicom_source_files"]`` lists the source file of each slice, for
     :func:`monai_rwkv.data.write_dicom_series`.
+
+    A 2D NIfTI file is read as a one-slice volume ``(i, j, 1)`` with its header's full 4x4 affine (like a single
+    DICOM slice), so the plane's position in 3D is kept. A DICOM file whose pixel data SimpleITK/GDCM cannot
+    decode gets a second try with pydicom's decoders; if that fails too the error names the transfer syntax and
+    the missing decoder packages.
 
     Args:
         channel_dim: the channel dimension of the input image, default None (as in MONAI's readers).

@@ -293,7 +293,8 @@ def _run(parser: argparse.ArgumentParser, args: argparse.Namespace) -> int:
             return EXIT_ERROR
         raise
     except KeyboardInterrupt:
-        print(f"error: {args.input}: interrupted (Ctrl-C); no output was written", file=sys.stderr)
+        done = "finished studies are kept; run again to resume" if args.command == "batch" else "no output was written"
+        print(f"error: {args.input}: interrupted (Ctrl-C); {done}", file=sys.stderr)
         return EXIT_INTERRUPTED
     except Exception as e:  # noqa: BLE001 - every failure is reported as one line
         print(f"error: {_error_line(args, e)}", file=sys.stderr)

@@ -268,8 +268,9 @@ def main(argv: Sequence[str] | None = None) -> int:
     parser = _parser()
     args = parser.parse_args(argv)
     logging.basicConfig(level=logging.WARNING, format="%(levelname)s: %(message)s")
-    _quiet_optional_backends()
     with warnings.catch_warnings():
+        warnings.simplefilter("default", UserWarning)  # each distinct warning once, even if main() runs again
+        _quiet_optional_backends()
         warnings.showwarning = _show_warning
         return _run(parser, args)
 

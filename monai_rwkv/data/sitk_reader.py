@@ -133,6 +133,11 @@ def read_with_sitk(path: str, max_voxels: int = DEFAULT_MAX_VOXELS) -> SitkImage
         raise ImageReadError(path, "no such file")
     if os.path.getsize(path) == 0:
         raise ImageReadError(path, "file is empty")
+    header = _nifti_raw_header(path) if _is_nifti_name(path) else None
+    if header is not None:  # refuse huge images from the raw header, whatever ITK makes of it
+        _check_voxels(path, header.get_data_shape(), 1, max_voxels)
+        if isinstance(header, nib.Nifti2Header):
+            return _read_nifti2(path)
     reader = sitk.ImageFileReader()
     reader.SetFileName(path)
     try:
@@ -199,21 +204,46 @@ def _nifti_affine_lps(path: str) -> np.ndarray:
     return np.diag([-1.0, -1.0, 1.0, 1.0]) @ np.asarray(nib.load(path).affine, dtype=np.float64)
 
 
-def _nifti_data_end(path: str) -> int | None:
+def _nifti_raw_header(path: str) -> nib.Nifti1Header | None:
     """
-    Bytes a NIfTI-1/2 file must hold (data offset + voxel data), from its raw header; None if unknown.
+    The NIfTI-1 or NIfTI-2 header of a file, parsed from its first bytes (no data read); None if it is not one.
     Works on a damaged gzip stream as long as the header itself can be decompressed.
     """
     opener = gzip.open if path.lower().endswith(".gz") else open
     try:
         with opener(path, "rb") as f:
             raw = f.read(540)
-        nifti2 = 540 in (int.from_bytes(raw[:4], "little"), int.from_bytes(raw[:4], "big"))
-        header = nib.Nifti2Header(raw[:540], check=False) if nifti2 else nib.Nifti1Header(raw[:348], check=False)
+        sizes = (int.from_bytes(raw[:4], "little"), int.from_bytes(raw[:4], "big"))
+        if 540 in sizes:
+            return nib.Nifti2Header(raw[:540], check=False)
+        return nib.Nifti1Header(raw[:348], check=False) if 348 in sizes else None
+    except Exception:  # noqa: BLE001 - any parsing failure just means there is no usable header
+        return None
+
+
+def _nifti_data_end(path: str) -> int | None:
+    """Bytes a NIfTI-1/2 file must hold (data offset + voxel data), from its raw header; None if unknown."""
+    header = _nifti_raw_header(path)
+    try:
         itemsize = header.get_data_dtype().itemsize
         return int(header.get_data_offset()) + math.prod(int(d) for d in header.get_data_shape()) * itemsize
     except Exception:  # noqa: BLE001 - any parsing failure just means the size is unknown
         return None
+
+
+def _read_nifti2(path: str) -> SitkImage:
+    """
+    A NIfTI-2 file (64-bit dimensions), which SimpleITK cannot read, with nibabel: the same ``(i, j, k[, t])``
+    array and LPS affine as SimpleITK gives for NIfTI-1 (a 2D image becomes one slice).
+    """
+    _check_nifti_complete(path)
+    try:
+        image = nib.load(path)
+        data = _native_dtype(np.ascontiguousarray(np.asarray(image.dataobj)))
+    except Exception as e:  # noqa: BLE001 - nibabel raises many types on damaged files
+        raise ImageReadError(path, f"truncated or corrupt NIfTI-2 data ({one_line(e)})") from None
+    affine = _nifti_affine_lps(path)
+    return SitkImage(data[:, :, None] if data.ndim == 2 else data, affine, {})
 
 
 def _gunzipped_size(path: str, expected: int | None) -> int:

@@ -12,6 +12,8 @@ Outputs, in ``--out`` (default ``data/ct`` under the repository, which git ignor
 * ``cranium_ct_{train,val,test}.nii.gz``: the slices of each split, with affines that keep world coordinates.
 * ``split.json``: the split (half-open slice ranges ``[start, stop)`` along ``k``), the files with their sha256,
   the geometry and the source; it is written last and marks the folder as complete.
+* ``datalist.json``: the split files as a MONAI (Decathlon-style) datalist, ``{"training": [{"label": file}],
+  "validation": [...], "test": [...]}``: clean volumes for the bundle's ``configs/train.json``.
 * ``DATA_LICENSE.txt``: where the data came from and its licence.
 
 Orientation: InVesalius stores axial slices with the row axis flipped with respect to DICOM (anatomy confirms: the
@@ -61,6 +63,9 @@ DEBIAN_PACKAGE = "invesalius-examples"
 DEFAULT_ARCHIVE = Path("/usr/share/doc/invesalius-examples/examples/Cranium.inv3")
 VOLUME_FILE = "cranium_ct.nii.gz"
 SPLIT_FILE = "split.json"
+DATALIST_FILE = "datalist.json"
+#: datalist keys (MONAI Decathlon style, as the bundle's train.json reads them) of each split
+DATALIST_KEYS = {"train": "training", "val": "validation", "test": "test"}
 LICENSE_FILE = "DATA_LICENSE.txt"
 GAP_SLICES = 4
 # half-open [start, stop) ranges along the slice axis (inferior -> superior), for the 108-slice volume
@@ -322,9 +327,11 @@ def split_file_name(split: str) -> str:
 
 
 def is_complete(out: Path) -> bool:
-    """True when ``out/split.json`` exists and every file it lists exists with the recorded sha256."""
+    """True when ``out/split.json`` and ``out/datalist.json`` exist and every file listed exists with its sha256."""
     try:
         info = json.loads((out / SPLIT_FILE).read_text())
+        if json.loads((out / DATALIST_FILE).read_text()) != datalist(info["splits"]):
+            return False
         entries = [info["volume"], *info["splits"].values()]
         if info.get("format_version") != FORMAT_VERSION:
             return False
@@ -332,6 +339,11 @@ def is_complete(out: Path) -> bool:
     except (OSError, ValueError, KeyError, TypeError):
         return False
     return all((out / name).is_file() and sha256_file(out / name) == digest for name, digest in files)
+
+
+def datalist(splits: dict[str, Any]) -> dict[str, list[dict[str, str]]]:
+    """The Decathlon-style datalist of the split files (each item a clean volume under ``"label"``)."""
+    return {DATALIST_KEYS[name]: [{"label": entry["file"]}] for name, entry in splits.items()}
 
 
 def license_note(volume: Inv3Volume, archive: Path) -> str:
@@ -397,6 +409,7 @@ def prepare(volume: Inv3Volume, archive: Path, out: Path) -> dict[str, Any]:
             "project_metadata": volume.metadata,
         },
     }
+    atomic_write(out / DATALIST_FILE, (json.dumps(datalist(splits), indent=2) + "\n").encode())
     atomic_write(out / SPLIT_FILE, (json.dumps(info, indent=2, default=str) + "\n").encode())
     return info
 
@@ -452,7 +465,8 @@ def main(argv: Optional[list[str]] = None) -> int:
         else:
             info = prepare(volume, archive, args.out)
             ranges = {name: tuple(s["slices"]) for name, s in info["splits"].items()}
-            print(f"wrote {args.out}: {VOLUME_FILE}, split files {ranges}, {SPLIT_FILE}, {LICENSE_FILE}")
+            files = f"{SPLIT_FILE}, {DATALIST_FILE}, {LICENSE_FILE}"
+            print(f"wrote {args.out}: {VOLUME_FILE}, split files {ranges}, {files}")
         if args.sample is not None:
             note = write_sample(volume, archive, args.sample, args.sample_slices)
             print(f"wrote sample {args.sample} and {note}")

@@ -27,6 +27,7 @@ from monai_rwkv.apps.restore import InputImage, error_line, find_inputs, read_vo
 from monai_rwkv.data import atomic_output_file, write_nifti
 from monai_rwkv.inference import SliceWiseRestorer
 from monai_rwkv.metrics import CT_EVAL_WINDOW, slice_metrics
+from monai_rwkv.transforms import LowDoseCT
 
 __all__ = ["METRICS", "evaluate_low_dose", "simulate_low_dose_volume", "volume_slice_metrics"]
 
@@ -45,13 +46,6 @@ def _slices(volume: torch.Tensor) -> torch.Tensor:
     return data.float().permute(3, 0, 2, 1)
 
 
-def _volume(slices: torch.Tensor, like: MetaTensor) -> MetaTensor:
-    """Inverse of :func:`_slices`, with ``like``'s meta (affine, ...)."""
-    data = slices.permute(1, 3, 2, 0)
-    data = data[..., 0] if like.ndim == 3 else data
-    return MetaTensor(data.contiguous(), meta=dict(like.meta))
-
-
 def simulate_low_dose_volume(
     clean: MetaTensor, dose_fraction: float = 0.25, seed: int = 0, **simulator_args: Any
 ) -> MetaTensor:
@@ -67,12 +61,7 @@ def simulate_low_dose_volume(
     Returns:
         the low-dose volume, same shape and meta, float32 HU.
     """
-    from monai_rwkv.transforms import RandLowDoseCT
-
-    spacing_i, spacing_j = (float(p) for p in clean.pixdim[:2])
-    simulator = RandLowDoseCT(dose_fraction=dose_fraction, spacing=(spacing_j, spacing_i), **simulator_args)
-    simulator.set_random_state(seed)
-    return _volume(simulator(_slices(clean)), clean)
+    return LowDoseCT(dose_fraction, seed, **simulator_args)(clean)
 
 
 def volume_slice_metrics(

@@ -3,6 +3,8 @@
 from .ct import (
     FILTER_WINDOWS,
     MU_WATER_PER_MM,
+    LowDoseCT,
+    LowDoseCTd,
     ParallelBeamGeometry,
     RandLowDoseCT,
     RandLowDoseCTd,
@@ -17,6 +19,8 @@ from .ct import (
 
 __all__ = [
     "FILTER_WINDOWS",
+    "LowDoseCT",
+    "LowDoseCTd",
     "MU_WATER_PER_MM",
     "ParallelBeamGeometry",
     "RandLowDoseCT",

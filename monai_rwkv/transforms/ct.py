@@ -40,7 +40,7 @@ import torch
 import torch.nn.functional as F
 from monai.config import KeysCollection, NdarrayOrTensor
 from monai.data import MetaTensor
-from monai.transforms.transform import MapTransform, RandomizableTransform
+from monai.transforms.transform import MapTransform, RandomizableTransform, Transform
 from monai.utils import TransformBackends, convert_to_dst_type, convert_to_tensor
 from monai.utils.misc import MAX_SEED
 
@@ -57,6 +57,8 @@ __all__ = [
     "simulate_low_dose_ct",
     "RandLowDoseCT",
     "RandLowDoseCTd",
+    "LowDoseCT",
+    "LowDoseCTd",
 ]
 
 MU_WATER_PER_MM = 0.0192
@@ -626,4 +628,92 @@ class RandLowDoseCTd(RandomizableTransform, MapTransform):
         self.simulator.randomize()
         for key in self.key_iterator(d):
             d[key] = self.simulator(d[key], randomize=False)
+        return d
+
+
+def _axial_slices(volume: torch.Tensor) -> torch.Tensor:
+    """``(C, i, j, k)`` -> ``(k, C, j, i)``: the axial slices as images of rows j and columns i."""
+    return volume.permute(3, 0, 2, 1)
+
+
+class LowDoseCT(Transform):
+    """Reproducible low-dose simulation, for fixed validation and test sets.
+
+    Unlike :class:`RandLowDoseCT`, every call draws its noise from the same ``seed``, so an image always gets the
+    same low-dose version (a deterministic transform: ``CacheDataset`` caches its result).
+
+    Input: a slice ``(C, H, W)`` (last two dimensions the slice, spacing from ``spacing`` or the MetaTensor's
+    ``pixdim``) or a volume ``(C, i, j, k)`` whose axial slices (last axis) are simulated one by one, each as an
+    image of rows j and columns i with the in-plane spacing ``(pixdim[1], pixdim[0])``. Output: float32 (float64
+    for float64 input) HU, same shape and meta.
+
+    Args:
+        dose_fraction: relative dose (0.25: quarter dose).
+        seed: seed of the noise; the same seed gives the same noise on a given device type.
+        spacing: pixel size ``(dy, dx)`` of the slices in mm, or None to read it from the MetaTensor.
+        simulator_args: other :class:`RandLowDoseCT` arguments (``incident_photons``, ``n_views``, ...).
+    """
+
+    backend = RandLowDoseCT.backend
+
+    def __init__(
+        self,
+        dose_fraction: float = 0.25,
+        seed: int = 0,
+        spacing: Union[float, Sequence[float], None] = None,
+        **simulator_args,
+    ) -> None:
+        self.seed = int(seed)
+        self.spacing = spacing
+        self.simulator = RandLowDoseCT(prob=1.0, dose_fraction=float(dose_fraction), spacing=spacing, **simulator_args)
+
+    def __call__(self, img: NdarrayOrTensor) -> NdarrayOrTensor:
+        """The low-dose version of ``img`` (see the class docstring)."""
+        self.simulator.set_random_state(self.seed)
+        if img.ndim == 3:
+            return self.simulator(img)
+        if img.ndim != 4:
+            raise ValueError(f"expected a channel-first slice (C, H, W) or volume (C, i, j, k), got {img.shape}.")
+        data = convert_to_tensor(img, track_meta=False)
+        spacing = self.spacing
+        if spacing is None and isinstance(img, MetaTensor):
+            spacing = (float(img.pixdim[1]), float(img.pixdim[0]))
+        self.simulator.spacing = spacing
+        try:
+            slices = self.simulator(_axial_slices(data if data.is_floating_point() else data.float()))
+        finally:
+            self.simulator.spacing = self.spacing
+        out = slices.permute(1, 3, 2, 0).contiguous()
+        result, *_ = convert_to_dst_type(out, dst=img, dtype=out.dtype)
+        return result
+
+
+class LowDoseCTd(MapTransform):
+    """Dictionary-based version of :class:`LowDoseCT`: every key gets the same seed.
+
+    Args:
+        keys: keys of the images (HU) to degrade in place.
+        dose_fraction, seed, spacing, simulator_args: as for :class:`LowDoseCT`.
+        allow_missing_keys: don't raise if a key is missing.
+    """
+
+    backend = LowDoseCT.backend
+
+    def __init__(
+        self,
+        keys: KeysCollection,
+        dose_fraction: float = 0.25,
+        seed: int = 0,
+        spacing: Union[float, Sequence[float], None] = None,
+        allow_missing_keys: bool = False,
+        **simulator_args,
+    ) -> None:
+        super().__init__(keys, allow_missing_keys)
+        self.simulator = LowDoseCT(dose_fraction, seed, spacing, **simulator_args)
+
+    def __call__(self, data: Mapping[Hashable, NdarrayOrTensor]) -> dict[Hashable, NdarrayOrTensor]:
+        """Degrade every key in ``data`` (a copy is returned)."""
+        d = dict(data)
+        for key in self.key_iterator(d):
+            d[key] = self.simulator(d[key])
         return d

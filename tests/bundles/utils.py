@@ -6,6 +6,7 @@ import shutil
 import sys
 from pathlib import Path
 
+import numpy as np
 import torch
 
 from monai_rwkv.networks.nets import RestoreRWKV
@@ -53,3 +54,17 @@ def make_tiny_bundle(dest: Path, seed: int = 0) -> Path:
 
 def python() -> str:
     return sys.executable
+
+
+def phantom_ct_volume(rng: np.random.Generator, slices: int, size: int = 48) -> np.ndarray:
+    """``(i, j, k)`` int16 HU: per slice a water disc with a bone ring and a random soft-tissue blob, in air."""
+    yy, xx = np.mgrid[:size, :size] - (size - 1) / 2
+    r = np.hypot(yy, xx) * 48 / size
+    vol = np.full((size, size, slices), -1000.0)
+    for k in range(slices):
+        img = np.where(r < 20, 1000.0, -1000.0)
+        img[r < 17] = rng.uniform(20, 60)
+        blob = np.hypot(yy - rng.uniform(-6, 6) * size / 48, xx - rng.uniform(-6, 6) * size / 48) * 48 / size < 4
+        img[blob] = rng.uniform(-100, 100)
+        vol[..., k] = img.T
+    return vol.astype(np.int16)

@@ -13,22 +13,10 @@ import torch
 
 from monai_rwkv.data import write_nifti
 from monai_rwkv.networks.nets import RestoreRWKV
+from tests.bundles.utils import phantom_ct_volume
 
 SCRIPT = Path(__file__).resolve().parents[2] / "scripts" / "train_ct_denoise.py"
 TINY = {"dim": 8, "num_blocks": [1, 1, 1, 1], "num_refinement_blocks": 1}
-
-
-def _phantom_volume(rng: np.random.Generator, slices: int) -> np.ndarray:
-    """(i, j, k) int16 HU: a water disc with a bone ring and random soft-tissue blobs, in air."""
-    yy, xx = np.mgrid[:48, :48] - 23.5
-    r = np.hypot(yy, xx)
-    vol = np.full((48, 48, slices), -1000.0)
-    for k in range(slices):
-        img = np.where(r < 20, 1000.0, -1000.0)
-        img[r < 17] = rng.uniform(20, 60)
-        img[(np.hypot(yy - rng.uniform(-6, 6), xx - rng.uniform(-6, 6)) < 4)] = rng.uniform(-100, 100)
-        vol[..., k] = img.T
-    return vol.astype(np.int16)
 
 
 def _dataset(tmp_path: Path, seed: int) -> Path:
@@ -37,7 +25,7 @@ def _dataset(tmp_path: Path, seed: int) -> Path:
     affine = np.diag([-0.9, 0.9, 1.5, 1.0])
     splits = {}
     for name, n in (("train", 3), ("val", 2)):
-        write_nifti(_phantom_volume(rng, n), data / f"{name}.nii.gz", affine, dtype="int16")
+        write_nifti(phantom_ct_volume(rng, n), data / f"{name}.nii.gz", affine, dtype="int16")
         splits[name] = {"file": f"{name}.nii.gz", "slices": [0, n]}
     (data / "split.json").write_text(json.dumps({"splits": splits}))
     return data

@@ -19,6 +19,8 @@ from monai.data import MetaTensor
 
 from monai_rwkv.transforms import (
     FILTER_WINDOWS,
+    LowDoseCT,
+    LowDoseCTd,
     ParallelBeamGeometry,
     RandLowDoseCT,
     RandLowDoseCTd,
@@ -222,6 +224,35 @@ def test_dict_transform():
     assert torch.equal(RandLowDoseCTd(keys="image", prob=0.0)(data)["image"], img)
     with pytest.raises(KeyError):
         RandLowDoseCTd(keys="missing")(data)
+
+
+def test_fixed_low_dose_gives_the_same_scan_on_every_call():
+    img = ellipse_phantom(HEAD, shape=(48, 40), spacing=3.2).float()[None]
+    fixed = LowDoseCT(dose_fraction=0.3, seed=5, spacing=3.2, n_views=60)
+    first, second = fixed(img), fixed(img)
+    assert torch.equal(first, second)  # deterministic: a cache may hold it
+    assert torch.equal(first, RandLowDoseCT(dose_fraction=0.3, spacing=3.2, n_views=60).set_random_state(5)(img))
+    assert not torch.equal(first, LowDoseCT(dose_fraction=0.3, seed=6, spacing=3.2, n_views=60)(img))
+
+
+def test_fixed_low_dose_of_a_volume_simulates_each_axial_slice_with_its_pixel_spacing():
+    """A (1, i, j, k) volume: slices along k, each an image of rows j, columns i, spacing (pixdim j, pixdim i)."""
+    slices = [ellipse_phantom(HEAD, shape=(40, 48), spacing=3.0).float(), ellipse_phantom(WATER, (40, 48), 3.0).float()]
+    volume = torch.stack(slices, dim=-1).transpose(0, 1)[None]  # (1, i=48, j=40, k=2)
+    affine = torch.diag(torch.tensor([3.0, 2.5, 4.0, 1.0], dtype=torch.float64))
+    meta_volume = MetaTensor(volume.clone(), affine=affine, meta={"tag": "ct"})
+    fixed = LowDoseCT(seed=2, n_views=60)
+    out = fixed(meta_volume)
+    assert isinstance(out, MetaTensor) and out.shape == volume.shape and out.meta["tag"] == "ct"
+    assert torch.equal(out.affine, affine)
+    expected = RandLowDoseCT(spacing=(2.5, 3.0), n_views=60).set_random_state(2)(volume.permute(3, 0, 2, 1))
+    assert torch.equal(out.as_tensor(), expected.permute(1, 3, 2, 0))
+    plain_slice = slices[0][None]  # no meta: 1 mm pixels, not the spacing of the volume seen before
+    assert torch.equal(fixed(plain_slice), RandLowDoseCT(n_views=60).set_random_state(2)(plain_slice))
+    dict_out = LowDoseCTd(keys="image", seed=2, n_views=60)({"image": meta_volume, "label": meta_volume})
+    assert torch.equal(dict_out["image"], out) and dict_out["label"] is meta_volume
+    with pytest.raises(ValueError, match="channel-first"):
+        LowDoseCT()(torch.zeros(4, 4))
 
 
 @pytest.mark.skipif(not torch.cuda.is_available(), reason="needs CUDA")

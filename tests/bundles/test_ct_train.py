@@ -1,0 +1,120 @@
+"""The CT bundle's ``configs/train.json`` run by the real ``python -m monai.bundle run`` on tiny phantom datasets.
+
+Tiny network, 2-3 epochs of 2 iterations: this checks the recipe's plumbing (simulated and paired data, validation,
+best model, CSV log, resume), not a denoising result.
+"""
+
+from __future__ import annotations
+
+import csv
+import json
+import subprocess
+import sys
+from pathlib import Path
+
+import numpy as np
+import pytest
+import torch
+
+from monai_rwkv.data import write_nifti
+from monai_rwkv.networks.nets import RestoreRWKV
+from tests.bundles.utils import CT_BUNDLE, TINY_NETWORK, phantom_ct_volume
+
+CONFIGS = CT_BUNDLE / "configs"
+AFFINE = np.diag([-0.9, 0.9, 1.5, 1.0])
+
+
+def _clean_dataset(root: Path, seed: int) -> Path:
+    """Two training volumes and one validation volume (clean), with a datalist.json."""
+    rng = np.random.default_rng(seed)
+    lists: dict[str, list] = {"training": [], "validation": []}
+    for split, name, n in (("training", "a", 3), ("training", "b", 2), ("validation", "v", 2)):
+        write_nifti(phantom_ct_volume(rng, n), root / f"{name}.nii.gz", AFFINE, dtype="int16")
+        lists[split].append({"label": f"{name}.nii.gz"})
+    (root / "datalist.json").write_text(json.dumps(lists))
+    return root
+
+
+def _paired_dataset(root: Path, seed: int) -> Path:
+    """Low-dose / full-dose pairs (the low-dose scans here: the clean ones plus Gaussian noise), with a datalist."""
+    rng = np.random.default_rng(seed)
+    lists: dict[str, list] = {"training": [], "validation": []}
+    for split, name in (("training", "p1"), ("validation", "p2")):
+        clean = phantom_ct_volume(rng, 2)
+        noisy = clean + rng.normal(0, 30, clean.shape)
+        write_nifti(clean, root / f"{name}_full.nii.gz", AFFINE, dtype="int16")
+        write_nifti(noisy.astype(np.float32), root / f"{name}_low.nii.gz", AFFINE, dtype="float32")
+        lists[split].append({"image": f"{name}_low.nii.gz", "label": f"{name}_full.nii.gz"})
+    (root / "datalist.json").write_text(json.dumps(lists))
+    return root
+
+
+def _train(data: Path, out: Path, epochs: int, *extra: str) -> subprocess.CompletedProcess:
+    configs = f"['{CONFIGS / 'inference.json'}','{CONFIGS / 'train.json'}']"
+    cmd = [sys.executable, "-m", "monai.bundle", "run", "--config_file", configs]
+    cmd += ["--meta_file", str(CONFIGS / "metadata.json"), "--logging_file", str(CONFIGS / "logging.conf")]
+    cmd += ["--dataset_dir", str(data), "--output_dir", str(out), "--max_epochs", str(epochs), "--epoch_length", "2"]
+    cmd += ["--patch_size", "[32,32]", "--roi_size", "[32,32]", "--num_workers", "0", "--progress", "false"]
+    cmd += ["--device", "cpu", "--seed", "3"]
+    for key, value in TINY_NETWORK.items():
+        cmd += [f"--network_def#{key}", json.dumps(value)]
+    return subprocess.run([*cmd, *extra], capture_output=True, text=True, timeout=600)
+
+
+def _log(out: Path) -> list[dict[str, str]]:
+    with (out / "train_log.csv").open(newline="") as f:
+        return list(csv.DictReader(f))
+
+
+def _tiny_network() -> RestoreRWKV:
+    return RestoreRWKV(spatial_dims=2, in_channels=1, out_channels=1, **TINY_NETWORK)
+
+
+def test_train_config_is_merged_over_inference_json() -> None:
+    train = json.loads((CONFIGS / "train.json").read_text())
+    assert "network_def" not in train  # one network definition per bundle: inference.json's
+    assert train["dose_fraction"] == 0.25 and train["eval_window"] == [-160.0, 240.0]
+
+
+def test_trains_on_simulated_low_dose_validates_saves_and_resumes(tmp_path: Path, seed: int) -> None:
+    data, out = _clean_dataset(tmp_path / "data", seed), tmp_path / "run"
+    first = _train(data, out, epochs=2)
+    assert first.returncode == 0, first.stderr[-3000:]
+    rows = _log(out)
+    assert [(r["epoch"], r["iteration"]) for r in rows] == [("1", "2"), ("2", "4")]
+    for row in rows:
+        assert 10 < float(row["val_psnr"]) < 80 and 0 < float(row["val_ssim"]) <= 1 and float(row["val_rmse"]) > 0
+        assert float(row["train_loss"]) > 0
+    state = torch.load(out / "model.pt", weights_only=True)  # plain state dict of the best epoch
+    _tiny_network().load_state_dict(state)
+    assert [p.name for p in (out / "checkpoints").glob("*.pt")] == ["state_checkpoint_epoch=2.pt"]
+
+    second = _train(data, out, epochs=3)  # the same command with more epochs continues the run
+    assert second.returncode == 0, second.stderr[-3000:]
+    assert "resuming from" in second.stderr + second.stdout
+    assert [(r["epoch"], r["iteration"]) for r in _log(out)] == [("1", "2"), ("2", "4"), ("3", "6")]
+    assert [p.name for p in (out / "checkpoints").glob("*.pt")] == ["state_checkpoint_epoch=3.pt"]
+
+
+def test_trains_on_real_pairs_by_override(tmp_path: Path, seed: int) -> None:
+    data, out = _paired_dataset(tmp_path / "data", seed), tmp_path / "run"
+    result = _train(data, out, 1, "--paired", "true", "--resume", "false")
+    assert result.returncode == 0, result.stderr[-3000:]
+    (row,) = _log(out)
+    assert float(row["val_psnr"]) > 10
+    _tiny_network().load_state_dict(torch.load(out / "model.pt", weights_only=True))
+
+
+@pytest.mark.parametrize("problem", ["no datalist", "empty training list", "missing volume"])
+def test_bad_dataset_fails_with_one_line_naming_the_file(tmp_path: Path, problem: str) -> None:
+    data = tmp_path / "data"
+    data.mkdir()
+    if problem == "empty training list":
+        (data / "datalist.json").write_text(json.dumps({"training": [], "validation": []}))
+    if problem == "missing volume":
+        (data / "datalist.json").write_text(json.dumps({"training": [{"label": "gone.nii.gz"}], "validation": []}))
+    result = _train(data, tmp_path / "run", 1)
+    assert result.returncode == 1
+    last = result.stderr.strip().splitlines()[-1]
+    assert last.startswith(f"error: {data / 'datalist.json'}: ") and "Traceback" not in result.stderr, result.stderr
+    assert not (tmp_path / "run").exists()

@@ -361,8 +361,8 @@ def _slice_step(folder: str, slices: Sequence[DicomSliceHeader], rtol: float, on
         missing = int(np.sum(np.maximum(np.rint(steps / median) - 1, 0)))
         msg = (
             f"non-uniform slice spacing: steps {steps.min():.4g}..{steps.max():.4g} mm (median {median:.4g} mm, "
-            f"~{missing} slice(s) missing); the affine uses the median step, true positions are in "
-            "meta['dicom_image_position_patient']"
+            f"~{missing} slice(s) missing); the affine uses the median step (a NIfTI output misplaces the slices "
+            "after a gap), a DICOM output keeps each slice's true position (meta['dicom_image_position_patient'])"
         )
         if on_irregular == "raise":
             raise ImageReadError(folder, msg)

@@ -114,10 +114,17 @@ def load_network(
     return network.to(resolve_device(device)).eval().to(memory_format=torch.channels_last)
 
 
-def _unpickling_reason(error: BaseException) -> str:
-    """The blocked global of ``torch.load``'s weights-only refusal (e.g. ``GLOBAL posix.system``), if named."""
+def _blocked_global(error: BaseException) -> str | None:
+    """The global a weights-only ``torch.load`` refused to import (e.g. ``posix.system``), if that was the reason."""
     match = re.search(r"GLOBAL\s+([\w.]+)", str(error))
-    return f"it imports {match.group(1)}" if match else " ".join(str(error).split())[:120]
+    return match.group(1) if match else None
+
+
+def _unpickling_problem(error: BaseException) -> str:
+    """The informative line of a weights-only unpickling failure (not torch's advice about ``weights_only``)."""
+    lines = [ln.strip() for ln in str(error).splitlines() if ln.strip()]
+    useful = [ln for ln in lines if not ln.startswith(("Weights only load failed", "Please file", "Check the doc"))]
+    return " ".join((useful or lines)[:1])[:200]
 
 
 def load_weights(path: str | os.PathLike) -> Any:
@@ -136,9 +143,12 @@ def load_weights(path: str | os.PathLike) -> Any:
     try:
         return torch.load(path, map_location="cpu", weights_only=True)
     except pickle.UnpicklingError as e:
+        blocked = _blocked_global(e)
+        if blocked is None:
+            raise ValueError(f"{path}: not a readable PyTorch checkpoint ({_unpickling_problem(e)})") from None
         raise ValueError(
             f"{path}: refused to load: not a plain state dict of tensors, loading it could run code "
-            f"({_unpickling_reason(e)}); save weights with torch.save(model.state_dict())"
+            f"(it imports {blocked}); save weights with torch.save(model.state_dict())"
         ) from None
     except Exception as e:  # noqa: BLE001 - torch raises KeyError, RuntimeError, EOFError... for non-checkpoints
         reason = " ".join(f"{type(e).__name__}: {e}".split())[:200]

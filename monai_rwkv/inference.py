@@ -236,7 +236,12 @@ class SliceWiseRestorer:
 
     def _predict(self, patches: torch.Tensor) -> torch.Tensor:
         """Network on a batch of patches ``(B, 1, h, w)`` in [0, 1], channels-last, float32 result."""
-        return self.network(patches.contiguous(memory_format=torch.channels_last)).float()
+        out = self.network(patches.contiguous(memory_format=torch.channels_last)).float()
+        # MONAI scales the prediction in place by the blending weights and, with sw_batch_size 1, the patches are a
+        # view of the slice: a network returning its input (nn.Identity) would corrupt the slice where windows overlap.
+        if out.untyped_storage().data_ptr() == patches.untyped_storage().data_ptr():
+            out = out.clone()
+        return out
 
     @torch.no_grad()
     def restore_slice(self, image: torch.Tensor) -> torch.Tensor:

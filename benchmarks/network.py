@@ -1,0 +1,290 @@
+"""Whole-network inference: Restore-RWKV (paper and light presets) against MONAI's Restormer, and CT volume throughput.
+
+Usage (from the repository root)::
+
+    python benchmarks/network.py                                  # 128^2 .. 2048^2, CPU (CUDA when available)
+    python benchmarks/network.py --sizes 128 256 --repeats 3
+    python benchmarks/network.py --write benchmarks/RESULTS.md    # also write/update the markdown sections
+
+Inference settings: ``eval()``, ``torch.inference_mode()``, float32, batch 1, one channel, channels-last on CPU
+(fused Omni-Shift is what RestoreRWKV uses in eval mode). Restormer is ``monai.networks.nets.restormer.Restormer``
+configured like the paper's baseline: dim 48, blocks 4/6/6/8, heads 1/2/4/8, 4 refinement blocks, FFN expansion
+2.66, no bias.
+
+Time: at each size every model runs once to warm up, then the models take turns (model A, B, C, A, B, C, ...) so
+that a change of machine load hits all of them alike; the table gives the median (and the fastest run) and the
+ratio of medians. A cell whose predicted time (the previous size's median times the pixel ratio) exceeds
+``--max-forward-s`` is skipped and marked so. Peak memory: each (model, size) runs once more in a fresh process;
+CPU: peak RSS of that process after the forward minus its RSS just before it (``ru_maxrss``, /proc), i.e. the
+memory the forward pass needs beyond the model; CUDA: ``torch.cuda.max_memory_allocated``. Scaling: the slope of
+log(time) and log(memory) against log(pixels) from 256^2 up (least squares).
+
+Volume throughput: the CT denoising bundle's own restorer (``configs/inference.json``: light preset, 128^2 sliding
+window, overlap 0.25, Gaussian blending) on a 512 x 512 x ``--volume-slices`` volume (the real head CT upsampled
+when ``data/ct`` exists, else a phantom); slices per second, and the time a 64-slice volume would take at that rate.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import math
+import os
+import resource
+import statistics
+import subprocess
+import sys
+import time
+from collections.abc import Callable
+from pathlib import Path
+from typing import Any, Optional
+
+import torch
+
+sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
+
+from benchmarks.common import header_lines, write_section  # noqa: E402
+from monai_rwkv.networks.utils import count_parameters  # noqa: E402
+
+REPO = Path(__file__).resolve().parents[1]
+SECTION = "## Whole network inference (benchmarks/network.py)"
+VOLUME_SECTION = "## CT volume throughput (benchmarks/network.py)"
+MODELS = ("restore-rwkv-paper", "restore-rwkv-light", "restormer")
+
+
+def build(name: str) -> torch.nn.Module:
+    """A freshly initialised model (weights do not change the cost)."""
+    if name == "restormer":
+        from monai.networks.nets.restormer import Restormer
+
+        return Restormer(
+            spatial_dims=2,
+            in_channels=1,
+            out_channels=1,
+            dim=48,
+            num_blocks=(4, 6, 6, 8),
+            heads=(1, 2, 4, 8),
+            num_refinement_blocks=4,
+            ffn_expansion_factor=2.66,
+            bias=False,
+        )
+    from monai_rwkv.networks.nets import RestoreRWKV
+
+    return RestoreRWKV.from_preset(name.removeprefix("restore-rwkv-"))
+
+
+def prepare(net: torch.nn.Module, device: torch.device) -> torch.nn.Module:
+    net = net.eval().to(device)
+    return net.to(memory_format=torch.channels_last) if device.type == "cpu" else net
+
+
+def make_input(size: int, device: torch.device) -> torch.Tensor:
+    x = torch.rand(1, 1, size, size, generator=torch.Generator().manual_seed(size)).to(device)
+    return x.contiguous(memory_format=torch.channels_last) if device.type == "cpu" else x
+
+
+def sync(device: torch.device) -> None:
+    if device.type == "cuda":
+        torch.cuda.synchronize(device)
+
+
+def timed(fn: Callable[[], object], device: torch.device) -> float:
+    sync(device)
+    start = time.perf_counter()
+    fn()
+    sync(device)
+    return time.perf_counter() - start
+
+
+def rss_mb() -> float:
+    """Current resident set size of this process in MiB."""
+    with open("/proc/self/statm") as f:
+        return int(f.read().split()[1]) * os.sysconf("SC_PAGE_SIZE") / 2**20
+
+
+def memory_cell(name: str, size: int, device_name: str) -> dict[str, float]:
+    """Run in a fresh process: one forward of ``name`` at ``size``; the memory it needs beyond the model, in MiB."""
+    device = torch.device(device_name)
+    net, x = prepare(build(name), device), make_input(size, device)
+    with torch.inference_mode():
+        net(make_input(16, device))  # load the kernels' libraries (numba, oneDNN) before measuring
+        if device.type == "cuda":
+            torch.cuda.reset_peak_memory_stats(device)
+            base = torch.cuda.memory_allocated(device)
+            net(x)
+            sync(device)
+            return {"peak_mb": (torch.cuda.max_memory_allocated(device) - base) / 2**20}
+        before = rss_mb()
+        net(x)
+        peak = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
+        return {"peak_mb": max(peak - before, 0.0), "process_peak_mb": peak}
+
+
+def measure_memory(name: str, size: int, device: torch.device, timeout_s: float) -> Optional[float]:
+    cmd = [sys.executable, __file__, "--memory-cell", name, str(size), "--device", str(device)]
+    env = {**os.environ, "OMP_NUM_THREADS": str(torch.get_num_threads())}
+    try:
+        out = subprocess.run(cmd, capture_output=True, text=True, timeout=timeout_s, env=env, check=True)
+    except (subprocess.CalledProcessError, subprocess.TimeoutExpired) as e:
+        print(f"memory cell {name} {size}: failed ({type(e).__name__})", file=sys.stderr)
+        return None
+    return json.loads(out.stdout.strip().splitlines()[-1])["peak_mb"]
+
+
+def time_size(
+    nets: dict[str, torch.nn.Module], size: int, device: torch.device, repeats: int, skip: set[str]
+) -> dict[str, list[float]]:
+    """Interleaved timings of the models not in ``skip``: one warm-up each, then ``repeats`` rounds."""
+    x = make_input(size, device)
+    runs: dict[str, list[float]] = {name: [] for name in nets if name not in skip}
+    with torch.inference_mode():
+        for name in runs:
+            timed(lambda net=nets[name]: net(x), device)
+        for _ in range(repeats):
+            for name in runs:
+                runs[name].append(timed(lambda net=nets[name]: net(x), device))
+    return runs
+
+
+def slope(sizes: list[int], values: list[float]) -> Optional[float]:
+    """Least-squares slope of log(value) against log(pixels)."""
+    points = [(math.log(s * s), math.log(v)) for s, v in zip(sizes, values) if v and v > 0]
+    if len(points) < 2:
+        return None
+    mx = statistics.fmean(p[0] for p in points)
+    my = statistics.fmean(p[1] for p in points)
+    return sum((px - mx) * (py - my) for px, py in points) / sum((px - mx) ** 2 for px, _ in points)
+
+
+def network_table(opts: argparse.Namespace, device: torch.device) -> list[str]:
+    nets = {name: prepare(build(name), device) for name in opts.models}
+    params = {name: count_parameters(net) for name, net in nets.items()}
+    results: dict[int, dict[str, Any]] = {}
+    previous: dict[str, float] = {}
+    for i, size in enumerate(opts.sizes):
+        ratio = (size / opts.sizes[i - 1]) ** 2 if i else 1.0
+        skip = {n for n in nets if n in previous and previous[n] * ratio > opts.max_forward_s}
+        skip |= {n for n in nets if i and n not in previous}  # skipped before: larger sizes too
+        runs = time_size(nets, size, device, opts.repeats, skip)
+        memory = {n: measure_memory(n, size, device, opts.max_forward_s * 4 + 120) for n in runs}
+        results[size] = {"runs": runs, "memory": memory}
+        previous = {n: statistics.median(r) for n, r in runs.items()}
+        print(f"{size}^2: " + ", ".join(f"{n} {t:.3f} s" for n, t in previous.items()), flush=True)
+
+    counted = ", ".join(f"{n} {params[n]:,}" for n in opts.models)
+    lines = [f"Parameters (Omni-Shift counted fused, as the paper): {counted}", ""]
+    head = "| size | " + " | ".join(f"{n} s (fastest)" for n in opts.models)
+    head += " | " + " | ".join(f"{n} peak MiB" for n in opts.models)
+    ratios = [n for n in opts.models if n != "restormer"] if "restormer" in opts.models else []
+    head += "".join(f" | {n} / restormer time | {n} / restormer memory" for n in ratios) + " |"
+    lines += [head, "|" + "---|" * (head.count("|") - 1)]
+    for size, cell in results.items():
+        runs, memory = cell["runs"], cell["memory"]
+        med = {n: statistics.median(r) for n, r in runs.items()}
+        row = [f"{size}^2"]
+        row += [f"{med[n]:.3f} ({min(runs[n]):.3f})" if n in med else "skipped" for n in opts.models]
+        row += [f"{memory[n]:.0f}" if memory.get(n) is not None else "-" for n in opts.models]
+        for n in ratios:
+            row.append(f"{med[n] / med['restormer']:.2f}" if n in med and "restormer" in med else "-")
+            ok = memory.get(n) is not None and memory.get("restormer")
+            row.append(f"{memory[n] / memory['restormer']:.2f}" if ok else "-")
+        lines.append("| " + " | ".join(row) + " |")
+    lines.append("")
+    scaled = [s for s in results if s >= 256]
+    for n in opts.models:
+        sizes = [s for s in scaled if n in results[s]["runs"]]
+        t = slope(sizes, [statistics.median(results[s]["runs"][n]) for s in sizes])
+        m = slope(sizes, [results[s]["memory"].get(n) or 0 for s in sizes])
+        if t is not None:
+            span = f"{sizes[0]}^2 .. {sizes[-1]}^2"
+            mem = f"{m:.2f}" if m is not None else "-"
+            lines.append(f"- scaling exponent vs pixels, {span}: {n} time {t:.2f}, peak memory {mem}")
+    if "restore-rwkv-light" in nets and "restore-rwkv-paper" in nets:
+        both = [s for s in results if {"restore-rwkv-light", "restore-rwkv-paper"} <= set(results[s]["runs"])]
+        speed = [
+            statistics.median(results[s]["runs"]["restore-rwkv-paper"])
+            / statistics.median(results[s]["runs"]["restore-rwkv-light"])
+            for s in both
+        ]
+        if speed:
+            lines.append(
+                "- light preset speed-up over the paper preset: "
+                + ", ".join(f"{s}^2 {v:.1f}x" for s, v in zip(both, speed))
+            )
+    return lines
+
+
+def ct_volume(slices: int) -> torch.Tensor:
+    """A (1, 512, 512, slices) HU volume: the real head CT upsampled from data/ct when present, else a phantom."""
+    clean = REPO / "data" / "ct" / "cranium_ct_test.nii.gz"
+    if clean.is_file():
+        from monai_rwkv.data import sitk_load_image
+
+        vol = torch.as_tensor(sitk_load_image(image_only=True, ensure_channel_first=True)(clean)).float()
+        vol = vol[..., : min(slices, vol.shape[-1])]
+        vol = vol.repeat(1, 1, 1, math.ceil(slices / vol.shape[-1]))[..., :slices]
+        up = torch.nn.functional.interpolate(vol.permute(3, 0, 1, 2), size=(512, 512), mode="bilinear")
+        return up.permute(1, 2, 3, 0).contiguous()
+    yy, xx = torch.meshgrid(torch.arange(512.0) - 255.5, torch.arange(512.0) - 255.5, indexing="ij")
+    disc = torch.where(yy**2 + xx**2 < 200.0**2, 40.0, -1000.0)
+    return disc[None, :, :, None].repeat(1, 1, 1, slices) + torch.randn(1, 512, 512, slices) * 20
+
+
+def volume_lines(opts: argparse.Namespace, device: torch.device) -> list[str]:
+    from monai_rwkv.apps.bundle import load_bundle_config
+
+    bundle = REPO / "bundles" / "restore_rwkv_ct_denoise"
+    parser = load_bundle_config(bundle, "inference.json", {"device": str(device), "progress": False})
+    restorer = parser.get_parsed_content("restorer")
+    volume = ct_volume(opts.volume_slices)
+    restorer(volume[..., :1])  # warm-up (numba compile, caches)
+    seconds = timed(lambda: restorer(volume), device)
+    rate = opts.volume_slices / seconds
+    settings = restorer.describe()
+    return [
+        f"- bundle: {bundle.relative_to(REPO)} (light preset), roi {settings['roi_size']}, overlap "
+        f"{settings['overlap']}, sw_batch_size {settings['sw_batch_size']}, amp {settings['amp']}, device "
+        f"{settings['device']}",
+        f"- volume: 512 x 512 x {opts.volume_slices} (float32 HU)",
+        f"- {seconds:.1f} s for {opts.volume_slices} slices: {rate:.3f} slices/s; a 512 x 512 x 64 volume at this "
+        f"rate: {64 / rate / 60:.1f} min (extrapolated from {opts.volume_slices} slices)",
+    ]
+
+
+def parse_args(argv: Optional[list[str]] = None) -> argparse.Namespace:
+    p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    p.add_argument("--sizes", type=int, nargs="+", default=[128, 256, 512, 1024, 2048])
+    p.add_argument("--models", nargs="+", default=list(MODELS), choices=MODELS)
+    p.add_argument("--repeats", type=int, default=3)
+    p.add_argument("--max-forward-s", type=float, default=120.0, help="skip a cell predicted to take longer")
+    p.add_argument("--volume-slices", type=int, default=4, help="slices of the 512^2 throughput volume (0: skip)")
+    p.add_argument("--device", default="cuda" if torch.cuda.is_available() else "cpu")
+    p.add_argument("--threads", type=int, default=torch.get_num_threads())
+    p.add_argument("--write", type=Path, help="write the results into this markdown file")
+    p.add_argument("--memory-cell", nargs=2, metavar=("MODEL", "SIZE"), help=argparse.SUPPRESS)
+    return p.parse_args(argv)
+
+
+def main(argv: Optional[list[str]] = None) -> None:
+    opts = parse_args(argv)
+    torch.set_num_threads(opts.threads)
+    if opts.memory_cell:
+        print(json.dumps(memory_cell(opts.memory_cell[0], int(opts.memory_cell[1]), opts.device)))
+        return
+    device = torch.device(opts.device)
+    load_before = os.getloadavg()
+    lines = network_table(opts, device)
+    volume = volume_lines(opts, device) if opts.volume_slices > 0 else []
+    header = header_lines(device, load_before, os.getloadavg())
+    settings = f"- medians of {opts.repeats} interleaved runs after one warm-up; cells predicted over "
+    settings += f"{opts.max_forward_s:g} s per forward are skipped"
+    report = [*header, settings, "", *lines]
+    print("\n".join(report + [""] + volume))
+    if opts.write:
+        write_section(opts.write, SECTION, report)
+        if volume:
+            write_section(opts.write, VOLUME_SECTION, [*header, "", *volume])
+
+
+if __name__ == "__main__":
+    main()

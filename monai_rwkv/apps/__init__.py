@@ -13,6 +13,7 @@ from typing import Any
 _EXPORTS = {
     "bundle_root": "bundle",
     "exit_on_errors": "bundle",
+    "flag": "bundle",
     "load_bundle_config": "bundle",
     "load_bundle_network": "bundle",
     "model_name_version": "bundle",

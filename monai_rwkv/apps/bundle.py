@@ -25,6 +25,7 @@ from monai_rwkv.inference import SliceWiseRestorer, load_network
 __all__ = [
     "bundle_root",
     "exit_on_errors",
+    "flag",
     "load_bundle_config",
     "load_bundle_network",
     "model_name_version",
@@ -100,6 +101,26 @@ def load_bundle_network(
         raise SystemExit(f"error: {error_line(weights, e)}") from None
 
 
+_TRUE, _FALSE = ("true", "yes", "on", "1"), ("false", "no", "off", "0")
+
+
+def flag(value: Any, name: str = "option") -> bool:
+    """
+    A boolean config value as given on the ``monai.bundle`` command line.
+
+    ``--overwrite false`` reaches a config as the *string* ``"false"``, which Python treats as true; this accepts
+    booleans, 0 / 1 and the strings true/false, yes/no, on/off, 1/0 (any case) and exits with one line otherwise.
+    """
+    if isinstance(value, bool):
+        return value
+    if isinstance(value, int) and value in (0, 1):
+        return bool(value)
+    text = str(value).strip().lower()
+    if text in _TRUE or text in _FALSE:
+        return text in _TRUE
+    raise SystemExit(f"error: --{name}: expected True or False, got {value!r}")
+
+
 def model_name_version(metadata: Mapping[str, Any]) -> tuple[str, str]:
     """``(name, version)`` of a bundle's metadata, for DICOM descriptions and reports."""
     return str(metadata.get("name", "Restore-RWKV")), str(metadata.get("version", "0"))
@@ -131,6 +152,7 @@ def run_restore(
     ``summary_file``), exiting with status 1 and one line after all studies ran when any failed.
     """
     name, version = model_name_version(metadata)
+    overwrite, dicom_output = flag(overwrite, "overwrite"), flag(dicom_output, "dicom_output")
     try:
         report = restore_dataset(
             restorer, dataset_dir, output_dir, name, version, overwrite, dicom_output, summary_file=summary_file
@@ -159,6 +181,9 @@ def run_evaluate(
     if dataset_dir is None:
         raise SystemExit("error: dataset_dir is required: pass --dataset_dir <folder of clean CT volumes>")
     name, version = model_name_version(metadata)
+    for key in ("save_images", "overwrite"):
+        if key in kwargs:
+            kwargs[key] = flag(kwargs[key], key)
     try:
         summary = evaluate_low_dose(restorer, dataset_dir, output_dir, name, version, **kwargs)
     except (OSError, ValueError, ImageReadError) as e:

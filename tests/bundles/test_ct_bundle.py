@@ -17,7 +17,7 @@ import pytest
 import SimpleITK as sitk
 from monai.bundle import ConfigParser, verify_net_in_out
 
-from monai_rwkv.apps import load_bundle_config
+from monai_rwkv.apps import flag, load_bundle_config
 from monai_rwkv.networks.nets import PRESETS
 from tests.bundles.utils import CT_BUNDLE, TINY_BUNDLE_ARGS, make_tiny_bundle
 from tests.data.conftest import CT5N, copy_series, tree_digest
@@ -129,3 +129,26 @@ def test_bundle_evaluate_with_dataset_and_output_dirs(tmp_path: Path) -> None:
     missing = bundle_run(configs, tmp_path, "--dataset_dir", tmp_path / "nothing", "--output_dir", tmp_path / "e2")
     assert missing.returncode == 1
     assert missing.stderr.strip().splitlines()[-1] == f"error: {tmp_path / 'nothing'}: no such file or folder"
+
+
+def test_lowercase_booleans_on_the_command_line_mean_what_they_say(tmp_path: Path) -> None:
+    """``--dicom_output false`` reaches the config as the string "false": it must not be taken as true."""
+    bundle = make_tiny_bundle(tmp_path / "bundle")
+    copy_series(CT5N, tmp_path / "in" / "CT5N")
+    out = tmp_path / "out"
+    config = str(bundle / "configs" / "inference.json")
+    result = bundle_run(
+        config, tmp_path, "--dataset_dir", tmp_path / "in", "--output_dir", out, "--dicom_output", "false"
+    )
+    assert result.returncode == 0, result.stderr[-3000:]
+    assert (out / "CT5N_restored.nii.gz").is_file() and not (out / "CT5N_restored").exists()
+    bad = bundle_run(config, tmp_path, "--dataset_dir", tmp_path / "in", "--output_dir", out, "--overwrite", "maybe")
+    assert bad.returncode == 1
+    assert bad.stderr.strip().splitlines()[-1] == "error: --overwrite: expected True or False, got 'maybe'"
+
+
+@pytest.mark.parametrize(
+    ("value", "expected"), [(True, True), (0, False), ("false", False), ("FALSE", False), ("yes", True), ("1", True)]
+)
+def test_flag_reads_command_line_booleans(value: object, expected: bool) -> None:
+    assert flag(value) is expected

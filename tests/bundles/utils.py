@@ -26,7 +26,7 @@ TINY_BUNDLE_ARGS = [
     "--roi_size",
     "[16,16]",
     "--progress",
-    "false",
+    "False",
 ]
 #: ... and as `monai-rwkv restore` options.
 TINY_CLI_ARGS = [

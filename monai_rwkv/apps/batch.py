@@ -10,11 +10,13 @@ atomically beside them, hidden: ``<dir>/.<name>_restored.restore.json``. It reco
 * the model name and version (and, for information only, the restorer's settings).
 
 A later run (without ``overwrite``) skips a study only when its manifest exists, the input and model are unchanged
-and every output is still there with the recorded fingerprint. Anything else is redone (outputs replaced
-atomically) with the reason in the summary: an output missing, truncated, with a missing DICOM file or otherwise
-changed; the input changed; another model; no manifest (an output from an older version, a copy, or a crash
-between the outputs and the manifest). The manifest is removed before a study is redone, so a study interrupted
-half-way is redone again next time.
+and every output is still there with the recorded fingerprint. Anything else that this program wrote is redone
+(outputs replaced atomically) with the reason in the summary: an output missing, truncated, with a missing DICOM
+file or otherwise changed; the input changed; another model; a study interrupted half-way. Before a study's outputs
+are written, its manifest is replaced by one that lists no outputs: it claims them, so an interruption between
+two outputs is redone next time. An existing output with no manifest at all was not written by this program (or
+by a version before manifests): it is never replaced without ``overwrite``; the study fails with a one-line error
+and the other studies go on.
 
 **Summary.** :func:`write_summary` writes ``restore_summary.csv`` with one row per study (see
 :data:`SUMMARY_COLUMNS`).
@@ -182,7 +184,7 @@ def read_manifest_problem(
     try:
         record = json.loads(path.read_text())
     except FileNotFoundError:
-        return "no manifest (output of an older version, or interrupted)"
+        return "no manifest"
     except (OSError, ValueError) as e:
         return f"manifest unreadable ({type(e).__name__})"
     if not isinstance(record, dict) or record.get("version") != MANIFEST_VERSION:
@@ -192,6 +194,8 @@ def read_manifest_problem(
     if record.get("input") != dict(input_fingerprint):
         return "input changed"
     recorded = record.get("outputs")
+    if recorded == {}:
+        return "interrupted (outputs claimed, never recorded)"
     if not isinstance(recorded, dict) or sorted(recorded) != sorted(Path(p).name for p in outputs):
         return "outputs differ from the manifest"
     for output in outputs:

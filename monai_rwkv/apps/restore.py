@@ -330,15 +330,26 @@ def _restore_study(
     if overwrite:
         if existing:
             outcome.status, outcome.detail = "redone", "overwrite"
+    elif existing and not (manifest.exists() or manifest.is_symlink()):
+        raise FileExistsError(
+            f"output {existing[0]} exists and no manifest says this program wrote it; "
+            "pass overwrite to replace it, or move it away"
+        )
     elif existing or manifest.exists():
         problem = read_manifest_problem(manifest, source, task.outputs, model)
         if problem is None:
             outcome.status = "skipped"
             return outcome
         outcome.status, outcome.detail = "redone", problem
-    if manifest.exists() or manifest.is_symlink():
-        manifest.unlink()  # the old record no longer describes the outputs
-    written = restore_task(restorer, task, *model, overwrite=overwrite or outcome.status == "redone")
+    # claim the outputs before writing them: a run interrupted between its outputs leaves this record (no outputs),
+    # so the next run knows they are ours and redoes the study instead of refusing to touch them
+    write_manifest(manifest, source, [], model)
+    try:
+        written = restore_task(restorer, task, *model, overwrite=overwrite or outcome.status == "redone")
+    except BaseException:
+        if not any(p.exists() or p.is_symlink() for p in task.outputs):
+            manifest.unlink(missing_ok=True)  # nothing written: leave no claim behind
+        raise
     describe = getattr(restorer, "describe", None)
     write_manifest(manifest, source, task.outputs, model, describe() if callable(describe) else None)
     outcome.outputs = written

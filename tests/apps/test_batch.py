@@ -13,7 +13,7 @@ import pytest
 from torch import nn
 
 from monai_rwkv.apps import restore_dataset, run_restore
-from monai_rwkv.apps.batch import SUMMARY_COLUMNS, fingerprint, manifest_path
+from monai_rwkv.apps.batch import SUMMARY_COLUMNS, fingerprint, manifest_path, write_manifest
 from monai_rwkv.inference import SliceWiseRestorer
 from tests.data.conftest import CT5N, copy_series, tree_digest
 
@@ -101,27 +101,35 @@ def test_incomplete_or_stale_outputs_are_redone(dataset: Path, tmp_path: Path) -
     assert not np.array_equal(nib.load(out / "c_restored.nii").get_fdata(), good)
     assert statuses(restore_dataset(identity_restorer(), dataset, out, "m", "1")) == dict.fromkeys("abc", "skipped")
 
-    # same size, other content; a manifest removed (e.g. an output from an older version); another model
+    # same size, other content; a study interrupted after claiming its outputs; another model
     data = bytearray((out / "c_restored.nii").read_bytes())
     data[-1] ^= 0xFF
     (out / "c_restored.nii").write_bytes(bytes(data))
-    manifest_path([out / "a_restored.nii.gz"]).unlink()
+    claim = (manifest_path([out / "a_restored.nii.gz"]), fingerprint(dataset / "a.nii.gz", recursive=False))
+    write_manifest(*claim, [], ("m", "1"))  # what a run leaves when it stops before recording the outputs
     report = restore_dataset(identity_restorer(), dataset, out, "m", "1")
     details = {s.name: (s.status, s.detail) for s in report.studies}
-    assert details["a"] == ("redone", "no manifest (output of an older version, or interrupted)")
+    assert details["a"] == ("redone", "interrupted (outputs claimed, never recorded)")
     assert details["b"] == ("skipped", "") and details["c"] == ("redone", "c_restored.nii: content changed")
     report = restore_dataset(identity_restorer(), dataset, out, "other model", "2")
     assert {s.detail for s in report.studies} == {"written by another model"}
 
 
-def test_an_output_of_an_older_version_is_redone(tmp_path: Path) -> None:
+def test_an_output_this_program_did_not_write_is_never_replaced_without_overwrite(tmp_path: Path) -> None:
     data = tmp_path / "data"
     write_volume(data / "vol.nii.gz", shape=(8, 8, 1))
+    write_volume(data / "other.nii.gz", shape=(8, 8, 1))
     out = tmp_path / "out"
     out.mkdir()
-    (out / "vol_restored.nii.gz").write_bytes(b"not an image")
+    (out / "vol_restored.nii.gz").write_bytes(b"someone else's file")
     report = restore_dataset(identity_restorer(), data, out, "m", "0")
-    assert statuses(report) == {"vol": "redone"} and report.written == [out / "vol_restored.nii.gz"]
+    assert statuses(report) == {"vol": "failed", "other": "written"}
+    (error,) = report.errors
+    assert error.startswith(f"{data / 'vol.nii.gz'}: output {out / 'vol_restored.nii.gz'} exists and no manifest")
+    assert "overwrite" in error
+    assert (out / "vol_restored.nii.gz").read_bytes() == b"someone else's file"
+    report = restore_dataset(identity_restorer(), data, out, "m", "0", overwrite=True)
+    assert statuses(report) == {"vol": "redone", "other": "redone"}
     assert nib.load(out / "vol_restored.nii.gz").shape == (8, 8, 1)
 
 

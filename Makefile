@@ -30,6 +30,7 @@ lint: $(STAMP)
 
 bench: $(STAMP)
 	$(PY) benchmarks/wkv.py --write benchmarks/RESULTS.md
+	$(PY) benchmarks/network.py --write benchmarks/RESULTS.md
 
 clean:
 	rm -rf $(VENV) build *.egg-info

@@ -165,3 +165,70 @@ def test_concurrent_calls_from_python_threads(seed: int) -> None:
         results = list(pool.map(lambda args: bi_wkv(*args, backend="numba"), cases))
     for got, want in zip(results, expected):
         assert torch.equal(got, want)
+
+
+# --- fast path (chunk-local stabilisation) and its fallback to the running-maximum kernels ---------------------
+
+import monai_rwkv.ops._numba_wkv as kernels  # noqa: E402
+
+
+@pytest.mark.parametrize("decay_sign", [-1.0, 1.0])
+@pytest.mark.parametrize(
+    ("seq_len", "channels", "batch"),
+    [(1, 48, 2), (63, 48, 1), (64, 48, 3), (65, 384, 1), (1000, 48, 2), (1337, 384, 2), (2049, 5, 3)],
+)
+def test_fast_path_matches_quadratic_reference(
+    seq_len: int, channels: int, batch: int, decay_sign: float, seed: int
+) -> None:
+    """T = 1, T not a multiple of the chunk, B > 1, C = 48 and 384 (and an odd C), both signs of the decay."""
+    w, u, k, v = _inputs(seq_len, channels, batch, seed=seed, decay_sign=decay_sign)
+    rows = min(seq_len, max(1, (1 << 22) // (batch * seq_len * channels)))
+    ref = bi_wkv_quadratic(w, u, k, v, rows_per_step=rows)
+    out = bi_wkv(w, u, k, v, backend="numba")
+    assert _rel_err(out, ref) <= 1e-5
+    out64 = bi_wkv(w.double(), u.double(), k.double(), v.double(), backend="numba")
+    assert _rel_err(out64, ref) <= 1e-12
+
+
+@pytest.mark.parametrize("k_max", [30.0, 400.0, 2000.0])
+@pytest.mark.parametrize("decay", [-60.0, -3.0, 0.0, 3.0, 60.0])
+def test_fast_path_wide_key_ranges(decay: float, k_max: float, seed: int) -> None:
+    """Key spreads far beyond float64's exponent range inside one chunk and across chunks (bursts of huge keys
+    next to tiny ones), which the fast path must stabilise per chunk without losing either side."""
+    seq_len, channels = 700, 48
+    w, u, k, v = _inputs(seq_len, channels, batch=2, seed=seed, k_max=k_max)
+    w = torch.full_like(w, decay / seq_len)
+    k[:, 100:130] += k_max  # a burst of very large keys
+    k[:, 400:500] -= k_max  # a stretch of very small ones
+    assert kernels._FAST_CHUNK and (w.abs() * kernels._FAST_CHUNK + u.abs()).max() <= kernels._FAST_RANGE
+    out = bi_wkv(w.double(), u.double(), k.double(), v.double(), backend="numba")
+    assert torch.isfinite(out).all()
+    assert _rel_err(out, bi_wkv_quadratic(w, u, k, v)) <= 1e-12
+    assert _rel_err(bi_wkv(w, u, k, v, backend="numba"), bi_wkv_quadratic(w, u, k.float(), v)) <= 1e-5
+
+
+@pytest.mark.parametrize("decay_sign", [-1.0, 1.0])
+def test_fallback_for_extreme_decay_per_chunk(decay_sign: float, seed: int) -> None:
+    """|w| * chunk beyond the fast path's range: those channel blocks take the running-maximum kernels, the
+    others the fast path, in one call; all exact."""
+    seq_len, channels = 300, 48
+    w, u, k, v = _inputs(seq_len, channels, batch=2, seed=seed, decay_max=2000.0, decay_sign=decay_sign)
+    w[:24] = w[:24] / 1000  # first block in range, second (channels 24..47) far outside
+    w[24:] = decay_sign * torch.linspace(400.0, 2000.0, 24) / seq_len
+    u[:24] = u[:24] / 100
+    assert (w[:24].abs() * kernels._FAST_CHUNK + u[:24].abs()).max() <= kernels._FAST_RANGE
+    assert (w[24:].abs() * kernels._FAST_CHUNK).min() > kernels._FAST_RANGE
+    ref = bi_wkv_quadratic(w, u, k, v)
+    out64 = bi_wkv(w.double(), u.double(), k.double(), v.double(), backend="numba")
+    assert torch.isfinite(out64).all()
+    assert _rel_err(out64, ref) <= 1e-12
+    assert _rel_err(bi_wkv(w, u, k, v, backend="numba"), ref) <= 1e-5
+
+
+def test_fast_path_agrees_with_running_maximum_kernels(monkeypatch: pytest.MonkeyPatch, seed: int) -> None:
+    """Same inputs through the fast path and (with it switched off) the running-maximum kernels."""
+    w, u, k, v = _inputs(5000, 384, batch=2, seed=seed)
+    fast = bi_wkv(w.double(), u.double(), k.double(), v.double(), backend="numba")
+    monkeypatch.setattr(kernels, "_FAST_CHUNK", 0)
+    slow = bi_wkv(w.double(), u.double(), k.double(), v.double(), backend="numba")
+    assert _rel_err(fast, slow) <= 1e-12

@@ -15,7 +15,8 @@ Time: at each size every model runs once to warm up, then the models take turns 
 that a change of machine load hits all of them alike; the table gives the median (and the fastest run) and the
 ratio of medians. A cell whose predicted time (the previous size's median times the pixel ratio) exceeds
 ``--max-forward-s`` is skipped and marked so. Peak memory: each (model, size) runs once more in a fresh process;
-CPU: peak RSS of that process after the forward minus its RSS just before it (``ru_maxrss``, /proc), i.e. the
+CPU: the process's peak RSS after the forward minus its RSS just before it (``VmHWM`` and ``VmRSS`` of
+/proc/self/status; not ``ru_maxrss``, which Linux carries over from the parent process across exec), i.e. the
 memory the forward pass needs beyond the model; CUDA: ``torch.cuda.max_memory_allocated``. Scaling: the slope of
 log(time) and log(memory) against log(pixels) from 256^2 up (least squares).
 
@@ -30,7 +31,6 @@ import argparse
 import json
 import math
 import os
-import resource
 import statistics
 import subprocess
 import sys
@@ -96,10 +96,13 @@ def timed(fn: Callable[[], object], device: torch.device) -> float:
     return time.perf_counter() - start
 
 
-def rss_mb() -> float:
-    """Current resident set size of this process in MiB."""
-    with open("/proc/self/statm") as f:
-        return int(f.read().split()[1]) * os.sysconf("SC_PAGE_SIZE") / 2**20
+def _status_mb(field: str) -> float:
+    """A ``kB`` field of /proc/self/status (``VmRSS``: resident now, ``VmHWM``: peak resident) in MiB."""
+    with open("/proc/self/status") as f:
+        for line in f:
+            if line.startswith(field + ":"):
+                return int(line.split()[1]) / 1024
+    raise RuntimeError(f"/proc/self/status has no {field}")
 
 
 def memory_cell(name: str, size: int, device_name: str) -> dict[str, float]:
@@ -114,9 +117,9 @@ def memory_cell(name: str, size: int, device_name: str) -> dict[str, float]:
             net(x)
             sync(device)
             return {"peak_mb": (torch.cuda.max_memory_allocated(device) - base) / 2**20}
-        before = rss_mb()
+        before = _status_mb("VmRSS")
         net(x)
-        peak = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
+        peak = _status_mb("VmHWM")
         return {"peak_mb": max(peak - before, 0.0), "process_peak_mb": peak}
 
 

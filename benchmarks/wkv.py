@@ -18,11 +18,7 @@ bandwidth as a share of that copy's.
 from __future__ import annotations
 
 import argparse
-import datetime
 import os
-import platform
-import re
-import shlex
 import statistics
 import sys
 import time
@@ -33,6 +29,7 @@ import torch
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
+from benchmarks.common import header_lines, write_section  # noqa: E402
 from monai_rwkv.ops import bi_wkv, bi_wkv_quadratic  # noqa: E402
 from monai_rwkv.ops.wkv import numba_available  # noqa: E402
 
@@ -197,46 +194,14 @@ def table(batch: int, channels: int, cells: dict[int, dict[str, Optional[float]]
 
 
 def machine_lines(opts: argparse.Namespace, load_before: tuple[float, ...], load_after: tuple[float, ...]) -> list[str]:
-    cpu = platform.processor() or "unknown"
-    try:
-        text = Path("/proc/cpuinfo").read_text()
-        match = re.search(r"^model name\s*:\s*(.+)$", text, re.MULTILINE)
-        cpu = match.group(1).strip() if match else cpu
-    except OSError:
-        pass
-    try:
-        import numba
-
-        numba_version = numba.__version__
-    except ImportError:
-        numba_version = "not installed"
-    cmd = "python " + " ".join(shlex.quote(a) for a in [os.path.relpath(sys.argv[0])] + sys.argv[1:])
-    return [
-        f"- date: {datetime.datetime.now().astimezone().isoformat(timespec='seconds')}",
-        f"- machine: {cpu}, {os.cpu_count()} logical CPUs visible; {platform.platform()}",
-        f"- torch {torch.__version__}, numba {numba_version}, Python {platform.python_version()}",
-        f"- threads: torch.get_num_threads() = {torch.get_num_threads()} (the numba kernels use the same count)",
-        "- load average (1/5/15 min) before: {:.2f} {:.2f} {:.2f}; after: {:.2f} {:.2f} {:.2f}".format(
-            *load_before, *load_after
-        ),
-        f"- command: `{cmd}`",
+    lines = header_lines(torch.device("cpu"), load_before, load_after)
+    lines[3] += " (the numba kernels use the same count)"
+    return lines + [
         f"- medians of up to {opts.repeats} runs (budget {opts.budget_s:g} s per cell), float32 inputs; "
         f"torch forward only up to T = {opts.max_torch_tokens:,}, torch backward up to "
         f"{opts.max_torch_backward_tokens:,}, O(T^2) up to {opts.max_quadratic_tokens:,}, Python loop up to "
         f"{opts.max_loop_tokens:,}",
     ]
-
-
-def write_section(path: Path, lines: list[str]) -> None:
-    """Replace the section headed ``SECTION`` in ``path`` (up to the next level-2 heading) or append it."""
-    body = "\n".join([SECTION, ""] + lines) + "\n"
-    text = path.read_text() if path.exists() else "# Benchmarks\n"
-    pattern = re.compile(rf"^{re.escape(SECTION)}\n.*?(?=^## |\Z)", re.MULTILINE | re.DOTALL)
-    if pattern.search(text):
-        text = pattern.sub(lambda _: body + "\n", text).rstrip("\n") + "\n"
-    else:
-        text = text.rstrip("\n") + "\n\n" + body
-    path.write_text(text)
 
 
 def parse_args(argv: Optional[list[str]] = None) -> argparse.Namespace:
@@ -278,7 +243,7 @@ def main(argv: Optional[list[str]] = None) -> None:
     lines = machine_lines(opts, load_before, os.getloadavg()) + [""] + out_lines
     print("\n".join(lines))
     if opts.write:
-        write_section(opts.write, lines)
+        write_section(opts.write, SECTION, lines)
 
 
 if __name__ == "__main__":

@@ -25,6 +25,7 @@ from tqdm.auto import tqdm
 
 from monai_rwkv.networks.nets import RestoreRWKV
 from monai_rwkv.networks.nets.restore_rwkv import _unwrap_state_dict
+from monai_rwkv.runtime import reuse_freed_memory
 
 __all__ = [
     "CT_INTENSITY_RANGE",
@@ -185,6 +186,9 @@ class SliceWiseRestorer:
         clip_output: clip the network output to [0, 1], i.e. to ``intensity_range``, before de-normalising.
         progress: show a progress bar over slices.
 
+    On the CPU the restorer calls :func:`monai_rwkv.runtime.reuse_freed_memory` (glibc ``malloc`` settings for the
+    whole process: freed feature maps are reused instead of being unmapped and faulted in again on every call).
+
     Example::
 
         net = load_network(RestoreRWKV.from_preset("light"), "models/model.pt", device="auto")
@@ -219,6 +223,8 @@ class SliceWiseRestorer:
             raise ValueError(f"roi_size must be two positive integers (H, W), got {roi_size}.")
         self.network = network
         self.device = resolve_device(device)
+        if self.device.type == "cpu":
+            reuse_freed_memory()  # large feature maps: reuse freed pages instead of faulting them in per call
         self.intensity_range = (low, high)
         self.amp = bool(amp) and self.device.type == "cuda"
         self.output_dtype = output_dtype

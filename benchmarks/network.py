@@ -9,7 +9,8 @@ Usage (from the repository root)::
 Inference settings: ``eval()``, ``torch.inference_mode()``, float32, batch 1, one channel, channels-last on CPU
 (fused Omni-Shift is what RestoreRWKV uses in eval mode). Restormer is ``monai.networks.nets.restormer.Restormer``
 configured like the paper's baseline: dim 48, blocks 4/6/6/8, heads 1/2/4/8, 4 refinement blocks, FFN expansion
-2.66, no bias.
+2.66, no bias. Unless ``--default-malloc``, the process runs with ``monai_rwkv.runtime.reuse_freed_memory()``
+(what the package's inference does on CPU), for every model alike.
 
 Time: at each size every model runs once to warm up, then the models take turns (model A, B, C, A, B, C, ...) so
 that a change of machine load hits all of them alike; the table gives the median (and the fastest run) and the
@@ -45,6 +46,7 @@ sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
 from benchmarks.common import header_lines, write_section  # noqa: E402
 from monai_rwkv.networks.utils import count_parameters  # noqa: E402
+from monai_rwkv.runtime import reuse_freed_memory  # noqa: E402
 
 REPO = Path(__file__).resolve().parents[1]
 SECTION = "## Whole network inference (benchmarks/network.py)"
@@ -123,8 +125,11 @@ def memory_cell(name: str, size: int, device_name: str) -> dict[str, float]:
         return {"peak_mb": max(peak - before, 0.0), "process_peak_mb": peak}
 
 
-def measure_memory(name: str, size: int, device: torch.device, timeout_s: float) -> Optional[float]:
+def measure_memory(
+    name: str, size: int, device: torch.device, timeout_s: float, opts_default_malloc: bool = False
+) -> Optional[float]:
     cmd = [sys.executable, __file__, "--memory-cell", name, str(size), "--device", str(device)]
+    cmd += ["--default-malloc"] if opts_default_malloc else []
     env = {**os.environ, "OMP_NUM_THREADS": str(torch.get_num_threads())}
     try:
         out = subprocess.run(cmd, capture_output=True, text=True, timeout=timeout_s, env=env, check=True)
@@ -169,7 +174,8 @@ def network_table(opts: argparse.Namespace, device: torch.device) -> list[str]:
         skip = {n for n in nets if n in previous and previous[n] * ratio > opts.max_forward_s}
         skip |= {n for n in nets if i and n not in previous}  # skipped before: larger sizes too
         runs = time_size(nets, size, device, opts.repeats, skip)
-        memory = {n: measure_memory(n, size, device, opts.max_forward_s * 4 + 120) for n in runs}
+        limit = opts.max_forward_s * 4 + 120
+        memory = {n: measure_memory(n, size, device, limit, opts.default_malloc) for n in runs}
         results[size] = {"runs": runs, "memory": memory}
         previous = {n: statistics.median(r) for n, r in runs.items()}
         print(f"{size}^2: " + ", ".join(f"{n} {t:.3f} s" for n, t in previous.items()), flush=True)
@@ -263,6 +269,11 @@ def parse_args(argv: Optional[list[str]] = None) -> argparse.Namespace:
     p.add_argument("--volume-slices", type=int, default=4, help="slices of the 512^2 throughput volume (0: skip)")
     p.add_argument("--device", default="cuda" if torch.cuda.is_available() else "cpu")
     p.add_argument("--threads", type=int, default=torch.get_num_threads())
+    p.add_argument(
+        "--default-malloc",
+        action="store_true",
+        help="keep glibc's malloc defaults (default: monai_rwkv.runtime.reuse_freed_memory, for every model)",
+    )
     p.add_argument("--write", type=Path, help="write the results into this markdown file")
     p.add_argument("--memory-cell", nargs=2, metavar=("MODEL", "SIZE"), help=argparse.SUPPRESS)
     return p.parse_args(argv)
@@ -271,6 +282,8 @@ def parse_args(argv: Optional[list[str]] = None) -> argparse.Namespace:
 def main(argv: Optional[list[str]] = None) -> None:
     opts = parse_args(argv)
     torch.set_num_threads(opts.threads)
+    if not opts.default_malloc:
+        reuse_freed_memory()
     if opts.memory_cell:
         print(json.dumps(memory_cell(opts.memory_cell[0], int(opts.memory_cell[1]), opts.device)))
         return
@@ -280,7 +293,8 @@ def main(argv: Optional[list[str]] = None) -> None:
     volume = volume_lines(opts, device) if opts.volume_slices > 0 else []
     header = header_lines(device, load_before, os.getloadavg())
     settings = f"- medians of {opts.repeats} interleaved runs after one warm-up; cells predicted over "
-    settings += f"{opts.max_forward_s:g} s per forward are skipped"
+    settings += f"{opts.max_forward_s:g} s per forward are skipped; malloc: "
+    settings += "glibc defaults" if opts.default_malloc else "reuse_freed_memory() for every model"
     report = [*header, settings, "", *lines]
     print("\n".join(report + [""] + volume))
     if opts.write:

@@ -94,7 +94,14 @@ class ReWKV(nn.Module):
         for j in range(self.recurrence):
             w, u = self.spatial_decay[j] / seq_len, self.spatial_first[j] / seq_len
             v = _scan(w, u, k, v, spatial_shape, scan_order(self.spatial_dims, j))
+        if _in_place_ok(r):
+            return self.output(r.sigmoid_().mul_(v))
         return self.output(torch.sigmoid(r) * v)
+
+
+def _in_place_ok(x: torch.Tensor) -> bool:
+    """True when autograd does not track ``x`` (inference), so its buffer may be overwritten."""
+    return not (torch.is_grad_enabled() and x.requires_grad)
 
 
 def _drop_unused_dwconv(module: nn.Module, state_dict: dict, prefix: str, *args: object) -> None:
@@ -123,8 +130,10 @@ class ChannelMix(nn.Module):
 
     def forward(self, x: torch.Tensor, spatial_shape: Sequence[int]) -> torch.Tensor:
         shifted = to_tokens(self.omni_shift(to_image(x, spatial_shape)))
-        hidden = torch.square(torch.relu(self.key(shifted)))
-        return torch.sigmoid(self.receptance(shifted)) * self.value(hidden)
+        hidden, gate = self.key(shifted), self.receptance(shifted)
+        if _in_place_ok(hidden):  # inference: no new buffers for the activations
+            return gate.sigmoid_().mul_(self.value(hidden.relu_().square_()))
+        return torch.sigmoid(gate) * self.value(torch.square(torch.relu(hidden)))
 
 
 class RWKVBlock(nn.Module):
@@ -152,6 +161,6 @@ class RWKVBlock(nn.Module):
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         spatial_shape = x.shape[2:]
         tokens = to_tokens(x)
-        tokens = tokens + self.gamma1 * self.att(self.ln1(tokens), spatial_shape)
-        tokens = tokens + self.gamma2 * self.ffn(self.ln2(tokens), spatial_shape)
+        tokens = torch.addcmul(tokens, self.gamma1, self.att(self.ln1(tokens), spatial_shape))
+        tokens = torch.addcmul(tokens, self.gamma2, self.ffn(self.ln2(tokens), spatial_shape))
         return to_image(tokens, spatial_shape)

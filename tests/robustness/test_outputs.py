@@ -125,7 +125,7 @@ def test_ctrl_c_while_writing_a_dicom_series(bundle: Path, tmp_path: Path, capsy
 
 def test_sigint_while_restoring_exits_130_and_leaves_nothing(bundle: Path, tmp_path: Path) -> None:
     """A real Ctrl-C: SIGINT to the subprocess once its progress bar shows that restoring has started."""
-    source = _nifti(tmp_path / "big.nii.gz", shape=(128, 128, 60))
+    source = _nifti(tmp_path / "big.nii.gz", shape=(256, 256, 160))  # restoring takes seconds, not a blink
     digest, output = tree_digest(source), tmp_path / "out" / "restored.nii.gz"
     args = [a for a in TINY_CLI_ARGS if a != "--no-progress"]
     command = [sys.executable, "-m", "monai_rwkv.apps.cli", "restore", "--bundle", str(bundle), str(source)]

@@ -173,9 +173,10 @@ def network_table(opts: argparse.Namespace, device: torch.device) -> list[str]:
         ratio = (size / opts.sizes[i - 1]) ** 2 if i else 1.0
         skip = {n for n in nets if n in previous and previous[n] * ratio > opts.max_forward_s}
         skip |= {n for n in nets if i and n not in previous}  # skipped before: larger sizes too
-        runs = time_size(nets, size, device, opts.repeats, skip)
+        # memory first: with reuse_freed_memory this process keeps its peak after timing, and both must fit
         limit = opts.max_forward_s * 4 + 120
-        memory = {n: measure_memory(n, size, device, limit, opts.default_malloc) for n in runs}
+        memory = {n: measure_memory(n, size, device, limit, opts.default_malloc) for n in nets if n not in skip}
+        runs = time_size(nets, size, device, opts.repeats, skip)
         results[size] = {"runs": runs, "memory": memory}
         previous = {n: statistics.median(r) for n, r in runs.items()}
         print(f"{size}^2: " + ", ".join(f"{n} {t:.3f} s" for n, t in previous.items()), flush=True)

@@ -131,7 +131,14 @@ def test_sigint_while_restoring_exits_130_and_leaves_nothing(bundle: Path, tmp_p
     args = [a for a in TINY_CLI_ARGS if a != "--no-progress"]
     command = [sys.executable, "-m", "monai_rwkv.apps.cli", "restore", "--bundle", str(bundle), str(source)]
     process = subprocess.Popen(
-        [*command, str(output), *args], cwd=REPO, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True
+        [*command, str(output), *args],
+        cwd=REPO,
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+        text=True,
+        # a runner started in the background (`cmd &` without job control) ignores SIGINT and its children inherit
+        # that, so Python would never see the signal: give the child the default disposition, as a terminal would
+        preexec_fn=lambda: signal.signal(signal.SIGINT, signal.SIG_DFL),
     )
     stderr: list[str] = []
     reader = threading.Thread(target=lambda: stderr.extend(iter(lambda: process.stderr.read(1), "")), daemon=True)

@@ -87,7 +87,7 @@ def training_network(
         logger.info("initial weights: %s", init_weights)
     elif zero_output:
         output = getattr(network, "output", None)
-        if not isinstance(output, nn.Conv2d | nn.Conv3d):
+        if not isinstance(output, (nn.Conv2d, nn.Conv3d)):
             raise ValueError(f"zero_output needs a network with an `output` convolution, got {type(network).__name__}")
         nn.init.zeros_(output.weight)
         if output.bias is not None:

@@ -29,6 +29,7 @@ when ``data/ct`` exists, else a phantom); slices per second, and the time a 64-s
 from __future__ import annotations
 
 import argparse
+import contextlib
 import json
 import math
 import os
@@ -52,6 +53,7 @@ REPO = Path(__file__).resolve().parents[1]
 SECTION = "## Whole network inference (benchmarks/network.py)"
 VOLUME_SECTION = "## CT volume throughput (benchmarks/network.py)"
 MODELS = ("restore-rwkv-paper", "restore-rwkv-light", "restormer")
+AUTOCAST = {"none": None, "bf16": torch.bfloat16, "fp16": torch.float16}
 
 
 def build(name: str) -> torch.nn.Module:
@@ -125,6 +127,23 @@ def memory_cell(name: str, size: int, device_name: str) -> dict[str, float]:
         return {"peak_mb": max(peak - before, 0.0), "process_peak_mb": peak}
 
 
+def cuda_memory(net: torch.nn.Module, size: int, device: torch.device, autocast: Optional[torch.dtype]) -> float:
+    """CUDA: the allocator's peak during one forward beyond what was allocated before it, in MiB (in-process:
+    the peak counter is per process and resettable, unlike RSS)."""
+    x = make_input(size, device)
+    torch.cuda.empty_cache()
+    torch.cuda.reset_peak_memory_stats(device)
+    base = torch.cuda.memory_allocated(device)
+    with torch.inference_mode(), autocast_context(device, autocast):
+        net(x)
+    sync(device)
+    return (torch.cuda.max_memory_allocated(device) - base) / 2**20
+
+
+def autocast_context(device: torch.device, dtype: Optional[torch.dtype]) -> Any:
+    return torch.autocast(device.type, dtype=dtype) if dtype is not None else contextlib.nullcontext()
+
+
 def measure_memory(
     name: str, size: int, device: torch.device, timeout_s: float, opts_default_malloc: bool = False
 ) -> Optional[float]:
@@ -140,12 +159,17 @@ def measure_memory(
 
 
 def time_size(
-    nets: dict[str, torch.nn.Module], size: int, device: torch.device, repeats: int, skip: set[str]
+    nets: dict[str, torch.nn.Module],
+    size: int,
+    device: torch.device,
+    repeats: int,
+    skip: set[str],
+    autocast: Optional[torch.dtype] = None,
 ) -> dict[str, list[float]]:
     """Interleaved timings of the models not in ``skip``: one warm-up each, then ``repeats`` rounds."""
     x = make_input(size, device)
     runs: dict[str, list[float]] = {name: [] for name in nets if name not in skip}
-    with torch.inference_mode():
+    with torch.inference_mode(), autocast_context(device, autocast):
         for name in runs:
             timed(lambda net=nets[name]: net(x), device)
         for _ in range(repeats):
@@ -175,8 +199,11 @@ def network_table(opts: argparse.Namespace, device: torch.device) -> list[str]:
         skip |= {n for n in nets if i and n not in previous}  # skipped before: larger sizes too
         # memory first: with reuse_freed_memory this process keeps its peak after timing, and both must fit
         limit = opts.max_forward_s * 4 + 120
-        memory = {n: measure_memory(n, size, device, limit, opts.default_malloc) for n in nets if n not in skip}
-        runs = time_size(nets, size, device, opts.repeats, skip)
+        if device.type == "cuda":
+            memory = {n: cuda_memory(nets[n], size, device, AUTOCAST[opts.autocast]) for n in nets if n not in skip}
+        else:
+            memory = {n: measure_memory(n, size, device, limit, opts.default_malloc) for n in nets if n not in skip}
+        runs = time_size(nets, size, device, opts.repeats, skip, AUTOCAST[opts.autocast])
         results[size] = {"runs": runs, "memory": memory}
         previous = {n: statistics.median(r) for n, r in runs.items()}
         print(f"{size}^2: " + ", ".join(f"{n} {t:.3f} s" for n, t in previous.items()), flush=True)
@@ -228,9 +255,9 @@ def ct_volume(slices: int) -> torch.Tensor:
     """A (1, 512, 512, slices) HU volume: the real head CT upsampled from data/ct when present, else a phantom."""
     clean = REPO / "data" / "ct" / "cranium_ct_test.nii.gz"
     if clean.is_file():
-        from monai_rwkv.data import sitk_load_image
+        import nibabel
 
-        vol = torch.as_tensor(sitk_load_image(image_only=True, ensure_channel_first=True)(clean)).float()
+        vol = torch.as_tensor(nibabel.load(clean).get_fdata(dtype="float32"))[None]  # (1, i, j, k)
         vol = vol[..., : min(slices, vol.shape[-1])]
         vol = vol.repeat(1, 1, 1, math.ceil(slices / vol.shape[-1]))[..., :slices]
         up = torch.nn.functional.interpolate(vol.permute(3, 0, 1, 2), size=(512, 512), mode="bilinear")
@@ -270,6 +297,7 @@ def parse_args(argv: Optional[list[str]] = None) -> argparse.Namespace:
     p.add_argument("--volume-slices", type=int, default=4, help="slices of the 512^2 throughput volume (0: skip)")
     p.add_argument("--device", default="cuda" if torch.cuda.is_available() else "cpu")
     p.add_argument("--threads", type=int, default=torch.get_num_threads())
+    p.add_argument("--autocast", default="none", choices=AUTOCAST, help="torch.autocast dtype for every model")
     p.add_argument(
         "--default-malloc",
         action="store_true",
@@ -296,12 +324,15 @@ def main(argv: Optional[list[str]] = None) -> None:
     settings = f"- medians of {opts.repeats} interleaved runs after one warm-up; cells predicted over "
     settings += f"{opts.max_forward_s:g} s per forward are skipped; malloc: "
     settings += "glibc defaults" if opts.default_malloc else "reuse_freed_memory() for every model"
+    settings += f"; autocast: {opts.autocast}"
     report = [*header, settings, "", *lines]
     print("\n".join(report + [""] + volume))
     if opts.write:
-        write_section(opts.write, SECTION, report)
+        suffix = "" if device.type == "cpu" else f", {device.type.upper()}"
+        suffix += "" if opts.autocast == "none" else f", autocast {opts.autocast}"
+        write_section(opts.write, SECTION.replace(" (", suffix + " (", 1), report)
         if volume:
-            write_section(opts.write, VOLUME_SECTION, [*header, "", *volume])
+            write_section(opts.write, VOLUME_SECTION.replace(" (", suffix + " (", 1), [*header, "", *volume])
 
 
 if __name__ == "__main__":

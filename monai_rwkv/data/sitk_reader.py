@@ -18,12 +18,12 @@ import os
 import zlib
 from collections.abc import Sequence
 from dataclasses import dataclass, field
+from types import ModuleType
 from typing import TYPE_CHECKING, Any
 
 import nibabel as nib
 import numpy as np
 import pydicom
-import SimpleITK as sitk
 from monai.config import KeysCollection, PathLike
 from monai.data.image_reader import ImageReader
 from monai.data.utils import is_no_channel, orientation_ras_lps
@@ -49,7 +49,17 @@ __all__ = [
 ]
 
 if TYPE_CHECKING:
+    import SimpleITK as sitk
     from monai.transforms import LoadImage, LoadImaged
+
+
+def _sitk() -> ModuleType:
+    """SimpleITK, imported on the first read, so that importing monai_rwkv (the bundle helpers, the CLI's
+    ``--help``) does not load its large native library."""
+    import SimpleITK
+
+    return SimpleITK
+
 
 #: default refusal threshold: 2**30 voxels (4 GiB as float32).
 DEFAULT_MAX_VOXELS = 2**30
@@ -104,7 +114,7 @@ def _sitk_affine_lps(img: sitk.Image | sitk.ImageFileReader) -> np.ndarray:
 
 def _sitk_array(img: sitk.Image) -> np.ndarray:
     """Array ``(i, j[, k][, t])`` (plus a last channel axis for vector pixels) from a SimpleITK image."""
-    arr = sitk.GetArrayFromImage(img)  # (..., k, j, i[, c])
+    arr = _sitk().GetArrayFromImage(img)  # (..., k, j, i[, c])
     if img.GetNumberOfComponentsPerPixel() == 1:
         arr = arr.T
     else:
@@ -138,7 +148,7 @@ def read_with_sitk(path: str, max_voxels: int = DEFAULT_MAX_VOXELS) -> SitkImage
         _check_voxels(path, header.get_data_shape(), 1, max_voxels)
         if isinstance(header, nib.Nifti2Header):
             return _read_nifti2(path)
-    reader = sitk.ImageFileReader()
+    reader = _sitk().ImageFileReader()
     reader.SetFileName(path)
     try:
         reader.ReadImageInformation()
@@ -325,6 +335,7 @@ def _decode_with_pydicom(path: str, itk_error: RuntimeError) -> np.ndarray:
 def _read_slice_pixels(header: DicomSliceHeader) -> np.ndarray:
     """Pixels of one single-frame DICOM file, ``(columns, rows)``, rescale slope/intercept applied."""
     try:
+        sitk = _sitk()
         arr = sitk.GetArrayFromImage(sitk.ReadImage(header.path))
     except RuntimeError as e:
         arr = _decode_with_pydicom(header.path, e)

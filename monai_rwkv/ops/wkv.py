@@ -20,21 +20,26 @@ No subtraction of large partial sums is ever performed, so accuracy does not deg
 Backends. ``bi_wkv(..., backend="auto")`` runs the fused numba kernels of :mod:`monai_rwkv.ops._numba_wkv`
 (extra ``monai-rwkv[fast]``; same equation, running-max float64 state, custom exact backward) when numba
 imports and every input is a CPU tensor, except while tracing, scripting, compiling or exporting (TorchScript,
-ONNX, ``torch.compile``/``torch.export``), which need the pure PyTorch graph below. ``backend="torch"`` always
-uses the pure path, ``backend="numba"`` insists on the kernels.
+ONNX, ``torch.compile``/``torch.export``), which need the pure PyTorch graph below. On CUDA tensors of dtype
+float32, float16 or bfloat16 it runs the Triton kernels of :mod:`monai_rwkv.ops._triton_wkv` (float32 arithmetic
+with exponent-carrying scans; triton ships with PyTorch's CUDA builds), whose backward recomputes the exact
+float64 PyTorch graph. ``backend="torch"`` always uses the pure path; ``backend="numba"`` and
+``backend="triton"`` insist on their kernels (``"triton"`` also runs CPU tensors under ``TRITON_INTERPRET=1``,
+which is how the tests check it without a GPU).
 """
 
 from __future__ import annotations
 
 import importlib
+import os
 from types import ModuleType
 from typing import Any, Optional
 
 import torch
 
-__all__ = ["BACKENDS", "bi_wkv", "numba_available"]
+__all__ = ["BACKENDS", "bi_wkv", "numba_available", "triton_available"]
 
-BACKENDS = ("auto", "torch", "numba")
+BACKENDS = ("auto", "torch", "numba", "triton")
 
 # Elements (batch x tokens x channels) processed at once when no gradient is needed; bounds the
 # float64 temporaries of inference on very long sequences to a few hundred MB.
@@ -91,24 +96,40 @@ def _bi_wkv_float64(w: torch.Tensor, u: torch.Tensor, k: torch.Tensor, v: torch.
     return num / den
 
 
-_NUMBA_MODULE: Optional[ModuleType] = None
-_NUMBA_ERROR: Optional[BaseException] = None
+class _LazyKernels:
+    """A kernel module imported on first use; ``module`` is None when its compiler package is missing or broken."""
+
+    def __init__(self, name: str) -> None:
+        self.name = name
+        self.error: Optional[BaseException] = None
+        self._module: Optional[ModuleType] = None
+
+    @property
+    def module(self) -> Optional[ModuleType]:
+        if self._module is None and self.error is None:
+            try:
+                self._module = importlib.import_module(self.name)
+            except Exception as err:  # ImportError, or a numba/llvmlite/triton that fails to initialise
+                self.error = err
+        return self._module
 
 
-def _numba_kernels() -> Optional[ModuleType]:
-    """The numba kernel module, imported on first use; None when numba (or llvmlite) is missing or broken."""
-    global _NUMBA_MODULE, _NUMBA_ERROR
-    if _NUMBA_MODULE is None and _NUMBA_ERROR is None:
-        try:
-            _NUMBA_MODULE = importlib.import_module("monai_rwkv.ops._numba_wkv")
-        except Exception as err:  # ImportError, or a numba/llvmlite that fails to initialise
-            _NUMBA_ERROR = err
-    return _NUMBA_MODULE
+_NUMBA = _LazyKernels("monai_rwkv.ops._numba_wkv")
+_TRITON = _LazyKernels("monai_rwkv.ops._triton_wkv")
 
 
 def numba_available() -> bool:
     """Whether the fused CPU kernels can be used (numba importable)."""
-    return _numba_kernels() is not None
+    return _NUMBA.module is not None
+
+
+def triton_available() -> bool:
+    """Whether the CUDA kernels can be used (triton importable)."""
+    return _TRITON.module is not None
+
+
+def _triton_interpreted() -> bool:
+    return os.environ.get("TRITON_INTERPRET", "0") not in ("", "0")
 
 
 def _is_graph_capture() -> bool:
@@ -135,7 +156,7 @@ class _NumbaBiWKV(torch.autograd.Function):
 
     @staticmethod
     def forward(ctx: Any, w: torch.Tensor, u: torch.Tensor, k: torch.Tensor, v: torch.Tensor) -> torch.Tensor:
-        kernels = _numba_kernels()
+        kernels = _NUMBA.module
         dtype = torch.float64 if torch.float64 in (k.dtype, v.dtype) else torch.float32
         w64, u64 = (x.detach().to(torch.float64).contiguous() for x in (w, u))
         kc, vc = (x.detach().to(dtype).contiguous() for x in (k, v))
@@ -148,7 +169,7 @@ class _NumbaBiWKV(torch.autograd.Function):
     @staticmethod
     @torch.autograd.function.once_differentiable
     def backward(ctx: Any, grad_out: torch.Tensor) -> tuple[torch.Tensor, ...]:
-        kernels = _numba_kernels()
+        kernels = _NUMBA.module
         w64, u64, kc, vc, out = ctx.saved_tensors
         g = grad_out.detach().to(out.dtype).contiguous()
         kernels.set_threads(torch.get_num_threads())
@@ -157,20 +178,64 @@ class _NumbaBiWKV(torch.autograd.Function):
         return tuple(torch.from_numpy(x).to(dt) for x, dt in zip(grads, ctx.dtypes))
 
 
-def _use_numba(backend: str, tensors: tuple[torch.Tensor, ...]) -> bool:
+class _TritonBiWKV(torch.autograd.Function):
+    """Bi-WKV through the Triton kernels (float32 arithmetic); the backward recomputes the exact float64
+    PyTorch graph of :func:`_bi_wkv_float64` and differentiates it (memory O(B T C) float64 temporaries)."""
+
+    @staticmethod
+    def forward(ctx: Any, w: torch.Tensor, u: torch.Tensor, k: torch.Tensor, v: torch.Tensor) -> torch.Tensor:
+        ctx.save_for_backward(w, u, k, v)
+        return _TRITON.module.wkv_forward(w, u, k.detach(), v.detach())
+
+    @staticmethod
+    @torch.autograd.function.once_differentiable
+    def backward(ctx: Any, grad_out: torch.Tensor) -> tuple[torch.Tensor, ...]:
+        inputs = [x.detach().to(torch.float64).requires_grad_() for x in ctx.saved_tensors]
+        with torch.enable_grad():
+            out = _bi_wkv_float64(*inputs)
+        grads = torch.autograd.grad(out, inputs, grad_out.to(torch.float64))
+        return tuple(g.to(x.dtype) for g, x in zip(grads, ctx.saved_tensors))
+
+
+_TRITON_DTYPES = (torch.float16, torch.bfloat16, torch.float32)
+
+
+def _triton_supported(tensors: tuple[torch.Tensor, ...]) -> bool:
+    k, v = tensors[2:]
+    device_ok = all(t.device.type == "cuda" or _triton_interpreted() for t in tensors)
+    same_device = len({t.device for t in tensors}) == 1
+    return device_ok and same_device and k.dtype in _TRITON_DTYPES and v.dtype in _TRITON_DTYPES
+
+
+def _choose(backend: str, tensors: tuple[torch.Tensor, ...]) -> str:
+    """The backend that runs: ``backend`` itself, or for ``"auto"`` the fastest one that applies."""
     if backend not in BACKENDS:
         raise ValueError(f"backend must be one of {BACKENDS}; got {backend!r}.")
-    if backend == "torch":
-        return False
     if backend == "auto":
-        return not _is_graph_capture() and _numba_supported(tensors) and numba_available()
-    if not numba_available():
-        raise RuntimeError(
-            f"backend='numba' needs numba (pip install 'monai-rwkv[fast]'); importing it failed with: {_NUMBA_ERROR!r}"
-        )
-    if not _numba_supported(tensors):
-        raise ValueError("backend='numba' needs CPU tensors of dtype float16, bfloat16, float32 or float64.")
-    return True
+        if _is_graph_capture():
+            return "torch"
+        if tensors[2].device.type == "cuda" and _triton_supported(tensors) and triton_available():
+            return "triton"
+        if _numba_supported(tensors) and numba_available():
+            return "numba"
+        return "torch"
+    if backend == "numba":
+        if not numba_available():
+            raise RuntimeError(
+                "backend='numba' needs numba (pip install 'monai-rwkv[fast]');"
+                f" importing it failed with: {_NUMBA.error!r}"
+            )
+        if not _numba_supported(tensors):
+            raise ValueError("backend='numba' needs CPU tensors of dtype float16, bfloat16, float32 or float64.")
+    if backend == "triton":
+        if not triton_available():
+            raise RuntimeError(f"backend='triton' needs triton; importing it failed with: {_TRITON.error!r}")
+        if not _triton_supported(tensors):
+            raise ValueError(
+                "backend='triton' needs k and v on one CUDA device in float32, float16 or bfloat16"
+                " (or TRITON_INTERPRET=1 for CPU tensors)."
+            )
+    return backend
 
 
 def bi_wkv(w: torch.Tensor, u: torch.Tensor, k: torch.Tensor, v: torch.Tensor, backend: str = "auto") -> torch.Tensor:
@@ -181,22 +246,28 @@ def bi_wkv(w: torch.Tensor, u: torch.Tensor, k: torch.Tensor, v: torch.Tensor, b
         u: per-channel bonus of the current token already divided by T, shape (C,).
         k: keys, shape (B, T, C).
         v: values, shape (B, T, C).
-        backend: ``"auto"`` (numba kernels for CPU tensors when numba is installed and nothing is being
-            traced/scripted/compiled/exported, else pure PyTorch), ``"torch"`` or ``"numba"``.
+        backend: ``"auto"`` (while nothing is being traced/scripted/compiled/exported: Triton kernels for CUDA
+            tensors in float32/float16/bfloat16, numba kernels for CPU tensors when numba is installed; else
+            pure PyTorch), ``"torch"``, ``"numba"`` or ``"triton"``.
 
     Returns:
         (B, T, C) tensor in the dtype of ``v``; float16 and bfloat16 inputs are computed in float64
         internally (as are float32 inputs), so the only rounding is the final cast. The numba backend
-        also works in float64 throughout and rounds only its result; the two agree to ~1e-7 relative.
+        keeps its state in float64 and agrees to ~1e-7 relative; the Triton backend computes in float32 and
+        agrees to ~1e-5 relative (float64 inputs on CUDA take the pure path).
 
     Differentiable with respect to all four inputs through autograd (the numba backend supplies its own
     O(T) backward, which is not itself differentiable). Runs on any device; autocast is disabled inside so
     mixed-precision callers still get the exact result.
     """
     _check_inputs(w, u, k, v)
-    if _use_numba(backend, (w, u, k, v)):
+    chosen = _choose(backend, (w, u, k, v))
+    if chosen == "numba":
         with torch.autocast(device_type="cpu", enabled=False):
             return _NumbaBiWKV.apply(w, u, k, v)
+    if chosen == "triton":
+        with torch.autocast(device_type=k.device.type, enabled=False):
+            return _TritonBiWKV.apply(w, u, k, v)
     f64 = torch.float64
     with torch.autocast(device_type=k.device.type, enabled=False):
         needs_grad = torch.is_grad_enabled() and any(t.requires_grad for t in (w, u, k, v))

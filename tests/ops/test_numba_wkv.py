@@ -149,7 +149,7 @@ def test_auto_uses_torch_path_while_tracing(seed: int) -> None:
 
 def test_missing_numba(monkeypatch: pytest.MonkeyPatch, seed: int) -> None:
     """Without numba: auto falls back to torch, forcing numba is a clear error."""
-    monkeypatch.setattr(wkv_mod, "_numba_kernels", lambda: None)
+    monkeypatch.setattr(wkv_mod, "_NUMBA", wkv_mod._LazyKernels("monai_rwkv.ops._no_such_kernels"))
     w, u, k, v = (x.requires_grad_() for x in _inputs(30, channels=3, batch=1, seed=seed))
     assert not type(bi_wkv(w, u, k, v).grad_fn).__name__.startswith("_NumbaBiWKV")
     with pytest.raises(RuntimeError, match="numba"):

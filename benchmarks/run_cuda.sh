@@ -1,0 +1,28 @@
+#!/usr/bin/env bash
+# The GPU checks in one go, for a machine with a CUDA GPU and the image's own python3 (torch, triton):
+# the Triton kernels' tests, then benchmarks/wkv_cuda.py, amp_cuda.py and network.py on CUDA, each writing its
+# section into a copy of RESULTS.md under $OUT (default: ./cuda_results). Needs data/ct (scripts/prepare_ct_data.py).
+# Wheels for packages the GPU image lacks (monai, nibabel, pydicom, ...) may wait in .whl/.
+set -u
+OUT=${OUT:-cuda_results}
+mkdir -p "$OUT"
+if ls .whl/*.whl >/dev/null 2>&1; then
+    python3 -m pip install -q --no-index --no-deps --no-compile --no-cache-dir --upgrade --target /tmp/site .whl/*.whl || exit 1
+    export PYTHONPATH=/tmp/site
+fi
+export PYTHONPATH=$PWD${PYTHONPATH:+:$PYTHONPATH} PYTHONUNBUFFERED=1
+nvidia-smi --query-gpu=name,memory.total,driver_version,clocks.sm --format=csv,noheader
+python3 -c "import torch, triton; print('torch', torch.__version__, 'triton', triton.__version__)"
+cp benchmarks/RESULTS.md "$OUT/RESULTS.md"
+step() {  # step SECONDS NAME COMMAND...: run with a time limit, keep the log, print its tail
+    local limit=$1 name=$2
+    shift 2
+    local t0=$SECONDS
+    timeout "$limit" "$@" >"$OUT/$name.log" 2>&1
+    echo "== $name: exit $? after $((SECONDS - t0)) s"
+    tail -n "${TAIL:-4}" "$OUT/$name.log"
+}
+step "${PYTEST_S:-150}" pytest python3 -m pytest -q -p no:cacheprovider tests/ops/test_triton_wkv.py
+step "${WKV_S:-200}" wkv python3 benchmarks/wkv_cuda.py --write "$OUT/RESULTS.md"
+step "${AMP_S:-150}" amp python3 benchmarks/amp_cuda.py --write "$OUT/RESULTS.md"
+step "${NET_S:-240}" network python3 benchmarks/network.py --device cuda --volume-slices 64 --repeats 5 --write "$OUT/RESULTS.md"

@@ -1,0 +1,176 @@
+"""Bi-WKV on a CUDA device: the Triton kernels against the pure PyTorch backend and a device-to-device copy.
+
+Usage (from the repository root, on a machine with a CUDA GPU)::
+
+    python benchmarks/wkv_cuda.py
+    python benchmarks/wkv_cuda.py --write benchmarks/RESULTS.md
+
+Every time is the median of ``triton.testing.do_bench`` (CUDA events, warm-up first). Traffic is counted as in
+benchmarks/wkv.py: the forward reads k and v and writes the output (12 bytes per element in float32); the copy
+moves a buffer of 6 bytes per element (12 bytes read plus written), so "% copy" is the share of the card's copy
+bandwidth the kernel reaches. ``err`` is the largest difference from the float64 pure PyTorch result over each
+channel's largest magnitude. The backward of the Triton backend recomputes the float64 PyTorch graph, so
+forward+backward is timed for both backends only while that graph fits (``--max-backward-elements``).
+"""
+
+from __future__ import annotations
+
+import argparse
+import os
+import sys
+from pathlib import Path
+from typing import Callable, Optional
+
+import torch
+
+sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
+
+from benchmarks.common import header_lines, write_section  # noqa: E402
+from monai_rwkv.ops import bi_wkv  # noqa: E402
+
+SECTION = "## Bi-WKV, CUDA (benchmarks/wkv_cuda.py)"
+FWD_BYTES = 12
+
+
+def bench_ms(fn: Callable[[], object]) -> float:
+    from triton.testing import do_bench
+
+    return float(do_bench(fn, warmup=25, rep=100, return_mode="median"))
+
+
+def copy_ms(elements: int, device: torch.device) -> float:
+    """A device-to-device copy of 6 bytes per element (12 bytes of traffic per element, as the forward's)."""
+    src = torch.randn(elements * 3 // 2, device=device)
+    dst = torch.empty_like(src)
+    return bench_ms(lambda: dst.copy_(src))
+
+
+def make_inputs(batch: int, seq_len: int, channels: int, device: torch.device, seed: int) -> tuple[torch.Tensor, ...]:
+    g = torch.Generator(device=device).manual_seed(seed)
+    w = torch.randn(channels, generator=g, device=device) * 10 / seq_len
+    u = torch.randn(channels, generator=g, device=device) * 10 / seq_len
+    k = torch.randn(batch, seq_len, channels, generator=g, device=device) * 3
+    v = torch.randn(batch, seq_len, channels, generator=g, device=device)
+    return w, u, k, v
+
+
+def channel_rel_err(out: torch.Tensor, ref: torch.Tensor) -> float:
+    err = (out.double() - ref).abs().amax(dim=(0, 1))
+    return (err / ref.abs().amax(dim=(0, 1))).max().item()
+
+
+def forward_backward(backend: str, inputs: tuple[torch.Tensor, ...], grad: torch.Tensor) -> Callable[[], None]:
+    def run() -> None:
+        args = [x.detach().requires_grad_() for x in inputs]
+        bi_wkv(*args, backend=backend).backward(grad)
+
+    return run
+
+
+def bench_cell(batch: int, seq_len: int, channels: int, opts: argparse.Namespace) -> dict[str, Optional[float]]:
+    device = torch.device("cuda")
+    n = batch * seq_len * channels
+    inputs = make_inputs(batch, seq_len, channels, device, seed=seq_len + channels + batch)
+    row: dict[str, Optional[float]] = {"copy": copy_ms(n, device)}
+    with torch.no_grad():
+        out = bi_wkv(*inputs, backend="triton")
+        ref = bi_wkv(*(x.double() for x in inputs), backend="torch")
+        row["err"] = channel_rel_err(out, ref)
+        del out, ref
+        row["triton_fwd"] = bench_ms(lambda: bi_wkv(*inputs, backend="triton"))
+        row["torch_fwd"] = bench_ms(lambda: bi_wkv(*inputs, backend="torch"))
+    row["triton_fwd_bwd"] = row["torch_fwd_bwd"] = None
+    if n <= opts.max_backward_elements:
+        grad = torch.randn_like(inputs[3])
+        row["triton_fwd_bwd"] = bench_ms(forward_backward("triton", inputs, grad))
+        row["torch_fwd_bwd"] = bench_ms(forward_backward("torch", inputs, grad))
+    torch.cuda.empty_cache()
+    return row
+
+
+def chunk_sweep(opts: argparse.Namespace) -> list[str]:
+    """Forward time of the Triton kernels for each chunk length (the ``chunk`` argument of ``wkv_forward``)."""
+    from monai_rwkv.ops._triton_wkv import wkv_forward
+
+    device = torch.device("cuda")
+    lines = ["Chunk length sweep (Triton forward, ms):", ""]
+    head = "| B, T, C | " + " | ".join(f"chunk {c}" for c in opts.chunks) + " |"
+    lines += [head, "|" + "---|" * (head.count("|") - 1)]
+    for batch, seq_len, channels in [(1, 1 << 16, 48), (1, 1 << 20, 48), (4, 1 << 18, 384)]:
+        inputs = make_inputs(batch, seq_len, channels, device, seed=1)
+        times = [bench_ms(lambda c=c, a=inputs: wkv_forward(*a, chunk=c)) for c in opts.chunks]
+        lines.append(f"| {batch}, {seq_len:,}, {channels} | " + " | ".join(f"{t:.3f}" for t in times) + " |")
+    return lines
+
+
+def fmt(x: Optional[float], spec: str = ".3f") -> str:
+    return "-" if x is None else format(x, spec)
+
+
+def table(batch: int, channels: int, cells: dict[int, dict[str, Optional[float]]]) -> list[str]:
+    head = (
+        "| T | copy ms (GB/s) | triton fwd ms | triton GB/s (% copy) | torch fwd ms | fwd speed-up "
+        "| triton fwd+bwd ms | torch fwd+bwd ms | triton err |"
+    )
+    lines = [f"B = {batch}, C = {channels}:", "", head, "|" + "---|" * (head.count("|") - 1)]
+    for seq_len, r in cells.items():
+        nbytes = batch * seq_len * channels * FWD_BYTES
+        copy_bw = nbytes / (r["copy"] * 1e-3) / 1e9
+        bw = nbytes / (r["triton_fwd"] * 1e-3) / 1e9
+        lines.append(
+            f"| {seq_len:,} | {r['copy']:.3f} ({copy_bw:.0f}) | {r['triton_fwd']:.3f} "
+            f"| {bw:.0f} ({100 * bw / copy_bw:.0f} %) | {r['torch_fwd']:.3f} "
+            f"| {r['torch_fwd'] / r['triton_fwd']:.1f}x | {fmt(r['triton_fwd_bwd'])} | {fmt(r['torch_fwd_bwd'])} "
+            f"| {r['err']:.1e} |"
+        )
+    return lines
+
+
+def parse_args(argv: Optional[list[str]] = None) -> argparse.Namespace:
+    p = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    p.add_argument("--min-tokens", type=int, default=1024)
+    p.add_argument("--max-tokens", type=int, default=1 << 22, help="largest T (powers of 4 from --min-tokens)")
+    p.add_argument("--channels", type=int, nargs="+", default=[48, 384])
+    p.add_argument("--batch", type=int, nargs="+", default=[1, 4])
+    p.add_argument("--max-elements", type=int, default=1 << 31, help="skip larger B x T x C cells")
+    p.add_argument("--max-backward-elements", type=int, default=1 << 25)
+    p.add_argument("--chunks", type=int, nargs="+", default=[16, 32, 64, 128])
+    p.add_argument("--write", type=Path, default=None, help="markdown file to write/update the section in")
+    return p.parse_args(argv)
+
+
+def main(argv: Optional[list[str]] = None) -> None:
+    opts = parse_args(argv)
+    if not torch.cuda.is_available():
+        raise SystemExit("benchmarks/wkv_cuda.py needs a CUDA device")
+    load_before = os.getloadavg()
+    lengths = []
+    seq_len = opts.min_tokens
+    while seq_len <= opts.max_tokens:
+        lengths.append(seq_len)
+        seq_len *= 4
+    out_lines: list[str] = []
+    for channels in opts.channels:
+        for batch in opts.batch:
+            cells = {}
+            for seq_len in lengths:
+                if batch * seq_len * channels > opts.max_elements:
+                    continue
+                cells[seq_len] = bench_cell(batch, seq_len, channels, opts)
+                print(f"B={batch} C={channels} T={seq_len}: {cells[seq_len]}", flush=True)
+            out_lines += table(batch, channels, cells) + [""]
+    out_lines += chunk_sweep(opts)
+    lines = header_lines(torch.device("cuda"), load_before, os.getloadavg())
+    lines += [
+        f"- float32 inputs; medians of triton.testing.do_bench; forward+backward up to {opts.max_backward_elements:,}"
+        " elements (the Triton backward recomputes the float64 PyTorch graph)",
+        "",
+        *out_lines,
+    ]
+    print("\n".join(lines))
+    if opts.write:
+        write_section(opts.write, SECTION, lines)
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,286 @@
+"""Triton kernels for the exact Bi-WKV of Restore-RWKV (paper Eq. 8) on CUDA tensors.
+
+This module imports triton at import time; :mod:`monai_rwkv.ops.wkv` only imports it when triton is installed and
+the tensors live on a CUDA device (triton ships with the CUDA builds of PyTorch, so nothing is compiled by the
+user beyond Triton's own just-in-time step).
+
+Maths. For one channel (decay ``w``, bonus ``u``, keys ``k``, values ``v``) the output is
+
+    out_t = [S_t + R_t + e^{u+k_t} v_t] / [S'_t + R'_t + e^{u+k_t}]
+
+with the prefix state ``S_t = sum_{i<t} e^{k_i-(t-1-i)w} v_i`` (``S'`` the same without ``v``), which obeys
+``S_{t+1} = e^{-w} S_t + e^{k_t} v_t``, and the mirrored suffix state ``R_t``. Each step is the affine map
+``X -> e^{-tau} X + e^{p} (s, d)``; two such maps compose into another one (``tau`` adds up, ``p`` becomes the
+larger of the two decayed exponents and the mantissas are rescaled to it), so the states are an associative
+scan whose elements carry their own exponent. Nothing overflows or underflows for any sign or size of ``w`` or
+``k``: this is the running-maximum rule of the CPU kernels, applied as a parallel scan.
+
+Parallel layout (three launches, float32 arithmetic, inputs read in their own dtype):
+
+1. ``_chunk_summary``: one program per (chunk of ``L`` positions, block of channels, batch item) reduces its
+   chunk to the composed map seen from either end (a max and a sum per direction, one ``exp`` per element and
+   direction).
+2. ``_chunk_scan``: one program per (block of channels, batch item) scans the chunk maps left to right and
+   right to left (``T / L`` elements, in blocks of ``CHUNK_BLOCK``) and stores the state entering each chunk.
+3. ``_chunk_output``: one program per chunk again runs the within-chunk scan in both directions, seeded with
+   the entering states (the first element of the forward scan and the last of the backward scan), and writes
+   the normalised output.
+
+So ``k`` and ``v`` are read twice and the output written once; the chunk states are ``12 / L`` bytes per
+element. Accuracy: float32 rounding in scans of at most ``max(L, CHUNK_BLOCK)`` steps per level, about 1e-6
+relative to the output's scale (tested against the float64 reference).
+"""
+
+from __future__ import annotations
+
+import torch
+import triton
+import triton.language as tl
+
+__all__ = ["wkv_forward"]
+
+# Exponent of an empty state: far below any real one, yet finite so that differences of two empties are 0, not NaN.
+_EMPTY = tl.constexpr(-1.0e30)
+
+
+@triton.jit
+def _compose(tau1, p1, s1, d1, tau2, p2, s2, d2):
+    """The map ``f2 o f1`` of two maps ``X -> e^{-tau} X + e^{p} (s, d)`` (``f1`` applied first)."""
+    shifted = p1 - tau2
+    p = tl.maximum(shifted, p2)
+    a1 = tl.exp(shifted - p)
+    a2 = tl.exp(p2 - p)
+    return tau1 + tau2, p, s1 * a1 + s2 * a2, d1 * a1 + d2 * a2
+
+
+@triton.jit
+def _chunk_summary(
+    w_ptr, k_ptr, v_ptr, summary_ptr, seq_len, channels, n_chunks, L: tl.constexpr, BLOCK_C: tl.constexpr
+):
+    """Per chunk: ``(p, s, d)`` of ``sum_i e^{k_i - (n-1-r_i) w}`` (forward, seen from the chunk's last position)
+    and of ``sum_i e^{k_i - r_i w}`` (backward, seen from its first); ``r_i`` is the row in the chunk, ``n`` the
+    number of valid rows. ``summary`` is (6, B, n_chunks, C): forward p, s, d then backward p, s, d."""
+    chunk = tl.program_id(0)
+    cols = tl.program_id(1) * BLOCK_C + tl.arange(0, BLOCK_C)
+    batch = tl.program_id(2).to(tl.int64)
+    rows = tl.arange(0, L)
+    pos = chunk * L + rows
+    col_ok = cols < channels
+    ok = (pos < seq_len)[:, None] & col_ok[None, :]
+    offs = batch * seq_len * channels + pos.to(tl.int64)[:, None] * channels + cols[None, :]
+    k = tl.load(k_ptr + offs, mask=ok, other=0.0).to(tl.float32)
+    v = tl.load(v_ptr + offs, mask=ok, other=0.0).to(tl.float32)
+    w = tl.load(w_ptr + cols, mask=col_ok, other=0.0)
+    n_valid = tl.minimum(seq_len - chunk * L, L)
+    r = rows.to(tl.float32)[:, None]
+
+    e_fwd = tl.where(ok, k - (n_valid - 1 - r) * w[None, :], _EMPTY)
+    p_fwd = tl.max(e_fwd, axis=0)
+    x_fwd = tl.exp(e_fwd - p_fwd[None, :])
+    e_bwd = tl.where(ok, k - r * w[None, :], _EMPTY)
+    p_bwd = tl.max(e_bwd, axis=0)
+    x_bwd = tl.exp(e_bwd - p_bwd[None, :])
+
+    plane = summary_ptr + (batch * n_chunks + chunk) * channels + cols
+    stride = n_chunks * channels * tl.num_programs(2).to(tl.int64)
+    tl.store(plane, p_fwd, mask=col_ok)
+    tl.store(plane + stride, tl.sum(x_fwd * v, axis=0), mask=col_ok)
+    tl.store(plane + 2 * stride, tl.sum(x_fwd, axis=0), mask=col_ok)
+    tl.store(plane + 3 * stride, p_bwd, mask=col_ok)
+    tl.store(plane + 4 * stride, tl.sum(x_bwd * v, axis=0), mask=col_ok)
+    tl.store(plane + 5 * stride, tl.sum(x_bwd, axis=0), mask=col_ok)
+
+
+@triton.jit
+def _last_row(x, rows, last):
+    return tl.sum(tl.where((rows == last)[:, None], x, 0.0), axis=0)
+
+
+@triton.jit
+def _chunk_scan(
+    w_ptr,
+    summary_ptr,
+    state_ptr,
+    seq_len,
+    channels,
+    n_chunks,
+    L: tl.constexpr,
+    CHUNK_BLOCK: tl.constexpr,
+    BLOCK_C: tl.constexpr,
+):
+    """States entering each chunk: forward from all chunks to its left, backward from all to its right.
+    ``state`` is (6, B, n_chunks, C) like ``summary``."""
+    cols = tl.program_id(0) * BLOCK_C + tl.arange(0, BLOCK_C)
+    batch = tl.program_id(1).to(tl.int64)
+    col_ok = cols < channels
+    w = tl.load(w_ptr + cols, mask=col_ok, other=0.0)[None, :]
+    rows = tl.arange(0, CHUNK_BLOCK)
+    stride = n_chunks * channels * tl.num_programs(1).to(tl.int64)
+    base = batch * n_chunks * channels
+    zero = tl.zeros([BLOCK_C], dtype=tl.float32)
+    last_len = seq_len - (n_chunks - 1) * L
+
+    # Forward: the element of chunk j is chunk j - 1's summary (every chunk but the last is full).
+    c_tau, c_p, c_s, c_d = zero, zero + _EMPTY, zero, zero
+    start = 0
+    while start < n_chunks:  # a while loop: Triton's interpreter cannot range() over a runtime bound
+        chunk = start + rows
+        src = chunk - 1
+        ok = ((src >= 0) & (chunk < n_chunks))[:, None] & col_ok[None, :]
+        offs = base + src.to(tl.int64)[:, None] * channels + cols[None, :]
+        p = tl.load(summary_ptr + offs, mask=ok, other=_EMPTY)
+        s = tl.load(summary_ptr + stride + offs, mask=ok, other=0.0)
+        d = tl.load(summary_ptr + 2 * stride + offs, mask=ok, other=0.0)
+        tau = tl.where(ok, L * w, 0.0)
+        tau, p, s, d = tl.associative_scan((tau, p, s, d), 0, _compose)
+        tau, p, s, d = _compose(c_tau[None, :], c_p[None, :], c_s[None, :], c_d[None, :], tau, p, s, d)
+        dst = base + chunk.to(tl.int64)[:, None] * channels + cols[None, :]
+        store_ok = (chunk < n_chunks)[:, None] & col_ok[None, :]
+        tl.store(state_ptr + dst, p, mask=store_ok)
+        tl.store(state_ptr + stride + dst, s, mask=store_ok)
+        tl.store(state_ptr + 2 * stride + dst, d, mask=store_ok)
+        c_tau = _last_row(tau, rows, CHUNK_BLOCK - 1)
+        c_p = _last_row(p, rows, CHUNK_BLOCK - 1)
+        c_s = _last_row(s, rows, CHUNK_BLOCK - 1)
+        c_d = _last_row(d, rows, CHUNK_BLOCK - 1)
+        start += CHUNK_BLOCK
+
+    # Backward: walk from the right; the element of chunk j is chunk j + 1's summary.
+    c_tau, c_p, c_s, c_d = zero, zero + _EMPTY, zero, zero
+    start = 0
+    while start < n_chunks:
+        chunk = n_chunks - 1 - (start + rows)
+        src = chunk + 1
+        ok = ((chunk >= 0) & (src < n_chunks))[:, None] & col_ok[None, :]
+        offs = base + src.to(tl.int64)[:, None] * channels + cols[None, :]
+        p = tl.load(summary_ptr + 3 * stride + offs, mask=ok, other=_EMPTY)
+        s = tl.load(summary_ptr + 4 * stride + offs, mask=ok, other=0.0)
+        d = tl.load(summary_ptr + 5 * stride + offs, mask=ok, other=0.0)
+        length = tl.where(src == n_chunks - 1, last_len, L).to(tl.float32)[:, None]
+        tau = tl.where(ok, length * w, 0.0)
+        tau, p, s, d = tl.associative_scan((tau, p, s, d), 0, _compose)
+        tau, p, s, d = _compose(c_tau[None, :], c_p[None, :], c_s[None, :], c_d[None, :], tau, p, s, d)
+        dst = base + chunk.to(tl.int64)[:, None] * channels + cols[None, :]
+        store_ok = (chunk >= 0)[:, None] & col_ok[None, :]
+        tl.store(state_ptr + 3 * stride + dst, p, mask=store_ok)
+        tl.store(state_ptr + 4 * stride + dst, s, mask=store_ok)
+        tl.store(state_ptr + 5 * stride + dst, d, mask=store_ok)
+        c_tau = _last_row(tau, rows, CHUNK_BLOCK - 1)
+        c_p = _last_row(p, rows, CHUNK_BLOCK - 1)
+        c_s = _last_row(s, rows, CHUNK_BLOCK - 1)
+        c_d = _last_row(d, rows, CHUNK_BLOCK - 1)
+        start += CHUNK_BLOCK
+
+
+@triton.jit
+def _chunk_output(
+    w_ptr,
+    u_ptr,
+    k_ptr,
+    v_ptr,
+    state_ptr,
+    out_ptr,
+    seq_len,
+    channels,
+    n_chunks,
+    L: tl.constexpr,
+    BLOCK_C: tl.constexpr,
+):
+    """Within-chunk scans in both directions seeded with the entering states, then the normalised output."""
+    chunk = tl.program_id(0)
+    cols = tl.program_id(1) * BLOCK_C + tl.arange(0, BLOCK_C)
+    batch = tl.program_id(2).to(tl.int64)
+    rows = tl.arange(0, L)
+    pos = chunk * L + rows
+    col_ok = cols < channels
+    n_valid = tl.minimum(seq_len - chunk * L, L)
+    ok = (rows < n_valid)[:, None] & col_ok[None, :]
+    seq_base = batch * seq_len * channels
+    offs = seq_base + pos.to(tl.int64)[:, None] * channels + cols[None, :]
+    w = tl.load(w_ptr + cols, mask=col_ok, other=0.0)[None, :]
+    u = tl.load(u_ptr + cols, mask=col_ok, other=0.0)[None, :]
+    k = tl.load(k_ptr + offs, mask=ok, other=0.0).to(tl.float32)
+    v = tl.load(v_ptr + offs, mask=ok, other=0.0).to(tl.float32)
+
+    stride = n_chunks * channels * tl.num_programs(2).to(tl.int64)
+    state = state_ptr + (batch * n_chunks + chunk) * channels + cols
+    first = (rows == 0)[:, None]
+    last = (rows == n_valid - 1)[:, None]
+
+    # Forward: row r holds token r - 1 of the chunk; row 0 holds the state entering from the left.
+    prev_ok = ok & (rows >= 1)[:, None]
+    k_prev = tl.load(k_ptr + offs - channels, mask=prev_ok, other=0.0).to(tl.float32)
+    v_prev = tl.load(v_ptr + offs - channels, mask=prev_ok, other=0.0).to(tl.float32)
+    p_in = tl.load(state, mask=col_ok, other=_EMPTY)[None, :]
+    s_in = tl.load(state + stride, mask=col_ok, other=0.0)[None, :]
+    d_in = tl.load(state + 2 * stride, mask=col_ok, other=0.0)[None, :]
+    tau = tl.where(first, 0.0, w + tl.zeros_like(k))
+    p = tl.where(first, p_in, tl.where(prev_ok, k_prev, _EMPTY))
+    s = tl.where(first, s_in, v_prev)
+    d = tl.where(first, d_in, tl.where(prev_ok, 1.0, 0.0))
+    _, p_f, s_f, d_f = tl.associative_scan((tau, p, s, d), 0, _compose)
+
+    # Backward: row r holds token r + 1; the last valid row holds the state entering from the right; rows past
+    # the end of the sequence are empty maps.
+    next_ok = ok & (rows < n_valid - 1)[:, None]
+    k_next = tl.load(k_ptr + offs + channels, mask=next_ok, other=0.0).to(tl.float32)
+    v_next = tl.load(v_ptr + offs + channels, mask=next_ok, other=0.0).to(tl.float32)
+    p_in = tl.load(state + 3 * stride, mask=col_ok, other=_EMPTY)[None, :]
+    s_in = tl.load(state + 4 * stride, mask=col_ok, other=0.0)[None, :]
+    d_in = tl.load(state + 5 * stride, mask=col_ok, other=0.0)[None, :]
+    tau = tl.where(next_ok, w + tl.zeros_like(k), 0.0)
+    p = tl.where(last, p_in, tl.where(next_ok, k_next, _EMPTY))
+    s = tl.where(last, s_in, v_next)
+    d = tl.where(last, d_in, tl.where(next_ok, 1.0, 0.0))
+    _, p_b, s_b, d_b = tl.associative_scan((tau, p, s, d), 0, _compose, reverse=True)
+
+    p_diag = u + k
+    top = tl.maximum(tl.maximum(p_f, p_b), p_diag)
+    a_f = tl.exp(p_f - top)
+    a_b = tl.exp(p_b - top)
+    a_diag = tl.exp(p_diag - top)
+    num = a_f * s_f + a_b * s_b + a_diag * v
+    den = a_f * d_f + a_b * d_b + a_diag
+    tl.store(out_ptr + offs, (num / den).to(out_ptr.dtype.element_ty), mask=ok)
+
+
+def _block_channels(channels: int) -> int:
+    for block in (32, 16):
+        if channels % block == 0:
+            return block
+    return 16
+
+
+def wkv_forward(
+    w: torch.Tensor, u: torch.Tensor, k: torch.Tensor, v: torch.Tensor, chunk: int = 64, chunk_block: int = 64
+) -> torch.Tensor:
+    """Bi-WKV forward on CUDA (or, under ``TRITON_INTERPRET=1``, CPU) tensors.
+
+    Args:
+        w, u: (C,) decay and bonus already divided by T (any float dtype; used in float32).
+        k, v: (B, T, C) in float32, float16 or bfloat16.
+        chunk: positions per chunk (a power of two, at least 16).
+        chunk_block: chunks scanned per step of the chunk-level scan (a power of two, at least 16).
+
+    Returns:
+        (B, T, C) tensor in the dtype of ``v``.
+    """
+    batch, seq_len, channels = k.shape
+    k, v = k.contiguous(), v.contiguous()
+    w32 = w.detach().to(device=k.device, dtype=torch.float32).contiguous()
+    u32 = u.detach().to(device=k.device, dtype=torch.float32).contiguous()
+    out = torch.empty_like(v)
+    if out.numel() == 0:
+        return out
+    n_chunks = triton.cdiv(seq_len, chunk)
+    block_c = _block_channels(channels)
+    col_blocks = triton.cdiv(channels, block_c)
+    summary = torch.empty((6, batch, n_chunks, channels), device=k.device, dtype=torch.float32)
+    state = torch.empty_like(summary)
+    grid = (n_chunks, col_blocks, batch)
+    _chunk_summary[grid](w32, k, v, summary, seq_len, channels, n_chunks, L=chunk, BLOCK_C=block_c)
+    _chunk_scan[(col_blocks, batch)](
+        w32, summary, state, seq_len, channels, n_chunks, L=chunk, CHUNK_BLOCK=chunk_block, BLOCK_C=block_c
+    )
+    _chunk_output[grid](w32, u32, k, v, state, out, seq_len, channels, n_chunks, L=chunk, BLOCK_C=block_c)
+    return out

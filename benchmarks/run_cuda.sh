@@ -22,7 +22,10 @@ step() {  # step SECONDS NAME COMMAND...: run with a time limit, keep the log, p
     echo "== $name: exit $? after $((SECONDS - t0)) s"
     tail -n "${TAIL:-4}" "$OUT/$name.log"
 }
-step "${PYTEST_S:-150}" pytest python3 -m pytest -q -p no:cacheprovider tests/ops/test_triton_wkv.py
+step "${PYTEST_S:-90}" pytest python3 -m pytest -q -p no:cacheprovider tests/ops/test_triton_wkv.py
 step "${WKV_S:-200}" wkv python3 benchmarks/wkv_cuda.py --write "$OUT/RESULTS.md"
-step "${AMP_S:-150}" amp python3 benchmarks/amp_cuda.py --write "$OUT/RESULTS.md"
+if [ -z "${SKIP_AMP:-}" ]; then
+    step "${AMP_S:-150}" amp python3 benchmarks/amp_cuda.py --write "$OUT/RESULTS.md"
+fi
 step "${NET_S:-240}" network python3 benchmarks/network.py --device cuda --volume-slices 64 --repeats 5 --write "$OUT/RESULTS.md"
+TAIL=30 step "${PROFILE_S:-60}" profile python3 benchmarks/profile_network.py --model restore-rwkv-paper --size 512 --rows 20

@@ -251,20 +251,31 @@ def _block_channels(channels: int) -> int:
     return 16
 
 
+#: Launch settings: ``chunk`` positions per chunk, up to ``chunk_block`` chunks per step of the chunk-level scan
+#: with ``scan_block_c`` channels per program (that scan is the only sequential part, so it takes wide steps over
+#: few channels), ``block_c`` channels per program of the chunk kernels (0: the widest of 32/16 dividing C).
+#: benchmarks/wkv_cuda.py sweeps them.
+SETTINGS = {"chunk": 128, "chunk_block": 1024, "scan_block_c": 8, "block_c": 0}
+
+
 def wkv_forward(
-    w: torch.Tensor, u: torch.Tensor, k: torch.Tensor, v: torch.Tensor, chunk: int = 64, chunk_block: int = 64
+    w: torch.Tensor, u: torch.Tensor, k: torch.Tensor, v: torch.Tensor, **settings: int
 ) -> torch.Tensor:
     """Bi-WKV forward on CUDA (or, under ``TRITON_INTERPRET=1``, CPU) tensors.
 
     Args:
         w, u: (C,) decay and bonus already divided by T (any float dtype; used in float32).
         k, v: (B, T, C) in float32, float16 or bfloat16.
-        chunk: positions per chunk (a power of two, at least 16).
-        chunk_block: chunks scanned per step of the chunk-level scan (a power of two, at least 16).
+        settings: overrides of :data:`SETTINGS` (powers of two; ``chunk`` and ``chunk_block`` at least 16).
 
     Returns:
         (B, T, C) tensor in the dtype of ``v``.
     """
+    unknown = set(settings) - set(SETTINGS)
+    if unknown:
+        raise TypeError(f"unknown settings {sorted(unknown)}; known: {sorted(SETTINGS)}")
+    cfg = {**SETTINGS, **settings}
+    chunk = cfg["chunk"]
     batch, seq_len, channels = k.shape
     k, v = k.contiguous(), v.contiguous()
     w32 = w.detach().to(device=k.device, dtype=torch.float32).contiguous()
@@ -273,14 +284,25 @@ def wkv_forward(
     if out.numel() == 0:
         return out
     n_chunks = triton.cdiv(seq_len, chunk)
-    block_c = _block_channels(channels)
+    block_c = cfg["block_c"] or _block_channels(channels)
     col_blocks = triton.cdiv(channels, block_c)
     summary = torch.empty((6, batch, n_chunks, channels), device=k.device, dtype=torch.float32)
     state = torch.empty_like(summary)
     grid = (n_chunks, col_blocks, batch)
     _chunk_summary[grid](w32, k, v, summary, seq_len, channels, n_chunks, L=chunk, BLOCK_C=block_c)
-    _chunk_scan[(col_blocks, batch)](
-        w32, summary, state, seq_len, channels, n_chunks, L=chunk, CHUNK_BLOCK=chunk_block, BLOCK_C=block_c
+    chunk_block = min(cfg["chunk_block"], max(16, triton.next_power_of_2(n_chunks)))
+    scan_c = cfg["scan_block_c"]
+    _chunk_scan[(triton.cdiv(channels, scan_c), batch)](
+        w32,
+        summary,
+        state,
+        seq_len,
+        channels,
+        n_chunks,
+        L=chunk,
+        CHUNK_BLOCK=chunk_block,
+        BLOCK_C=scan_c,
+        num_warps=min(32, max(4, chunk_block * scan_c // 512)),
     )
     _chunk_output[grid](w32, u32, k, v, state, out, seq_len, channels, n_chunks, L=chunk, BLOCK_C=block_c)
     return out

@@ -54,7 +54,7 @@ def _channel_rel_err(out: torch.Tensor, ref: torch.Tensor) -> float:
 )
 def test_forward_matches_float64_definition(seq_len: int, channels: int, batch: int, chunk: int, seed: int) -> None:
     w, u, k, v = _inputs(seq_len, channels, batch, seed)
-    out = kernels.wkv_forward(w, u, k, v, chunk=chunk, chunk_block=16)
+    out = kernels.wkv_forward(w, u, k, v, chunk=chunk, chunk_block=16, scan_block_c=4)
     assert out.shape == v.shape and out.dtype == v.dtype
     assert torch.isfinite(out).all()
     assert _channel_rel_err(out, bi_wkv_quadratic(w, u, k, v)) < 5e-5
@@ -65,16 +65,25 @@ def test_extreme_decay_and_keys_stay_finite_and_exact(decay: float, seed: int) -
     """|w| T of 400 and keys of +-80 overflow float32 unless every partial sum carries its own exponent."""
     w, u, k, v = _inputs(200, 16, 1, seed, decay_max=abs(decay), k_max=80.0)
     w = w.abs() * (1 if decay > 0 else -1)
-    out = kernels.wkv_forward(w, u, k, v, chunk=16, chunk_block=16)
+    out = kernels.wkv_forward(w, u, k, v, chunk=16, chunk_block=16, scan_block_c=4)
     assert torch.isfinite(out).all()
     assert _channel_rel_err(out, bi_wkv_quadratic(w, u, k, v)) < 5e-5
+
+
+def test_default_launch_settings_and_unknown_setting(seed: int) -> None:
+    """The shipped SETTINGS (several chunks, masked channels in the chunk-level scan) and a typo'd setting."""
+    w, u, k, v = _inputs(2 * kernels.SETTINGS["chunk"] + 37, 20, 2, seed)
+    out = kernels.wkv_forward(w, u, k, v)
+    assert _channel_rel_err(out, bi_wkv_quadratic(w, u, k, v)) < 5e-5
+    with pytest.raises(TypeError, match="unknown settings"):
+        kernels.wkv_forward(w, u, k, v, chunks=64)
 
 
 @pytest.mark.parametrize("dtype,tol", [(torch.float16, 2e-3), (torch.bfloat16, 1.6e-2)])
 def test_half_precision_inputs_round_only_the_result(dtype: torch.dtype, tol: float, seed: int) -> None:
     w, u, k, v = _inputs(90, 16, 2, seed, k_max=5.0)
     k, v = k.to(dtype), v.to(dtype)
-    out = kernels.wkv_forward(w, u, k, v, chunk=16, chunk_block=16)
+    out = kernels.wkv_forward(w, u, k, v, chunk=16, chunk_block=16, scan_block_c=4)
     assert out.dtype == dtype
     assert _channel_rel_err(out, bi_wkv_quadratic(w, u, k, v)) < tol
 

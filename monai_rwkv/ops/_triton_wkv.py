@@ -254,13 +254,11 @@ def _block_channels(channels: int) -> int:
 #: Launch settings: ``chunk`` positions per chunk, up to ``chunk_block`` chunks per step of the chunk-level scan
 #: with ``scan_block_c`` channels per program (that scan is the only sequential part, so it takes wide steps over
 #: few channels), ``block_c`` channels per program of the chunk kernels (0: the widest of 32/16 dividing C).
-#: benchmarks/wkv_cuda.py sweeps them.
-SETTINGS = {"chunk": 128, "chunk_block": 1024, "scan_block_c": 8, "block_c": 0}
+#: benchmarks/wkv_cuda.py sweeps them; these were the fastest of its sweep on an H200 (benchmarks/RESULTS.md).
+SETTINGS = {"chunk": 64, "chunk_block": 256, "scan_block_c": 4, "block_c": 0}
 
 
-def wkv_forward(
-    w: torch.Tensor, u: torch.Tensor, k: torch.Tensor, v: torch.Tensor, **settings: int
-) -> torch.Tensor:
+def wkv_forward(w: torch.Tensor, u: torch.Tensor, k: torch.Tensor, v: torch.Tensor, **settings: int) -> torch.Tensor:
     """Bi-WKV forward on CUDA (or, under ``TRITON_INTERPRET=1``, CPU) tensors.
 
     Args:

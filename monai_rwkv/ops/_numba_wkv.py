@@ -625,18 +625,10 @@ def set_threads(n: int) -> None:
     numba.set_num_threads(max(1, min(int(n), numba.config.NUMBA_NUM_THREADS)))
 
 
-def _block_size(batch: int, channels: int) -> int:
-    """Channels per task: wide enough for contiguous reads, small enough to give every thread work."""
-    threads = numba.get_num_threads()
-    block = 16
-    while block > 4 and batch * ((channels + block - 1) // block) < 3 * threads:
-        block //= 2
-    return min(block, channels)
-
-
 def _fast_block_size(batch: int, channels: int) -> int:
-    """Channels per forward task: up to 64 (long rows vectorise with little per-row overhead), a multiple of 8
-    where possible, and enough tasks for every thread."""
+    """Channels per task: up to 64 (long rows vectorise with little per-row overhead), a multiple of 8 where
+    possible, and enough tasks for every thread. The backward uses it too: 1.4-1.9x faster than 8-16-channel
+    tasks (benchmarks/RESULTS.md)."""
     threads = numba.get_num_threads()
     n_blocks = (channels + 63) // 64
     while batch * n_blocks < threads and channels >= 16 * (n_blocks + 1):
@@ -683,5 +675,5 @@ def wkv_backward(
     gv = np.empty_like(v)
     if v.size:
         with _LAUNCH_LOCK:
-            _backward_kernel(w, u, k, v, out, g, gw, gu, gk, gv, _block_size(batch, channels), _CHUNK)
+            _backward_kernel(w, u, k, v, out, g, gw, gu, gk, gv, _fast_block_size(batch, channels), _CHUNK)
     return gw.sum(0), gu.sum(0), gk, gv

@@ -4,6 +4,7 @@ Usage (from the repository root, on a machine with a CUDA GPU)::
 
     python benchmarks/wkv_cuda.py
     python benchmarks/wkv_cuda.py --write benchmarks/RESULTS.md
+    python benchmarks/wkv_cuda.py --sweep --max-tokens 262144    # launch settings first (a few minutes)
 
 Every time is the median of ``triton.testing.do_bench`` (CUDA events, warm-up first). Traffic is counted as in
 benchmarks/wkv.py: the forward reads k and v and writes the output (12 bytes per element in float32); the copy
@@ -163,7 +164,8 @@ def parse_args(argv: Optional[list[str]] = None) -> argparse.Namespace:
     p.add_argument("--max-elements", type=int, default=1 << 31, help="skip larger B x T x C cells")
     p.add_argument("--max-torch-elements", type=int, default=1 << 22, help="pure PyTorch forward (float64) up to")
     p.add_argument("--max-backward-elements", type=int, default=1 << 21)
-    p.add_argument("--chunks", type=int, nargs="+", default=[64, 128, 256])
+    p.add_argument("--sweep", action="store_true", help="first time each launch setting, then use the fastest")
+    p.add_argument("--chunks", type=int, nargs="+", default=[32, 64, 128])
     p.add_argument("--chunk-blocks", type=int, nargs="+", default=[256, 2048])
     p.add_argument("--scan-block-cs", type=int, nargs="+", default=[4, 16])
     p.add_argument("--write", type=Path, default=None, help="markdown file to write/update the section in")
@@ -177,8 +179,11 @@ def main(argv: Optional[list[str]] = None) -> None:
     load_before = os.getloadavg()
     from monai_rwkv.ops import _triton_wkv
 
-    sweep_lines, best = settings_sweep(opts)
-    _triton_wkv.SETTINGS.update(best)
+    sweep_lines: list[str] = []
+    if opts.sweep:
+        sweep_lines, best = settings_sweep(opts)
+        _triton_wkv.SETTINGS.update(best)
+    settings = dict(_triton_wkv.SETTINGS)
     lengths = []
     seq_len = opts.min_tokens
     while seq_len <= opts.max_tokens:
@@ -197,8 +202,9 @@ def main(argv: Optional[list[str]] = None) -> None:
     out_lines += sweep_lines
     lines = header_lines(torch.device("cuda"), load_before, os.getloadavg())
     lines += [
-        f"- float32 inputs; medians of triton.testing.do_bench; Triton launch settings {best} (fastest of the sweep"
-        f" below); pure PyTorch forward up to {opts.max_torch_elements:,} elements, forward+backward up to"
+        f"- float32 inputs; medians of triton.testing.do_bench; Triton launch settings {settings}"
+        f"{' (fastest of the sweep below)' if opts.sweep else ''}; pure PyTorch forward up to"
+        f" {opts.max_torch_elements:,} elements, forward+backward up to"
         f" {opts.max_backward_elements:,} (the Triton backward recomputes the float64 PyTorch graph); err against"
         " the float64 PyTorch result, or beyond its limit against bi_wkv_at at 8 positions",
         "",

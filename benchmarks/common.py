@@ -9,6 +9,7 @@ import re
 import shlex
 import sys
 from pathlib import Path
+from typing import Any, Callable, Optional
 
 import torch
 
@@ -66,3 +67,34 @@ def write_section(path: Path, section: str, lines: list[str]) -> None:
     else:
         text = text.rstrip("\n") + "\n\n" + body
     path.write_text(text)
+
+
+Cell = dict[str, Optional[float]]
+
+
+def sweep_grid(
+    opts: Any,
+    cell: Callable[[int, int, int, Any], Cell],
+    table: Callable[[int, int, dict[int, Cell]], list[str]],
+    max_elements: Optional[int] = None,
+) -> list[str]:
+    """Run ``cell(batch, seq_len, channels, opts)`` over ``opts.channels`` x ``opts.batch`` x the powers of four
+    from ``opts.min_tokens`` to ``opts.max_tokens`` (skipping cells over ``max_elements`` elements), printing
+    each cell as it finishes; returns one ``table(batch, channels, cells)`` per (channels, batch)."""
+    lengths = []
+    seq_len = opts.min_tokens
+    while seq_len <= opts.max_tokens:
+        lengths.append(seq_len)
+        seq_len *= 4
+    lines: list[str] = []
+    for channels in opts.channels:
+        for batch in opts.batch:
+            cells = {}
+            for seq_len in lengths:
+                if max_elements is not None and batch * seq_len * channels > max_elements:
+                    continue
+                cells[seq_len] = cell(batch, seq_len, channels, opts)
+                timings = ", ".join(f"{k}={'-' if x is None else f'{x:.4g}'}" for k, x in cells[seq_len].items())
+                print(f"B={batch} C={channels} T={seq_len}: {timings}", flush=True)
+            lines += table(batch, channels, cells) + [""]
+    return lines

@@ -29,7 +29,7 @@ import torch
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
-from benchmarks.common import header_lines, write_section  # noqa: E402
+from benchmarks.common import header_lines, sweep_grid, write_section  # noqa: E402
 from monai_rwkv.ops import bi_wkv, bi_wkv_quadratic  # noqa: E402
 from monai_rwkv.ops.wkv import numba_available  # noqa: E402
 
@@ -226,20 +226,7 @@ def main(argv: Optional[list[str]] = None) -> None:
     if opts.threads:
         torch.set_num_threads(opts.threads)
     load_before = os.getloadavg()
-    lengths = []
-    seq_len = opts.min_tokens
-    while seq_len <= opts.max_tokens:
-        lengths.append(seq_len)
-        seq_len *= 4
-    out_lines: list[str] = []
-    for channels in opts.channels:
-        for batch in opts.batch:
-            cells = {}
-            for seq_len in lengths:
-                cells[seq_len] = bench_cell(batch, seq_len, channels, opts)
-                timings = ", ".join(f"{name}={fmt(ms)}" for name, ms in cells[seq_len].items())
-                print(f"B={batch} C={channels} T={seq_len}: {timings}", flush=True)
-            out_lines += table(batch, channels, cells) + [""]
+    out_lines = sweep_grid(opts, bench_cell, table)
     lines = machine_lines(opts, load_before, os.getloadavg()) + [""] + out_lines
     print("\n".join(lines))
     if opts.write:

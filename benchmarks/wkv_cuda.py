@@ -26,7 +26,7 @@ import torch
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
-from benchmarks.common import header_lines, write_section  # noqa: E402
+from benchmarks.common import header_lines, sweep_grid, write_section  # noqa: E402
 from monai_rwkv.ops import bi_wkv, bi_wkv_at  # noqa: E402
 
 SECTION = "## Bi-WKV, CUDA (benchmarks/wkv_cuda.py)"
@@ -184,21 +184,7 @@ def main(argv: Optional[list[str]] = None) -> None:
         sweep_lines, best = settings_sweep(opts)
         _triton_wkv.SETTINGS.update(best)
     settings = dict(_triton_wkv.SETTINGS)
-    lengths = []
-    seq_len = opts.min_tokens
-    while seq_len <= opts.max_tokens:
-        lengths.append(seq_len)
-        seq_len *= 4
-    out_lines: list[str] = []
-    for channels in opts.channels:
-        for batch in opts.batch:
-            cells = {}
-            for seq_len in lengths:
-                if batch * seq_len * channels > opts.max_elements:
-                    continue
-                cells[seq_len] = bench_cell(batch, seq_len, channels, opts)
-                print(f"B={batch} C={channels} T={seq_len}: {cells[seq_len]}", flush=True)
-            out_lines += table(batch, channels, cells) + [""]
+    out_lines = sweep_grid(opts, bench_cell, table, opts.max_elements)
     out_lines += sweep_lines
     lines = header_lines(torch.device("cuda"), load_before, os.getloadavg())
     lines += [

@@ -54,24 +54,31 @@ def _compose(tau1, p1, s1, d1, tau2, p2, s2, d2):
 
 
 @triton.jit
+def _chunk_tile(seq_len, channels, L: tl.constexpr, BLOCK_C: tl.constexpr):
+    """This program's tile of a (chunk, block of channels, batch item) grid: chunk and batch indices, the rows
+    and columns, the column mask, the number of valid rows, the element mask and the offsets into (B, T, C)."""
+    chunk = tl.program_id(0)
+    cols = tl.program_id(1) * BLOCK_C + tl.arange(0, BLOCK_C)
+    batch = tl.program_id(2).to(tl.int64)
+    rows = tl.arange(0, L)
+    col_ok = cols < channels
+    n_valid = tl.minimum(seq_len - chunk * L, L)
+    ok = (rows < n_valid)[:, None] & col_ok[None, :]
+    offs = batch * seq_len * channels + (chunk * L + rows).to(tl.int64)[:, None] * channels + cols[None, :]
+    return chunk, batch, rows, cols, col_ok, n_valid, ok, offs
+
+
+@triton.jit
 def _chunk_summary(
     w_ptr, k_ptr, v_ptr, summary_ptr, seq_len, channels, n_chunks, L: tl.constexpr, BLOCK_C: tl.constexpr
 ):
     """Per chunk: ``(p, s, d)`` of ``sum_i e^{k_i - (n-1-r_i) w}`` (forward, seen from the chunk's last position)
     and of ``sum_i e^{k_i - r_i w}`` (backward, seen from its first); ``r_i`` is the row in the chunk, ``n`` the
     number of valid rows. ``summary`` is (6, B, n_chunks, C): forward p, s, d then backward p, s, d."""
-    chunk = tl.program_id(0)
-    cols = tl.program_id(1) * BLOCK_C + tl.arange(0, BLOCK_C)
-    batch = tl.program_id(2).to(tl.int64)
-    rows = tl.arange(0, L)
-    pos = chunk * L + rows
-    col_ok = cols < channels
-    ok = (pos < seq_len)[:, None] & col_ok[None, :]
-    offs = batch * seq_len * channels + pos.to(tl.int64)[:, None] * channels + cols[None, :]
+    chunk, batch, rows, cols, col_ok, n_valid, ok, offs = _chunk_tile(seq_len, channels, L, BLOCK_C)
     k = tl.load(k_ptr + offs, mask=ok, other=0.0).to(tl.float32)
     v = tl.load(v_ptr + offs, mask=ok, other=0.0).to(tl.float32)
     w = tl.load(w_ptr + cols, mask=col_ok, other=0.0)
-    n_valid = tl.minimum(seq_len - chunk * L, L)
     r = rows.to(tl.float32)[:, None]
 
     e_fwd = tl.where(ok, k - (n_valid - 1 - r) * w[None, :], _EMPTY)
@@ -187,16 +194,7 @@ def _chunk_output(
     BLOCK_C: tl.constexpr,
 ):
     """Within-chunk scans in both directions seeded with the entering states, then the normalised output."""
-    chunk = tl.program_id(0)
-    cols = tl.program_id(1) * BLOCK_C + tl.arange(0, BLOCK_C)
-    batch = tl.program_id(2).to(tl.int64)
-    rows = tl.arange(0, L)
-    pos = chunk * L + rows
-    col_ok = cols < channels
-    n_valid = tl.minimum(seq_len - chunk * L, L)
-    ok = (rows < n_valid)[:, None] & col_ok[None, :]
-    seq_base = batch * seq_len * channels
-    offs = seq_base + pos.to(tl.int64)[:, None] * channels + cols[None, :]
+    chunk, batch, rows, cols, col_ok, n_valid, ok, offs = _chunk_tile(seq_len, channels, L, BLOCK_C)
     w = tl.load(w_ptr + cols, mask=col_ok, other=0.0)[None, :]
     u = tl.load(u_ptr + cols, mask=col_ok, other=0.0)[None, :]
     k = tl.load(k_ptr + offs, mask=ok, other=0.0).to(tl.float32)

@@ -232,3 +232,19 @@ def test_fast_path_agrees_with_running_maximum_kernels(monkeypatch: pytest.Monke
     monkeypatch.setattr(kernels, "_FAST_CHUNK", 0)
     slow = bi_wkv(w.double(), u.double(), k.double(), v.double(), backend="numba")
     assert _rel_err(fast, slow) <= 1e-12
+
+
+
+@pytest.mark.parametrize("k_max", [30.0, 100.0])  # key spreads up to ~400, with bursts
+def test_gradients_wide_key_ranges(k_max: float, seed: int) -> None:
+    """Backward with bursts of large and small keys: exact against the O(T^2) float64 gradients."""
+    seq_len, channels = 300, 16
+    w, u, k, v = (x.double() for x in _inputs(seq_len, channels, batch=2, seed=seed, decay_max=30.0, k_max=k_max))
+    k[:, 50:70] += k_max
+    k[:, 150:220] -= k_max
+    grad_out = torch.randn(2, seq_len, channels, dtype=torch.float64)
+    ours = _grads(lambda *a: bi_wkv(*a, backend="numba"), (w, u, k, v), grad_out)
+    ref = _grads(bi_wkv_quadratic, (w, u, k, v), grad_out)
+    for name, a, b in zip("wukv", ours, ref):
+        assert torch.isfinite(a).all(), name
+        assert torch.allclose(a, b, rtol=1e-9, atol=1e-10 * b.abs().max().item()), name

@@ -234,7 +234,6 @@ def test_fast_path_agrees_with_running_maximum_kernels(monkeypatch: pytest.Monke
     assert _rel_err(fast, slow) <= 1e-12
 
 
-
 @pytest.mark.parametrize("k_max", [30.0, 100.0])  # key spreads up to ~400, with bursts
 def test_gradients_wide_key_ranges(k_max: float, seed: int) -> None:
     """Backward with bursts of large and small keys: exact against the O(T^2) float64 gradients."""

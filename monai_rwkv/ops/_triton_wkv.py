@@ -104,6 +104,40 @@ def _last_row(x, rows, last):
 
 
 @triton.jit
+def _load_planes(ptr, stride, offs, mask):
+    """``(p, s, d)`` of a block of chunk maps from three planes ``stride`` apart; masked entries are empty maps."""
+    p = tl.load(ptr + offs, mask=mask, other=_EMPTY)
+    s = tl.load(ptr + stride + offs, mask=mask, other=0.0)
+    d = tl.load(ptr + 2 * stride + offs, mask=mask, other=0.0)
+    return p, s, d
+
+
+@triton.jit
+def _store_planes(ptr, stride, offs, p, s, d, mask):
+    tl.store(ptr + offs, p, mask=mask)
+    tl.store(ptr + stride + offs, s, mask=mask)
+    tl.store(ptr + 2 * stride + offs, d, mask=mask)
+
+
+@triton.jit
+def _scan_after(c_tau, c_p, c_s, c_d, tau, p, s, d, rows, CHUNK_BLOCK: tl.constexpr):
+    """Inclusive scan of a block of maps (rows), composed after the carried map ``c_*`` ((BLOCK_C,) each);
+    returns the block's ``(p, s, d)`` and the carry for the next block (its last row)."""
+    tau, p, s, d = tl.associative_scan((tau, p, s, d), 0, _compose)
+    tau, p, s, d = _compose(c_tau[None, :], c_p[None, :], c_s[None, :], c_d[None, :], tau, p, s, d)
+    last = CHUNK_BLOCK - 1
+    return (
+        p,
+        s,
+        d,
+        _last_row(tau, rows, last),
+        _last_row(p, rows, last),
+        _last_row(s, rows, last),
+        _last_row(d, rows, last),
+    )
+
+
+@triton.jit
 def _chunk_scan(
     w_ptr,
     summary_ptr,
@@ -135,21 +169,11 @@ def _chunk_scan(
         src = chunk - 1
         ok = ((src >= 0) & (chunk < n_chunks))[:, None] & col_ok[None, :]
         offs = base + src.to(tl.int64)[:, None] * channels + cols[None, :]
-        p = tl.load(summary_ptr + offs, mask=ok, other=_EMPTY)
-        s = tl.load(summary_ptr + stride + offs, mask=ok, other=0.0)
-        d = tl.load(summary_ptr + 2 * stride + offs, mask=ok, other=0.0)
+        p, s, d = _load_planes(summary_ptr, stride, offs, ok)
         tau = tl.where(ok, L * w, 0.0)
-        tau, p, s, d = tl.associative_scan((tau, p, s, d), 0, _compose)
-        tau, p, s, d = _compose(c_tau[None, :], c_p[None, :], c_s[None, :], c_d[None, :], tau, p, s, d)
+        p, s, d, c_tau, c_p, c_s, c_d = _scan_after(c_tau, c_p, c_s, c_d, tau, p, s, d, rows, CHUNK_BLOCK)
         dst = base + chunk.to(tl.int64)[:, None] * channels + cols[None, :]
-        store_ok = (chunk < n_chunks)[:, None] & col_ok[None, :]
-        tl.store(state_ptr + dst, p, mask=store_ok)
-        tl.store(state_ptr + stride + dst, s, mask=store_ok)
-        tl.store(state_ptr + 2 * stride + dst, d, mask=store_ok)
-        c_tau = _last_row(tau, rows, CHUNK_BLOCK - 1)
-        c_p = _last_row(p, rows, CHUNK_BLOCK - 1)
-        c_s = _last_row(s, rows, CHUNK_BLOCK - 1)
-        c_d = _last_row(d, rows, CHUNK_BLOCK - 1)
+        _store_planes(state_ptr, stride, dst, p, s, d, (chunk < n_chunks)[:, None] & col_ok[None, :])
         start += CHUNK_BLOCK
 
     # Backward: walk from the right; the element of chunk j is chunk j + 1's summary.
@@ -160,22 +184,12 @@ def _chunk_scan(
         src = chunk + 1
         ok = ((chunk >= 0) & (src < n_chunks))[:, None] & col_ok[None, :]
         offs = base + src.to(tl.int64)[:, None] * channels + cols[None, :]
-        p = tl.load(summary_ptr + 3 * stride + offs, mask=ok, other=_EMPTY)
-        s = tl.load(summary_ptr + 4 * stride + offs, mask=ok, other=0.0)
-        d = tl.load(summary_ptr + 5 * stride + offs, mask=ok, other=0.0)
+        p, s, d = _load_planes(summary_ptr + 3 * stride, stride, offs, ok)
         length = tl.where(src == n_chunks - 1, last_len, L).to(tl.float32)[:, None]
         tau = tl.where(ok, length * w, 0.0)
-        tau, p, s, d = tl.associative_scan((tau, p, s, d), 0, _compose)
-        tau, p, s, d = _compose(c_tau[None, :], c_p[None, :], c_s[None, :], c_d[None, :], tau, p, s, d)
+        p, s, d, c_tau, c_p, c_s, c_d = _scan_after(c_tau, c_p, c_s, c_d, tau, p, s, d, rows, CHUNK_BLOCK)
         dst = base + chunk.to(tl.int64)[:, None] * channels + cols[None, :]
-        store_ok = (chunk >= 0)[:, None] & col_ok[None, :]
-        tl.store(state_ptr + 3 * stride + dst, p, mask=store_ok)
-        tl.store(state_ptr + 4 * stride + dst, s, mask=store_ok)
-        tl.store(state_ptr + 5 * stride + dst, d, mask=store_ok)
-        c_tau = _last_row(tau, rows, CHUNK_BLOCK - 1)
-        c_p = _last_row(p, rows, CHUNK_BLOCK - 1)
-        c_s = _last_row(s, rows, CHUNK_BLOCK - 1)
-        c_d = _last_row(d, rows, CHUNK_BLOCK - 1)
+        _store_planes(state_ptr + 3 * stride, stride, dst, p, s, d, (chunk >= 0)[:, None] & col_ok[None, :])
         start += CHUNK_BLOCK
 
 

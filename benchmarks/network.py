@@ -38,6 +38,7 @@ import subprocess
 import sys
 import time
 from collections.abc import Callable
+from functools import partial
 from pathlib import Path
 from typing import Any, Optional
 
@@ -271,21 +272,25 @@ def volume_lines(opts: argparse.Namespace, device: torch.device) -> list[str]:
     from monai_rwkv.apps.bundle import load_bundle_config
 
     bundle = REPO / "bundles" / "restore_rwkv_ct_denoise"
-    parser = load_bundle_config(bundle, "inference.json", {"device": str(device), "progress": False})
-    restorer = parser.get_parsed_content("restorer")
     volume = ct_volume(opts.volume_slices)
-    restorer(volume[..., :1])  # warm-up (numba compile, caches)
-    seconds = timed(lambda: restorer(volume), device)
-    rate = opts.volume_slices / seconds
-    settings = restorer.describe()
-    return [
-        f"- bundle: {bundle.relative_to(REPO)} (light preset), roi {settings['roi_size']}, overlap "
-        f"{settings['overlap']}, sw_batch_size {settings['sw_batch_size']}, amp {settings['amp']}, device "
-        f"{settings['device']}",
-        f"- volume: 512 x 512 x {opts.volume_slices} (float32 HU)",
-        f"- {seconds:.1f} s for {opts.volume_slices} slices: {rate:.3f} slices/s; a 512 x 512 x 64 volume at this "
-        f"rate: {64 / rate / 60:.1f} min (extrapolated from {opts.volume_slices} slices)",
-    ]
+    lines = [f"- volume: 512 x 512 x {opts.volume_slices} (float32 HU)"]
+    for sw_batch in opts.volume_sw_batch or [None]:
+        overrides = {"device": str(device), "progress": False}
+        if sw_batch is not None:
+            overrides["sw_batch_size"] = sw_batch
+        restorer = load_bundle_config(bundle, "inference.json", overrides).get_parsed_content("restorer")
+        restorer(volume[..., :1])  # warm-up (numba compile, caches)
+        seconds = timed(partial(restorer, volume), device)
+        rate = opts.volume_slices / seconds
+        settings = restorer.describe()
+        lines += [
+            f"- bundle: {bundle.relative_to(REPO)} (light preset), roi {settings['roi_size']}, overlap "
+            f"{settings['overlap']}, sw_batch_size {settings['sw_batch_size']}, amp {settings['amp']}, device "
+            f"{settings['device']}: {seconds:.1f} s for {opts.volume_slices} slices: {rate:.3f} slices/s; a "
+            f"512 x 512 x 64 volume at this rate: {64 / rate / 60:.1f} min (extrapolated from {opts.volume_slices} "
+            "slices)",
+        ]
+    return lines
 
 
 def parse_args(argv: Optional[list[str]] = None) -> argparse.Namespace:
@@ -295,6 +300,9 @@ def parse_args(argv: Optional[list[str]] = None) -> argparse.Namespace:
     p.add_argument("--repeats", type=int, default=3)
     p.add_argument("--max-forward-s", type=float, default=120.0, help="skip a cell predicted to take longer")
     p.add_argument("--volume-slices", type=int, default=4, help="slices of the 512^2 throughput volume (0: skip)")
+    p.add_argument(
+        "--volume-sw-batch", type=int, nargs="+", help="sw_batch_size values to time (default: the bundle's)"
+    )
     p.add_argument("--device", default="cuda" if torch.cuda.is_available() else "cpu")
     p.add_argument("--threads", type=int, default=torch.get_num_threads())
     p.add_argument("--autocast", default="none", choices=AUTOCAST, help="torch.autocast dtype for every model")

@@ -2,6 +2,7 @@
 # The GPU checks in one go, for a machine with a CUDA GPU and the image's own python3 (torch, triton):
 # the Triton kernels' tests, then benchmarks/wkv_cuda.py, amp_cuda.py and network.py on CUDA, each writing its
 # section into a copy of RESULTS.md under $OUT (default: ./cuda_results). Needs data/ct (scripts/prepare_ct_data.py).
+# Knobs: *_S time limits, WKV_ARGS / NET_ARGS extra arguments, SKIP_AMP / SKIP_PROFILE.
 # Wheels for packages the GPU image lacks (monai, nibabel, pydicom, ...) may wait in .whl/.
 set -u
 OUT=${OUT:-cuda_results}
@@ -23,9 +24,12 @@ step() {  # step SECONDS NAME COMMAND...: run with a time limit, keep the log, p
     tail -n "${TAIL:-4}" "$OUT/$name.log"
 }
 step "${PYTEST_S:-90}" pytest python3 -m pytest -q -p no:cacheprovider tests/ops/test_triton_wkv.py
-step "${WKV_S:-200}" wkv python3 benchmarks/wkv_cuda.py --write "$OUT/RESULTS.md"
+# shellcheck disable=SC2086  # *_ARGS: extra arguments, split on spaces on purpose
+step "${WKV_S:-200}" wkv python3 benchmarks/wkv_cuda.py ${WKV_ARGS:-} --write "$OUT/RESULTS.md"
 if [ -z "${SKIP_AMP:-}" ]; then
     step "${AMP_S:-150}" amp python3 benchmarks/amp_cuda.py --write "$OUT/RESULTS.md"
 fi
-step "${NET_S:-240}" network python3 benchmarks/network.py --device cuda --volume-slices 64 --repeats 5 --write "$OUT/RESULTS.md"
-TAIL=30 step "${PROFILE_S:-60}" profile python3 benchmarks/profile_network.py --model restore-rwkv-paper --size 512 --rows 20
+# shellcheck disable=SC2086
+step "${NET_S:-240}" network python3 benchmarks/network.py --device cuda ${NET_ARGS:---volume-slices 64 --repeats 5} \
+    --write "$OUT/RESULTS.md"
+[ -n "${SKIP_PROFILE:-}" ] || TAIL=30 step "${PROFILE_S:-60}" profile python3 benchmarks/profile_network.py --model restore-rwkv-paper --size 512 --rows 20

@@ -115,18 +115,23 @@ def settings_sweep(opts: argparse.Namespace) -> tuple[list[str], dict[str, int]]
 
     device = torch.device("cuda")
     shapes = [make_inputs(b, t, c, device, seed=1) for b, t, c in SWEEP_SHAPES]
-    head = "| chunk | chunk_block | scan_block_c | " + " | ".join(f"B={b}, T={t:,}, C={c}" for b, t, c in SWEEP_SHAPES)
+    head = "| chunk | chunk_block | scan_block_c | block_c | bounded | " + " | ".join(
+        f"B={b}, T={t:,}, C={c}" for b, t, c in SWEEP_SHAPES
+    )
     head += " |"
     lines = ["Launch settings sweep (Triton forward, ms; the fastest overall is used above):", ""]
     lines += [head, "|" + "---|" * (head.count("|") - 1)]
     best: tuple[float, dict[str, int]] = (math.inf, {})
-    for chunk, block, scan_c in itertools.product(opts.chunks, opts.chunk_blocks, opts.scan_block_cs):
-        setting = {"chunk": chunk, "chunk_block": block, "scan_block_c": scan_c}
+    grid = itertools.product(opts.chunks, opts.chunk_blocks, opts.scan_block_cs, opts.block_cs, opts.bounded)
+    for chunk, block, scan_c, block_c, bounded in grid:
+        setting = {"chunk": chunk, "chunk_block": block, "scan_block_c": scan_c, "block_c": block_c, "bounded": bounded}
         times = [bench_ms(lambda a=inputs, st=setting: _triton_wkv.wkv_forward(*a, **st)) for inputs in shapes]
         score = sum(math.log(t) for t in times)
         if score < best[0]:
             best = (score, setting)
-        lines.append(f"| {chunk} | {block} | {scan_c} | " + " | ".join(f"{t:.3f}" for t in times) + " |")
+        lines.append(
+            f"| {chunk} | {block} | {scan_c} | {block_c} | {bounded} | " + " | ".join(f"{t:.3f}" for t in times) + " |"
+        )
         print(lines[-1], flush=True)
     return lines, best[1]
 
@@ -168,6 +173,10 @@ def parse_args(argv: Optional[list[str]] = None) -> argparse.Namespace:
     p.add_argument("--chunks", type=int, nargs="+", default=[32, 64, 128])
     p.add_argument("--chunk-blocks", type=int, nargs="+", default=[256, 2048])
     p.add_argument("--scan-block-cs", type=int, nargs="+", default=[4, 16])
+    p.add_argument(
+        "--block-cs", type=int, nargs="+", default=[0], help="channels per chunk-kernel program (0: the default rule)"
+    )
+    p.add_argument("--bounded", type=int, nargs="+", default=[1], help="1: plain-sum chunk states where safe")
     p.add_argument("--write", type=Path, default=None, help="markdown file to write/update the section in")
     return p.parse_args(argv)
 

@@ -22,9 +22,11 @@ Parallel layout (three launches, float32 arithmetic, inputs read in their own dt
    direction).
 2. ``_chunk_scan``: one program per (block of channels, batch item) scans the chunk maps left to right and
    right to left (``T / L`` elements, in blocks of ``CHUNK_BLOCK``) and stores the state entering each chunk.
-3. ``_chunk_output``: one program per chunk again runs the within-chunk scan in both directions, seeded with
-   the entering states (the first element of the forward scan and the last of the backward scan), and writes
-   the normalised output.
+3. ``_chunk_output``: one program per chunk again forms the within-chunk states in both directions, seeded
+   with the entering states, and writes the normalised output. Where the block's ``|w| L + |u|`` is bounded
+   (:data:`FAST_RANGE`, every Restore-RWKV layer once ``T`` is a few chunks long) the states are plain running
+   sums of terms rescaled to the chunk's largest (``_states_bounded``: two exponentials per element); otherwise
+   the exponent-carrying scan of the rows' maps (``_states_general``, exact for any ``w`` and ``u``).
 
 So ``k`` and ``v`` are read twice and the output written once; the chunk states are ``12 / L`` bytes per
 element. Accuracy: float32 rounding in scans of at most ``max(L, CHUNK_BLOCK)`` steps per level, about 1e-6
@@ -41,6 +43,10 @@ __all__ = ["wkv_forward"]
 
 # Exponent of an empty state: far below any real one, yet finite so that differences of two empties are 0, not NaN.
 _EMPTY = tl.constexpr(-1.0e30)
+#: The within-chunk states take plain running sums for a block of channels where ``max |w| * L + max |u|`` is at
+#: most this (see :func:`_states_bounded`; Restore-RWKV's ``|w| T`` is of order 1-60, so any ``T >= 2 L``), else
+#: the general exponent-carrying scan.
+FAST_RANGE = 30.0
 
 
 @triton.jit
@@ -194,6 +200,75 @@ def _chunk_scan(
 
 
 @triton.jit
+def _states_general(w, k_prev, v_prev, prev_ok, k_next, v_next, next_ok, first, last, state_f, state_b):
+    """Both directions' states at every row of a chunk, for any ``w`` and ``u``: exponent-carrying scans of the
+    rows' maps. Forward: row ``r`` holds token ``r - 1``, row 0 the state entering from the left. Backward: row
+    ``r`` holds token ``r + 1``, the last valid row the state entering from the right. Returns ``(p, s, d)`` of
+    each direction per row (the state is ``e^p (s, d)``)."""
+    p_in, s_in, d_in = state_f
+    p_in, s_in, d_in = p_in[None, :], s_in[None, :], d_in[None, :]
+    tau = tl.where(first, 0.0, w + tl.zeros_like(k_prev))
+    p = tl.where(first, p_in, tl.where(prev_ok, k_prev, _EMPTY))
+    s = tl.where(first, s_in, v_prev)
+    d = tl.where(first, d_in, tl.where(prev_ok, 1.0, 0.0))
+    _, p_f, s_f, d_f = tl.associative_scan((tau, p, s, d), 0, _compose)
+
+    p_in, s_in, d_in = state_b
+    p_in, s_in, d_in = p_in[None, :], s_in[None, :], d_in[None, :]
+    tau = tl.where(next_ok, w + tl.zeros_like(k_next), 0.0)
+    p = tl.where(last, p_in, tl.where(next_ok, k_next, _EMPTY))
+    s = tl.where(last, s_in, v_next)
+    d = tl.where(last, d_in, tl.where(next_ok, 1.0, 0.0))
+    _, p_b, s_b, d_b = tl.associative_scan((tau, p, s, d), 0, _compose, reverse=True)
+    return p_f, s_f, d_f, p_b, s_b, d_b
+
+
+@triton.jit
+def _rescaled_sums(g, ok, v, p_in, s_in, d_in, REVERSE: tl.constexpr):
+    """``e^{top} (s, d)`` = ``e^{p_in} (s_in, d_in) + cumsum over rows of e^{g} (v, 1)`` (from the end if
+    ``REVERSE``), every exponential taken relative to the largest of ``g`` and ``p_in``: returns ``top`` per
+    channel and ``s``, ``d`` per row."""
+    g = tl.where(ok, g, _EMPTY)
+    q = tl.max(g, axis=0)
+    m = tl.where(ok, tl.exp(g - q[None, :]), 0.0)
+    top = tl.maximum(q, p_in)
+    a_in = tl.exp(p_in - top)[None, :]
+    a_q = tl.exp(q - top)[None, :]
+    s = a_in * s_in[None, :] + a_q * tl.cumsum(m * v, 0, reverse=REVERSE)
+    d = a_in * d_in[None, :] + a_q * tl.cumsum(m, 0, reverse=REVERSE)
+    return top, s, d
+
+
+@triton.jit
+def _states_bounded(w_row, k_prev, v_prev, prev_ok, k_next, v_next, next_ok, rows, n_valid, state_f, state_b):
+    """The same states where ``|w| L + |u| <= FAST_RANGE``: moved to the decay frame of row 0, every term is a
+    plain sum. Forward: token ``j`` enters as ``g = k_j + (j + 1) w`` and the state at row ``r`` is
+    ``e^{-r w} [e^{p_in} (s_in, d_in) + sum_{j < r} e^{g_j} (v_j, 1)]``; backward: ``h = k_j - (j - 1) w``, the
+    state at row ``r`` is ``e^{r w} [e^{p_in - (n - 1) w} (s_in, d_in) + sum_{j > r} e^{h_j} (v_j, 1)]``. Two
+    exponentials per element (one per direction) and two running sums, instead of scans of exponent-carrying
+    maps. A term whose ``e^{g - max g}`` underflows float32 (``< e^{-87}``) is smaller than another term of
+    the same output by at least ``e^{87 - 2 |w| L - |u|}``, so it does not change the float32 result."""
+    r = rows.to(tl.float32)[:, None]
+    w = w_row[None, :]
+    p_in, s_in, d_in = state_f
+    top, s_f, d_f = _rescaled_sums(k_prev + r * w, prev_ok, v_prev, p_in, s_in, d_in, False)
+    p_f = top[None, :] - r * w
+    p_in, s_in, d_in = state_b
+    top, s_b, d_b = _rescaled_sums(k_next - r * w, next_ok, v_next, p_in - (n_valid - 1) * w_row, s_in, d_in, True)
+    p_b = top[None, :] + r * w
+    return p_f, s_f, d_f, p_b, s_b, d_b
+
+
+@triton.jit
+def _load_state(state, stride, col_ok):
+    """``(p, s, d)`` per channel of an entering state (three planes ``stride`` apart)."""
+    p = tl.load(state, mask=col_ok, other=_EMPTY)
+    s = tl.load(state + stride, mask=col_ok, other=0.0)
+    d = tl.load(state + 2 * stride, mask=col_ok, other=0.0)
+    return p, s, d
+
+
+@triton.jit
 def _chunk_output(
     w_ptr,
     u_ptr,
@@ -206,45 +281,40 @@ def _chunk_output(
     n_chunks,
     L: tl.constexpr,
     BLOCK_C: tl.constexpr,
+    LIMIT: tl.constexpr,
 ):
-    """Within-chunk scans in both directions seeded with the entering states, then the normalised output."""
+    """Within-chunk states in both directions seeded with the entering states, then the normalised output.
+    A block of channels whose ``|w| L + |u|`` is at most ``LIMIT`` (:data:`FAST_RANGE`, or -1: never) takes
+    :func:`_states_bounded`, any other :func:`_states_general`."""
     chunk, batch, rows, cols, col_ok, n_valid, ok, offs = _chunk_tile(seq_len, channels, L, BLOCK_C)
-    w = tl.load(w_ptr + cols, mask=col_ok, other=0.0)[None, :]
-    u = tl.load(u_ptr + cols, mask=col_ok, other=0.0)[None, :]
+    w_row = tl.load(w_ptr + cols, mask=col_ok, other=0.0)
+    u_row = tl.load(u_ptr + cols, mask=col_ok, other=0.0)
+    w = w_row[None, :]
+    u = u_row[None, :]
     k = tl.load(k_ptr + offs, mask=ok, other=0.0).to(tl.float32)
     v = tl.load(v_ptr + offs, mask=ok, other=0.0).to(tl.float32)
-
-    stride = n_chunks * channels * tl.num_programs(2).to(tl.int64)
-    state = state_ptr + (batch * n_chunks + chunk) * channels + cols
-    first = (rows == 0)[:, None]
-    last = (rows == n_valid - 1)[:, None]
-
-    # Forward: row r holds token r - 1 of the chunk; row 0 holds the state entering from the left.
     prev_ok = ok & (rows >= 1)[:, None]
     k_prev = tl.load(k_ptr + offs - channels, mask=prev_ok, other=0.0).to(tl.float32)
     v_prev = tl.load(v_ptr + offs - channels, mask=prev_ok, other=0.0).to(tl.float32)
-    p_in = tl.load(state, mask=col_ok, other=_EMPTY)[None, :]
-    s_in = tl.load(state + stride, mask=col_ok, other=0.0)[None, :]
-    d_in = tl.load(state + 2 * stride, mask=col_ok, other=0.0)[None, :]
-    tau = tl.where(first, 0.0, w + tl.zeros_like(k))
-    p = tl.where(first, p_in, tl.where(prev_ok, k_prev, _EMPTY))
-    s = tl.where(first, s_in, v_prev)
-    d = tl.where(first, d_in, tl.where(prev_ok, 1.0, 0.0))
-    _, p_f, s_f, d_f = tl.associative_scan((tau, p, s, d), 0, _compose)
-
-    # Backward: row r holds token r + 1; the last valid row holds the state entering from the right; rows past
-    # the end of the sequence are empty maps.
     next_ok = ok & (rows < n_valid - 1)[:, None]
     k_next = tl.load(k_ptr + offs + channels, mask=next_ok, other=0.0).to(tl.float32)
     v_next = tl.load(v_ptr + offs + channels, mask=next_ok, other=0.0).to(tl.float32)
-    p_in = tl.load(state + 3 * stride, mask=col_ok, other=_EMPTY)[None, :]
-    s_in = tl.load(state + 4 * stride, mask=col_ok, other=0.0)[None, :]
-    d_in = tl.load(state + 5 * stride, mask=col_ok, other=0.0)[None, :]
-    tau = tl.where(next_ok, w + tl.zeros_like(k), 0.0)
-    p = tl.where(last, p_in, tl.where(next_ok, k_next, _EMPTY))
-    s = tl.where(last, s_in, v_next)
-    d = tl.where(last, d_in, tl.where(next_ok, 1.0, 0.0))
-    _, p_b, s_b, d_b = tl.associative_scan((tau, p, s, d), 0, _compose, reverse=True)
+
+    stride = n_chunks * channels * tl.num_programs(2).to(tl.int64)
+    state = state_ptr + (batch * n_chunks + chunk) * channels + cols
+    state_f = _load_state(state, stride, col_ok)
+    state_b = _load_state(state + 3 * stride, stride, col_ok)
+
+    if tl.max(tl.abs(w_row), axis=0) * L + tl.max(tl.abs(u_row), axis=0) <= LIMIT:
+        p_f, s_f, d_f, p_b, s_b, d_b = _states_bounded(
+            w_row, k_prev, v_prev, prev_ok, k_next, v_next, next_ok, rows, n_valid, state_f, state_b
+        )
+    else:
+        first = (rows == 0)[:, None]
+        last = (rows == n_valid - 1)[:, None]
+        p_f, s_f, d_f, p_b, s_b, d_b = _states_general(
+            w, k_prev, v_prev, prev_ok, k_next, v_next, next_ok, first, last, state_f, state_b
+        )
 
     p_diag = u + k
     top = tl.maximum(tl.maximum(p_f, p_b), p_diag)
@@ -265,9 +335,11 @@ def _block_channels(channels: int) -> int:
 
 #: Launch settings: ``chunk`` positions per chunk, up to ``chunk_block`` chunks per step of the chunk-level scan
 #: with ``scan_block_c`` channels per program (that scan is the only sequential part, so it takes wide steps over
-#: few channels), ``block_c`` channels per program of the chunk kernels (0: the widest of 32/16 dividing C).
+#: few channels), ``block_c`` channels per program of the chunk kernels (0: the widest of 32/16 dividing C),
+#: ``bounded`` 1 to let blocks of channels within :data:`FAST_RANGE` take the plain-sum chunk states (0: always
+#: the general scan; for comparisons).
 #: benchmarks/wkv_cuda.py sweeps them; these were the fastest of its sweep on an H200 (benchmarks/RESULTS.md).
-SETTINGS = {"chunk": 64, "chunk_block": 256, "scan_block_c": 4, "block_c": 0}
+SETTINGS = {"chunk": 64, "chunk_block": 256, "scan_block_c": 4, "block_c": 0, "bounded": 1}
 
 
 def wkv_forward(w: torch.Tensor, u: torch.Tensor, k: torch.Tensor, v: torch.Tensor, **settings: int) -> torch.Tensor:
@@ -276,7 +348,7 @@ def wkv_forward(w: torch.Tensor, u: torch.Tensor, k: torch.Tensor, v: torch.Tens
     Args:
         w, u: (C,) decay and bonus already divided by T (any float dtype; used in float32).
         k, v: (B, T, C) in float32, float16 or bfloat16.
-        settings: overrides of :data:`SETTINGS` (powers of two; ``chunk`` and ``chunk_block`` at least 16).
+        settings: overrides of :data:`SETTINGS` (sizes: powers of two; ``chunk`` and ``chunk_block`` at least 16).
 
     Returns:
         (B, T, C) tensor in the dtype of ``v``.
@@ -314,5 +386,6 @@ def wkv_forward(w: torch.Tensor, u: torch.Tensor, k: torch.Tensor, v: torch.Tens
         BLOCK_C=scan_c,
         num_warps=min(32, max(4, chunk_block * scan_c // 512)),
     )
-    _chunk_output[grid](w32, u32, k, v, state, out, seq_len, channels, n_chunks, L=chunk, BLOCK_C=block_c)
+    limit = FAST_RANGE if cfg["bounded"] else -1.0
+    _chunk_output[grid](w32, u32, k, v, state, out, seq_len, channels, n_chunks, L=chunk, BLOCK_C=block_c, LIMIT=limit)
     return out

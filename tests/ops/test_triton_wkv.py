@@ -70,6 +70,28 @@ def test_extreme_decay_and_keys_stay_finite_and_exact(decay: float, seed: int) -
     assert _channel_rel_err(out, bi_wkv_quadratic(w, u, k, v)) < 5e-5
 
 
+@pytest.mark.parametrize("sign", [1.0, -1.0])
+def test_bounded_chunks_at_their_limit_and_mixed_blocks(sign: float, seed: int) -> None:
+    """Channel blocks whose ``|w| L + |u|`` sits just under FAST_RANGE take the plain-sum chunk states; keys of
+    +-80 make their rescaled terms underflow float32. A block holding one channel over the limit takes the
+    general scan for all its channels. Both against the float64 definition."""
+    chunk, block = 16, 16
+    w, u, k, v = _inputs(160, 3 * block, 2, seed, k_max=80.0)
+    limit = kernels.FAST_RANGE
+    g = torch.Generator().manual_seed(seed + 1)
+    share = torch.rand(3 * block, generator=g).to(DEVICE)  # split of the range between decay and bonus
+    u = (torch.rand(3 * block, generator=g).to(DEVICE) * 2 - 1).sign() * share * limit * 0.999
+    w = sign * (1 - share) * limit * 0.999 / chunk
+    w[2 * block] = sign * 1.5 * limit / chunk  # third block: one channel over the limit
+    ref = bi_wkv_quadratic(w, u, k, v)
+    for bounded in (1, 0):  # 0: every block through the general scan, for comparison
+        out = kernels.wkv_forward(
+            w, u, k, v, chunk=chunk, chunk_block=16, scan_block_c=4, block_c=block, bounded=bounded
+        )
+        assert torch.isfinite(out).all()
+        assert _channel_rel_err(out, ref) < 5e-5
+
+
 def test_default_launch_settings_and_unknown_setting(seed: int) -> None:
     """The shipped SETTINGS (several chunks, masked channels in the chunk-level scan) and a typo'd setting."""
     w, u, k, v = _inputs(2 * kernels.SETTINGS["chunk"] + 37, 20, 2, seed)

@@ -114,11 +114,10 @@ def settings_sweep(opts: argparse.Namespace) -> tuple[list[str], dict[str, int]]
     from monai_rwkv.ops import _triton_wkv
 
     device = torch.device("cuda")
-    shapes = [make_inputs(b, t, c, device, seed=1) for b, t, c in SWEEP_SHAPES]
-    head = "| chunk | chunk_block | scan_block_c | block_c | bounded | " + " | ".join(
-        f"B={b}, T={t:,}, C={c}" for b, t, c in SWEEP_SHAPES
-    )
-    head += " |"
+    sweep_shapes = opts.sweep_shapes or SWEEP_SHAPES
+    shapes = [make_inputs(b, t, c, device, seed=1) for b, t, c in sweep_shapes]
+    head = "| chunk | chunk_block | scan_block_c | block_c | bounded | "
+    head += " | ".join(f"B={b}, T={t:,}, C={c}" for b, t, c in sweep_shapes) + " |"
     lines = ["Launch settings sweep (Triton forward, ms; the fastest overall is used above):", ""]
     lines += [head, "|" + "---|" * (head.count("|") - 1)]
     best: tuple[float, dict[str, int]] = (math.inf, {})
@@ -160,6 +159,11 @@ def table(batch: int, channels: int, cells: dict[int, dict[str, Optional[float]]
     return lines
 
 
+def _shape(text: str) -> tuple[int, int, int]:
+    b, t, c = (int(x) for x in text.lower().split("x"))
+    return b, t, c
+
+
 def parse_args(argv: Optional[list[str]] = None) -> argparse.Namespace:
     p = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     p.add_argument("--min-tokens", type=int, default=1024)
@@ -176,6 +180,14 @@ def parse_args(argv: Optional[list[str]] = None) -> argparse.Namespace:
     p.add_argument(
         "--block-cs", type=int, nargs="+", default=[0], help="channels per chunk-kernel program (0: the default rule)"
     )
+    p.add_argument(
+        "--sweep-shapes",
+        type=_shape,
+        nargs="+",
+        metavar="BxTxC",
+        help="default: " + " ".join(f"{b}x{t}x{c}" for b, t, c in SWEEP_SHAPES),
+    )
+    p.add_argument("--sweep-only", action="store_true", help="only the sweep, no table")
     p.add_argument("--bounded", type=int, nargs="+", default=[1], help="1: plain-sum chunk states where safe")
     p.add_argument("--write", type=Path, default=None, help="markdown file to write/update the section in")
     return p.parse_args(argv)
@@ -193,7 +205,7 @@ def main(argv: Optional[list[str]] = None) -> None:
         sweep_lines, best = settings_sweep(opts)
         _triton_wkv.SETTINGS.update(best)
     settings = dict(_triton_wkv.SETTINGS)
-    out_lines = sweep_grid(opts, bench_cell, table, opts.max_elements)
+    out_lines = [] if opts.sweep_only else sweep_grid(opts, bench_cell, table, opts.max_elements)
     out_lines += sweep_lines
     lines = header_lines(torch.device("cuda"), load_before, os.getloadavg())
     lines += [

@@ -15,6 +15,7 @@ from monai_rwkv.inference import (
     load_network,
     normalize_intensity,
     resolve_device,
+    resolve_sw_batch_size,
 )
 from monai_rwkv.networks.nets import RestoreRWKV
 
@@ -89,6 +90,17 @@ def test_invalid_settings_are_refused() -> None:
         identity_restorer(roi_size=(16, 16, 16))
     with pytest.raises(ValueError, match="channel-first"):
         identity_restorer()(torch.zeros(4, 4))
+    for bad in (0, -2, 2.5, "four", True):
+        with pytest.raises(ValueError, match="sw_batch_size must be 'auto' or a positive integer"):
+            identity_restorer(sw_batch_size=bad)
+
+
+def test_sw_batch_size_auto_depends_on_the_device() -> None:
+    assert resolve_sw_batch_size("auto", "cuda") == 32
+    assert resolve_sw_batch_size("auto", torch.device("cuda:1")) == 32
+    assert resolve_sw_batch_size("auto", "cpu") == 4
+    assert resolve_sw_batch_size(np.int64(7), "cuda") == 7
+    assert identity_restorer(device="cpu").inferer.sw_batch_size == 4
 
 
 @pytest.mark.skipif(torch.cuda.is_available(), reason="checks the CPU-only behaviour")

@@ -93,7 +93,12 @@ def _add_bundle_options(command: argparse.ArgumentParser) -> None:
     command.add_argument("--device", default="auto", choices=("auto", "cpu", "cuda"), help="default: auto")
     command.add_argument("--roi", nargs=2, type=_positive_int, metavar=("H", "W"), help="sliding-window patch size")
     command.add_argument("--overlap", type=_overlap, metavar="F", help="sliding-window overlap in [0, 1)")
-    command.add_argument("--sw-batch-size", type=_positive_int, metavar="N", help="patches per network call")
+    command.add_argument(
+        "--sw-batch-size",
+        type=_positive_int,
+        metavar="N",
+        help="patches per network call (default: the bundle's, auto: 32 on CUDA, 4 on the CPU)",
+    )
     command.add_argument("--dtype", choices=("float32", "int16"), help="NIfTI output type (default: the bundle's)")
     command.add_argument("--no-progress", action="store_true", help="no progress bar")
     command.add_argument(

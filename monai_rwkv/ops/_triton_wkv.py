@@ -333,13 +333,21 @@ def _block_channels(channels: int) -> int:
     return 16
 
 
-#: Launch settings: ``chunk`` positions per chunk, up to ``chunk_block`` chunks per step of the chunk-level scan
-#: with ``scan_block_c`` channels per program (that scan is the only sequential part, so it takes wide steps over
-#: few channels), ``block_c`` channels per program of the chunk kernels (0: the widest of 32/16 dividing C),
-#: ``bounded`` 1 to let blocks of channels within :data:`FAST_RANGE` take the plain-sum chunk states (0: always
-#: the general scan; for comparisons).
-#: benchmarks/wkv_cuda.py sweeps them; these were the fastest of its sweep on an H200 (benchmarks/RESULTS.md).
-SETTINGS = {"chunk": 64, "chunk_block": 256, "scan_block_c": 4, "block_c": 0, "bounded": 1}
+def _auto_chunk(batch: int, seq_len: int, channels: int) -> int:
+    """Chunk length for ``chunk=0``: 128 where few (batch item, channel) rows or a short sequence leave the
+    chunk-level scan sequential over few programs, else 64 (the within-chunk sums then cost less per element).
+    From the H200 sweep of eight shapes in benchmarks/RESULTS.md: 128 was 1.2-2.2x faster at B x C <= 192 and at
+    T = 4,096, 64 was 1.25-1.35x faster at B x C >= 384 with T >= 16,384."""
+    return 128 if batch * channels <= 192 or seq_len <= 8192 else 64
+
+
+#: Launch settings: ``chunk`` positions per chunk (0: :func:`_auto_chunk`), up to ``chunk_block`` chunks per step of
+#: the chunk-level scan with ``scan_block_c`` channels per program (that scan is the only sequential part, so it
+#: takes wide steps over few channels), ``block_c`` channels per program of the chunk kernels (0: the widest of
+#: 32/16 dividing C), ``bounded`` 1 to let blocks of channels within :data:`FAST_RANGE` take the plain-sum chunk
+#: states (0: always the general scan; for comparisons). benchmarks/wkv_cuda.py sweeps them; these were the
+#: fastest of its sweeps on an H200 (benchmarks/RESULTS.md).
+SETTINGS = {"chunk": 0, "chunk_block": 256, "scan_block_c": 4, "block_c": 0, "bounded": 1}
 
 
 def wkv_forward(w: torch.Tensor, u: torch.Tensor, k: torch.Tensor, v: torch.Tensor, **settings: int) -> torch.Tensor:
@@ -357,8 +365,8 @@ def wkv_forward(w: torch.Tensor, u: torch.Tensor, k: torch.Tensor, v: torch.Tens
     if unknown:
         raise TypeError(f"unknown settings {sorted(unknown)}; known: {sorted(SETTINGS)}")
     cfg = {**SETTINGS, **settings}
-    chunk = cfg["chunk"]
     batch, seq_len, channels = k.shape
+    chunk = cfg["chunk"] or _auto_chunk(batch, seq_len, channels)
     k, v = k.contiguous(), v.contiguous()
     w32 = w.detach().to(device=k.device, dtype=torch.float32).contiguous()
     u32 = u.detach().to(device=k.device, dtype=torch.float32).contiguous()

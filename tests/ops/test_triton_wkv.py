@@ -94,7 +94,9 @@ def test_bounded_chunks_at_their_limit_and_mixed_blocks(sign: float, seed: int) 
 
 def test_default_launch_settings_and_unknown_setting(seed: int) -> None:
     """The shipped SETTINGS (several chunks, masked channels in the chunk-level scan) and a typo'd setting."""
-    w, u, k, v = _inputs(2 * kernels.SETTINGS["chunk"] + 37, 20, 2, seed)
+    assert kernels.SETTINGS["chunk"] == 0  # chunk length by shape
+    assert kernels._auto_chunk(2, 293, 20) == 128 and kernels._auto_chunk(4, 65536, 384) == 64
+    w, u, k, v = _inputs(2 * 128 + 37, 20, 2, seed)
     out = kernels.wkv_forward(w, u, k, v)
     assert _channel_rel_err(out, bi_wkv_quadratic(w, u, k, v)) < 5e-5
     with pytest.raises(TypeError, match="unknown settings"):

@@ -58,13 +58,14 @@ import numba
 import numpy as np
 from llvmlite import ir
 from numba.core import types
-from numba.extending import intrinsic
+from numba.extending import intrinsic, overload
 
 __all__ = ["set_threads", "wkv_backward", "wkv_forward"]
 
 _CHUNK = 256  # positions per chunk of the two-level sweep; the chunk buffer stays in L1/L2
 _FAST_CHUNK = 64  # positions per chunk of the fast path (0: always the running-maximum kernels)
 _FAST_RANGE = 64.0  # fast path only where max_c |w_c| * _FAST_CHUNK + |u_c| <= this (see "Fast path")
+_FAST_RANGE32 = 30.0  # the same for float32 inputs, whose fast path computes in float32 (underflow below e^-87)
 _BIG = 600.0  # exponent gap beyond which the combine re-centres before exponentiating (float64: ~709)
 
 _JIT = {"cache": True, "nogil": True, "error_model": "numpy"}
@@ -78,6 +79,14 @@ _LN2_HI = 0.6931471803691238  # ln 2 split in two so n * _LN2_HI is exact for |n
 _LN2_LO = 1.9082149292705877e-10
 _EXP_MIN = -708.0  # below: 0 (such terms are < 1e-307 of the term they are added to)
 _EXP_MAX = 709.0
+# float32 exponential (typed constants: a Python float literal would promote the arithmetic to float64)
+_LOG2E_32 = np.float32(_LOG2E)
+_LN2_HI_32 = np.float32(0.693359375)  # 9 significant bits: n * _LN2_HI_32 is exact for |n| < 2^15
+_LN2_LO_32 = np.float32(-2.12194440e-4)
+_EXP_MIN_32 = np.float32(-87.0)  # below: 0 (float32's smallest normal is e^-87.3)
+_EXP_MAX_32 = np.float32(88.0)
+_HALF_32 = np.float32(0.5)
+_EXP_POLY_32 = tuple(np.float32(1.0 / math.factorial(i)) for i in range(8))
 
 
 @intrinsic
@@ -154,6 +163,41 @@ def _exp(x: float) -> float:
     p = p * r + 1.0
     y = p * _bits_to_float((np.int64(n) + 1023) << 52)
     return 0.0 if x < _EXP_MIN else y
+
+
+@intrinsic
+def _bits_to_float32(typingctx, bits):
+    """Reinterpret the bits of an int32 as a float32."""
+
+    def codegen(context, builder, signature, args):
+        return builder.bitcast(args[0], ir.FloatType())
+
+    return types.float32(types.int32), codegen
+
+
+@numba.njit(inline="always", **_JIT)
+def _exp32(x):
+    """``e^x`` in float32 to ~2 ulp for float32 x in [-87, 88], 0 below: as :func:`_exp` with a degree-7
+    polynomial (remainder term ``0.347^8 / 8! = 5e-9``), eight lanes per AVX2 register instead of four."""
+    xc = min(max(x, _EXP_MIN_32), _EXP_MAX_32)
+    n = np.floor(xc * _LOG2E_32 + _HALF_32)
+    r = (xc - n * _LN2_HI_32) - n * _LN2_LO_32
+    c = _EXP_POLY_32
+    p = ((((((c[7] * r + c[6]) * r + c[5]) * r + c[4]) * r + c[3]) * r + c[2]) * r + c[1]) * r + c[0]
+    y = p * _bits_to_float32((np.int32(n) + np.int32(127)) << np.int32(23))
+    return np.float32(0.0) if x < _EXP_MIN_32 else y
+
+
+def _exp_as(x):
+    """``e^x`` in the precision of ``x`` (:func:`_exp32` for float32, :func:`_exp` otherwise); numba only."""
+    raise NotImplementedError("_exp_as is only callable from numba-compiled code")
+
+
+@overload(_exp_as, inline="always")
+def _exp_as_overload(x):
+    if x == types.float32:
+        return lambda x: _exp32(x)
+    return lambda x: _exp(x)
 
 
 @numba.njit(inline="always", **_JIT)
@@ -425,18 +469,23 @@ def _backward_phase_b(w, u, k, v, out, g, neg_log_den, gk, gv, b, c0, nc, chunk)
 
 
 @numba.njit(**_JIT)
-def _decay_powers(w, c0, nc, chunk):
-    """``dpow[r, c] = e^{-r w_{c0+c}}`` for r = 0..chunk."""
-    dpow = np.empty((chunk + 1, nc))
+def _decay_powers(w, c0, nc, chunk, like):
+    """``dpow2[r] = [e^{-r w_{c0:c0+nc}}, e^{-r w_{c0:c0+nc}}]`` for r = 0..chunk, (chunk + 1, 2 nc) in the dtype of
+    ``like`` (the precision the chunk's arithmetic runs in)."""
+    dpow2 = np.empty((chunk + 1, 2 * nc), like.dtype)
     for r in range(chunk + 1):
         for c in range(nc):
-            dpow[r, c] = _exp(-float(r) * w[c0 + c])
-    return dpow
+            d = _exp(-float(r) * w[c0 + c])
+            dpow2[r, c] = d
+            dpow2[r, nc + c] = d
+    return dpow2
 
 
 # The fast-path loops below index one-dimensional row views (``k[b, t, c0:c0+nc]``, ``buf[r]``): LLVM then
 # vectorises the channel loops with little per-row overhead (3-dimensional indexing inside a 16-channel loop
-# was ~3x slower).
+# was ~3x slower). Inside a chunk they compute in the dtype of k and v (buffers, references and decay powers
+# in that dtype, :func:`_exp_as`): float32 inputs get float32 chunk arithmetic, twice the lanes per register;
+# the states carried from chunk to chunk stay float64.
 
 
 @numba.njit(inline="always", **_JIT_FAST)
@@ -464,12 +513,13 @@ def _carry(m, s, z, ls, lz, km, w, c0, nc, n):
 
 @numba.njit(inline="always", **_JIT_FAST)
 def _chunk_terms(k, v, b, t0, t1, c0, nc, ref, x):
-    """Row ``t - t0`` of ``x`` (chunk, 2 nc) gets ``[p v, p]`` with ``p = e^{k[b, t, c0+c] - ref[c]}``."""
+    """Row ``t - t0`` of ``x`` (chunk, 2 nc) gets ``[p v, p]`` with ``p = e^{k[b, t, c0+c] - ref[c]}``; ``ref``
+    and ``x`` in the dtype of ``k``."""
     for t in range(t0, t1):
         kr = k[b, t, c0 : c0 + nc]
         xr = x[t - t0, nc:]
         for c in range(nc):
-            xr[c] = _exp(kr[c] - ref[c])
+            xr[c] = _exp_as(kr[c] - ref[c])
     for t in range(t0, t1):
         vr = v[b, t, c0 : c0 + nc]
         xr = x[t - t0]
@@ -487,9 +537,10 @@ def _fast_chunk_sums(w, k, v, b, c0, nc, chunk, dpow2, kmx, bm, bs, bz, es, ez):
     ``dpow2[r] = [e^{-r w}, e^{-r w}]`` (2 nc).
     """
     seq_len = k.shape[1]
-    x = np.empty((chunk, 2 * nc))
-    acc = np.empty(2 * nc)  # [sum p v, sum p] decayed towards the left end
-    acc_r = np.empty(2 * nc)  # the same towards the right end
+    x = np.empty((chunk, 2 * nc), k.dtype)
+    acc = np.empty(2 * nc, k.dtype)  # [sum p v, sum p] decayed towards the left end
+    acc_r = np.empty(2 * nc, k.dtype)  # the same towards the right end
+    kref = np.empty(nc, k.dtype)
     m = np.full(nc, -np.inf)
     s = np.zeros(nc)
     z = np.zeros(nc)
@@ -503,7 +554,8 @@ def _fast_chunk_sums(w, k, v, b, c0, nc, chunk, dpow2, kmx, bm, bs, bz, es, ez):
         n = t1 - t0
         km = kmx[j]
         _chunk_max(k, b, t0, t1, c0, nc, km)
-        _chunk_terms(k, v, b, t0, t1, c0, nc, km, x)
+        kref[:] = km  # exact: a key of k's dtype
+        _chunk_terms(k, v, b, t0, t1, c0, nc, kref, x)
         acc[:] = 0.0
         for r in range(n - 1, -1, -1):
             xr = x[r]
@@ -525,10 +577,7 @@ def _fast_forward_task(w, u, k, v, out, b, c0, nc, chunk):
     """Fast-path Bi-WKV of batch item ``b``, channels ``c0:c0+nc``; needs ``|w| chunk + |u|`` moderate."""
     seq_len = k.shape[1]
     n_chunks = (seq_len + chunk - 1) // chunk
-    dpow = _decay_powers(w, c0, nc, chunk)
-    dpow2 = np.empty((chunk + 1, 2 * nc))
-    dpow2[:, :nc] = dpow
-    dpow2[:, nc:] = dpow
+    dpow2 = _decay_powers(w, c0, nc, chunk, k)
     d2 = dpow2[1]
     kmx = np.empty((n_chunks, nc))
     bm = np.empty((n_chunks, nc))
@@ -539,15 +588,15 @@ def _fast_forward_task(w, u, k, v, out, b, c0, nc, chunk):
     _fast_chunk_sums(w, k, v, b, c0, nc, chunk, dpow2, kmx, bm, bs, bz, es, ez)
     # everything inside a chunk in one scale e^{mc}: row r of x = [p v, p] with p = e^{k_t - mc},
     # q = [suffix sum of p v, of p] over i > t, pre = the same for the prefix i < t (incoming states included)
-    x = np.empty((chunk, 2 * nc))
-    q = np.empty((chunk, 2 * nc))
-    pre = np.empty((chunk, 2 * nc))
-    mc = np.empty(nc)
+    x = np.empty((chunk, 2 * nc), k.dtype)
+    q = np.empty((chunk, 2 * nc), k.dtype)
+    pre = np.empty((chunk, 2 * nc), k.dtype)
+    mc = np.empty(nc, k.dtype)  # in k's dtype, so that the chunk's terms and its incoming states share it exactly
     # prefix state entering the chunk, P_{t0} = sp * e^{mp}
     mp = np.full(nc, -np.inf)
     sp = np.zeros(nc)
     zp = np.zeros(nc)
-    eu = np.empty(nc)
+    eu = np.empty(nc, k.dtype)
     for c in range(nc):
         eu[c] = _exp(u[c0 + c])
     for j in range(n_chunks):
@@ -583,16 +632,16 @@ def _fast_forward_task(w, u, k, v, out, b, c0, nc, chunk):
 
 
 @numba.njit(inline="always", **_JIT)
-def _fast_ok(w, u, c0, nc, chunk):
+def _fast_ok(w, u, c0, nc, chunk, fast_range):
     """Whether the fast path is exact for channels ``c0:c0+nc`` (else the running-maximum kernels run)."""
     worst = 0.0
     for c in range(nc):
         worst = max(worst, abs(w[c0 + c]) * chunk + abs(u[c0 + c]))
-    return worst <= _FAST_RANGE
+    return worst <= fast_range
 
 
 @numba.njit(parallel=True, **_JIT)
-def _forward_kernel(w, u, k, v, out, block, chunk, fast_chunk):
+def _forward_kernel(w, u, k, v, out, block, chunk, fast_chunk, fast_range):
     batch, _, channels = k.shape
     n_blocks = (channels + block - 1) // block
     for task in numba.prange(batch * n_blocks):
@@ -601,7 +650,7 @@ def _forward_kernel(w, u, k, v, out, block, chunk, fast_chunk):
         # unsigned channel indices: numba then skips negative-index wrap-around and the loops vectorise
         cu = np.uint64(c0)
         nc = np.uint64(min(block, channels - c0))
-        if fast_chunk > 0 and _fast_ok(w, u, cu, nc, fast_chunk):
+        if fast_chunk > 0 and _fast_ok(w, u, cu, nc, fast_chunk, fast_range):
             _fast_forward_task(w, u, k, v, out, b, cu, nc, fast_chunk)
         else:
             _forward_task(w, u, k, v, out, b, cu, nc, chunk)
@@ -650,7 +699,9 @@ def wkv_forward(w: np.ndarray, u: np.ndarray, k: np.ndarray, v: np.ndarray) -> n
     out = np.empty_like(v)
     if v.size:
         with _LAUNCH_LOCK:
-            _forward_kernel(w, u, k, v, out, _fast_block_size(k.shape[0], k.shape[2]), _CHUNK, _FAST_CHUNK)
+            fast_range = _FAST_RANGE32 if v.dtype == np.float32 else _FAST_RANGE
+            block = _fast_block_size(k.shape[0], k.shape[2])
+            _forward_kernel(w, u, k, v, out, block, _CHUNK, _FAST_CHUNK, fast_range)
     return out
 
 

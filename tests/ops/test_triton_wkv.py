@@ -74,7 +74,9 @@ def test_extreme_decay_and_keys_stay_finite_and_exact(decay: float, seed: int) -
 def test_bounded_chunks_at_their_limit_and_mixed_blocks(sign: float, seed: int) -> None:
     """Channel blocks whose ``|w| L + |u|`` sits just under FAST_RANGE take the plain-sum chunk states; keys of
     +-80 make their rescaled terms underflow float32. A block holding one channel over the limit takes the
-    general scan for all its channels. Both against the float64 definition."""
+    general scan for all its channels. Both against the float64 definition. The bound is 1e-4 here, not 5e-5:
+    with |w| T up to ~250 and keys of 80 the general scan carries exponents of a few hundred in float32, whose
+    rounding (ulp(256) = 3e-5) is a relative error of the terms (seen: 5.2e-5 on a general-scan channel)."""
     chunk, block = 16, 16
     w, u, k, v = _inputs(160, 3 * block, 2, seed, k_max=80.0)
     limit = kernels.FAST_RANGE
@@ -89,7 +91,7 @@ def test_bounded_chunks_at_their_limit_and_mixed_blocks(sign: float, seed: int) 
             w, u, k, v, chunk=chunk, chunk_block=16, scan_block_c=4, block_c=block, bounded=bounded
         )
         assert torch.isfinite(out).all()
-        assert _channel_rel_err(out, ref) < 5e-5
+        assert _channel_rel_err(out, ref) < 1e-4
 
 
 def test_default_launch_settings_and_unknown_setting(seed: int) -> None:

@@ -8,7 +8,7 @@ import pytest
 import torch
 import torch.nn.functional as F
 
-from monai_rwkv.networks.blocks import OmniShift, ReWKV, RWKVBlock, scan_order
+from monai_rwkv.networks.blocks import OmniShift, ReWKV, RWKVBlock, scan_order, to_image, to_tokens
 from monai_rwkv.ops import bi_wkv_quadratic
 
 
@@ -112,6 +112,22 @@ def test_block_keeps_channels_last_and_shape(spatial_dims: int, seed: int) -> No
     assert out.shape == x.shape
     assert out.is_contiguous(memory_format=fmt)
     assert torch.allclose(out, block(x.contiguous()), atol=1e-5)
+
+
+@pytest.mark.parametrize("spatial_shape", [(6, 10), (4, 6, 5)])
+def test_to_image_of_one_item_has_canonical_channels_last_strides(spatial_shape: tuple[int, ...], seed: int) -> None:
+    """A batch of one must keep the batch stride T C: with another stride (legal for a size-one axis) PyTorch's
+    convolutions treat the tensor as channel-first, copy it and return channel-first (5x slower on CPU)."""
+    channels, seq_len = 8, int(torch.tensor(spatial_shape).prod())
+    tokens = torch.randn(1, seq_len, channels)
+    image = to_image(tokens, spatial_shape)
+    assert image.data_ptr() == tokens.data_ptr() and image.stride()[:2] == (seq_len * channels, 1)
+    assert torch.equal(to_tokens(image), tokens)
+    weight = torch.randn(channels, 1, *(3,) * len(spatial_shape))
+    conv = F.conv2d if len(spatial_shape) == 2 else F.conv3d
+    out = conv(image, weight, padding=1, groups=channels)
+    fmt = torch.channels_last if len(spatial_shape) == 2 else torch.channels_last_3d
+    assert out.is_contiguous(memory_format=fmt) and out.stride()[0] == seq_len * channels
 
 
 def test_omni_shift_matches_explicit_convolutions(seed: int) -> None:

@@ -268,6 +268,10 @@ def ct_volume(slices: int) -> torch.Tensor:
     return disc[None, :, :, None].repeat(1, 1, 1, slices) + torch.randn(1, 512, 512, slices) * 20
 
 
+def _duration(seconds: float) -> str:
+    return f"{seconds:.1f} s" if seconds < 120 else f"{seconds / 60:.1f} min"
+
+
 def volume_lines(opts: argparse.Namespace, device: torch.device) -> list[str]:
     from monai_rwkv.apps.bundle import load_bundle_config
 
@@ -287,7 +291,7 @@ def volume_lines(opts: argparse.Namespace, device: torch.device) -> list[str]:
             f"- bundle: {bundle.relative_to(REPO)} (light preset), roi {settings['roi_size']}, overlap "
             f"{settings['overlap']}, sw_batch_size {settings['sw_batch_size']}, amp {settings['amp']}, device "
             f"{settings['device']}: {seconds:.1f} s for {opts.volume_slices} slices: {rate:.3f} slices/s; a "
-            f"512 x 512 x 64 volume at this rate: {64 / rate / 60:.1f} min (extrapolated from {opts.volume_slices} "
+            f"512 x 512 x 64 volume at this rate: {_duration(64 / rate)} (extrapolated from {opts.volume_slices} "
             "slices)",
         ]
     return lines

@@ -32,7 +32,11 @@ with ``p_t = e^{k_t - mc}`` (terms that underflow there are < e^{-700} of the de
 ``e^{mc - 2 |w| chunk - |u|}``). The carried states keep their own scales, updated once per chunk by the
 running-maximum rule ``m <- max(m - n w, kmax)``, so a stretch of tiny keys next to huge ones loses nothing that
 matters later. Cost: two vectorised exponentials per element instead of six. Tasks outside that range (short
-sequences with extreme decays or bonuses) take the running-maximum kernels below.
+sequences with extreme decays or bonuses) take the running-maximum kernels below. For float32 inputs the chunk
+arithmetic runs in float32 (twice the SIMD lanes, a float32 exponential) where ``|w| * _FAST_CHUNK + |u| <=
+_FAST_RANGE32`` (float32 underflows below e^-87); the carried states stay float64 and the decay step is applied as
+its float32 value plus its rounding error, so rounding does not compound over a chunk: about 2e-6 of each channel's
+largest output (float64 inputs: float64 throughout, ~1e-15).
 
 Backward (``alpha_{t,i}`` the softmax weight of ``i`` in ``out_t``, ``g`` the incoming gradient,
 ``L_t = log`` of the denominator at ``t``):
@@ -471,14 +475,19 @@ def _backward_phase_b(w, u, k, v, out, g, neg_log_den, gk, gv, b, c0, nc, chunk)
 @numba.njit(**_JIT)
 def _decay_powers(w, c0, nc, chunk, like):
     """``dpow2[r] = [e^{-r w_{c0:c0+nc}}, e^{-r w_{c0:c0+nc}}]`` for r = 0..chunk, (chunk + 1, 2 nc) in the dtype of
-    ``like`` (the precision the chunk's arithmetic runs in)."""
+    ``like`` (the precision the chunk's arithmetic runs in), and ``dlo2``, the rounding error of ``dpow2[1]`` in
+    that dtype (0 in float64). The recurrences multiply by ``dpow2[1] + dlo2``: a step-by-step product with the
+    rounded float32 decay alone compounds its rounding (up to 64 x 3e-8 over a chunk; seen: 1e-5 per channel)."""
     dpow2 = np.empty((chunk + 1, 2 * nc), like.dtype)
+    dlo2 = np.empty(2 * nc, like.dtype)
     for r in range(chunk + 1):
         for c in range(nc):
             d = _exp(-float(r) * w[c0 + c])
             dpow2[r, c] = d
             dpow2[r, nc + c] = d
-    return dpow2
+    for c in range(2 * nc):
+        dlo2[c] = _exp(-w[c0 + c % nc]) - float(dpow2[1, c])
+    return dpow2, dlo2
 
 
 # The fast-path loops below index one-dimensional row views (``k[b, t, c0:c0+nc]``, ``buf[r]``): LLVM then
@@ -528,13 +537,13 @@ def _chunk_terms(k, v, b, t0, t1, c0, nc, ref, x):
 
 
 @numba.njit(**_JIT_FAST)
-def _fast_chunk_sums(w, k, v, b, c0, nc, chunk, dpow2, kmx, bm, bs, bz, es, ez):
+def _fast_chunk_sums(w, k, v, b, c0, nc, chunk, dpow2, dlo2, kmx, bm, bs, bz, es, ez):
     """Right-to-left pass of the fast path over ``k[b, :, c0:c0+nc]``, ``v`` alike.
 
     Stores per chunk j its key maximum ``kmx[j]``, the chunk's own sums seen from its right end,
     ``sum_t e^{k_t - kmx[j] - (t1-1-t) w} (v_t, 1) = (es[j], ez[j])``, and the suffix state entering it from the
     right, ``Q_{t1-1} = bs[j] e^{bm[j]}`` (weights ``bz[j] e^{bm[j]}``), t1 the end of the chunk.
-    ``dpow2[r] = [e^{-r w}, e^{-r w}]`` (2 nc).
+    ``dpow2[r] = [e^{-r w}, e^{-r w}]`` (2 nc), ``dlo2`` the rounding error of ``dpow2[1]``.
     """
     seq_len = k.shape[1]
     x = np.empty((chunk, 2 * nc), k.dtype)
@@ -560,7 +569,7 @@ def _fast_chunk_sums(w, k, v, b, c0, nc, chunk, dpow2, kmx, bm, bs, bz, es, ez):
         for r in range(n - 1, -1, -1):
             xr = x[r]
             for c in range(2 * nc):
-                acc[c] = d2[c] * acc[c] + xr[c]
+                acc[c] = d2[c] * acc[c] + (dlo2[c] * acc[c] + xr[c])
         acc_r[:] = 0.0
         for r in range(n):
             xr = x[r]
@@ -577,7 +586,7 @@ def _fast_forward_task(w, u, k, v, out, b, c0, nc, chunk):
     """Fast-path Bi-WKV of batch item ``b``, channels ``c0:c0+nc``; needs ``|w| chunk + |u|`` moderate."""
     seq_len = k.shape[1]
     n_chunks = (seq_len + chunk - 1) // chunk
-    dpow2 = _decay_powers(w, c0, nc, chunk, k)
+    dpow2, dlo2 = _decay_powers(w, c0, nc, chunk, k)
     d2 = dpow2[1]
     kmx = np.empty((n_chunks, nc))
     bm = np.empty((n_chunks, nc))
@@ -585,7 +594,7 @@ def _fast_forward_task(w, u, k, v, out, b, c0, nc, chunk):
     bz = np.empty((n_chunks, nc))
     es = np.empty((n_chunks, nc))
     ez = np.empty((n_chunks, nc))
-    _fast_chunk_sums(w, k, v, b, c0, nc, chunk, dpow2, kmx, bm, bs, bz, es, ez)
+    _fast_chunk_sums(w, k, v, b, c0, nc, chunk, dpow2, dlo2, kmx, bm, bs, bz, es, ez)
     # everything inside a chunk in one scale e^{mc}: row r of x = [p v, p] with p = e^{k_t - mc},
     # q = [suffix sum of p v, of p] over i > t, pre = the same for the prefix i < t (incoming states included)
     x = np.empty((chunk, 2 * nc), k.dtype)
@@ -617,11 +626,11 @@ def _fast_forward_task(w, u, k, v, out, b, c0, nc, chunk):
         for r in range(n - 2, -1, -1):
             a, a1, x1 = q[r], q[r + 1], x[r + 1]
             for c in range(2 * nc):
-                a[c] = d2[c] * a1[c] + x1[c]
+                a[c] = d2[c] * a1[c] + (dlo2[c] * a1[c] + x1[c])
         for r in range(n - 1):
             a, a0, x0 = pre[r + 1], pre[r], x[r]
             for c in range(2 * nc):
-                a[c] = d2[c] * a0[c] + x0[c]
+                a[c] = d2[c] * a0[c] + (dlo2[c] * a0[c] + x0[c])
         for t in range(t0, t1):
             r = t - t0
             pr, qr, xr = pre[r], q[r], x[r]

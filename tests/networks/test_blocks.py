@@ -9,6 +9,7 @@ import torch
 import torch.nn.functional as F
 
 from monai_rwkv.networks.blocks import OmniShift, ReWKV, RWKVBlock, scan_order, to_image, to_tokens
+from monai_rwkv.networks.blocks.rwkv import pointwise
 from monai_rwkv.ops import bi_wkv_quadratic
 
 
@@ -130,6 +131,23 @@ def test_to_image_of_one_item_has_canonical_channels_last_strides(spatial_shape:
     out = conv(image, weight, padding=1, groups=channels)
     fmt = torch.channels_last if len(spatial_shape) == 2 else torch.channels_last_3d
     assert out.is_contiguous(memory_format=fmt) and out.stride()[0] == seq_len * channels
+
+
+@pytest.mark.parametrize("spatial_shape", [(6, 10), (4, 6, 5)])
+@pytest.mark.parametrize("bias", [False, True])
+def test_pointwise_convolution_equals_the_linear_layer(spatial_shape: tuple[int, ...], bias: bool, seed: int) -> None:
+    """CPU inference runs token-wise linears as 1x1 convolutions of the channels-last image: same values as
+    ``nn.Linear``, same (B, T, C_out) token layout; with autograd tracking the input it is the linear layer."""
+    linear = torch.nn.Linear(12, 20, bias=bias)
+    tokens = torch.randn(2, int(torch.tensor(spatial_shape).prod()), 12) * 10
+    want = linear(tokens)
+    with torch.no_grad():
+        got = pointwise(linear, tokens, spatial_shape)
+    assert got.shape == want.shape and got.is_contiguous()
+    assert torch.allclose(got, want, rtol=1e-5, atol=1e-5 * want.abs().max().item())
+    tracked = tokens.requires_grad_()
+    out = pointwise(linear, tracked, spatial_shape)
+    assert type(out.grad_fn).__name__.startswith(("AddmmBackward", "ViewBackward", "UnsafeViewBackward", "MmBackward"))
 
 
 def test_omni_shift_matches_explicit_convolutions(seed: int) -> None:

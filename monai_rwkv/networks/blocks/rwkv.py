@@ -5,13 +5,14 @@ from __future__ import annotations
 from collections.abc import Sequence
 
 import torch
+import torch.nn.functional as F
 from torch import nn
 
 from monai_rwkv.ops import bi_wkv
 
 from .omni_shift import OmniShift
 
-__all__ = ["ChannelMix", "RWKVBlock", "ReWKV", "scan_order", "to_image", "to_tokens"]
+__all__ = ["ChannelMix", "RWKVBlock", "ReWKV", "pointwise", "scan_order", "to_image", "to_tokens"]
 
 
 def to_tokens(x: torch.Tensor) -> torch.Tensor:
@@ -30,6 +31,23 @@ def to_image(tokens: torch.Tensor, spatial_shape: Sequence[int]) -> torch.Tensor
     batch, _, channels = tokens.shape
     image = tokens.reshape(batch, *spatial_shape, channels)
     return image.permute(0, image.ndim - 1, *range(1, image.ndim - 1))
+
+
+_POINTWISE_CONV = {2: F.conv2d, 3: F.conv3d}
+
+
+def pointwise(linear: nn.Linear, tokens: torch.Tensor, spatial_shape: Sequence[int]) -> torch.Tensor:
+    """``linear`` applied to every token of (B, T, C) ``tokens`` -> (B, T, C_out).
+
+    For CPU inference (autograd not tracking ``tokens``) it runs as a 1x1 convolution of the channels-last image:
+    oneDNN's convolution was 1.0-3x faster than the matmul behind ``nn.Linear`` for these tall, thin products
+    (T x C by C x C_out with C = 16-384) and gave identical results (benchmarks/RESULTS.md). Elsewhere (CUDA,
+    training) it is ``linear(tokens)``.
+    """
+    if tokens.device.type != "cpu" or not _in_place_ok(tokens) or len(spatial_shape) not in _POINTWISE_CONV:
+        return linear(tokens)
+    weight = linear.weight.reshape(*linear.weight.shape, *(1,) * len(spatial_shape))
+    return to_tokens(_POINTWISE_CONV[len(spatial_shape)](to_image(tokens, spatial_shape), weight, linear.bias))
 
 
 def scan_order(spatial_dims: int, index: int) -> tuple[int, ...]:
@@ -98,12 +116,12 @@ class ReWKV(nn.Module):
     def forward(self, x: torch.Tensor, spatial_shape: Sequence[int]) -> torch.Tensor:
         seq_len = x.shape[1]
         shifted = to_tokens(self.omni_shift(to_image(x, spatial_shape)))
-        k, v, r = self.key(shifted), self.value(shifted), self.receptance(shifted)
+        k, v, r = (pointwise(layer, shifted, spatial_shape) for layer in (self.key, self.value, self.receptance))
         for j in range(self.recurrence):
             w, u = self.spatial_decay[j] / seq_len, self.spatial_first[j] / seq_len
             v = _scan(w, u, k, v, spatial_shape, scan_order(self.spatial_dims, j))
         if _in_place_ok(r):
-            return self.output(r.sigmoid_().mul_(v))
+            return pointwise(self.output, r.sigmoid_().mul_(v), spatial_shape)
         return self.output(torch.sigmoid(r) * v)
 
 
@@ -138,9 +156,9 @@ class ChannelMix(nn.Module):
 
     def forward(self, x: torch.Tensor, spatial_shape: Sequence[int]) -> torch.Tensor:
         shifted = to_tokens(self.omni_shift(to_image(x, spatial_shape)))
-        hidden, gate = self.key(shifted), self.receptance(shifted)
+        hidden, gate = pointwise(self.key, shifted, spatial_shape), pointwise(self.receptance, shifted, spatial_shape)
         if _in_place_ok(hidden):  # inference: no new buffers for the activations
-            return gate.sigmoid_().mul_(self.value(hidden.relu_().square_()))
+            return gate.sigmoid_().mul_(pointwise(self.value, hidden.relu_().square_(), spatial_shape))
         return torch.sigmoid(gate) * self.value(torch.square(torch.relu(hidden)))
 
 

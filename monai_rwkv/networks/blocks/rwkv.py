@@ -40,9 +40,9 @@ def pointwise(linear: nn.Linear, tokens: torch.Tensor, spatial_shape: Sequence[i
     """``linear`` applied to every token of (B, T, C) ``tokens`` -> (B, T, C_out).
 
     For CPU inference (autograd not tracking ``tokens``) it runs as a 1x1 convolution of the channels-last image:
-    oneDNN's convolution was 1.0-3x faster than the matmul behind ``nn.Linear`` for these tall, thin products
-    (T x C by C x C_out with C = 16-384) and gave identical results (benchmarks/RESULTS.md). Elsewhere (CUDA,
-    training) it is ``linear(tokens)``.
+    oneDNN's convolution was 1.0-2.3x faster than the matmul behind ``nn.Linear`` for these tall, thin products
+    (T x C by C x C_out with C = 16-384; benchmarks/pointwise.py) with the same values up to float32 summation
+    order. Elsewhere (CUDA, training) it is ``linear(tokens)``.
     """
     if tokens.device.type != "cpu" or not _in_place_ok(tokens) or len(spatial_shape) not in _POINTWISE_CONV:
         return linear(tokens)

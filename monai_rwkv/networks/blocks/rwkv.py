@@ -5,12 +5,11 @@ from __future__ import annotations
 from collections.abc import Sequence
 
 import torch
-import torch.nn.functional as F
 from torch import nn
 
 from monai_rwkv.ops import bi_wkv
 
-from .omni_shift import OmniShift
+from .omni_shift import _CONV_FN, OmniShift
 
 __all__ = ["ChannelMix", "RWKVBlock", "ReWKV", "pointwise", "scan_order", "to_image", "to_tokens"]
 
@@ -33,9 +32,6 @@ def to_image(tokens: torch.Tensor, spatial_shape: Sequence[int]) -> torch.Tensor
     return image.permute(0, image.ndim - 1, *range(1, image.ndim - 1))
 
 
-_POINTWISE_CONV = {2: F.conv2d, 3: F.conv3d}
-
-
 def pointwise(linear: nn.Linear, tokens: torch.Tensor, spatial_shape: Sequence[int]) -> torch.Tensor:
     """``linear`` applied to every token of (B, T, C) ``tokens`` -> (B, T, C_out).
 
@@ -44,10 +40,10 @@ def pointwise(linear: nn.Linear, tokens: torch.Tensor, spatial_shape: Sequence[i
     (T x C by C x C_out with C = 16-384; benchmarks/pointwise.py) with the same values up to float32 summation
     order. Elsewhere (CUDA, training) it is ``linear(tokens)``.
     """
-    if tokens.device.type != "cpu" or not _in_place_ok(tokens) or len(spatial_shape) not in _POINTWISE_CONV:
+    if tokens.device.type != "cpu" or not _in_place_ok(tokens):
         return linear(tokens)
     weight = linear.weight.reshape(*linear.weight.shape, *(1,) * len(spatial_shape))
-    return to_tokens(_POINTWISE_CONV[len(spatial_shape)](to_image(tokens, spatial_shape), weight, linear.bias))
+    return to_tokens(_CONV_FN[len(spatial_shape)](to_image(tokens, spatial_shape), weight, linear.bias))
 
 
 def scan_order(spatial_dims: int, index: int) -> tuple[int, ...]:

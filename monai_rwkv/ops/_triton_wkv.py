@@ -111,7 +111,8 @@ def _last_row(x, rows, last):
 
 @triton.jit
 def _load_planes(ptr, stride, offs, mask):
-    """``(p, s, d)`` of a block of chunk maps from three planes ``stride`` apart; masked entries are empty maps."""
+    """``(p, s, d)`` at ``offs`` of three planes ``stride`` apart (chunk maps or entering states); masked entries
+    are empty maps."""
     p = tl.load(ptr + offs, mask=mask, other=_EMPTY)
     s = tl.load(ptr + stride + offs, mask=mask, other=0.0)
     d = tl.load(ptr + 2 * stride + offs, mask=mask, other=0.0)
@@ -260,15 +261,6 @@ def _states_bounded(w_row, k_prev, v_prev, prev_ok, k_next, v_next, next_ok, row
 
 
 @triton.jit
-def _load_state(state, stride, col_ok):
-    """``(p, s, d)`` per channel of an entering state (three planes ``stride`` apart)."""
-    p = tl.load(state, mask=col_ok, other=_EMPTY)
-    s = tl.load(state + stride, mask=col_ok, other=0.0)
-    d = tl.load(state + 2 * stride, mask=col_ok, other=0.0)
-    return p, s, d
-
-
-@triton.jit
 def _chunk_output(
     w_ptr,
     u_ptr,
@@ -301,9 +293,9 @@ def _chunk_output(
     v_next = tl.load(v_ptr + offs + channels, mask=next_ok, other=0.0).to(tl.float32)
 
     stride = n_chunks * channels * tl.num_programs(2).to(tl.int64)
-    state = state_ptr + (batch * n_chunks + chunk) * channels + cols
-    state_f = _load_state(state, stride, col_ok)
-    state_b = _load_state(state + 3 * stride, stride, col_ok)
+    state = (batch * n_chunks + chunk) * channels + cols
+    state_f = _load_planes(state_ptr, stride, state, col_ok)
+    state_b = _load_planes(state_ptr + 3 * stride, stride, state, col_ok)
 
     if tl.max(tl.abs(w_row), axis=0) * L + tl.max(tl.abs(u_row), axis=0) <= LIMIT:
         p_f, s_f, d_f, p_b, s_b, d_b = _states_bounded(

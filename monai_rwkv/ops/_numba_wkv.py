@@ -485,8 +485,8 @@ def _decay_powers(w, c0, nc, chunk, like):
             d = _exp(-float(r) * w[c0 + c])
             dpow2[r, c] = d
             dpow2[r, nc + c] = d
-    for c in range(2 * nc):
-        dlo2[c] = _exp(-w[c0 + c % nc]) - float(dpow2[1, c])
+            if r == 1:
+                dlo2[c] = dlo2[nc + c] = d - float(dpow2[1, c])
     return dpow2, dlo2
 
 

@@ -51,6 +51,14 @@ Backward (``alpha_{t,i}`` the softmax weight of ``i`` in ``out_t``, ``g`` the in
 The distance-weighted sums of ``grad_w`` come from one extra running sum per direction,
 ``A'_{t+1} = e^{-w} (A'_t + A_t)``. Phase A of the backward recomputes the forward with those sums and stores
 ``-L_t`` (float64, one value per element of the task); phase B runs the bidirectional sum over ``(-L, g)``.
+
+Fast path (backward). Where the forward's fast path applies, so does the backward's, with the same chunks: phase A
+is the fast forward plus the distance-weighted sums (carried from chunk to chunk as ``A' <- e^{-n w} (A' + n A)
++ own``) and keeps ``1 / denominator`` per element in its chunk's scale ``e^{mc}`` (k's dtype) with, per chunk,
+``-mc`` and the log of the largest true reciprocal; phase B's chunk terms ``g / den`` and ``g out / den`` then
+come without an exponential, and the factor ``e^{k_i}`` is one exponential per element. In float32 every
+gradient element is within ~1e-6 of the sum of the absolute values of its terms (the scale of its rounding,
+large where a saturated softmax makes ``out_t ~ v_i`` cancel), as with the running-maximum kernels (~1e-7).
 """
 
 from __future__ import annotations
@@ -640,6 +648,311 @@ def _fast_forward_task(w, u, k, v, out, b, c0, nc, chunk):
         _carry(mp, sp, zp, es[j], ez[j], km, w, c0, nc, n)
 
 
+# Fast path of the backward (same chunking and range as the forward's). Phase A recomputes the forward chunk
+# by chunk with distance-weighted sums, adds grad_w and grad_u, and keeps ``1 / denominator`` per element in
+# the chunk's scale (``rden``, in k's dtype) together with that scale per chunk; phase B then runs the same
+# two-pass scheme over the gradient terms ``(g / den, g out / den)``, whose per-chunk exponent it already knows,
+# so its chunk terms need no exponential.
+
+
+@numba.njit(**_JIT)
+def _distance_powers(dpow2):
+    """``r * dpow2[r]`` (the weights ``r e^{-r w}`` of the distance-weighted sums), in the dtype of ``dpow2``."""
+    ddpow2 = np.empty_like(dpow2)
+    for r in range(dpow2.shape[0]):
+        for c in range(dpow2.shape[1]):
+            ddpow2[r, c] = float(r) * float(dpow2[r, c])
+    return ddpow2
+
+
+@numba.njit(inline="always", **_JIT_FAST)
+def _own_sums(x, n, dpow2, dlo2, width, left, right):
+    """The chunk's own sums of its rows ``x[:n]`` (each ``width`` wide) seen from its ends:
+    ``left = sum_r e^{-r w} x[r]`` (towards the state left of it), ``right = sum_r e^{-(n-1-r) w} x[r]``."""
+    d2 = dpow2[1]
+    left[:] = 0.0
+    for r in range(n - 1, -1, -1):
+        xr = x[r]
+        for c in range(width):
+            left[c] = d2[c] * left[c] + (dlo2[c] * left[c] + xr[c])
+    right[:] = 0.0
+    for r in range(n):
+        xr, dr = x[r], dpow2[n - 1 - r]
+        for c in range(width):
+            right[c] += dr[c] * xr[c]
+
+
+@numba.njit(inline="always", **_JIT_FAST)
+def _own_sums_dist(x, n, dpow2, dlo2, ddpow2, width, left, right, left_d, right_d):
+    """:func:`_own_sums` plus the distance-weighted sums ``left_d = sum_r r e^{-r w} x[r]`` and
+    ``right_d = sum_r (n-1-r) e^{-(n-1-r) w} x[r]``."""
+    d2 = dpow2[1]
+    left[:] = 0.0
+    left_d[:] = 0.0
+    for r in range(n - 1, -1, -1):
+        xr = x[r]
+        for c in range(width):
+            a = left[c]
+            s = left_d[c] + a
+            left_d[c] = d2[c] * s + dlo2[c] * s
+            left[c] = d2[c] * a + (dlo2[c] * a + xr[c])
+    right[:] = 0.0
+    right_d[:] = 0.0
+    for r in range(n):
+        xr, dr, ddr = x[r], dpow2[n - 1 - r], ddpow2[n - 1 - r]
+        for c in range(width):
+            right[c] += dr[c] * xr[c]
+            right_d[c] += ddr[c] * xr[c]
+
+
+@numba.njit(inline="always", **_JIT_FAST)
+def _scan(x, n, d2, dlo2, width, pre, q):
+    """Within-chunk prefix and suffix sums: given ``pre[0]`` and ``q[n-1]`` (the states entering the chunk),
+    ``pre[r+1] = e^{-w} pre[r] + x[r]`` and ``q[r] = e^{-w} q[r+1] + x[r+1]``."""
+    for r in range(n - 2, -1, -1):
+        a, a1, x1 = q[r], q[r + 1], x[r + 1]
+        for c in range(width):
+            a[c] = d2[c] * a1[c] + (dlo2[c] * a1[c] + x1[c])
+    for r in range(n - 1):
+        a, a0, x0 = pre[r + 1], pre[r], x[r]
+        for c in range(width):
+            a[c] = d2[c] * a0[c] + (dlo2[c] * a0[c] + x0[c])
+
+
+@numba.njit(inline="always", **_JIT_FAST)
+def _scan_dist(x, n, d2, dlo2, width, pre, q, pre_d, q_d):
+    """:func:`_scan` plus the distance-weighted sums ``pre_d[r+1] = e^{-w} (pre_d[r] + pre[r])`` and
+    ``q_d[r] = e^{-w} (q_d[r+1] + q[r+1])`` (given ``pre_d[0]``, ``q_d[n-1]``)."""
+    for r in range(n - 2, -1, -1):
+        a, a1, x1, ad, ad1 = q[r], q[r + 1], x[r + 1], q_d[r], q_d[r + 1]
+        for c in range(width):
+            s = ad1[c] + a1[c]
+            ad[c] = d2[c] * s + dlo2[c] * s
+            a[c] = d2[c] * a1[c] + (dlo2[c] * a1[c] + x1[c])
+    for r in range(n - 1):
+        a, a0, x0, ad, ad0 = pre[r + 1], pre[r], x[r], pre_d[r + 1], pre_d[r]
+        for c in range(width):
+            s = ad0[c] + a0[c]
+            ad[c] = d2[c] * s + dlo2[c] * s
+            a[c] = d2[c] * a0[c] + (dlo2[c] * a0[c] + x0[c])
+
+
+@numba.njit(inline="always", **_JIT_FAST)
+def _carry_dist(m, s, sd, own, own_d, km, w, c0, nc, n):
+    """Carried state ``s e^m`` (``s``: (2 nc,) value sums then weight sums, float64) and its distance-weighted
+    sums ``sd`` moved over ``n`` positions, plus the chunk's own sums ``own, own_d`` in scale ``e^km``:
+    ``s <- e^{-n w} s + own``, ``sd <- e^{-n w} (sd + n s) + own_d``."""
+    for c in range(nc):
+        decayed = m[c] - float(n) * w[c0 + c]
+        m_new = max(decayed, km[c])
+        fa = _exp(decayed - m_new)
+        fk = _exp(km[c] - m_new)
+        sd[c] = (sd[c] + float(n) * s[c]) * fa + own_d[c] * fk
+        sd[nc + c] = (sd[nc + c] + float(n) * s[nc + c]) * fa + own_d[nc + c] * fk
+        s[c] = s[c] * fa + own[c] * fk
+        s[nc + c] = s[nc + c] * fa + own[nc + c] * fk
+        m[c] = m_new
+
+
+@numba.njit(inline="always", **_JIT_FAST)
+def _carry2(m, s, own, km, w, c0, nc, n):
+    """:func:`_carry_dist` without the distance-weighted sums."""
+    for c in range(nc):
+        decayed = m[c] - float(n) * w[c0 + c]
+        m_new = max(decayed, km[c])
+        fa = _exp(decayed - m_new)
+        fk = _exp(km[c] - m_new)
+        s[c] = s[c] * fa + own[c] * fk
+        s[nc + c] = s[nc + c] * fa + own[nc + c] * fk
+        m[c] = m_new
+
+
+@numba.njit(inline="always", **_JIT_FAST)
+def _enter(m, s, mc, nc, dst):
+    """``dst = s e^{m - mc}`` per channel: a carried state (scale ``e^m``) in the chunk's scale ``e^mc``."""
+    for c in range(nc):
+        f = _exp(m[c] - mc[c])
+        dst[c] = s[c] * f
+        dst[nc + c] = s[nc + c] * f
+
+
+@numba.njit(**_JIT_FAST)
+def _fast_backward_a(w, u, k, v, g, rden, rscale, gw, gu, b, c0, nc, chunk, dpow2, dlo2):
+    """Phase A of the fast backward for batch item ``b``, channels ``c0:c0+nc``.
+
+    Writes ``rden[t, c]`` (T, nc), the reciprocal of the denominator at ``t`` in its chunk's scale (the true
+    reciprocal is ``rden e^{-mc_j}``), ``rscale[j] = [-mc_j, log max_t(true reciprocal)]`` (n_chunks, 2, nc), and
+    adds the task's ``grad_w`` and ``grad_u`` into ``gw[b, c0:c0+nc]``, ``gu[b, c0:c0+nc]``.
+    """
+    seq_len = k.shape[1]
+    n_chunks = (seq_len + chunk - 1) // chunk
+    width = 2 * nc
+    dt = k.dtype
+    ddpow2 = _distance_powers(dpow2)
+    d2 = dpow2[1]
+    # right-to-left pass: per chunk its key maximum, its own sums towards its right end (for the prefix carry)
+    # and the suffix state entering it from the right
+    kmx = np.empty((n_chunks, nc))
+    er = np.empty((n_chunks, width))
+    erd = np.empty((n_chunks, width))
+    bm = np.empty((n_chunks, nc))
+    bs = np.empty((n_chunks, width))
+    bsd = np.empty((n_chunks, width))
+    x = np.empty((chunk, width), dt)
+    left, right, left_d, right_d = np.empty(width, dt), np.empty(width, dt), np.empty(width, dt), np.empty(width, dt)
+    kref = np.empty(nc, dt)
+    m = np.full(nc, -np.inf)
+    s = np.zeros(width)
+    sd = np.zeros(width)
+    for j in range(n_chunks - 1, -1, -1):
+        bm[j], bs[j], bsd[j] = m, s, sd
+        t0 = j * chunk
+        t1 = min(seq_len, t0 + chunk)
+        n = t1 - t0
+        _chunk_max(k, b, t0, t1, c0, nc, kref)
+        kmx[j] = kref
+        _chunk_terms(k, v, b, t0, t1, c0, nc, kref, x)
+        _own_sums_dist(x, n, dpow2, dlo2, ddpow2, width, left, right, left_d, right_d)
+        er[j], erd[j] = right, right_d
+        _carry_dist(m, s, sd, left, left_d, kmx[j], w, c0, nc, n)
+    # left-to-right pass in each chunk's common scale e^mc
+    pre, q = np.empty((chunk, width), dt), np.empty((chunk, width), dt)
+    pre_d, q_d = np.empty((chunk, width), dt), np.empty((chunk, width), dt)
+    mc = np.empty(nc, dt)
+    eu = np.empty(nc, dt)
+    for c in range(nc):
+        eu[c] = _exp(u[c0 + c])
+    rmax = np.empty(nc, dt)
+    acc_w = np.zeros(nc)
+    acc_u = np.zeros(nc)
+    m[:] = -np.inf
+    s[:] = 0.0
+    sd[:] = 0.0
+    for j in range(n_chunks):
+        t0 = j * chunk
+        t1 = min(seq_len, t0 + chunk)
+        n = t1 - t0
+        for c in range(nc):
+            mc[c] = max(max(m[c], bm[j, c]), kmx[j, c])
+        _enter(m, s, mc, nc, pre[0])
+        _enter(m, sd, mc, nc, pre_d[0])
+        _enter(bm[j], bs[j], mc, nc, q[n - 1])
+        _enter(bm[j], bsd[j], mc, nc, q_d[n - 1])
+        _chunk_terms(k, v, b, t0, t1, c0, nc, mc, x)
+        _scan_dist(x, n, d2, dlo2, width, pre, q, pre_d, q_d)
+        rmax[:] = 0.0
+        for t in range(t0, t1):
+            r = t - t0
+            pr, qr, xr, prd, qrd = pre[r], q[r], x[r], pre_d[r], q_d[r]
+            vr, gr, rr = v[b, t, c0 : c0 + nc], g[b, t, c0 : c0 + nc], rden[t]
+            for c in range(nc):
+                diag = eu[c] * xr[nc + c]
+                rec = 1.0 / (pr[nc + c] + qr[nc + c] + diag)
+                o = (pr[c] + qr[c] + eu[c] * xr[c]) * rec
+                dist_v = prd[c] + qrd[c]
+                dist_1 = prd[nc + c] + qrd[nc + c]
+                acc_w[c] -= gr[c] * ((dist_v - o * dist_1) * rec)
+                acc_u[c] += gr[c] * ((diag * rec) * (vr[c] - o))
+                rr[c] = rec
+                rmax[c] = max(rmax[c], rec)
+        for c in range(nc):
+            rscale[j, 0, c] = -float(mc[c])
+            rscale[j, 1, c] = _log(float(rmax[c])) - float(mc[c])
+        _carry_dist(m, s, sd, er[j], erd[j], kmx[j], w, c0, nc, n)
+    for c in range(nc):
+        gw[b, c0 + c] += acc_w[c]
+        gu[b, c0 + c] += acc_u[c]
+
+
+@numba.njit(inline="always", **_JIT_FAST)
+def _grad_terms(g, out, rden, b, t0, t1, c0, nc, phi, x):
+    """Row ``t - t0`` of ``x`` (chunk, 2 nc) gets ``[g p, g out p]`` with ``p = rden[t] * phi`` (phi per channel,
+    all in the dtype of ``g``)."""
+    for t in range(t0, t1):
+        gr, orow, rr, xr = g[b, t, c0 : c0 + nc], out[b, t, c0 : c0 + nc], rden[t], x[t - t0]
+        for c in range(nc):
+            p = gr[c] * (rr[c] * phi[c])
+            xr[c] = p
+            xr[nc + c] = p * orow[c]
+
+
+@numba.njit(**_JIT_FAST)
+def _fast_backward_b(w, u, k, v, out, g, rden, rscale, gk, gv, b, c0, nc, chunk, dpow2, dlo2):
+    """Phase B of the fast backward: ``grad_v`` and ``grad_k`` of batch item ``b``, channels ``c0:c0+nc``, as the
+    bidirectional sum over keys ``-L_t`` (``rden``, ``rscale`` from :func:`_fast_backward_a`) and values ``g_t``
+    and ``g_t out_t``, times ``e^{k_i}``."""
+    seq_len = k.shape[1]
+    n_chunks = (seq_len + chunk - 1) // chunk
+    width = 2 * nc
+    dt = k.dtype
+    d2 = dpow2[1]
+    er = np.empty((n_chunks, width))
+    bm = np.empty((n_chunks, nc))
+    bs = np.empty((n_chunks, width))
+    x = np.empty((chunk, width), dt)
+    left, right = np.empty(width, dt), np.empty(width, dt)
+    phi = np.empty(nc, dt)
+    m = np.full(nc, -np.inf)
+    s = np.zeros(width)
+    for j in range(n_chunks - 1, -1, -1):
+        bm[j], bs[j] = m, s
+        t0 = j * chunk
+        t1 = min(seq_len, t0 + chunk)
+        n = t1 - t0
+        km = rscale[j, 1]
+        for c in range(nc):  # terms in the chunk's own scale: the largest p is 1
+            phi[c] = _exp(rscale[j, 0, c] - km[c])
+        _grad_terms(g, out, rden, b, t0, t1, c0, nc, phi, x)
+        _own_sums(x, n, dpow2, dlo2, width, left, right)
+        er[j] = right
+        _carry2(m, s, left, km, w, c0, nc, n)
+    pre, q = np.empty((chunk, width), dt), np.empty((chunk, width), dt)
+    mc = np.empty(nc, dt)
+    eu = np.empty(nc, dt)
+    for c in range(nc):
+        eu[c] = _exp(u[c0 + c])
+    m[:] = -np.inf
+    s[:] = 0.0
+    for j in range(n_chunks):
+        t0 = j * chunk
+        t1 = min(seq_len, t0 + chunk)
+        n = t1 - t0
+        km = rscale[j, 1]
+        for c in range(nc):
+            mc[c] = max(max(m[c], bm[j, c]), km[c])
+            phi[c] = _exp(rscale[j, 0, c] - float(mc[c]))
+        _enter(m, s, mc, nc, pre[0])
+        _enter(bm[j], bs[j], mc, nc, q[n - 1])
+        _grad_terms(g, out, rden, b, t0, t1, c0, nc, phi, x)
+        _scan(x, n, d2, dlo2, width, pre, q)
+        for t in range(t0, t1):
+            r = t - t0
+            pr, qr, xr = pre[r], q[r], x[r]
+            kr, vr, orow = k[b, t, c0 : c0 + nc], v[b, t, c0 : c0 + nc], out[b, t, c0 : c0 + nc]
+            gvr, gkr = gv[b, t, c0 : c0 + nc], gk[b, t, c0 : c0 + nc]
+            for c in range(nc):
+                f = _exp_as(kr[c] + mc[c])  # e^{k_t} in the chunk's scale; <= e^{2 range} (softmax weights <= 1)
+                off_v = f * (pr[c] + qr[c])
+                diag = f * (eu[c] * xr[c])
+                gvr[c] = off_v + diag
+                # the diagonal term g alpha (v - out) on its own: out_t ~ v_t where the bonus dominates, and
+                # v_t grad_v - grad_h would cancel to the rounding of those float32 products
+                gkr[c] = (vr[c] * off_v - f * (pr[nc + c] + qr[nc + c])) + diag * (vr[c] - orow[c])
+        _carry2(m, s, er[j], km, w, c0, nc, n)
+
+
+@numba.njit(**_JIT_FAST)
+def _fast_backward_task(w, u, k, v, out, g, gw, gu, gk, gv, b, c0, nc, chunk):
+    """Fast-path gradients of batch item ``b``, channels ``c0:c0+nc`` (phases A and B above)."""
+    seq_len = k.shape[1]
+    n_chunks = (seq_len + chunk - 1) // chunk
+    dpow2, dlo2 = _decay_powers(w, c0, nc, chunk, k)
+    rden = np.empty((seq_len, nc), k.dtype)
+    rscale = np.empty((n_chunks, 2, nc))
+    _fast_backward_a(w, u, k, v, g, rden, rscale, gw, gu, b, c0, nc, chunk, dpow2, dlo2)
+    _fast_backward_b(w, u, k, v, out, g, rden, rscale, gk, gv, b, c0, nc, chunk, dpow2, dlo2)
+
+
 @numba.njit(inline="always", **_JIT)
 def _fast_ok(w, u, c0, nc, chunk, fast_range):
     """Whether the fast path is exact for channels ``c0:c0+nc`` (else the running-maximum kernels run)."""
@@ -666,16 +979,19 @@ def _forward_kernel(w, u, k, v, out, block, chunk, fast_chunk, fast_range):
 
 
 @numba.njit(parallel=True, **_JIT)
-def _backward_kernel(w, u, k, v, out, g, gw, gu, gk, gv, block, chunk):
+def _backward_kernel(w, u, k, v, out, g, gw, gu, gk, gv, block, chunk, fast_chunk, fast_range):
     batch, seq_len, channels = k.shape
     n_blocks = (channels + block - 1) // block
     for task in numba.prange(batch * n_blocks):
         b = task // n_blocks
         c0 = np.uint64((task % n_blocks) * block)
         nc = np.uint64(min(block, channels - (task % n_blocks) * block))
-        neg_log_den = np.empty((seq_len, nc))
-        _backward_phase_a(w, u, k, v, g, neg_log_den, gw, gu, b, c0, nc, chunk)
-        _backward_phase_b(w, u, k, v, out, g, neg_log_den, gk, gv, b, c0, nc, chunk)
+        if fast_chunk > 0 and _fast_ok(w, u, c0, nc, fast_chunk, fast_range):
+            _fast_backward_task(w, u, k, v, out, g, gw, gu, gk, gv, b, c0, nc, fast_chunk)
+        else:
+            neg_log_den = np.empty((seq_len, nc))
+            _backward_phase_a(w, u, k, v, g, neg_log_den, gw, gu, b, c0, nc, chunk)
+            _backward_phase_b(w, u, k, v, out, g, neg_log_den, gk, gv, b, c0, nc, chunk)
 
 
 def set_threads(n: int) -> None:
@@ -735,5 +1051,7 @@ def wkv_backward(
     gv = np.empty_like(v)
     if v.size:
         with _LAUNCH_LOCK:
-            _backward_kernel(w, u, k, v, out, g, gw, gu, gk, gv, _fast_block_size(batch, channels), _CHUNK)
+            fast_range = _FAST_RANGE32 if v.dtype == np.float32 else _FAST_RANGE
+            block = _fast_block_size(batch, channels)
+            _backward_kernel(w, u, k, v, out, g, gw, gu, gk, gv, block, _CHUNK, _FAST_CHUNK, fast_range)
     return gw.sum(0), gu.sum(0), gk, gv

@@ -18,7 +18,7 @@ Restore-RWKV parameterisation (``|w| T`` is the learned decay, of order 1-60) wi
 No subtraction of large partial sums is ever performed, so accuracy does not degrade with T.
 
 Backends. ``bi_wkv(..., backend="auto")`` runs the fused numba kernels of :mod:`monai_rwkv.ops._numba_wkv`
-(extra ``monai-rwkv[fast]``; same equation, running-max float64 state, custom exact backward) when numba
+(extra ``monai-rwkv[fast]``; same equation, float64 carried state, custom exact O(T) backward) when numba
 imports and every input is a CPU tensor, except while tracing, scripting, compiling or exporting (TorchScript,
 ONNX, ``torch.compile``/``torch.export``), which need the pure PyTorch graph below. On CUDA tensors of dtype
 float32, float16 or bfloat16 it runs the Triton kernels of :mod:`monai_rwkv.ops._triton_wkv` (float32 arithmetic

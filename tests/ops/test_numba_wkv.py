@@ -208,10 +208,11 @@ def test_fast_path_wide_key_ranges(decay: float, k_max: float, seed: int) -> Non
 
 
 @pytest.mark.parametrize("decay_sign", [-1.0, 1.0])
-def test_fallback_for_extreme_decay_per_chunk(decay_sign: float, seed: int) -> None:
+def test_fallback_for_extreme_decay_per_chunk(monkeypatch: pytest.MonkeyPatch, decay_sign: float, seed: int) -> None:
     """|w| * chunk beyond the fast path's range: those channel blocks take the running-maximum kernels, the
     others the fast path, in one call; all exact."""
     seq_len, channels = 300, 48
+    monkeypatch.setattr(kernels, "_fast_block_size", lambda batch, channels: 24)  # two blocks, one of each
     w, u, k, v = _inputs(seq_len, channels, batch=2, seed=seed, decay_max=2000.0, decay_sign=decay_sign)
     w[:24] = w[:24] / 1000  # first block in range, second (channels 24..47) far outside
     w[24:] = decay_sign * torch.linspace(400.0, 2000.0, 24) / seq_len
@@ -287,3 +288,122 @@ def test_gradients_wide_key_ranges(k_max: float, seed: int) -> None:
     for name, a, b in zip("wukv", ours, ref):
         assert torch.isfinite(a).all(), name
         assert torch.allclose(a, b, rtol=1e-9, atol=1e-10 * b.abs().max().item()), name
+
+
+# --- fast-path backward ------------------------------------------------------------------------------------------
+
+
+def _gradients_and_scales(
+    w: torch.Tensor, u: torch.Tensor, k: torch.Tensor, v: torch.Tensor, g: torch.Tensor
+) -> tuple[tuple[torch.Tensor, ...], tuple[torch.Tensor, ...]]:
+    """Float64 gradients ``(grad_w, grad_u, grad_k, grad_v)`` of ``sum(g * bi_wkv)`` from the explicit softmax
+    weights ``alpha[b, c, t, i]`` (O(T^2)), and for each gradient element the sum of the absolute values of its
+    terms (``sum_t alpha |g_t| (|v_i| + |out_t|)`` for grad_k, and so on): the scale a rounding error of the
+    inputs to those sums is relative to. Sums that cancel (saturated softmax: out_t ~ v_i) can only be as
+    accurate as that scale allows."""
+    w, u, k, v, g = (x.double() for x in (w, u, k, v, g))
+    seq_len = k.shape[1]
+    pos = torch.arange(seq_len, dtype=torch.float64)
+    dist = (pos[:, None] - pos[None, :]).abs()
+    eye = torch.eye(seq_len, dtype=torch.bool)
+    kt, vt, gt = (x.permute(0, 2, 1) for x in (k, v, g))  # (B, C, T)
+    logits = kt[:, :, None, :] - (dist - 1) * w[:, None, None]  # (B, C, t, i)
+    logits = torch.where(eye, torch.diag_embed(u[:, None] + kt), logits)
+    alpha = torch.softmax(logits, dim=-1)
+    out = (alpha * vt[:, :, None, :]).sum(-1)  # (B, C, t)
+    diff = vt[:, :, None, :] - out[..., None]  # v_i - out_t
+    size = vt.abs()[:, :, None, :] + out.abs()[..., None]
+    ag, aag = alpha * gt[..., None], alpha * gt.abs()[..., None]
+    weight = torch.where(eye, 0.0, dist - 1)
+    grads = (
+        -(ag * weight * diff).sum((0, 2, 3)),
+        (torch.diagonal(ag * diff, dim1=-2, dim2=-1)).sum((0, 2)),
+        (ag * diff).sum(2).permute(0, 2, 1),
+        ag.sum(2).permute(0, 2, 1),
+    )
+    scales = (
+        (aag * weight * size).sum((0, 2, 3)),
+        (torch.diagonal(aag * size, dim1=-2, dim2=-1)).sum((0, 2)),
+        (aag * size).sum(2).permute(0, 2, 1),
+        aag.sum(2).permute(0, 2, 1),
+    )
+    return grads, scales
+
+
+def _assert_gradients_within(
+    ours: tuple[torch.Tensor, ...], ref: tuple[torch.Tensor, ...], scales: tuple[torch.Tensor, ...], tol: float
+) -> None:
+    """Each element within ``tol`` of its scale, plus 1e-9 of its channel's largest scale (terms that underflow
+    the arithmetic's range; the fast path's float32 chunks lose terms below e^-87 times factors up to e^60)."""
+    for name, a, b, s in zip("wukv", ours, ref, scales):
+        assert torch.isfinite(a).all(), name
+        floor = 1e-9 * (s.amax(dim=(0, 1)) if s.dim() == 3 else s.max())
+        worst = ((a.double() - b).abs() / (s + floor)).max().item()
+        assert worst <= tol, (name, worst)
+
+
+def _uses_fast_path(w: torch.Tensor, u: torch.Tensor, dtype: torch.dtype) -> bool:
+    limit = kernels._FAST_RANGE32 if dtype == torch.float32 else kernels._FAST_RANGE
+    return bool(kernels._FAST_CHUNK and (w.abs() * kernels._FAST_CHUNK + u.abs()).max() <= limit)
+
+
+@pytest.mark.parametrize("dtype", [torch.float32, torch.float64])
+@pytest.mark.parametrize("decay_sign", [-1.0, 1.0])
+@pytest.mark.parametrize(("seq_len", "channels", "batch"), [(63, 48, 1), (64, 16, 3), (65, 9, 2), (321, 48, 2)])
+def test_fast_backward_matches_quadratic(
+    seq_len: int, channels: int, batch: int, decay_sign: float, dtype: torch.dtype, seed: int
+) -> None:
+    """T shorter than, equal to and just over one chunk, several chunks, B > 1, odd C; both decay signs."""
+    w, u, k, v = _inputs(seq_len, channels, batch, seed=seed, decay_max=20.0, decay_sign=decay_sign)
+    args = (w.to(dtype), u.to(dtype), k.to(dtype), v.to(dtype))
+    assert _uses_fast_path(w, u, dtype)
+    grad_out = torch.randn(batch, seq_len, channels, dtype=dtype)
+    ours = _grads(lambda *a: bi_wkv(*a, backend="numba"), args, grad_out)
+    ref, scales = _gradients_and_scales(*args, grad_out)
+    _assert_gradients_within(ours, ref, scales, 2e-6 if dtype == torch.float32 else 1e-12)
+
+
+@pytest.mark.parametrize("decay_sign", [-1.0, 1.0])
+def test_fast_backward_at_float32_range_limit_with_bursts(decay_sign: float, seed: int) -> None:
+    """float32 chunks at ``|w| chunk + |u| = _FAST_RANGE32``, keys +-80 with bursts of +-80 more (saturated
+    softmax weights, float32 underflow inside chunks): every gradient element still within 2e-6 of its scale."""
+    seq_len, channels, chunk = 300, 24, kernels._FAST_CHUNK
+    w, u, k, v = _inputs(seq_len, channels, batch=2, seed=seed, k_max=80.0)
+    g = torch.Generator().manual_seed(seed + 1)
+    share = torch.rand(channels, generator=g)  # split of the range between decay and bonus
+    w = decay_sign * (1 - share) * kernels._FAST_RANGE32 * 0.999 / chunk
+    u = torch.sign(torch.rand(channels, generator=g) - 0.5) * share * kernels._FAST_RANGE32 * 0.999
+    k[:, 100:130] += 80.0
+    k[:, 200:260] -= 80.0
+    assert _uses_fast_path(w, u, torch.float32)
+    grad_out = torch.randn(2, seq_len, channels, generator=g)
+    ours = _grads(lambda *a: bi_wkv(*a, backend="numba"), (w, u, k, v), grad_out)
+    ref, scales = _gradients_and_scales(w, u, k, v, grad_out)
+    _assert_gradients_within(ours, ref, scales, 2e-6)
+
+
+def test_fast_backward_agrees_with_running_maximum_backward(monkeypatch: pytest.MonkeyPatch, seed: int) -> None:
+    """Long sequence (many chunks, carried states): fast and running-maximum backward agree in float64."""
+    args = tuple(x.double() for x in _inputs(5000, 48, batch=2, seed=seed))
+    grad_out = torch.randn(2, 5000, 48, dtype=torch.float64)
+    assert _uses_fast_path(args[0], args[1], torch.float64)
+    fast = _grads(lambda *a: bi_wkv(*a, backend="numba"), args, grad_out)
+    monkeypatch.setattr(kernels, "_FAST_CHUNK", 0)
+    slow = _grads(lambda *a: bi_wkv(*a, backend="numba"), args, grad_out)
+    for name, a, b in zip("wukv", fast, slow):
+        assert _rel_err(a, b) <= 1e-11, name
+
+
+def test_backward_mixed_fast_and_running_maximum_blocks(monkeypatch: pytest.MonkeyPatch, seed: int) -> None:
+    """One call whose first channel block takes the fast backward and the second (decay far beyond the fast
+    range) the running-maximum one; both exact."""
+    seq_len, channels = 200, 48
+    monkeypatch.setattr(kernels, "_fast_block_size", lambda batch, channels: 24)
+    w, u, k, v = _inputs(seq_len, channels, batch=2, seed=seed, decay_max=2000.0)
+    w[:24] = w[:24] / 1000
+    u[:24] = u[:24] / 100
+    assert _uses_fast_path(w[:24], u[:24], torch.float32) and not _uses_fast_path(w[24:], u[24:], torch.float64)
+    grad_out = torch.randn(2, seq_len, channels)
+    ours = _grads(lambda *a: bi_wkv(*a, backend="numba"), (w, u, k, v), grad_out)
+    ref, scales = _gradients_and_scales(w, u, k, v, grad_out)
+    _assert_gradients_within(ours, ref, scales, 2e-6)

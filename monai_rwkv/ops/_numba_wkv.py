@@ -516,143 +516,41 @@ def _chunk_max(k, b, t0, t1, c0, nc, km):
 
 
 @numba.njit(inline="always", **_JIT_FAST)
-def _carry(m, s, z, ls, lz, km, w, c0, nc, n):
-    """State ``(s, z) e^m`` decayed over ``n`` positions plus the chunk's own sums ``(ls, lz) e^km``."""
+def _carry(m, s, own, km, w, c0, nc, n):
+    """Carried state ``s e^m`` (``s``: (2 nc,) value sums then weight sums, float64) moved over ``n`` positions
+    plus the chunk's own sums ``own`` in scale ``e^km``: ``s <- e^{-n w} s + own`` (new scale ``max(m - n w, km)``)."""
     for c in range(nc):
         decayed = m[c] - float(n) * w[c0 + c]
         m_new = max(decayed, km[c])
         fa = _exp(decayed - m_new)
         fk = _exp(km[c] - m_new)
-        s[c] = s[c] * fa + ls[c] * fk
-        z[c] = z[c] * fa + lz[c] * fk
+        s[c] = s[c] * fa + own[c] * fk
+        s[nc + c] = s[nc + c] * fa + own[nc + c] * fk
         m[c] = m_new
 
 
 @numba.njit(inline="always", **_JIT_FAST)
-def _chunk_terms(k, v, b, t0, t1, c0, nc, ref, x):
-    """Row ``t - t0`` of ``x`` (chunk, 2 nc) gets ``[p v, p]`` with ``p = e^{k[b, t, c0+c] - ref[c]}``; ``ref``
-    and ``x`` in the dtype of ``k``."""
-    for t in range(t0, t1):
-        kr = k[b, t, c0 : c0 + nc]
-        xr = x[t - t0, nc:]
-        for c in range(nc):
-            xr[c] = _exp_as(kr[c] - ref[c])
-    for t in range(t0, t1):
-        vr = v[b, t, c0 : c0 + nc]
-        xr = x[t - t0]
-        for c in range(nc):
-            xr[c] = xr[nc + c] * vr[c]
-
-
-@numba.njit(**_JIT_FAST)
-def _fast_chunk_sums(w, k, v, b, c0, nc, chunk, dpow2, dlo2, kmx, bm, bs, bz, es, ez):
-    """Right-to-left pass of the fast path over ``k[b, :, c0:c0+nc]``, ``v`` alike.
-
-    Stores per chunk j its key maximum ``kmx[j]``, the chunk's own sums seen from its right end,
-    ``sum_t e^{k_t - kmx[j] - (t1-1-t) w} (v_t, 1) = (es[j], ez[j])``, and the suffix state entering it from the
-    right, ``Q_{t1-1} = bs[j] e^{bm[j]}`` (weights ``bz[j] e^{bm[j]}``), t1 the end of the chunk.
-    ``dpow2[r] = [e^{-r w}, e^{-r w}]`` (2 nc), ``dlo2`` the rounding error of ``dpow2[1]``.
-    """
-    seq_len = k.shape[1]
-    x = np.empty((chunk, 2 * nc), k.dtype)
-    acc = np.empty(2 * nc, k.dtype)  # [sum p v, sum p] decayed towards the left end
-    acc_r = np.empty(2 * nc, k.dtype)  # the same towards the right end
-    kref = np.empty(nc, k.dtype)
-    m = np.full(nc, -np.inf)
-    s = np.zeros(nc)
-    z = np.zeros(nc)
-    d2 = dpow2[1]
-    for j in range(kmx.shape[0] - 1, -1, -1):
-        bm[j, :] = m
-        bs[j, :] = s
-        bz[j, :] = z
-        t0 = j * chunk
-        t1 = min(seq_len, t0 + chunk)
-        n = t1 - t0
-        km = kmx[j]
-        _chunk_max(k, b, t0, t1, c0, nc, km)
-        kref[:] = km  # exact: a key of k's dtype
-        _chunk_terms(k, v, b, t0, t1, c0, nc, kref, x)
-        acc[:] = 0.0
-        for r in range(n - 1, -1, -1):
-            xr = x[r]
-            for c in range(2 * nc):
-                acc[c] = d2[c] * acc[c] + (dlo2[c] * acc[c] + xr[c])
-        acc_r[:] = 0.0
-        for r in range(n):
-            xr = x[r]
-            dr = dpow2[n - 1 - r]
-            for c in range(2 * nc):
-                acc_r[c] += dr[c] * xr[c]
-        es[j] = acc_r[:nc]
-        ez[j] = acc_r[nc:]
-        _carry(m, s, z, acc[:nc], acc[nc:], km, w, c0, nc, n)
-
-
-@numba.njit(**_JIT_FAST)
-def _fast_forward_task(w, u, k, v, out, b, c0, nc, chunk):
-    """Fast-path Bi-WKV of batch item ``b``, channels ``c0:c0+nc``; needs ``|w| chunk + |u|`` moderate."""
-    seq_len = k.shape[1]
-    n_chunks = (seq_len + chunk - 1) // chunk
-    dpow2, dlo2 = _decay_powers(w, c0, nc, chunk, k)
-    d2 = dpow2[1]
-    kmx = np.empty((n_chunks, nc))
-    bm = np.empty((n_chunks, nc))
-    bs = np.empty((n_chunks, nc))
-    bz = np.empty((n_chunks, nc))
-    es = np.empty((n_chunks, nc))
-    ez = np.empty((n_chunks, nc))
-    _fast_chunk_sums(w, k, v, b, c0, nc, chunk, dpow2, dlo2, kmx, bm, bs, bz, es, ez)
-    # everything inside a chunk in one scale e^{mc}: row r of x = [p v, p] with p = e^{k_t - mc},
-    # q = [suffix sum of p v, of p] over i > t, pre = the same for the prefix i < t (incoming states included)
-    x = np.empty((chunk, 2 * nc), k.dtype)
-    q = np.empty((chunk, 2 * nc), k.dtype)
-    pre = np.empty((chunk, 2 * nc), k.dtype)
-    mc = np.empty(nc, k.dtype)  # in k's dtype, so that the chunk's terms and its incoming states share it exactly
-    # prefix state entering the chunk, P_{t0} = sp * e^{mp}
-    mp = np.full(nc, -np.inf)
-    sp = np.zeros(nc)
-    zp = np.zeros(nc)
-    eu = np.empty(nc, k.dtype)
+def _carry_dist(m, s, sd, own, own_d, km, w, c0, nc, n):
+    """:func:`_carry` that also moves the distance-weighted sums: ``sd <- e^{-n w} (sd + n s) + own_d``."""
     for c in range(nc):
-        eu[c] = _exp(u[c0 + c])
-    for j in range(n_chunks):
-        t0 = j * chunk
-        t1 = min(seq_len, t0 + chunk)
-        n = t1 - t0
-        bmj, bsj, bzj, km = bm[j], bs[j], bz[j], kmx[j]
-        p0, ql = pre[0], q[n - 1]
-        for c in range(nc):
-            mc[c] = max(max(mp[c], bmj[c]), km[c])
-            fp = _exp(mp[c] - mc[c])
-            fq = _exp(bmj[c] - mc[c])
-            p0[c] = sp[c] * fp
-            p0[nc + c] = zp[c] * fp
-            ql[c] = bsj[c] * fq
-            ql[nc + c] = bzj[c] * fq
-        _chunk_terms(k, v, b, t0, t1, c0, nc, mc, x)
-        for r in range(n - 2, -1, -1):
-            a, a1, x1 = q[r], q[r + 1], x[r + 1]
-            for c in range(2 * nc):
-                a[c] = d2[c] * a1[c] + (dlo2[c] * a1[c] + x1[c])
-        for r in range(n - 1):
-            a, a0, x0 = pre[r + 1], pre[r], x[r]
-            for c in range(2 * nc):
-                a[c] = d2[c] * a0[c] + (dlo2[c] * a0[c] + x0[c])
-        for t in range(t0, t1):
-            r = t - t0
-            pr, qr, xr = pre[r], q[r], x[r]
-            orow = out[b, t, c0 : c0 + nc]
-            for c in range(nc):
-                orow[c] = (pr[c] + qr[c] + eu[c] * xr[c]) / (pr[nc + c] + qr[nc + c] + eu[c] * xr[nc + c])
-        _carry(mp, sp, zp, es[j], ez[j], km, w, c0, nc, n)
+        decayed = m[c] - float(n) * w[c0 + c]
+        m_new = max(decayed, km[c])
+        fa = _exp(decayed - m_new)
+        fk = _exp(km[c] - m_new)
+        sd[c] = (sd[c] + float(n) * s[c]) * fa + own_d[c] * fk
+        sd[nc + c] = (sd[nc + c] + float(n) * s[nc + c]) * fa + own_d[nc + c] * fk
+        s[c] = s[c] * fa + own[c] * fk
+        s[nc + c] = s[nc + c] * fa + own[nc + c] * fk
+        m[c] = m_new
 
 
-# Fast path of the backward (same chunking and range as the forward's). Phase A recomputes the forward chunk
-# by chunk with distance-weighted sums, adds grad_w and grad_u, and keeps ``1 / denominator`` per element in
-# the chunk's scale (``rden``, in k's dtype) together with that scale per chunk; phase B then runs the same
-# two-pass scheme over the gradient terms ``(g / den, g out / den)``, whose per-chunk exponent it already knows,
-# so its chunk terms need no exponential.
+@numba.njit(inline="always", **_JIT_FAST)
+def _enter(m, s, mc, nc, dst):
+    """``dst = s e^{m - mc}`` per channel: a carried state (scale ``e^m``) in the chunk's scale ``e^mc``."""
+    for c in range(nc):
+        f = _exp(m[c] - mc[c])
+        dst[c] = s[c] * f
+        dst[nc + c] = s[nc + c] * f
 
 
 @numba.njit(**_JIT)
@@ -738,42 +636,98 @@ def _scan_dist(x, n, d2, dlo2, width, pre, q, pre_d, q_d):
 
 
 @numba.njit(inline="always", **_JIT_FAST)
-def _carry_dist(m, s, sd, own, own_d, km, w, c0, nc, n):
-    """Carried state ``s e^m`` (``s``: (2 nc,) value sums then weight sums, float64) and its distance-weighted
-    sums ``sd`` moved over ``n`` positions, plus the chunk's own sums ``own, own_d`` in scale ``e^km``:
-    ``s <- e^{-n w} s + own``, ``sd <- e^{-n w} (sd + n s) + own_d``."""
+def _chunk_terms(k, v, b, t0, t1, c0, nc, ref, x):
+    """Row ``t - t0`` of ``x`` (chunk, 2 nc) gets ``[p v, p]`` with ``p = e^{k[b, t, c0+c] - ref[c]}``; ``ref``
+    and ``x`` in the dtype of ``k``."""
+    for t in range(t0, t1):
+        kr = k[b, t, c0 : c0 + nc]
+        xr = x[t - t0, nc:]
+        for c in range(nc):
+            xr[c] = _exp_as(kr[c] - ref[c])
+    for t in range(t0, t1):
+        vr = v[b, t, c0 : c0 + nc]
+        xr = x[t - t0]
+        for c in range(nc):
+            xr[c] = xr[nc + c] * vr[c]
+
+
+@numba.njit(**_JIT_FAST)
+def _fast_chunk_sums(w, k, v, b, c0, nc, chunk, dpow2, dlo2, kmx, bm, bs, er):
+    """Right-to-left pass of the fast path over ``k[b, :, c0:c0+nc]``, ``v`` alike.
+
+    Stores per chunk j its key maximum ``kmx[j]``, the chunk's own sums seen from its right end,
+    ``er[j] = sum_t e^{k_t - kmx[j] - (t1-1-t) w} [v_t, 1]`` (2 nc), and the suffix state entering it from the
+    right, ``bs[j] e^{bm[j]}`` (value sums, then weight sums), t1 the end of the chunk.
+    ``dpow2[r] = [e^{-r w}, e^{-r w}]`` (2 nc), ``dlo2`` the rounding error of ``dpow2[1]``.
+    """
+    seq_len = k.shape[1]
+    width = 2 * nc
+    x = np.empty((chunk, width), k.dtype)
+    left, right = np.empty(width, k.dtype), np.empty(width, k.dtype)
+    kref = np.empty(nc, k.dtype)
+    m = np.full(nc, -np.inf)
+    s = np.zeros(width)
+    for j in range(kmx.shape[0] - 1, -1, -1):
+        bm[j], bs[j] = m, s
+        t0 = j * chunk
+        t1 = min(seq_len, t0 + chunk)
+        n = t1 - t0
+        _chunk_max(k, b, t0, t1, c0, nc, kref)
+        kmx[j] = kref  # exact: a key of k's dtype
+        _chunk_terms(k, v, b, t0, t1, c0, nc, kref, x)
+        _own_sums(x, n, dpow2, dlo2, width, left, right)
+        er[j] = right
+        _carry(m, s, left, kmx[j], w, c0, nc, n)
+
+
+@numba.njit(**_JIT_FAST)
+def _fast_forward_task(w, u, k, v, out, b, c0, nc, chunk):
+    """Fast-path Bi-WKV of batch item ``b``, channels ``c0:c0+nc``; needs ``|w| chunk + |u|`` moderate."""
+    seq_len = k.shape[1]
+    n_chunks = (seq_len + chunk - 1) // chunk
+    width = 2 * nc
+    dpow2, dlo2 = _decay_powers(w, c0, nc, chunk, k)
+    kmx = np.empty((n_chunks, nc))
+    bm = np.empty((n_chunks, nc))
+    bs = np.empty((n_chunks, width))
+    er = np.empty((n_chunks, width))
+    _fast_chunk_sums(w, k, v, b, c0, nc, chunk, dpow2, dlo2, kmx, bm, bs, er)
+    # everything inside a chunk in one scale e^{mc}: row r of x = [p v, p] with p = e^{k_t - mc},
+    # q = [suffix sum of p v, of p] over i > t, pre = the same for the prefix i < t (incoming states included)
+    x = np.empty((chunk, width), k.dtype)
+    q = np.empty((chunk, width), k.dtype)
+    pre = np.empty((chunk, width), k.dtype)
+    mc = np.empty(nc, k.dtype)  # in k's dtype, so that the chunk's terms and its incoming states share it exactly
+    # prefix state entering the chunk, s * e^m
+    m = np.full(nc, -np.inf)
+    s = np.zeros(width)
+    eu = np.empty(nc, k.dtype)
     for c in range(nc):
-        decayed = m[c] - float(n) * w[c0 + c]
-        m_new = max(decayed, km[c])
-        fa = _exp(decayed - m_new)
-        fk = _exp(km[c] - m_new)
-        sd[c] = (sd[c] + float(n) * s[c]) * fa + own_d[c] * fk
-        sd[nc + c] = (sd[nc + c] + float(n) * s[nc + c]) * fa + own_d[nc + c] * fk
-        s[c] = s[c] * fa + own[c] * fk
-        s[nc + c] = s[nc + c] * fa + own[nc + c] * fk
-        m[c] = m_new
+        eu[c] = _exp(u[c0 + c])
+    for j in range(n_chunks):
+        t0 = j * chunk
+        t1 = min(seq_len, t0 + chunk)
+        n = t1 - t0
+        for c in range(nc):
+            mc[c] = max(max(m[c], bm[j, c]), kmx[j, c])
+        _enter(m, s, mc, nc, pre[0])
+        _enter(bm[j], bs[j], mc, nc, q[n - 1])
+        _chunk_terms(k, v, b, t0, t1, c0, nc, mc, x)
+        _scan(x, n, dpow2[1], dlo2, width, pre, q)
+        for t in range(t0, t1):
+            r = t - t0
+            pr, qr, xr = pre[r], q[r], x[r]
+            orow = out[b, t, c0 : c0 + nc]
+            for c in range(nc):
+                orow[c] = (pr[c] + qr[c] + eu[c] * xr[c]) / (pr[nc + c] + qr[nc + c] + eu[c] * xr[nc + c])
+        _carry(m, s, er[j], kmx[j], w, c0, nc, n)
 
 
-@numba.njit(inline="always", **_JIT_FAST)
-def _carry2(m, s, own, km, w, c0, nc, n):
-    """:func:`_carry_dist` without the distance-weighted sums."""
-    for c in range(nc):
-        decayed = m[c] - float(n) * w[c0 + c]
-        m_new = max(decayed, km[c])
-        fa = _exp(decayed - m_new)
-        fk = _exp(km[c] - m_new)
-        s[c] = s[c] * fa + own[c] * fk
-        s[nc + c] = s[nc + c] * fa + own[nc + c] * fk
-        m[c] = m_new
-
-
-@numba.njit(inline="always", **_JIT_FAST)
-def _enter(m, s, mc, nc, dst):
-    """``dst = s e^{m - mc}`` per channel: a carried state (scale ``e^m``) in the chunk's scale ``e^mc``."""
-    for c in range(nc):
-        f = _exp(m[c] - mc[c])
-        dst[c] = s[c] * f
-        dst[nc + c] = s[nc + c] * f
+# Fast path of the backward (same chunking and range as the forward's). Phase A recomputes the forward chunk
+# by chunk with distance-weighted sums, adds grad_w and grad_u, and keeps ``1 / denominator`` per element in
+# the chunk's scale (``rden``, in k's dtype) together with that scale per chunk; phase B then runs the same
+# two-pass scheme over the gradient terms ``(g / den, g out / den)``, whose per-chunk exponent it already knows,
+# so its chunk terms need no exponential.
 
 
 @numba.njit(**_JIT_FAST)
@@ -905,7 +859,7 @@ def _fast_backward_b(w, u, k, v, out, g, rden, rscale, gk, gv, b, c0, nc, chunk,
         _grad_terms(g, out, rden, b, t0, t1, c0, nc, phi, x)
         _own_sums(x, n, dpow2, dlo2, width, left, right)
         er[j] = right
-        _carry2(m, s, left, km, w, c0, nc, n)
+        _carry(m, s, left, km, w, c0, nc, n)
     pre, q = np.empty((chunk, width), dt), np.empty((chunk, width), dt)
     mc = np.empty(nc, dt)
     eu = np.empty(nc, dt)
@@ -938,7 +892,7 @@ def _fast_backward_b(w, u, k, v, out, g, rden, rscale, gk, gv, b, c0, nc, chunk,
                 # the diagonal term g alpha (v - out) on its own: out_t ~ v_t where the bonus dominates, and
                 # v_t grad_v - grad_h would cancel to the rounding of those float32 products
                 gkr[c] = (vr[c] * off_v - f * (pr[nc + c] + qr[nc + c])) + diag * (vr[c] - orow[c])
-        _carry2(m, s, er[j], km, w, c0, nc, n)
+        _carry(m, s, er[j], km, w, c0, nc, n)
 
 
 @numba.njit(**_JIT_FAST)

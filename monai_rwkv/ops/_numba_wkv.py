@@ -777,6 +777,8 @@ def _fast_backward_a(w, u, k, v, g, rden, rscale, gw, gu, b, c0, nc, chunk, dpow
     for c in range(nc):
         eu[c] = _exp(u[c0 + c])
     rmax = np.empty(nc, dt)
+    one = dpow2[0, 0]  # 1 in the chunk's dtype (a float literal would make the loop below float64)
+    chunk_w, chunk_u = np.empty(nc, dt), np.empty(nc, dt)  # per-chunk sums, added to float64 totals
     acc_w = np.zeros(nc)
     acc_u = np.zeros(nc)
     m[:] = -np.inf
@@ -795,23 +797,27 @@ def _fast_backward_a(w, u, k, v, g, rden, rscale, gw, gu, b, c0, nc, chunk, dpow
         _chunk_terms(k, v, b, t0, t1, c0, nc, mc, x)
         _scan_dist(x, n, d2, dlo2, width, pre, q, pre_d, q_d)
         rmax[:] = 0.0
+        chunk_w[:] = 0.0
+        chunk_u[:] = 0.0
         for t in range(t0, t1):
             r = t - t0
             pr, qr, xr, prd, qrd = pre[r], q[r], x[r], pre_d[r], q_d[r]
             vr, gr, rr = v[b, t, c0 : c0 + nc], g[b, t, c0 : c0 + nc], rden[t]
             for c in range(nc):
                 diag = eu[c] * xr[nc + c]
-                rec = 1.0 / (pr[nc + c] + qr[nc + c] + diag)
+                rec = one / (pr[nc + c] + qr[nc + c] + diag)
                 o = (pr[c] + qr[c] + eu[c] * xr[c]) * rec
                 dist_v = prd[c] + qrd[c]
                 dist_1 = prd[nc + c] + qrd[nc + c]
-                acc_w[c] -= gr[c] * ((dist_v - o * dist_1) * rec)
-                acc_u[c] += gr[c] * ((diag * rec) * (vr[c] - o))
+                chunk_w[c] -= gr[c] * ((dist_v - o * dist_1) * rec)
+                chunk_u[c] += gr[c] * ((diag * rec) * (vr[c] - o))
                 rr[c] = rec
                 rmax[c] = max(rmax[c], rec)
         for c in range(nc):
             rscale[j, 0, c] = -float(mc[c])
             rscale[j, 1, c] = _log(float(rmax[c])) - float(mc[c])
+            acc_w[c] += chunk_w[c]
+            acc_u[c] += chunk_u[c]
         _carry_dist(m, s, sd, er[j], erd[j], kmx[j], w, c0, nc, n)
     for c in range(nc):
         gw[b, c0 + c] += acc_w[c]

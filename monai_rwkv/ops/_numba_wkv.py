@@ -652,12 +652,10 @@ def _chunk_terms(k, v, b, t0, t1, c0, nc, ref, x):
 
 
 @numba.njit(**_JIT_FAST)
-def _fast_chunk_sums(w, k, v, b, c0, nc, chunk, dpow2, dlo2, kmx, bm, bs, er):
-    """Right-to-left pass of the fast path over ``k[b, :, c0:c0+nc]``, ``v`` alike.
-
-    Stores per chunk j its key maximum ``kmx[j]``, the chunk's own sums seen from its right end,
-    ``er[j] = sum_t e^{k_t - kmx[j] - (t1-1-t) w} [v_t, 1]`` (2 nc), and the suffix state entering it from the
-    right, ``bs[j] e^{bm[j]}`` (value sums, then weight sums), t1 the end of the chunk.
+def _fast_summaries(k, v, b, c0, nc, chunk, j0, j1, dpow2, dlo2, kmx, el, er):
+    """Summaries of the chunks ``j0 <= j < j1`` of ``k[b, :, c0:c0+nc]``, ``v`` alike, each independent of the
+    others: the key maximum ``kmx[j]`` and the chunk's own sums seen from its left and right ends,
+    ``el[j] = sum_t e^{k_t - kmx[j] - (t-t0) w} [v_t, 1]`` and ``er[j]`` the same with ``(t1-1-t) w`` (2 nc).
     ``dpow2[r] = [e^{-r w}, e^{-r w}]`` (2 nc), ``dlo2`` the rounding error of ``dpow2[1]``.
     """
     seq_len = k.shape[1]
@@ -665,52 +663,54 @@ def _fast_chunk_sums(w, k, v, b, c0, nc, chunk, dpow2, dlo2, kmx, bm, bs, er):
     x = np.empty((chunk, width), k.dtype)
     left, right = np.empty(width, k.dtype), np.empty(width, k.dtype)
     kref = np.empty(nc, k.dtype)
-    m = np.full(nc, -np.inf)
-    s = np.zeros(width)
-    for j in range(kmx.shape[0] - 1, -1, -1):
-        bm[j], bs[j] = m, s
+    for j in range(j0, j1):
         t0 = j * chunk
         t1 = min(seq_len, t0 + chunk)
-        n = t1 - t0
         _chunk_max(k, b, t0, t1, c0, nc, kref)
-        kmx[j] = kref  # exact: a key of k's dtype
+        kmx[j, :nc] = kref  # exact: a key of k's dtype
         _chunk_terms(k, v, b, t0, t1, c0, nc, kref, x)
-        _own_sums(x, n, dpow2, dlo2, width, left, right)
-        er[j] = right
-        _carry(m, s, left, kmx[j], w, c0, nc, n)
+        _own_sums(x, t1 - t0, dpow2, dlo2, width, left, right)
+        el[j, :width] = left
+        er[j, :width] = right
+
+
+@numba.njit(**_JIT)
+def _boundary_states(w, c0, nc, chunk, seq_len, kmx, el, er, bm, bs, pm, ps):
+    """The states entering every chunk, from the chunk summaries of :func:`_fast_summaries`: from the right,
+    ``bs[j] e^{bm[j]}`` (sums over the positions after chunk j), and from the left, ``ps[j] e^{pm[j]}``."""
+    m = np.full(nc, -np.inf)
+    s = np.zeros(2 * nc)
+    for j in range(kmx.shape[0] - 1, -1, -1):
+        bm[j, :nc], bs[j, : 2 * nc] = m, s
+        _carry(m, s, el[j], kmx[j], w, c0, nc, min(seq_len, (j + 1) * chunk) - j * chunk)
+    m[:] = -np.inf
+    s[:] = 0.0
+    for j in range(kmx.shape[0]):
+        pm[j, :nc], ps[j, : 2 * nc] = m, s
+        _carry(m, s, er[j], kmx[j], w, c0, nc, min(seq_len, (j + 1) * chunk) - j * chunk)
 
 
 @numba.njit(**_JIT_FAST)
-def _fast_forward_task(w, u, k, v, out, b, c0, nc, chunk):
-    """Fast-path Bi-WKV of batch item ``b``, channels ``c0:c0+nc``; needs ``|w| chunk + |u|`` moderate."""
+def _fast_outputs(u, k, v, out, b, c0, nc, chunk, j0, j1, dpow2, dlo2, kmx, bm, bs, pm, ps):
+    """Outputs of the chunks ``j0 <= j < j1``, given the states entering them (:func:`_boundary_states`)."""
     seq_len = k.shape[1]
-    n_chunks = (seq_len + chunk - 1) // chunk
     width = 2 * nc
-    dpow2, dlo2 = _decay_powers(w, c0, nc, chunk, k)
-    kmx = np.empty((n_chunks, nc))
-    bm = np.empty((n_chunks, nc))
-    bs = np.empty((n_chunks, width))
-    er = np.empty((n_chunks, width))
-    _fast_chunk_sums(w, k, v, b, c0, nc, chunk, dpow2, dlo2, kmx, bm, bs, er)
     # everything inside a chunk in one scale e^{mc}: row r of x = [p v, p] with p = e^{k_t - mc},
     # q = [suffix sum of p v, of p] over i > t, pre = the same for the prefix i < t (incoming states included)
     x = np.empty((chunk, width), k.dtype)
     q = np.empty((chunk, width), k.dtype)
     pre = np.empty((chunk, width), k.dtype)
     mc = np.empty(nc, k.dtype)  # in k's dtype, so that the chunk's terms and its incoming states share it exactly
-    # prefix state entering the chunk, s * e^m
-    m = np.full(nc, -np.inf)
-    s = np.zeros(width)
     eu = np.empty(nc, k.dtype)
     for c in range(nc):
         eu[c] = _exp(u[c0 + c])
-    for j in range(n_chunks):
+    for j in range(j0, j1):
         t0 = j * chunk
         t1 = min(seq_len, t0 + chunk)
         n = t1 - t0
         for c in range(nc):
-            mc[c] = max(max(m[c], bm[j, c]), kmx[j, c])
-        _enter(m, s, mc, nc, pre[0])
+            mc[c] = max(max(pm[j, c], bm[j, c]), kmx[j, c])
+        _enter(pm[j], ps[j], mc, nc, pre[0])
         _enter(bm[j], bs[j], mc, nc, q[n - 1])
         _chunk_terms(k, v, b, t0, t1, c0, nc, mc, x)
         _scan(x, n, dpow2[1], dlo2, width, pre, q)
@@ -720,7 +720,20 @@ def _fast_forward_task(w, u, k, v, out, b, c0, nc, chunk):
             orow = out[b, t, c0 : c0 + nc]
             for c in range(nc):
                 orow[c] = (pr[c] + qr[c] + eu[c] * xr[c]) / (pr[nc + c] + qr[nc + c] + eu[c] * xr[nc + c])
-        _carry(m, s, er[j], kmx[j], w, c0, nc, n)
+
+
+@numba.njit(**_JIT_FAST)
+def _fast_forward_task(w, u, k, v, out, b, c0, nc, chunk):
+    """Fast-path Bi-WKV of batch item ``b``, channels ``c0:c0+nc``; needs ``|w| chunk + |u|`` moderate."""
+    seq_len = k.shape[1]
+    n_chunks = (seq_len + chunk - 1) // chunk
+    dpow2, dlo2 = _decay_powers(w, c0, nc, chunk, k)
+    kmx, bm, pm = np.empty((n_chunks, nc)), np.empty((n_chunks, nc)), np.empty((n_chunks, nc))
+    el, er = np.empty((n_chunks, 2 * nc)), np.empty((n_chunks, 2 * nc))
+    bs, ps = np.empty((n_chunks, 2 * nc)), np.empty((n_chunks, 2 * nc))
+    _fast_summaries(k, v, b, c0, nc, chunk, 0, n_chunks, dpow2, dlo2, kmx, el, er)
+    _boundary_states(w, c0, nc, chunk, seq_len, kmx, el, er, bm, bs, pm, ps)
+    _fast_outputs(u, k, v, out, b, c0, nc, chunk, 0, n_chunks, dpow2, dlo2, kmx, bm, bs, pm, ps)
 
 
 # Fast path of the backward (same chunking and range as the forward's). Phase A recomputes the forward chunk
@@ -939,6 +952,47 @@ def _forward_kernel(w, u, k, v, out, block, chunk, fast_chunk, fast_range):
 
 
 @numba.njit(parallel=True, **_JIT)
+def _forward_kernel_split(w, u, k, v, out, block, chunk, n_split):
+    """The fast path with each task's chunks cut into ``n_split`` ranges that run in parallel: for fewer
+    (batch item, channel block) tasks than threads, e.g. one long 16-channel sequence. Every channel must be
+    within the fast path's range. Three parallel stages: chunk summaries, the states entering each chunk
+    (sequential over chunks, per task; a few operations per chunk), outputs."""
+    batch, seq_len, channels = k.shape
+    n_blocks = (channels + block - 1) // block
+    n_tasks = batch * n_blocks
+    n_chunks = (seq_len + chunk - 1) // chunk
+    per_split = (n_chunks + n_split - 1) // n_split
+    # per task and chunk: key maximum and entering state scales (block wide), own sums and entering states (2 block)
+    kmx = np.empty((n_tasks, n_chunks, block))
+    bm, pm = np.empty_like(kmx), np.empty_like(kmx)
+    el = np.empty((n_tasks, n_chunks, 2 * block))
+    er, bs, ps = np.empty_like(el), np.empty_like(el), np.empty_like(el)
+    for i in numba.prange(n_tasks * n_split):
+        task, j0 = i // n_split, (i % n_split) * per_split
+        c0 = np.uint64((task % n_blocks) * block)
+        nc = np.uint64(min(block, channels - (task % n_blocks) * block))
+        dpow2, dlo2 = _decay_powers(w, c0, nc, chunk, k)
+        j1 = min(n_chunks, j0 + per_split)
+        _fast_summaries(k, v, task // n_blocks, c0, nc, chunk, j0, j1, dpow2, dlo2, kmx[task], el[task], er[task])
+    for task in numba.prange(n_tasks):
+        c0 = np.uint64((task % n_blocks) * block)
+        nc = np.uint64(min(block, channels - (task % n_blocks) * block))
+        _boundary_states(
+            w, c0, nc, chunk, seq_len, kmx[task], el[task], er[task], bm[task], bs[task], pm[task], ps[task]
+        )
+    for i in numba.prange(n_tasks * n_split):
+        task, j0 = i // n_split, (i % n_split) * per_split
+        c0 = np.uint64((task % n_blocks) * block)
+        nc = np.uint64(min(block, channels - (task % n_blocks) * block))
+        dpow2, dlo2 = _decay_powers(w, c0, nc, chunk, k)
+        j1 = min(n_chunks, j0 + per_split)
+        b = task // n_blocks
+        _fast_outputs(
+            u, k, v, out, b, c0, nc, chunk, j0, j1, dpow2, dlo2, kmx[task], bm[task], bs[task], pm[task], ps[task]
+        )
+
+
+@numba.njit(parallel=True, **_JIT)
 def _backward_kernel(w, u, k, v, out, g, gw, gu, gk, gv, block, chunk, fast_chunk, fast_range):
     batch, seq_len, channels = k.shape
     n_blocks = (channels + block - 1) // block
@@ -971,6 +1025,18 @@ def _fast_block_size(batch: int, channels: int) -> int:
     return min(channels, (block + 7) // 8 * 8)
 
 
+def _split_count(w: np.ndarray, u: np.ndarray, shape: tuple[int, ...], block: int, fast_range: float) -> int:
+    """Ranges of chunks per task for :func:`_forward_kernel_split` (1: one task per thread, the usual kernel):
+    enough to occupy every thread when there are fewer (batch item, channel block) tasks than threads, the
+    sequence spans at least 8 chunks per range, and every channel is within the fast path's range."""
+    batch, seq_len, channels = shape
+    n_tasks = batch * -(-channels // block)
+    threads = numba.get_num_threads()
+    if not _FAST_CHUNK or n_tasks >= threads or (np.abs(w) * _FAST_CHUNK + np.abs(u)).max() > fast_range:
+        return 1
+    return max(1, min(-(-threads // n_tasks), seq_len // (8 * _FAST_CHUNK)))
+
+
 def wkv_forward(w: np.ndarray, u: np.ndarray, k: np.ndarray, v: np.ndarray) -> np.ndarray:
     """Bi-WKV forward.
 
@@ -986,7 +1052,11 @@ def wkv_forward(w: np.ndarray, u: np.ndarray, k: np.ndarray, v: np.ndarray) -> n
         with _LAUNCH_LOCK:
             fast_range = _FAST_RANGE32 if v.dtype == np.float32 else _FAST_RANGE
             block = _fast_block_size(k.shape[0], k.shape[2])
-            _forward_kernel(w, u, k, v, out, block, _CHUNK, _FAST_CHUNK, fast_range)
+            n_split = _split_count(w, u, k.shape, block, fast_range)
+            if n_split > 1:
+                _forward_kernel_split(w, u, k, v, out, block, _FAST_CHUNK, n_split)
+            else:
+                _forward_kernel(w, u, k, v, out, block, _CHUNK, _FAST_CHUNK, fast_range)
     return out
 
 

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import numpy as np
 import pytest
 import torch
 
@@ -411,3 +412,35 @@ def test_backward_mixed_fast_and_running_maximum_blocks(monkeypatch: pytest.Monk
     ours = _grads(lambda *a: bi_wkv(*a, backend="numba"), (w, u, k, v), grad_out)
     ref, scales = _gradients_and_scales(w, u, k, v, grad_out)
     _assert_gradients_within(ours, ref, scales, 2e-6)
+
+
+# --- fast forward split over chunk ranges (fewer tasks than threads) ---------------------------------------------
+
+
+@pytest.mark.parametrize("n_split", [2, 3, 7])
+@pytest.mark.parametrize(("batch", "seq_len", "channels"), [(1, 2000, 16), (2, 1000, 5), (1, 64 * 9 + 1, 48)])
+def test_split_forward_equals_task_forward(batch: int, seq_len: int, channels: int, n_split: int, seed: int) -> None:
+    """Chunk ranges in parallel (uneven and empty ranges, partial last chunk, two channel blocks): the same
+    arithmetic as one task per sequence, so bit-identical, and exact against the float64 definition."""
+    w, u, k, v = _inputs(seq_len, channels, batch, seed=seed, decay_max=30.0)
+    for dtype, fast_range in ((torch.float32, kernels._FAST_RANGE32), (torch.float64, kernels._FAST_RANGE)):
+        assert _uses_fast_path(w, u, dtype)
+        arrays = [w.double().numpy(), u.double().numpy(), k.to(dtype).numpy(), v.to(dtype).numpy()]
+        block = 16 if channels > 16 else channels
+        whole, split = np.empty_like(arrays[3]), np.empty_like(arrays[3])
+        kernels._forward_kernel(*arrays, whole, block, kernels._CHUNK, kernels._FAST_CHUNK, fast_range)
+        kernels._forward_kernel_split(*arrays, split, block, kernels._FAST_CHUNK, n_split)
+        assert np.array_equal(whole, split)
+    assert _rel_err(torch.from_numpy(split), bi_wkv_quadratic(w, u, k, v)) <= 1e-12
+
+
+def test_split_count(monkeypatch: pytest.MonkeyPatch) -> None:
+    """Split only with fewer tasks than threads, long enough sequences and every channel in the fast range."""
+    monkeypatch.setattr(kernels.numba, "get_num_threads", lambda: 4)
+    w, u = torch.full((16,), 0.01).double().numpy(), torch.zeros(16).double().numpy()
+    assert kernels._split_count(w, u, (1, 1 << 16, 16), 16, kernels._FAST_RANGE32) == 4
+    assert kernels._split_count(w, u, (2, 1 << 16, 16), 16, kernels._FAST_RANGE32) == 2
+    assert kernels._split_count(w, u, (4, 1 << 16, 16), 16, kernels._FAST_RANGE32) == 1
+    assert kernels._split_count(w, u, (1, 64 * 8 * 2, 16), 16, kernels._FAST_RANGE32) == 2  # 8 chunks per range
+    w[3] = 1.0  # |w| * 64 beyond the range: running-maximum kernels, one task
+    assert kernels._split_count(w, u, (1, 1 << 16, 16), 16, kernels._FAST_RANGE32) == 1

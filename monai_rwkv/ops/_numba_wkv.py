@@ -935,20 +935,33 @@ def _fast_ok(w, u, c0, nc, chunk, fast_range):
     return worst <= fast_range
 
 
+@numba.njit(inline="always", **_JIT)
+def _task_channels(task, n_blocks, block, channels):
+    """First channel and number of channels of a task's block, unsigned: numba then skips negative-index
+    wrap-around and the channel loops vectorise."""
+    c0 = (task % n_blocks) * block
+    return np.uint64(c0), np.uint64(min(block, channels - c0))
+
+
+@numba.njit(inline="always", **_JIT)
+def _split_range(i, n_split, n_chunks):
+    """Task and chunk range ``[j0, j1)`` of the ``i``-th (task, range) pair of :func:`_forward_kernel_split`."""
+    per_split = (n_chunks + n_split - 1) // n_split
+    j0 = (i % n_split) * per_split
+    return i // n_split, j0, min(n_chunks, j0 + per_split)
+
+
 @numba.njit(parallel=True, **_JIT)
 def _forward_kernel(w, u, k, v, out, block, chunk, fast_chunk, fast_range):
     batch, _, channels = k.shape
     n_blocks = (channels + block - 1) // block
     for task in numba.prange(batch * n_blocks):
         b = task // n_blocks
-        c0 = (task % n_blocks) * block
-        # unsigned channel indices: numba then skips negative-index wrap-around and the loops vectorise
-        cu = np.uint64(c0)
-        nc = np.uint64(min(block, channels - c0))
-        if fast_chunk > 0 and _fast_ok(w, u, cu, nc, fast_chunk, fast_range):
-            _fast_forward_task(w, u, k, v, out, b, cu, nc, fast_chunk)
+        c0, nc = _task_channels(task, n_blocks, block, channels)
+        if fast_chunk > 0 and _fast_ok(w, u, c0, nc, fast_chunk, fast_range):
+            _fast_forward_task(w, u, k, v, out, b, c0, nc, fast_chunk)
         else:
-            _forward_task(w, u, k, v, out, b, cu, nc, chunk)
+            _forward_task(w, u, k, v, out, b, c0, nc, chunk)
 
 
 @numba.njit(parallel=True, **_JIT)
@@ -961,35 +974,26 @@ def _forward_kernel_split(w, u, k, v, out, block, chunk, n_split):
     n_blocks = (channels + block - 1) // block
     n_tasks = batch * n_blocks
     n_chunks = (seq_len + chunk - 1) // chunk
-    per_split = (n_chunks + n_split - 1) // n_split
     # per task and chunk: key maximum and entering state scales (block wide), own sums and entering states (2 block)
     kmx = np.empty((n_tasks, n_chunks, block))
     bm, pm = np.empty_like(kmx), np.empty_like(kmx)
     el = np.empty((n_tasks, n_chunks, 2 * block))
     er, bs, ps = np.empty_like(el), np.empty_like(el), np.empty_like(el)
     for i in numba.prange(n_tasks * n_split):
-        task, j0 = i // n_split, (i % n_split) * per_split
-        c0 = np.uint64((task % n_blocks) * block)
-        nc = np.uint64(min(block, channels - (task % n_blocks) * block))
+        task, j0, j1 = _split_range(i, n_split, n_chunks)
+        c0, nc = _task_channels(task, n_blocks, block, channels)
         dpow2, dlo2 = _decay_powers(w, c0, nc, chunk, k)
-        j1 = min(n_chunks, j0 + per_split)
         _fast_summaries(k, v, task // n_blocks, c0, nc, chunk, j0, j1, dpow2, dlo2, kmx[task], el[task], er[task])
     for task in numba.prange(n_tasks):
-        c0 = np.uint64((task % n_blocks) * block)
-        nc = np.uint64(min(block, channels - (task % n_blocks) * block))
-        _boundary_states(
-            w, c0, nc, chunk, seq_len, kmx[task], el[task], er[task], bm[task], bs[task], pm[task], ps[task]
-        )
+        c0, nc = _task_channels(task, n_blocks, block, channels)
+        states = (bm[task], bs[task], pm[task], ps[task])
+        _boundary_states(w, c0, nc, chunk, seq_len, kmx[task], el[task], er[task], *states)
     for i in numba.prange(n_tasks * n_split):
-        task, j0 = i // n_split, (i % n_split) * per_split
-        c0 = np.uint64((task % n_blocks) * block)
-        nc = np.uint64(min(block, channels - (task % n_blocks) * block))
+        task, j0, j1 = _split_range(i, n_split, n_chunks)
+        c0, nc = _task_channels(task, n_blocks, block, channels)
         dpow2, dlo2 = _decay_powers(w, c0, nc, chunk, k)
-        j1 = min(n_chunks, j0 + per_split)
-        b = task // n_blocks
-        _fast_outputs(
-            u, k, v, out, b, c0, nc, chunk, j0, j1, dpow2, dlo2, kmx[task], bm[task], bs[task], pm[task], ps[task]
-        )
+        states = (bm[task], bs[task], pm[task], ps[task])
+        _fast_outputs(u, k, v, out, task // n_blocks, c0, nc, chunk, j0, j1, dpow2, dlo2, kmx[task], *states)
 
 
 @numba.njit(parallel=True, **_JIT)
@@ -998,8 +1002,7 @@ def _backward_kernel(w, u, k, v, out, g, gw, gu, gk, gv, block, chunk, fast_chun
     n_blocks = (channels + block - 1) // block
     for task in numba.prange(batch * n_blocks):
         b = task // n_blocks
-        c0 = np.uint64((task % n_blocks) * block)
-        nc = np.uint64(min(block, channels - (task % n_blocks) * block))
+        c0, nc = _task_channels(task, n_blocks, block, channels)
         if fast_chunk > 0 and _fast_ok(w, u, c0, nc, fast_chunk, fast_range):
             _fast_backward_task(w, u, k, v, out, g, gw, gu, gk, gv, b, c0, nc, fast_chunk)
         else:

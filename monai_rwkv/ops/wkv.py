@@ -19,13 +19,14 @@ No subtraction of large partial sums is ever performed, so accuracy does not deg
 
 Backends. ``bi_wkv(..., backend="auto")`` runs the fused numba kernels of :mod:`monai_rwkv.ops._numba_wkv`
 (extra ``monai-rwkv[fast]``; same equation, float64 carried state, custom exact O(T) backward) when numba
-imports and every input is a CPU tensor, except while tracing, scripting, compiling or exporting (TorchScript,
-ONNX, ``torch.compile``/``torch.export``), which need the pure PyTorch graph below. On CUDA tensors of dtype
-float32, float16 or bfloat16 it runs the Triton kernels of :mod:`monai_rwkv.ops._triton_wkv` (float32 arithmetic
-with exponent-carrying scans; triton ships with PyTorch's CUDA builds), whose backward recomputes the exact
-float64 PyTorch graph. ``backend="torch"`` always uses the pure path; ``backend="numba"`` and
-``backend="triton"`` insist on their kernels (``"triton"`` also runs CPU tensors under ``TRITON_INTERPRET=1``,
-which is how the tests check it without a GPU).
+imports and every input is a CPU tensor, except while tracing, scripting or exporting (TorchScript, ONNX,
+``torch.export``), which need the pure PyTorch graph below; the kernels are a ``torch.library`` custom op
+(``monai_rwkv::bi_wkv_numba``), so ``torch.compile`` keeps them as one call. On CUDA tensors of dtype float32,
+float16 or bfloat16 it runs the Triton kernels of :mod:`monai_rwkv.ops._triton_wkv` (float32 arithmetic with
+exponent-carrying scans; triton ships with PyTorch's CUDA builds), whose backward recomputes the exact float64
+PyTorch graph; under ``torch.compile`` CUDA tensors take the pure path. ``backend="torch"`` always uses the pure
+path; ``backend="numba"`` and ``backend="triton"`` insist on their kernels (``"triton"`` also runs CPU tensors
+under ``TRITON_INTERPRET=1``, which is how the tests check it without a GPU).
 """
 
 from __future__ import annotations
@@ -132,10 +133,15 @@ def _triton_interpreted() -> bool:
     return os.environ.get("TRITON_INTERPRET", "0") not in ("", "0")
 
 
-def _is_graph_capture() -> bool:
-    """True while TorchScript, ONNX, ``torch.compile`` or ``torch.export`` records the computation."""
+def _needs_torch_graph() -> bool:
+    """True while TorchScript, ONNX or ``torch.export`` records the computation: they need plain PyTorch ops."""
     if torch.jit.is_scripting() or torch.jit.is_tracing() or torch.onnx.is_in_onnx_export():
         return True
+    compiler = getattr(torch, "compiler", None)
+    return bool(compiler is not None and getattr(compiler, "is_exporting", lambda: False)())
+
+
+def _is_compiling() -> bool:
     compiler = getattr(torch, "compiler", None)
     return bool(compiler is not None and compiler.is_compiling())
 
@@ -147,35 +153,60 @@ def _numba_supported(tensors: tuple[torch.Tensor, ...]) -> bool:
     return all(t.device.type == "cpu" and t.dtype in _KERNEL_DTYPES for t in tensors)
 
 
-class _NumbaBiWKV(torch.autograd.Function):
-    """Bi-WKV through the fused numba kernels with their exact O(T) backward (not twice differentiable).
+@torch.library.custom_op("monai_rwkv::bi_wkv_numba", mutates_args=(), device_types="cpu")
+def _numba_forward(w: torch.Tensor, u: torch.Tensor, k: torch.Tensor, v: torch.Tensor) -> torch.Tensor:
+    """Bi-WKV through the fused numba kernels: w, u (C,) float64; k, v (B, T, C) both float32 or both float64.
 
-    Computes in float64 when ``k`` or ``v`` is float64 and in float32 otherwise (half inputs are upcast);
-    the recurrent state is float64 either way. Saves the (upcast) inputs and the output for the backward.
+    A ``torch.library`` custom op, so that ``torch.compile`` keeps it as one opaque call (the kernels are not
+    traceable) instead of falling back to the pure PyTorch graph; its backward is :func:`_numba_backward`.
     """
+    kernels = _NUMBA.module
+    kernels.set_threads(torch.get_num_threads())
+    arrays = (x.detach().contiguous().numpy() for x in (w, u, k, v))
+    return torch.from_numpy(kernels.wkv_forward(*arrays))
 
-    @staticmethod
-    def forward(ctx: Any, w: torch.Tensor, u: torch.Tensor, k: torch.Tensor, v: torch.Tensor) -> torch.Tensor:
-        kernels = _NUMBA.module
-        dtype = torch.float64 if torch.float64 in (k.dtype, v.dtype) else torch.float32
-        w64, u64 = (x.detach().to(torch.float64).contiguous() for x in (w, u))
-        kc, vc = (x.detach().to(dtype).contiguous() for x in (k, v))
-        kernels.set_threads(torch.get_num_threads())
-        out = torch.from_numpy(kernels.wkv_forward(w64.numpy(), u64.numpy(), kc.numpy(), vc.numpy()))
-        ctx.save_for_backward(w64, u64, kc, vc, out)
-        ctx.dtypes = (w.dtype, u.dtype, k.dtype, v.dtype)
-        return out.to(v.dtype)
 
-    @staticmethod
-    @torch.autograd.function.once_differentiable
-    def backward(ctx: Any, grad_out: torch.Tensor) -> tuple[torch.Tensor, ...]:
-        kernels = _NUMBA.module
-        w64, u64, kc, vc, out = ctx.saved_tensors
-        g = grad_out.detach().to(out.dtype).contiguous()
-        kernels.set_threads(torch.get_num_threads())
-        arrays = (w64.numpy(), u64.numpy(), kc.numpy(), vc.numpy(), out.numpy(), g.numpy())
-        grads = kernels.wkv_backward(*arrays)
-        return tuple(torch.from_numpy(x).to(dt) for x, dt in zip(grads, ctx.dtypes))
+@_numba_forward.register_fake
+def _(w: torch.Tensor, u: torch.Tensor, k: torch.Tensor, v: torch.Tensor) -> torch.Tensor:
+    return torch.empty_like(v, memory_format=torch.contiguous_format)
+
+
+@torch.library.custom_op("monai_rwkv::bi_wkv_numba_backward", mutates_args=(), device_types="cpu")
+def _numba_backward(
+    w: torch.Tensor, u: torch.Tensor, k: torch.Tensor, v: torch.Tensor, out: torch.Tensor, grad: torch.Tensor
+) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor, torch.Tensor]:
+    """Gradients ``(w, u, k, v)`` of :func:`_numba_forward` (exact O(T) kernels; not itself differentiable)."""
+    kernels = _NUMBA.module
+    kernels.set_threads(torch.get_num_threads())
+    arrays = (x.detach().contiguous().numpy() for x in (w, u, k, v, out, grad.to(out.dtype)))
+    return tuple(torch.from_numpy(x) for x in kernels.wkv_backward(*arrays))
+
+
+@_numba_backward.register_fake
+def _(
+    w: torch.Tensor, u: torch.Tensor, k: torch.Tensor, v: torch.Tensor, out: torch.Tensor, grad: torch.Tensor
+) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor, torch.Tensor]:
+    return (torch.empty_like(w), torch.empty_like(u), torch.empty_like(k), torch.empty_like(v))
+
+
+def _numba_setup_context(ctx: Any, inputs: tuple[torch.Tensor, ...], output: torch.Tensor) -> None:
+    ctx.save_for_backward(*inputs, output)
+
+
+def _numba_backward_formula(ctx: Any, grad_out: torch.Tensor) -> tuple[torch.Tensor, ...]:
+    return _numba_backward(*ctx.saved_tensors, grad_out)
+
+
+_numba_forward.register_autograd(_numba_backward_formula, setup_context=_numba_setup_context)
+
+
+def _numba_bi_wkv(w: torch.Tensor, u: torch.Tensor, k: torch.Tensor, v: torch.Tensor) -> torch.Tensor:
+    """Computes in float64 when ``k`` or ``v`` is float64 and in float32 otherwise (half inputs are upcast); the
+    recurrent state is float64 either way. The casts are ordinary autograd ops, so gradients come back in each
+    input's dtype."""
+    dtype = torch.float64 if torch.float64 in (k.dtype, v.dtype) else torch.float32
+    f64 = torch.float64
+    return _numba_forward(w.to(f64), u.to(f64), k.to(dtype).contiguous(), v.to(dtype).contiguous()).to(v.dtype)
 
 
 class _TritonBiWKV(torch.autograd.Function):
@@ -212,9 +243,10 @@ def _choose(backend: str, tensors: tuple[torch.Tensor, ...]) -> str:
     if backend not in BACKENDS:
         raise ValueError(f"backend must be one of {BACKENDS}; got {backend!r}.")
     if backend == "auto":
-        if _is_graph_capture():
+        if _needs_torch_graph():
             return "torch"
-        if tensors[2].device.type == "cuda" and _triton_supported(tensors) and triton_available():
+        cuda = tensors[2].device.type == "cuda"
+        if cuda and not _is_compiling() and _triton_supported(tensors) and triton_available():
             return "triton"
         if _numba_supported(tensors) and numba_available():
             return "numba"
@@ -264,7 +296,7 @@ def bi_wkv(w: torch.Tensor, u: torch.Tensor, k: torch.Tensor, v: torch.Tensor, b
     chosen = _choose(backend, (w, u, k, v))
     if chosen == "numba":
         with torch.autocast(device_type="cpu", enabled=False):
-            return _NumbaBiWKV.apply(w, u, k, v)
+            return _numba_bi_wkv(w, u, k, v)
     if chosen == "triton":
         with torch.autocast(device_type=k.device.type, enabled=False):
             return _TritonBiWKV.apply(w, u, k, v)

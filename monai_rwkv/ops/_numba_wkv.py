@@ -480,6 +480,15 @@ def _backward_phase_b(w, u, k, v, out, g, neg_log_den, gk, gv, b, c0, nc, chunk)
 # Fast path: chunk-local stabilisation (see the module docstring, "Fast path").
 
 
+@numba.njit(inline="always", **_JIT)
+def _bonus_factors(u, c0, nc, like):
+    """``e^{u_{c0:c0+nc}}`` in the dtype of ``like`` (the chunk arithmetic's precision)."""
+    eu = np.empty(nc, like.dtype)
+    for c in range(nc):
+        eu[c] = _exp(u[c0 + c])
+    return eu
+
+
 @numba.njit(**_JIT)
 def _decay_powers(w, c0, nc, chunk, like):
     """``dpow2[r] = [e^{-r w_{c0:c0+nc}}, e^{-r w_{c0:c0+nc}}]`` for r = 0..chunk, (chunk + 1, 2 nc) in the dtype of
@@ -701,9 +710,7 @@ def _fast_outputs(u, k, v, out, b, c0, nc, chunk, j0, j1, dpow2, dlo2, kmx, bm, 
     q = np.empty((chunk, width), k.dtype)
     pre = np.empty((chunk, width), k.dtype)
     mc = np.empty(nc, k.dtype)  # in k's dtype, so that the chunk's terms and its incoming states share it exactly
-    eu = np.empty(nc, k.dtype)
-    for c in range(nc):
-        eu[c] = _exp(u[c0 + c])
+    eu = _bonus_factors(u, c0, nc, k)
     for j in range(j0, j1):
         t0 = j * chunk
         t1 = min(seq_len, t0 + chunk)
@@ -786,9 +793,7 @@ def _fast_backward_a(w, u, k, v, g, rden, rscale, gw, gu, b, c0, nc, chunk, dpow
     pre, q = np.empty((chunk, width), dt), np.empty((chunk, width), dt)
     pre_d, q_d = np.empty((chunk, width), dt), np.empty((chunk, width), dt)
     mc = np.empty(nc, dt)
-    eu = np.empty(nc, dt)
-    for c in range(nc):
-        eu[c] = _exp(u[c0 + c])
+    eu = _bonus_factors(u, c0, nc, k)
     rmax = np.empty(nc, dt)
     one = dpow2[0, 0]  # 1 in the chunk's dtype (a float literal would make the loop below float64)
     chunk_w, chunk_u = np.empty(nc, dt), np.empty(nc, dt)  # per-chunk sums, added to float64 totals
@@ -881,9 +886,7 @@ def _fast_backward_b(w, u, k, v, out, g, rden, rscale, gk, gv, b, c0, nc, chunk,
         _carry(m, s, left, km, w, c0, nc, n)
     pre, q = np.empty((chunk, width), dt), np.empty((chunk, width), dt)
     mc = np.empty(nc, dt)
-    eu = np.empty(nc, dt)
-    for c in range(nc):
-        eu[c] = _exp(u[c0 + c])
+    eu = _bonus_factors(u, c0, nc, k)
     m[:] = -np.inf
     s[:] = 0.0
     for j in range(n_chunks):

@@ -525,32 +525,42 @@ def _chunk_max(k, b, t0, t1, c0, nc, km):
 
 
 @numba.njit(inline="always", **_JIT_FAST)
-def _carry(m, s, own, km, w, c0, nc, n):
-    """Carried state ``s e^m`` (``s``: (2 nc,) value sums then weight sums, float64) moved over ``n`` positions
-    plus the chunk's own sums ``own`` in scale ``e^km``: ``s <- e^{-n w} s + own`` (new scale ``max(m - n w, km)``)."""
+def _carry_factors(m, km, w, c0, nc, n, fac):
+    """Scale update of a carried state moved over ``n`` positions and joined by terms of scale ``e^km``:
+    ``m <- max(m - n w, km)``, ``fac[0]`` the factor of the old state, ``fac[1]`` that of the new terms (one of the
+    two is 1, the other ``e^{-gap}``: one exponential per channel). A loop of its own, so that it vectorises."""
+    fa, fk = fac[0], fac[1]
     for c in range(nc):
         decayed = m[c] - float(n) * w[c0 + c]
-        m_new = max(decayed, km[c])
-        fa = _exp(decayed - m_new)
-        fk = _exp(km[c] - m_new)
-        s[c] = s[c] * fa + own[c] * fk
-        s[nc + c] = s[nc + c] * fa + own[nc + c] * fk
-        m[c] = m_new
+        d = decayed - km[c]
+        e = _exp(-abs(d))
+        fa[c] = 1.0 if d >= 0.0 else e
+        fk[c] = e if d >= 0.0 else 1.0
+        m[c] = max(decayed, km[c])
 
 
 @numba.njit(inline="always", **_JIT_FAST)
-def _carry_dist(m, s, sd, own, own_d, km, w, c0, nc, n):
-    """:func:`_carry` that also moves the distance-weighted sums: ``sd <- e^{-n w} (sd + n s) + own_d``."""
+def _carry(m, s, own, km, w, c0, nc, n, fac):
+    """Carried state ``s e^m`` (``s``: (2 nc,) value sums then weight sums, float64) moved over ``n`` positions
+    plus the chunk's own sums ``own`` in scale ``e^km``: ``s <- e^{-n w} s + own`` (new scale ``max(m - n w, km)``).
+    ``fac``: (2, nc) float64 scratch."""
+    _carry_factors(m, km, w, c0, nc, n, fac)
+    fa, fk = fac[0], fac[1]
     for c in range(nc):
-        decayed = m[c] - float(n) * w[c0 + c]
-        m_new = max(decayed, km[c])
-        fa = _exp(decayed - m_new)
-        fk = _exp(km[c] - m_new)
-        sd[c] = (sd[c] + float(n) * s[c]) * fa + own_d[c] * fk
-        sd[nc + c] = (sd[nc + c] + float(n) * s[nc + c]) * fa + own_d[nc + c] * fk
-        s[c] = s[c] * fa + own[c] * fk
-        s[nc + c] = s[nc + c] * fa + own[nc + c] * fk
-        m[c] = m_new
+        s[c] = s[c] * fa[c] + own[c] * fk[c]
+        s[nc + c] = s[nc + c] * fa[c] + own[nc + c] * fk[c]
+
+
+@numba.njit(inline="always", **_JIT_FAST)
+def _carry_dist(m, s, sd, own, own_d, km, w, c0, nc, n, fac):
+    """:func:`_carry` that also moves the distance-weighted sums: ``sd <- e^{-n w} (sd + n s) + own_d``."""
+    _carry_factors(m, km, w, c0, nc, n, fac)
+    fa, fk = fac[0], fac[1]
+    for c in range(nc):
+        sd[c] = (sd[c] + float(n) * s[c]) * fa[c] + own_d[c] * fk[c]
+        sd[nc + c] = (sd[nc + c] + float(n) * s[nc + c]) * fa[c] + own_d[nc + c] * fk[c]
+        s[c] = s[c] * fa[c] + own[c] * fk[c]
+        s[nc + c] = s[nc + c] * fa[c] + own[nc + c] * fk[c]
 
 
 @numba.njit(inline="always", **_JIT_FAST)
@@ -575,18 +585,17 @@ def _distance_powers(dpow2):
 @numba.njit(inline="always", **_JIT_FAST)
 def _own_sums(x, n, dpow2, dlo2, width, left, right):
     """The chunk's own sums of its rows ``x[:n]`` (each ``width`` wide) seen from its ends:
-    ``left = sum_r e^{-r w} x[r]`` (towards the state left of it), ``right = sum_r e^{-(n-1-r) w} x[r]``."""
+    ``left = sum_r e^{-r w} x[r]`` (towards the state left of it), ``right = sum_r e^{-(n-1-r) w} x[r]``.
+
+    One pass: ``left`` with the tabulated weights, ``right`` by the recurrence (4x faster than a pass each)."""
     d2 = dpow2[1]
     left[:] = 0.0
-    for r in range(n - 1, -1, -1):
-        xr = x[r]
-        for c in range(width):
-            left[c] = d2[c] * left[c] + (dlo2[c] * left[c] + xr[c])
     right[:] = 0.0
     for r in range(n):
-        xr, dr = x[r], dpow2[n - 1 - r]
+        xr, dr = x[r], dpow2[r]
         for c in range(width):
-            right[c] += dr[c] * xr[c]
+            right[c] = d2[c] * right[c] + (dlo2[c] * right[c] + xr[c])
+            left[c] += dr[c] * xr[c]
 
 
 @numba.njit(inline="always", **_JIT_FAST)
@@ -649,15 +658,11 @@ def _chunk_terms(k, v, b, t0, t1, c0, nc, ref, x):
     """Row ``t - t0`` of ``x`` (chunk, 2 nc) gets ``[p v, p]`` with ``p = e^{k[b, t, c0+c] - ref[c]}``; ``ref``
     and ``x`` in the dtype of ``k``."""
     for t in range(t0, t1):
-        kr = k[b, t, c0 : c0 + nc]
-        xr = x[t - t0, nc:]
+        kr, vr, xr = k[b, t, c0 : c0 + nc], v[b, t, c0 : c0 + nc], x[t - t0]
         for c in range(nc):
-            xr[c] = _exp_as(kr[c] - ref[c])
-    for t in range(t0, t1):
-        vr = v[b, t, c0 : c0 + nc]
-        xr = x[t - t0]
-        for c in range(nc):
-            xr[c] = xr[nc + c] * vr[c]
+            p = _exp_as(kr[c] - ref[c])
+            xr[nc + c] = p
+            xr[c] = p * vr[c]
 
 
 @numba.njit(**_JIT_FAST)
@@ -683,20 +688,30 @@ def _fast_summaries(k, v, b, c0, nc, chunk, j0, j1, dpow2, dlo2, kmx, el, er):
         er[j, :width] = right
 
 
+@numba.njit(inline="always", **_JIT)
+def _store_state(m, s, nc, dst_m, dst_s):
+    """``dst_m[:nc] = m``, ``dst_s[:2 nc] = s`` as plain loops (numba's slice assignment is a generic, slower copy)."""
+    for c in range(nc):
+        dst_m[c] = m[c]
+    for c in range(2 * nc):
+        dst_s[c] = s[c]
+
+
 @numba.njit(**_JIT)
 def _boundary_states(w, c0, nc, chunk, seq_len, kmx, el, er, bm, bs, pm, ps):
     """The states entering every chunk, from the chunk summaries of :func:`_fast_summaries`: from the right,
     ``bs[j] e^{bm[j]}`` (sums over the positions after chunk j), and from the left, ``ps[j] e^{pm[j]}``."""
     m = np.full(nc, -np.inf)
     s = np.zeros(2 * nc)
+    fac = np.empty((2, nc))
     for j in range(kmx.shape[0] - 1, -1, -1):
-        bm[j, :nc], bs[j, : 2 * nc] = m, s
-        _carry(m, s, el[j], kmx[j], w, c0, nc, min(seq_len, (j + 1) * chunk) - j * chunk)
+        _store_state(m, s, nc, bm[j], bs[j])
+        _carry(m, s, el[j], kmx[j], w, c0, nc, min(seq_len, (j + 1) * chunk) - j * chunk, fac)
     m[:] = -np.inf
     s[:] = 0.0
     for j in range(kmx.shape[0]):
-        pm[j, :nc], ps[j, : 2 * nc] = m, s
-        _carry(m, s, er[j], kmx[j], w, c0, nc, min(seq_len, (j + 1) * chunk) - j * chunk)
+        _store_state(m, s, nc, pm[j], ps[j])
+        _carry(m, s, er[j], kmx[j], w, c0, nc, min(seq_len, (j + 1) * chunk) - j * chunk, fac)
 
 
 @numba.njit(**_JIT_FAST)
@@ -778,6 +793,7 @@ def _fast_backward_a(w, u, k, v, g, rden, rscale, gw, gu, b, c0, nc, chunk, dpow
     m = np.full(nc, -np.inf)
     s = np.zeros(width)
     sd = np.zeros(width)
+    fac = np.empty((2, nc))
     for j in range(n_chunks - 1, -1, -1):
         bm[j], bs[j], bsd[j] = m, s, sd
         t0 = j * chunk
@@ -788,7 +804,7 @@ def _fast_backward_a(w, u, k, v, g, rden, rscale, gw, gu, b, c0, nc, chunk, dpow
         _chunk_terms(k, v, b, t0, t1, c0, nc, kref, x)
         _own_sums_dist(x, n, dpow2, dlo2, ddpow2, width, left, right, left_d, right_d)
         er[j], erd[j] = right, right_d
-        _carry_dist(m, s, sd, left, left_d, kmx[j], w, c0, nc, n)
+        _carry_dist(m, s, sd, left, left_d, kmx[j], w, c0, nc, n, fac)
     # left-to-right pass in each chunk's common scale e^mc
     pre, q = np.empty((chunk, width), dt), np.empty((chunk, width), dt)
     pre_d, q_d = np.empty((chunk, width), dt), np.empty((chunk, width), dt)
@@ -836,7 +852,7 @@ def _fast_backward_a(w, u, k, v, g, rden, rscale, gw, gu, b, c0, nc, chunk, dpow
             rscale[j, 1, c] = _log(float(rmax[c])) - float(mc[c])
             acc_w[c] += chunk_w[c]
             acc_u[c] += chunk_u[c]
-        _carry_dist(m, s, sd, er[j], erd[j], kmx[j], w, c0, nc, n)
+        _carry_dist(m, s, sd, er[j], erd[j], kmx[j], w, c0, nc, n, fac)
     for c in range(nc):
         gw[b, c0 + c] += acc_w[c]
         gu[b, c0 + c] += acc_u[c]
@@ -872,6 +888,7 @@ def _fast_backward_b(w, u, k, v, out, g, rden, rscale, gk, gv, b, c0, nc, chunk,
     phi = np.empty(nc, dt)
     m = np.full(nc, -np.inf)
     s = np.zeros(width)
+    fac = np.empty((2, nc))
     for j in range(n_chunks - 1, -1, -1):
         bm[j], bs[j] = m, s
         t0 = j * chunk
@@ -883,7 +900,7 @@ def _fast_backward_b(w, u, k, v, out, g, rden, rscale, gk, gv, b, c0, nc, chunk,
         _grad_terms(g, out, rden, b, t0, t1, c0, nc, phi, x)
         _own_sums(x, n, dpow2, dlo2, width, left, right)
         er[j] = right
-        _carry(m, s, left, km, w, c0, nc, n)
+        _carry(m, s, left, km, w, c0, nc, n, fac)
     pre, q = np.empty((chunk, width), dt), np.empty((chunk, width), dt)
     mc = np.empty(nc, dt)
     eu = _bonus_factors(u, c0, nc, k)
@@ -914,7 +931,7 @@ def _fast_backward_b(w, u, k, v, out, g, rden, rscale, gk, gv, b, c0, nc, chunk,
                 # the diagonal term g alpha (v - out) on its own: out_t ~ v_t where the bonus dominates, and
                 # v_t grad_v - grad_h would cancel to the rounding of those float32 products
                 gkr[c] = (vr[c] * off_v - f * (pr[nc + c] + qr[nc + c])) + diag * (vr[c] - orow[c])
-        _carry(m, s, er[j], km, w, c0, nc, n)
+        _carry(m, s, er[j], km, w, c0, nc, n, fac)
 
 
 @numba.njit(**_JIT_FAST)

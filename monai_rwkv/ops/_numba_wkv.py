@@ -1036,10 +1036,24 @@ def set_threads(n: int) -> None:
     numba.set_num_threads(max(1, min(int(n), numba.config.NUMBA_NUM_THREADS)))
 
 
+def _all_fast(w: np.ndarray, u: np.ndarray, fast_range: float) -> bool:
+    """Whether every channel is within the fast path's range (see the module docstring, "Fast path")."""
+    return bool(_FAST_CHUNK) and float((np.abs(w) * _FAST_CHUNK + np.abs(u)).max(initial=0.0)) <= fast_range
+
+
+def _block_size(w: np.ndarray, u: np.ndarray, shape: tuple[int, ...], fast_range: float) -> int:
+    """Channels per task. Where every channel takes the fast path: whole rows, so a task reads k and v
+    contiguously and its channel loops are long (forward 1.7-2.3x, backward 1.1-1.8x faster than 64-channel
+    blocks on a Zen 4 core, benchmarks/RESULTS.md); batch items and chunk ranges (:func:`_split_count`) keep the
+    threads busy. Otherwise :func:`_fast_block_size`, so that only the blocks that need them take the
+    running-maximum kernels."""
+    batch, _, channels = shape
+    return channels if _all_fast(w, u, fast_range) else _fast_block_size(batch, channels)
+
+
 def _fast_block_size(batch: int, channels: int) -> int:
-    """Channels per task: up to 64 (long rows vectorise with little per-row overhead), a multiple of 8 where
-    possible, and enough tasks for every thread. The backward uses it too: 1.4-1.9x faster than 8-16-channel
-    tasks (benchmarks/RESULTS.md)."""
+    """Channels per task where some channel needs the running-maximum kernels: up to 64, a multiple of 8 where
+    possible, and enough tasks for every thread."""
     threads = numba.get_num_threads()
     n_blocks = (channels + 63) // 64
     while batch * n_blocks < threads and channels >= 16 * (n_blocks + 1):
@@ -1055,7 +1069,7 @@ def _split_count(w: np.ndarray, u: np.ndarray, shape: tuple[int, ...], block: in
     batch, seq_len, channels = shape
     n_tasks = batch * -(-channels // block)
     threads = numba.get_num_threads()
-    if not _FAST_CHUNK or n_tasks >= threads or (np.abs(w) * _FAST_CHUNK + np.abs(u)).max() > fast_range:
+    if n_tasks >= threads or not _all_fast(w, u, fast_range):
         return 1
     return max(1, min(-(-threads // n_tasks), seq_len // (8 * _FAST_CHUNK)))
 
@@ -1074,7 +1088,7 @@ def wkv_forward(w: np.ndarray, u: np.ndarray, k: np.ndarray, v: np.ndarray) -> n
     if v.size:
         with _LAUNCH_LOCK:
             fast_range = _FAST_RANGE32 if v.dtype == np.float32 else _FAST_RANGE
-            block = _fast_block_size(k.shape[0], k.shape[2])
+            block = _block_size(w, u, k.shape, fast_range)
             n_split = _split_count(w, u, k.shape, block, fast_range)
             if n_split > 1:
                 _forward_kernel_split(w, u, k, v, out, block, _FAST_CHUNK, n_split)
@@ -1105,6 +1119,6 @@ def wkv_backward(
     if v.size:
         with _LAUNCH_LOCK:
             fast_range = _FAST_RANGE32 if v.dtype == np.float32 else _FAST_RANGE
-            block = _fast_block_size(batch, channels)
+            block = _block_size(w, u, k.shape, fast_range)
             _backward_kernel(w, u, k, v, out, g, gw, gu, gk, gv, block, _CHUNK, _FAST_CHUNK, fast_range)
     return gw.sum(0), gu.sum(0), gk, gv

@@ -446,6 +446,17 @@ def test_split_count(monkeypatch: pytest.MonkeyPatch) -> None:
     assert kernels._split_count(w, u, (1, 1 << 16, 16), 16, kernels._FAST_RANGE32) == 1
 
 
+def test_block_size_whole_rows_when_every_channel_is_fast(monkeypatch: pytest.MonkeyPatch) -> None:
+    """Whole rows (one task per batch item) where every channel takes the fast path; blocks of up to 64 channels
+    where some channel needs the running-maximum kernels, so that only its block takes them."""
+    monkeypatch.setattr(kernels.numba, "get_num_threads", lambda: 2)
+    w, u = np.full(384, 0.01), np.zeros(384)
+    assert kernels._block_size(w, u, (1, 4096, 384), kernels._FAST_RANGE32) == 384
+    w[100] = 1.0  # |w| * 64 beyond the range
+    assert kernels._block_size(w, u, (1, 4096, 384), kernels._FAST_RANGE32) == 64
+    assert kernels._block_size(w[90:114], u[:24], (1, 4096, 24), kernels._FAST_RANGE32) == 24  # too few for two
+
+
 def test_torch_compile_keeps_the_numba_kernels(seed: int) -> None:
     """Under torch.compile the kernels stay one opaque custom op (not the pure PyTorch graph): same outputs and
     gradients as eager, with the op in the compiled graph."""

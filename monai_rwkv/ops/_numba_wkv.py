@@ -601,24 +601,21 @@ def _own_sums(x, n, dpow2, dlo2, width, left, right):
 @numba.njit(inline="always", **_JIT_FAST)
 def _own_sums_dist(x, n, dpow2, dlo2, ddpow2, width, left, right, left_d, right_d):
     """:func:`_own_sums` plus the distance-weighted sums ``left_d = sum_r r e^{-r w} x[r]`` and
-    ``right_d = sum_r (n-1-r) e^{-(n-1-r) w} x[r]``."""
+    ``right_d = sum_r (n-1-r) e^{-(n-1-r) w} x[r]`` (``ddpow2[r] = r dpow2[r]``), also in one pass."""
     d2 = dpow2[1]
     left[:] = 0.0
-    left_d[:] = 0.0
-    for r in range(n - 1, -1, -1):
-        xr = x[r]
-        for c in range(width):
-            a = left[c]
-            s = left_d[c] + a
-            left_d[c] = d2[c] * s + dlo2[c] * s
-            left[c] = d2[c] * a + (dlo2[c] * a + xr[c])
     right[:] = 0.0
+    left_d[:] = 0.0
     right_d[:] = 0.0
     for r in range(n):
-        xr, dr, ddr = x[r], dpow2[n - 1 - r], ddpow2[n - 1 - r]
+        xr, dr, ddr = x[r], dpow2[r], ddpow2[r]
         for c in range(width):
-            right[c] += dr[c] * xr[c]
-            right_d[c] += ddr[c] * xr[c]
+            a = right[c]
+            s = right_d[c] + a
+            right_d[c] = d2[c] * s + dlo2[c] * s
+            right[c] = d2[c] * a + (dlo2[c] * a + xr[c])
+            left[c] += dr[c] * xr[c]
+            left_d[c] += ddr[c] * xr[c]
 
 
 @numba.njit(inline="always", **_JIT_FAST)
@@ -758,74 +755,85 @@ def _fast_forward_task(w, u, k, v, out, b, c0, nc, chunk):
     _fast_outputs(u, k, v, out, b, c0, nc, chunk, 0, n_chunks, dpow2, dlo2, kmx, bm, bs, pm, ps)
 
 
-# Fast path of the backward (same chunking and range as the forward's). Phase A recomputes the forward chunk
-# by chunk with distance-weighted sums, adds grad_w and grad_u, and keeps ``1 / denominator`` per element in
-# the chunk's scale (``rden``, in k's dtype) together with that scale per chunk; phase B then runs the same
-# two-pass scheme over the gradient terms ``(g / den, g out / den)``, whose per-chunk exponent it already knows,
-# so its chunk terms need no exponential.
+# Fast path of the backward (same chunking and range as the forward's), in the forward's three stages per
+# phase (chunk summaries, the states entering each chunk, per-chunk work), so that long sequences with few
+# tasks split over chunk ranges as the forward does. Phase A recomputes the forward chunk by chunk with
+# distance-weighted sums, adds grad_w and grad_u, and keeps ``1 / denominator`` per element in the chunk's scale
+# (``rden``, in k's dtype) together with that scale per chunk; phase B then runs the same scheme over the
+# gradient terms ``(g / den, g out / den)``, whose per-chunk exponent it already knows, so its chunk terms need
+# no exponential.
 
 
 @numba.njit(**_JIT_FAST)
-def _fast_backward_a(w, u, k, v, g, rden, rscale, gw, gu, b, c0, nc, chunk, dpow2, dlo2):
-    """Phase A of the fast backward for batch item ``b``, channels ``c0:c0+nc``.
-
-    Writes ``rden[t, c]`` (T, nc), the reciprocal of the denominator at ``t`` in its chunk's scale (the true
-    reciprocal is ``rden e^{-mc_j}``), ``rscale[j] = [-mc_j, log max_t(true reciprocal)]`` (n_chunks, 2, nc), and
-    adds the task's ``grad_w`` and ``grad_u`` into ``gw[b, c0:c0+nc]``, ``gu[b, c0:c0+nc]``.
-    """
+def _summaries_dist(k, v, b, c0, nc, chunk, j0, j1, dpow2, dlo2, kmx, el, er, eld, erd):
+    """:func:`_fast_summaries` plus the chunks' own distance-weighted sums ``eld``, ``erd`` (2 nc wide)."""
     seq_len = k.shape[1]
-    n_chunks = (seq_len + chunk - 1) // chunk
     width = 2 * nc
-    dt = k.dtype
     ddpow2 = _distance_powers(dpow2)
-    d2 = dpow2[1]
-    # right-to-left pass: per chunk its key maximum, its own sums towards its right end (for the prefix carry)
-    # and the suffix state entering it from the right
-    kmx = np.empty((n_chunks, nc))
-    er = np.empty((n_chunks, width))
-    erd = np.empty((n_chunks, width))
-    bm = np.empty((n_chunks, nc))
-    bs = np.empty((n_chunks, width))
-    bsd = np.empty((n_chunks, width))
-    x = np.empty((chunk, width), dt)
-    left, right, left_d, right_d = np.empty(width, dt), np.empty(width, dt), np.empty(width, dt), np.empty(width, dt)
-    kref = np.empty(nc, dt)
-    m = np.full(nc, -np.inf)
-    s = np.zeros(width)
-    sd = np.zeros(width)
-    fac = np.empty((2, nc))
-    for j in range(n_chunks - 1, -1, -1):
-        bm[j], bs[j], bsd[j] = m, s, sd
+    x = np.empty((chunk, width), k.dtype)
+    left, right = np.empty(width, k.dtype), np.empty(width, k.dtype)
+    left_d, right_d = np.empty(width, k.dtype), np.empty(width, k.dtype)
+    kref = np.empty(nc, k.dtype)
+    for j in range(j0, j1):
         t0 = j * chunk
         t1 = min(seq_len, t0 + chunk)
-        n = t1 - t0
         _chunk_max(k, b, t0, t1, c0, nc, kref)
-        kmx[j] = kref
+        kmx[j, :nc] = kref
         _chunk_terms(k, v, b, t0, t1, c0, nc, kref, x)
-        _own_sums_dist(x, n, dpow2, dlo2, ddpow2, width, left, right, left_d, right_d)
-        er[j], erd[j] = right, right_d
-        _carry_dist(m, s, sd, left, left_d, kmx[j], w, c0, nc, n, fac)
-    # left-to-right pass in each chunk's common scale e^mc
-    pre, q = np.empty((chunk, width), dt), np.empty((chunk, width), dt)
+        _own_sums_dist(x, t1 - t0, dpow2, dlo2, ddpow2, width, left, right, left_d, right_d)
+        el[j, :width], er[j, :width] = left, right
+        eld[j, :width], erd[j, :width] = left_d, right_d
+
+
+@numba.njit(**_JIT)
+def _boundary_states_dist(w, c0, nc, chunk, seq_len, kmx, el, er, eld, erd, bm, bs, bsd, pm, ps, psd):
+    """:func:`_boundary_states` that also carries the distance-weighted sums (``bsd``, ``psd``)."""
+    m = np.full(nc, -np.inf)
+    s, sd = np.zeros(2 * nc), np.zeros(2 * nc)
+    fac = np.empty((2, nc))
+    for j in range(kmx.shape[0] - 1, -1, -1):
+        _store_state(m, s, nc, bm[j], bs[j])
+        _store_state(m, sd, nc, bm[j], bsd[j])
+        _carry_dist(m, s, sd, el[j], eld[j], kmx[j], w, c0, nc, min(seq_len, (j + 1) * chunk) - j * chunk, fac)
+    m[:] = -np.inf
+    s[:] = 0.0
+    sd[:] = 0.0
+    for j in range(kmx.shape[0]):
+        _store_state(m, s, nc, pm[j], ps[j])
+        _store_state(m, sd, nc, pm[j], psd[j])
+        _carry_dist(m, s, sd, er[j], erd[j], kmx[j], w, c0, nc, min(seq_len, (j + 1) * chunk) - j * chunk, fac)
+
+
+@numba.njit(**_JIT_FAST)
+def _backward_a_chunks(u, k, v, g, rden, rscale, acc, b, c0, nc, chunk, j0, j1, dpow2, dlo2, kmx, states):
+    """Phase A for the chunks ``j0 <= j < j1`` of batch item ``b``, channels ``c0:c0+nc``, given the states
+    entering them (``states = (bm, bs, bsd, pm, ps, psd)`` from :func:`_boundary_states_dist`).
+
+    Writes ``rden[t, c]`` (T, nc), the reciprocal of the denominator at ``t`` in its chunk's scale (the true
+    reciprocal is ``rden e^{-mc_j}``), ``rscale[0, j] = -mc_j`` and ``rscale[1, j] = log max_t(true reciprocal)``
+    ((2, n_chunks, nc)), and adds these chunks' ``grad_w`` and ``grad_u`` into ``acc[0]``, ``acc[1]`` (nc each).
+    """
+    bm, bs, bsd, pm, ps, psd = states
+    seq_len = k.shape[1]
+    width = 2 * nc
+    dt = k.dtype
+    d2 = dpow2[1]
+    x, pre, q = np.empty((chunk, width), dt), np.empty((chunk, width), dt), np.empty((chunk, width), dt)
     pre_d, q_d = np.empty((chunk, width), dt), np.empty((chunk, width), dt)
     mc = np.empty(nc, dt)
     eu = _bonus_factors(u, c0, nc, k)
     rmax = np.empty(nc, dt)
     one = dpow2[0, 0]  # 1 in the chunk's dtype (a float literal would make the loop below float64)
     chunk_w, chunk_u = np.empty(nc, dt), np.empty(nc, dt)  # per-chunk sums, added to float64 totals
-    acc_w = np.zeros(nc)
-    acc_u = np.zeros(nc)
-    m[:] = -np.inf
-    s[:] = 0.0
-    sd[:] = 0.0
-    for j in range(n_chunks):
+    acc_w, acc_u = acc[0], acc[1]
+    for j in range(j0, j1):
         t0 = j * chunk
         t1 = min(seq_len, t0 + chunk)
         n = t1 - t0
         for c in range(nc):
-            mc[c] = max(max(m[c], bm[j, c]), kmx[j, c])
-        _enter(m, s, mc, nc, pre[0])
-        _enter(m, sd, mc, nc, pre_d[0])
+            mc[c] = max(max(pm[j, c], bm[j, c]), kmx[j, c])
+        _enter(pm[j], ps[j], mc, nc, pre[0])
+        _enter(pm[j], psd[j], mc, nc, pre_d[0])
         _enter(bm[j], bs[j], mc, nc, q[n - 1])
         _enter(bm[j], bsd[j], mc, nc, q_d[n - 1])
         _chunk_terms(k, v, b, t0, t1, c0, nc, mc, x)
@@ -848,14 +856,10 @@ def _fast_backward_a(w, u, k, v, g, rden, rscale, gw, gu, b, c0, nc, chunk, dpow
                 rr[c] = rec
                 rmax[c] = max(rmax[c], rec)
         for c in range(nc):
-            rscale[j, 0, c] = -float(mc[c])
-            rscale[j, 1, c] = _log(float(rmax[c])) - float(mc[c])
+            rscale[0, j, c] = -float(mc[c])
+            rscale[1, j, c] = _log(float(rmax[c])) - float(mc[c])
             acc_w[c] += chunk_w[c]
             acc_u[c] += chunk_u[c]
-        _carry_dist(m, s, sd, er[j], erd[j], kmx[j], w, c0, nc, n, fac)
-    for c in range(nc):
-        gw[b, c0 + c] += acc_w[c]
-        gu[b, c0 + c] += acc_u[c]
 
 
 @numba.njit(inline="always", **_JIT_FAST)
@@ -871,50 +875,47 @@ def _grad_terms(g, out, rden, b, t0, t1, c0, nc, phi, x):
 
 
 @numba.njit(**_JIT_FAST)
-def _fast_backward_b(w, u, k, v, out, g, rden, rscale, gk, gv, b, c0, nc, chunk, dpow2, dlo2):
-    """Phase B of the fast backward: ``grad_v`` and ``grad_k`` of batch item ``b``, channels ``c0:c0+nc``, as the
-    bidirectional sum over keys ``-L_t`` (``rden``, ``rscale`` from :func:`_fast_backward_a`) and values ``g_t``
-    and ``g_t out_t``, times ``e^{k_i}``."""
-    seq_len = k.shape[1]
-    n_chunks = (seq_len + chunk - 1) // chunk
+def _backward_b_summaries(g, out, rden, rscale, b, c0, nc, chunk, j0, j1, dpow2, dlo2, el, er):
+    """Own sums of phase B's chunk terms ``[g / den, g out / den]`` for the chunks ``j0 <= j < j1``, each in its
+    chunk's own scale ``e^{rscale[1, j]}`` (its largest reciprocal is 1)."""
+    seq_len = g.shape[1]
     width = 2 * nc
-    dt = k.dtype
-    d2 = dpow2[1]
-    er = np.empty((n_chunks, width))
-    bm = np.empty((n_chunks, nc))
-    bs = np.empty((n_chunks, width))
+    dt = g.dtype
     x = np.empty((chunk, width), dt)
     left, right = np.empty(width, dt), np.empty(width, dt)
     phi = np.empty(nc, dt)
-    m = np.full(nc, -np.inf)
-    s = np.zeros(width)
-    fac = np.empty((2, nc))
-    for j in range(n_chunks - 1, -1, -1):
-        bm[j], bs[j] = m, s
+    for j in range(j0, j1):
         t0 = j * chunk
         t1 = min(seq_len, t0 + chunk)
-        n = t1 - t0
-        km = rscale[j, 1]
-        for c in range(nc):  # terms in the chunk's own scale: the largest p is 1
-            phi[c] = _exp(rscale[j, 0, c] - km[c])
+        for c in range(nc):
+            phi[c] = _exp(rscale[0, j, c] - rscale[1, j, c])
         _grad_terms(g, out, rden, b, t0, t1, c0, nc, phi, x)
-        _own_sums(x, n, dpow2, dlo2, width, left, right)
-        er[j] = right
-        _carry(m, s, left, km, w, c0, nc, n, fac)
-    pre, q = np.empty((chunk, width), dt), np.empty((chunk, width), dt)
+        _own_sums(x, t1 - t0, dpow2, dlo2, width, left, right)
+        el[j, :width], er[j, :width] = left, right
+
+
+@numba.njit(**_JIT_FAST)
+def _backward_b_chunks(u, k, v, out, g, rden, rscale, gk, gv, b, c0, nc, chunk, j0, j1, dpow2, dlo2, states):
+    """Phase B for the chunks ``j0 <= j < j1``: ``grad_v`` and ``grad_k`` as the bidirectional sum over keys
+    ``-L_t`` (``rden``, ``rscale`` from :func:`_backward_a_chunks`) and values ``g_t`` and ``g_t out_t``, times
+    ``e^{k_i}``; ``states = (bm, bs, pm, ps)`` from :func:`_boundary_states` over phase B's summaries."""
+    bm, bs, pm, ps = states
+    seq_len = k.shape[1]
+    width = 2 * nc
+    dt = k.dtype
+    d2 = dpow2[1]
+    x, pre, q = np.empty((chunk, width), dt), np.empty((chunk, width), dt), np.empty((chunk, width), dt)
+    phi = np.empty(nc, dt)
     mc = np.empty(nc, dt)
     eu = _bonus_factors(u, c0, nc, k)
-    m[:] = -np.inf
-    s[:] = 0.0
-    for j in range(n_chunks):
+    for j in range(j0, j1):
         t0 = j * chunk
         t1 = min(seq_len, t0 + chunk)
         n = t1 - t0
-        km = rscale[j, 1]
         for c in range(nc):
-            mc[c] = max(max(m[c], bm[j, c]), km[c])
-            phi[c] = _exp(rscale[j, 0, c] - float(mc[c]))
-        _enter(m, s, mc, nc, pre[0])
+            mc[c] = max(max(pm[j, c], bm[j, c]), rscale[1, j, c])
+            phi[c] = _exp(rscale[0, j, c] - float(mc[c]))
+        _enter(pm[j], ps[j], mc, nc, pre[0])
         _enter(bm[j], bs[j], mc, nc, q[n - 1])
         _grad_terms(g, out, rden, b, t0, t1, c0, nc, phi, x)
         _scan(x, n, d2, dlo2, width, pre, q)
@@ -931,19 +932,33 @@ def _fast_backward_b(w, u, k, v, out, g, rden, rscale, gk, gv, b, c0, nc, chunk,
                 # the diagonal term g alpha (v - out) on its own: out_t ~ v_t where the bonus dominates, and
                 # v_t grad_v - grad_h would cancel to the rounding of those float32 products
                 gkr[c] = (vr[c] * off_v - f * (pr[nc + c] + qr[nc + c])) + diag * (vr[c] - orow[c])
-        _carry(m, s, er[j], km, w, c0, nc, n, fac)
 
 
 @numba.njit(**_JIT_FAST)
 def _fast_backward_task(w, u, k, v, out, g, gw, gu, gk, gv, b, c0, nc, chunk):
-    """Fast-path gradients of batch item ``b``, channels ``c0:c0+nc`` (phases A and B above)."""
+    """Fast-path gradients of batch item ``b``, channels ``c0:c0+nc`` (phases A and B above, all chunks)."""
     seq_len = k.shape[1]
     n_chunks = (seq_len + chunk - 1) // chunk
+    width = 2 * nc
     dpow2, dlo2 = _decay_powers(w, c0, nc, chunk, k)
+    kmx, bm, pm = np.empty((n_chunks, nc)), np.empty((n_chunks, nc)), np.empty((n_chunks, nc))
+    el = np.empty((n_chunks, width))
+    er, eld, erd = np.empty_like(el), np.empty_like(el), np.empty_like(el)
+    bs, bsd, ps, psd = np.empty_like(el), np.empty_like(el), np.empty_like(el), np.empty_like(el)
+    _summaries_dist(k, v, b, c0, nc, chunk, 0, n_chunks, dpow2, dlo2, kmx, el, er, eld, erd)
+    _boundary_states_dist(w, c0, nc, chunk, seq_len, kmx, el, er, eld, erd, bm, bs, bsd, pm, ps, psd)
     rden = np.empty((seq_len, nc), k.dtype)
-    rscale = np.empty((n_chunks, 2, nc))
-    _fast_backward_a(w, u, k, v, g, rden, rscale, gw, gu, b, c0, nc, chunk, dpow2, dlo2)
-    _fast_backward_b(w, u, k, v, out, g, rden, rscale, gk, gv, b, c0, nc, chunk, dpow2, dlo2)
+    rscale = np.empty((2, n_chunks, nc))
+    acc = np.zeros((2, nc))
+    states = (bm, bs, bsd, pm, ps, psd)
+    _backward_a_chunks(u, k, v, g, rden, rscale, acc, b, c0, nc, chunk, 0, n_chunks, dpow2, dlo2, kmx, states)
+    for c in range(nc):
+        gw[b, c0 + c] += acc[0, c]
+        gu[b, c0 + c] += acc[1, c]
+    _backward_b_summaries(g, out, rden, rscale, b, c0, nc, chunk, 0, n_chunks, dpow2, dlo2, el, er)
+    _boundary_states(w, c0, nc, chunk, seq_len, rscale[1], el, er, bm, bs, pm, ps)
+    states_b = (bm, bs, pm, ps)
+    _backward_b_chunks(u, k, v, out, g, rden, rscale, gk, gv, b, c0, nc, chunk, 0, n_chunks, dpow2, dlo2, states_b)
 
 
 @numba.njit(inline="always", **_JIT)
@@ -1031,6 +1046,88 @@ def _backward_kernel(w, u, k, v, out, g, gw, gu, gk, gv, block, chunk, fast_chun
             _backward_phase_b(w, u, k, v, out, g, neg_log_den, gk, gv, b, c0, nc, chunk)
 
 
+@numba.njit(parallel=True, **_JIT)
+def _backward_kernel_split(w, u, k, v, out, g, gw, gu, gk, gv, block, chunk, n_split):
+    """The fast backward with each task's chunks cut into ``n_split`` ranges that run in parallel, as
+    :func:`_forward_kernel_split` (every channel within the fast path's range): per phase, chunk summaries, the
+    states entering each chunk (sequential per task), then the chunks' work; ``grad_w`` and ``grad_u`` are summed
+    per range and added up at the end."""
+    batch, seq_len, channels = k.shape
+    n_blocks = (channels + block - 1) // block
+    n_tasks = batch * n_blocks
+    n_chunks = (seq_len + chunk - 1) // chunk
+    kmx = np.empty((n_tasks, n_chunks, block))
+    bm, pm = np.empty_like(kmx), np.empty_like(kmx)
+    el = np.empty((n_tasks, n_chunks, 2 * block))
+    er, eld, erd = np.empty_like(el), np.empty_like(el), np.empty_like(el)
+    bs, bsd, ps, psd = np.empty_like(el), np.empty_like(el), np.empty_like(el), np.empty_like(el)
+    rden = np.empty((n_tasks, seq_len, block), k.dtype)
+    rscale = np.empty((n_tasks, 2, n_chunks, block))
+    acc = np.zeros((n_tasks * n_split, 2, block))
+    for i in numba.prange(n_tasks * n_split):
+        task, j0, j1 = _split_range(i, n_split, n_chunks)
+        c0, nc = _task_channels(task, n_blocks, block, channels)
+        dpow2, dlo2 = _decay_powers(w, c0, nc, chunk, k)
+        sums = (kmx[task], el[task], er[task], eld[task], erd[task])
+        _summaries_dist(k, v, task // n_blocks, c0, nc, chunk, j0, j1, dpow2, dlo2, *sums)
+    for task in numba.prange(n_tasks):
+        c0, nc = _task_channels(task, n_blocks, block, channels)
+        sums = (kmx[task], el[task], er[task], eld[task], erd[task])
+        states = (bm[task], bs[task], bsd[task], pm[task], ps[task], psd[task])
+        _boundary_states_dist(w, c0, nc, chunk, seq_len, *sums, *states)
+    for i in numba.prange(n_tasks * n_split):
+        task, j0, j1 = _split_range(i, n_split, n_chunks)
+        c0, nc = _task_channels(task, n_blocks, block, channels)
+        dpow2, dlo2 = _decay_powers(w, c0, nc, chunk, k)
+        states = (bm[task], bs[task], bsd[task], pm[task], ps[task], psd[task])
+        b = task // n_blocks
+        _backward_a_chunks(
+            u, k, v, g, rden[task], rscale[task], acc[i], b, c0, nc, chunk, j0, j1, dpow2, dlo2, kmx[task], states
+        )
+    for i in numba.prange(n_tasks * n_split):
+        task, j0, j1 = _split_range(i, n_split, n_chunks)
+        c0, nc = _task_channels(task, n_blocks, block, channels)
+        dpow2, dlo2 = _decay_powers(w, c0, nc, chunk, k)
+        _backward_b_summaries(
+            g, out, rden[task], rscale[task], task // n_blocks, c0, nc, chunk, j0, j1, dpow2, dlo2, el[task], er[task]
+        )
+    for task in numba.prange(n_tasks):
+        c0, nc = _task_channels(task, n_blocks, block, channels)
+        states_b = (bm[task], bs[task], pm[task], ps[task])
+        _boundary_states(w, c0, nc, chunk, seq_len, rscale[task, 1], el[task], er[task], *states_b)
+    for i in numba.prange(n_tasks * n_split):
+        task, j0, j1 = _split_range(i, n_split, n_chunks)
+        c0, nc = _task_channels(task, n_blocks, block, channels)
+        dpow2, dlo2 = _decay_powers(w, c0, nc, chunk, k)
+        states_b = (bm[task], bs[task], pm[task], ps[task])
+        _backward_b_chunks(
+            u,
+            k,
+            v,
+            out,
+            g,
+            rden[task],
+            rscale[task],
+            gk,
+            gv,
+            task // n_blocks,
+            c0,
+            nc,
+            chunk,
+            j0,
+            j1,
+            dpow2,
+            dlo2,
+            states_b,
+        )
+    for i in range(n_tasks * n_split):
+        task = i // n_split
+        c0, nc = _task_channels(task, n_blocks, block, channels)
+        for c in range(nc):
+            gw[task // n_blocks, c0 + c] += acc[i, 0, c]
+            gu[task // n_blocks, c0 + c] += acc[i, 1, c]
+
+
 def set_threads(n: int) -> None:
     """Use ``n`` worker threads (clipped to numba's pool size) in the following kernel calls."""
     numba.set_num_threads(max(1, min(int(n), numba.config.NUMBA_NUM_THREADS)))
@@ -1063,9 +1160,10 @@ def _fast_block_size(batch: int, channels: int) -> int:
 
 
 def _split_count(w: np.ndarray, u: np.ndarray, shape: tuple[int, ...], block: int, fast_range: float) -> int:
-    """Ranges of chunks per task for :func:`_forward_kernel_split` (1: one task per thread, the usual kernel):
-    enough to occupy every thread when there are fewer (batch item, channel block) tasks than threads, the
-    sequence spans at least 8 chunks per range, and every channel is within the fast path's range."""
+    """Ranges of chunks per task for :func:`_forward_kernel_split` and :func:`_backward_kernel_split` (1: one task
+    per thread, the usual kernels): enough to occupy every thread when there are fewer (batch item, channel block)
+    tasks than threads, the sequence spans at least 8 chunks per range, and every channel is within the fast
+    path's range."""
     batch, seq_len, channels = shape
     n_tasks = batch * -(-channels // block)
     threads = numba.get_num_threads()
@@ -1120,5 +1218,9 @@ def wkv_backward(
         with _LAUNCH_LOCK:
             fast_range = _FAST_RANGE32 if v.dtype == np.float32 else _FAST_RANGE
             block = _block_size(w, u, k.shape, fast_range)
-            _backward_kernel(w, u, k, v, out, g, gw, gu, gk, gv, block, _CHUNK, _FAST_CHUNK, fast_range)
+            n_split = _split_count(w, u, k.shape, block, fast_range)
+            if n_split > 1:
+                _backward_kernel_split(w, u, k, v, out, g, gw, gu, gk, gv, block, _FAST_CHUNK, n_split)
+            else:
+                _backward_kernel(w, u, k, v, out, g, gw, gu, gk, gv, block, _CHUNK, _FAST_CHUNK, fast_range)
     return gw.sum(0), gu.sum(0), gk, gv

@@ -434,6 +434,41 @@ def test_split_forward_equals_task_forward(batch: int, seq_len: int, channels: i
     assert _rel_err(torch.from_numpy(split), bi_wkv_quadratic(w, u, k, v)) <= 1e-12
 
 
+@pytest.mark.parametrize("n_split", [2, 3, 7])
+@pytest.mark.parametrize(("batch", "seq_len", "channels"), [(1, 2000, 16), (2, 1000, 5), (1, 64 * 9 + 1, 48)])
+def test_split_backward_equals_task_backward(batch: int, seq_len: int, channels: int, n_split: int, seed: int) -> None:
+    """The backward over chunk ranges in parallel: grad_k and grad_v bit-identical to one task per sequence,
+    grad_w and grad_u (summed per range, then added up) to float64 rounding; exact against the definition
+    (where its explicit weights fit in memory)."""
+    w, u, k, v = _inputs(seq_len, channels, batch, seed=seed, decay_max=30.0)
+    grad_out = torch.randn(batch, seq_len, channels, generator=torch.Generator().manual_seed(seed))
+    for dtype, fast_range in ((torch.float32, kernels._FAST_RANGE32), (torch.float64, kernels._FAST_RANGE)):
+        assert _uses_fast_path(w, u, dtype)
+        wu = [w.double().numpy(), u.double().numpy()]
+        kv = [k.to(dtype).numpy(), v.to(dtype).numpy()]
+        out = kernels.wkv_forward(*wu, *kv)
+        g = grad_out.to(dtype).numpy()
+        block = 16 if channels > 16 else channels
+        grads = []
+        for split in (False, True):
+            gw, gu = np.zeros((batch, channels)), np.zeros((batch, channels))
+            gk, gv = np.empty_like(kv[1]), np.empty_like(kv[1])
+            if split:
+                kernels._backward_kernel_split(*wu, *kv, out, g, gw, gu, gk, gv, block, kernels._FAST_CHUNK, n_split)
+            else:
+                chunks = (kernels._CHUNK, kernels._FAST_CHUNK)
+                kernels._backward_kernel(*wu, *kv, out, g, gw, gu, gk, gv, block, *chunks, fast_range)
+            grads.append((gw.sum(0), gu.sum(0), gk, gv))
+        (gw, gu, gk, gv), (sw, su, sk, sv) = grads
+        assert np.array_equal(gk, sk) and np.array_equal(gv, sv)
+        np.testing.assert_allclose(sw, gw, rtol=1e-12, atol=1e-12 * np.abs(gw).max())
+        np.testing.assert_allclose(su, gu, rtol=1e-12, atol=1e-12 * np.abs(gu).max())
+    if batch * channels * seq_len**2 <= 2e7:  # the explicit float64 softmax weights are that large
+        args = tuple(x.double() for x in (w, u, k, v))
+        split_grads = tuple(torch.from_numpy(a) for a in (sw, su, sk, sv))
+        _assert_gradients_within(split_grads, *_gradients_and_scales(*args, grad_out.double()), 1e-12)
+
+
 def test_split_count(monkeypatch: pytest.MonkeyPatch) -> None:
     """Split only with fewer tasks than threads, long enough sequences and every channel in the fast range."""
     monkeypatch.setattr(kernels.numba, "get_num_threads", lambda: 4)

@@ -59,6 +59,12 @@ is the fast forward plus the distance-weighted sums (carried from chunk to chunk
 come without an exponential, and the factor ``e^{k_i}`` is one exponential per element. In float32 every
 gradient element is within ~1e-6 of the sum of the absolute values of its terms (the scale of its rounding,
 large where a saturated softmax makes ``out_t ~ v_i`` cancel), as with the running-maximum kernels (~1e-7).
+
+Tasks and threads. Where every channel takes the fast path, a task is one batch item with all its channels
+(whole rows of ``(B, T, C)``: contiguous reads, long vectorised channel loops); each phase runs as chunk
+summaries, the states entering every chunk (a few operations per chunk, sequential) and the chunks' work, so
+with fewer tasks than threads the chunks of a task are cut into ranges that run in parallel. Calls where some
+channel needs the running-maximum kernels use blocks of up to 64 channels, so that only those blocks take them.
 """
 
 from __future__ import annotations

@@ -16,10 +16,10 @@ from monai_rwkv.networks.blocks import Downsample, RWKVBlock, Upsample
 __all__ = ["PRESETS", "RestoreRWKV"]
 
 #: Named configurations for :meth:`RestoreRWKV.from_preset`. ``paper`` is the published model
-#: (27.85 M parameters); ``light`` (1.22 M) is this project's choice, see docs/networks.md.
+#: (27.85 M parameters); ``light`` (1.19 M) is this project's choice, see docs/networks.md.
 PRESETS: dict[str, dict[str, Any]] = {
     "paper": {"dim": 48, "num_blocks": (4, 6, 6, 8), "num_refinement_blocks": 4, "hidden_rate": 4},
-    "light": {"dim": 16, "num_blocks": (2, 2, 2, 2), "num_refinement_blocks": 2, "hidden_rate": 4},
+    "light": {"dim": 16, "num_blocks": (1, 2, 2, 2), "num_refinement_blocks": 1, "hidden_rate": 4},
 }
 
 _LEVELS = 4  # three 2x down-samplings: sizes are padded to multiples of 8 inside forward

@@ -641,19 +641,18 @@ def _scan(x, n, d2, dlo2, width, pre, q):
 @numba.njit(inline="always", **_JIT_FAST)
 def _scan_dist(x, n, d2, dlo2, width, pre, q, pre_d, q_d):
     """:func:`_scan` plus the distance-weighted sums ``pre_d[r+1] = e^{-w} (pre_d[r] + pre[r])`` and
-    ``q_d[r] = e^{-w} (q_d[r+1] + q[r+1])`` (given ``pre_d[0]``, ``q_d[n-1]``)."""
+    ``q_d[r] = e^{-w} (q_d[r+1] + q[r+1])`` (given ``pre_d[0]``, ``q_d[n-1]``); one array written per loop."""
+    _scan(x, n, d2, dlo2, width, pre, q)
     for r in range(n - 2, -1, -1):
-        a, a1, x1, ad, ad1 = q[r], q[r + 1], x[r + 1], q_d[r], q_d[r + 1]
+        ad, ad1, a1 = q_d[r], q_d[r + 1], q[r + 1]
         for c in range(width):
             s = ad1[c] + a1[c]
             ad[c] = d2[c] * s + dlo2[c] * s
-            a[c] = d2[c] * a1[c] + (dlo2[c] * a1[c] + x1[c])
     for r in range(n - 1):
-        a, a0, x0, ad, ad0 = pre[r + 1], pre[r], x[r], pre_d[r + 1], pre_d[r]
+        ad, ad0, a0 = pre_d[r + 1], pre_d[r], pre[r]
         for c in range(width):
             s = ad0[c] + a0[c]
             ad[c] = d2[c] * s + dlo2[c] * s
-            a[c] = d2[c] * a0[c] + (dlo2[c] * a0[c] + x0[c])
 
 
 @numba.njit(inline="always", **_JIT_FAST)

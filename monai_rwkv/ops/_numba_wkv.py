@@ -1004,19 +1004,26 @@ def _forward_kernel(w, u, k, v, out, block, chunk, fast_chunk, fast_range):
             _forward_task(w, u, k, v, out, b, c0, nc, chunk)
 
 
+@numba.njit(inline="always", **_JIT)
+def _split_layout(k, block, chunk):
+    """Sizes of a split kernel's call: ``(seq_len, channels, n_blocks, n_tasks, n_chunks)``, and per task and chunk
+    the key maximum and the scales of the states entering it from either side (``kmx, bm, pm``, block wide)."""
+    batch, seq_len, channels = k.shape
+    n_blocks = (channels + block - 1) // block
+    n_tasks = batch * n_blocks
+    n_chunks = (seq_len + chunk - 1) // chunk
+    kmx = np.empty((n_tasks, n_chunks, block))
+    return (seq_len, channels, n_blocks, n_tasks, n_chunks), (kmx, np.empty_like(kmx), np.empty_like(kmx))
+
+
 @numba.njit(parallel=True, **_JIT)
 def _forward_kernel_split(w, u, k, v, out, block, chunk, n_split):
     """The fast path with each task's chunks cut into ``n_split`` ranges that run in parallel: for fewer
     (batch item, channel block) tasks than threads, e.g. one long 16-channel sequence. Every channel must be
     within the fast path's range. Three parallel stages: chunk summaries, the states entering each chunk
     (sequential over chunks, per task; a few operations per chunk), outputs."""
-    batch, seq_len, channels = k.shape
-    n_blocks = (channels + block - 1) // block
-    n_tasks = batch * n_blocks
-    n_chunks = (seq_len + chunk - 1) // chunk
-    # per task and chunk: key maximum and entering state scales (block wide), own sums and entering states (2 block)
-    kmx = np.empty((n_tasks, n_chunks, block))
-    bm, pm = np.empty_like(kmx), np.empty_like(kmx)
+    (seq_len, channels, n_blocks, n_tasks, n_chunks), (kmx, bm, pm) = _split_layout(k, block, chunk)
+    # per task and chunk: own sums and entering states (2 block wide)
     el = np.empty((n_tasks, n_chunks, 2 * block))
     er, bs, ps = np.empty_like(el), np.empty_like(el), np.empty_like(el)
     for i in numba.prange(n_tasks * n_split):
@@ -1057,12 +1064,7 @@ def _backward_kernel_split(w, u, k, v, out, g, gw, gu, gk, gv, block, chunk, n_s
     :func:`_forward_kernel_split` (every channel within the fast path's range): per phase, chunk summaries, the
     states entering each chunk (sequential per task), then the chunks' work; ``grad_w`` and ``grad_u`` are summed
     per range and added up at the end."""
-    batch, seq_len, channels = k.shape
-    n_blocks = (channels + block - 1) // block
-    n_tasks = batch * n_blocks
-    n_chunks = (seq_len + chunk - 1) // chunk
-    kmx = np.empty((n_tasks, n_chunks, block))
-    bm, pm = np.empty_like(kmx), np.empty_like(kmx)
+    (seq_len, channels, n_blocks, n_tasks, n_chunks), (kmx, bm, pm) = _split_layout(k, block, chunk)
     el = np.empty((n_tasks, n_chunks, 2 * block))
     er, eld, erd = np.empty_like(el), np.empty_like(el), np.empty_like(el)
     bs, bsd, ps, psd = np.empty_like(el), np.empty_like(el), np.empty_like(el), np.empty_like(el)

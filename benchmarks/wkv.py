@@ -13,6 +13,11 @@ gradients of k and v (36 bytes per element in all). Timing cells read ``median (
 speedups use the medians. ``memcpy`` copies a buffer of 6 bytes per element
 (``Tensor.copy_``), i.e. 12 bytes of traffic per element, in the same run; "% memcpy" is the achieved
 bandwidth as a share of that copy's.
+
+Unless ``--default-malloc``, the process runs with ``monai_rwkv.runtime.reuse_freed_memory()``, as the bundles
+and benchmarks/network.py do on CPU: with glibc's defaults every output and gradient of a large call is a fresh
+mapping that is paged in again (1 x 65,536 x 384 forward, numba kernel on 2 threads: 90-180 ms for the first calls
+of a process, ~60 ms after a few; 40-60 ms from the second call with reused memory).
 """
 
 from __future__ import annotations
@@ -32,6 +37,7 @@ sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 from benchmarks.common import header_lines, sweep_grid, write_section  # noqa: E402
 from monai_rwkv.ops import bi_wkv, bi_wkv_quadratic  # noqa: E402
 from monai_rwkv.ops.wkv import numba_available  # noqa: E402
+from monai_rwkv.runtime import reuse_freed_memory  # noqa: E402
 
 SECTION = "## Bi-WKV (benchmarks/wkv.py)"
 FWD_BYTES = 12  # per element, float32: read k, v; write out
@@ -200,7 +206,7 @@ def machine_lines(opts: argparse.Namespace, load_before: tuple[float, ...], load
         f"- medians of up to {opts.repeats} runs (budget {opts.budget_s:g} s per cell), float32 inputs; "
         f"torch forward only up to T = {opts.max_torch_tokens:,}, torch backward up to "
         f"{opts.max_torch_backward_tokens:,}, O(T^2) up to {opts.max_quadratic_tokens:,}, Python loop up to "
-        f"{opts.max_loop_tokens:,}",
+        f"{opts.max_loop_tokens:,}; malloc: " + ("glibc defaults" if opts.default_malloc else "reuse_freed_memory()"),
     ]
 
 
@@ -218,6 +224,11 @@ def parse_args(argv: Optional[list[str]] = None) -> argparse.Namespace:
     p.add_argument("--max-loop-tokens", type=int, default=4096)
     p.add_argument("--threads", type=int, default=None, help="torch (and numba) threads; default: torch's")
     p.add_argument("--write", type=Path, default=None, help="markdown file to write/update the section in")
+    p.add_argument(
+        "--default-malloc",
+        action="store_true",
+        help="keep glibc's malloc defaults (default: monai_rwkv.runtime.reuse_freed_memory)",
+    )
     return p.parse_args(argv)
 
 
@@ -225,6 +236,8 @@ def main(argv: Optional[list[str]] = None) -> None:
     opts = parse_args(argv)
     if opts.threads:
         torch.set_num_threads(opts.threads)
+    if not opts.default_malloc:
+        reuse_freed_memory()
     load_before = os.getloadavg()
     out_lines = sweep_grid(opts, bench_cell, table)
     lines = machine_lines(opts, load_before, os.getloadavg()) + [""] + out_lines

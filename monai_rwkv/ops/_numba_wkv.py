@@ -1179,6 +1179,13 @@ def _split_count(w: np.ndarray, u: np.ndarray, shape: tuple[int, ...], block: in
     return max(1, min(-(-threads // n_tasks), seq_len // (8 * _FAST_CHUNK)))
 
 
+def _launch_plan(w: np.ndarray, u: np.ndarray, v: np.ndarray) -> tuple[float, int, int]:
+    """For a call on ``v``'s shape and dtype: the fast path's range, channels per task and chunk ranges per task."""
+    fast_range = _FAST_RANGE32 if v.dtype == np.float32 else _FAST_RANGE
+    block = _block_size(w, u, v.shape, fast_range)
+    return fast_range, block, _split_count(w, u, v.shape, block, fast_range)
+
+
 def wkv_forward(w: np.ndarray, u: np.ndarray, k: np.ndarray, v: np.ndarray) -> np.ndarray:
     """Bi-WKV forward.
 
@@ -1192,9 +1199,7 @@ def wkv_forward(w: np.ndarray, u: np.ndarray, k: np.ndarray, v: np.ndarray) -> n
     out = np.empty_like(v)
     if v.size:
         with _LAUNCH_LOCK:
-            fast_range = _FAST_RANGE32 if v.dtype == np.float32 else _FAST_RANGE
-            block = _block_size(w, u, k.shape, fast_range)
-            n_split = _split_count(w, u, k.shape, block, fast_range)
+            fast_range, block, n_split = _launch_plan(w, u, v)
             if n_split > 1:
                 _forward_kernel_split(w, u, k, v, out, block, _FAST_CHUNK, n_split)
             else:
@@ -1223,9 +1228,7 @@ def wkv_backward(
     gv = np.empty_like(v)
     if v.size:
         with _LAUNCH_LOCK:
-            fast_range = _FAST_RANGE32 if v.dtype == np.float32 else _FAST_RANGE
-            block = _block_size(w, u, k.shape, fast_range)
-            n_split = _split_count(w, u, k.shape, block, fast_range)
+            fast_range, block, n_split = _launch_plan(w, u, v)
             if n_split > 1:
                 _backward_kernel_split(w, u, k, v, out, g, gw, gu, gk, gv, block, _FAST_CHUNK, n_split)
             else:

@@ -10,8 +10,9 @@ Every time is the median of ``triton.testing.do_bench`` (CUDA events, warm-up fi
 benchmarks/wkv.py: the forward reads k and v and writes the output (12 bytes per element in float32); the copy
 moves a buffer of 6 bytes per element (12 bytes read plus written), so "% copy" is the share of the card's copy
 bandwidth the kernel reaches. ``err`` is the largest difference from the float64 pure PyTorch result over each
-channel's largest magnitude. The backward of the Triton backend recomputes the float64 PyTorch graph, so
-forward+backward is timed for both backends only while that graph fits (``--max-backward-elements``).
+channel's largest magnitude; ``grad err`` the same for the gradients of k and v (against float64 autograd of the
+pure PyTorch backend, while its graph fits: ``--max-backward-elements``, which also bounds its fwd+bwd timing).
+The Triton forward+backward is timed up to ``--max-triton-backward-elements`` (its own kernels).
 """
 
 from __future__ import annotations
@@ -68,6 +69,15 @@ def forward_backward(backend: str, inputs: tuple[torch.Tensor, ...], grad: torch
     return run
 
 
+def gradient_rel_err(inputs: tuple[torch.Tensor, ...], grad: torch.Tensor) -> float:
+    """Largest channel-relative error of the Triton gradients of k and v against float64 autograd."""
+    args = [x.detach().requires_grad_() for x in inputs]
+    got = torch.autograd.grad(bi_wkv(*args, backend="triton"), args[2:], grad)
+    ref_inputs = [x.detach().double().requires_grad_() for x in inputs]
+    want = torch.autograd.grad(bi_wkv(*ref_inputs, backend="torch"), ref_inputs[2:], grad.double())
+    return max(channel_rel_err(g, r) for g, r in zip(got, want))
+
+
 def sampled_rel_err(inputs: tuple[torch.Tensor, ...], out: torch.Tensor, positions: int = 8) -> float:
     """Error at a few positions of batch item 0 against :func:`bi_wkv_at` (float64, O(T) each)."""
     seq_len = out.shape[1]
@@ -83,7 +93,7 @@ def bench_cell(batch: int, seq_len: int, channels: int, opts: argparse.Namespace
     n = batch * seq_len * channels
     inputs = make_inputs(batch, seq_len, channels, device, seed=seq_len + channels + batch)
     row: dict[str, Optional[float]] = {"copy": copy_ms(n, device)}
-    row["torch_fwd"] = row["triton_fwd_bwd"] = row["torch_fwd_bwd"] = None
+    row["torch_fwd"] = row["triton_fwd_bwd"] = row["torch_fwd_bwd"] = row["grad_err"] = None
     with torch.no_grad():
         out = bi_wkv(*inputs, backend="triton")
         if n <= opts.max_torch_elements:
@@ -94,9 +104,11 @@ def bench_cell(batch: int, seq_len: int, channels: int, opts: argparse.Namespace
         row["triton_fwd"] = bench_ms(lambda: bi_wkv(*inputs, backend="triton"))
         if n <= opts.max_torch_elements:
             row["torch_fwd"] = bench_ms(lambda: bi_wkv(*inputs, backend="torch"))
-    if n <= opts.max_backward_elements:
-        grad = torch.randn_like(inputs[3])
+    grad = torch.randn_like(inputs[3])
+    if n <= opts.max_triton_backward_elements:
         row["triton_fwd_bwd"] = bench_ms(forward_backward("triton", inputs, grad))
+    if n <= opts.max_backward_elements:
+        row["grad_err"] = gradient_rel_err(inputs, grad)
         row["torch_fwd_bwd"] = bench_ms(forward_backward("torch", inputs, grad))
     torch.cuda.empty_cache()
     return row
@@ -142,7 +154,7 @@ def fmt(x: Optional[float], spec: str = ".3f") -> str:
 def table(batch: int, channels: int, cells: dict[int, dict[str, Optional[float]]]) -> list[str]:
     head = (
         "| T | copy ms (GB/s) | triton fwd ms | triton GB/s (% copy) | torch fwd ms | fwd speed-up "
-        "| triton fwd+bwd ms | torch fwd+bwd ms | triton err |"
+        "| triton fwd+bwd ms (/ fwd) | torch fwd+bwd ms | triton err | grad err |"
     )
     lines = [f"B = {batch}, C = {channels}:", "", head, "|" + "---|" * (head.count("|") - 1)]
     for seq_len, r in cells.items():
@@ -150,11 +162,14 @@ def table(batch: int, channels: int, cells: dict[int, dict[str, Optional[float]]
         copy_bw = nbytes / (r["copy"] * 1e-3) / 1e9
         bw = nbytes / (r["triton_fwd"] * 1e-3) / 1e9
         speedup = None if r["torch_fwd"] is None else r["torch_fwd"] / r["triton_fwd"]
+        fwd_bwd = fmt(r["triton_fwd_bwd"])
+        if r["triton_fwd_bwd"] is not None:
+            fwd_bwd += f" ({r['triton_fwd_bwd'] / r['triton_fwd']:.1f}x)"
         lines.append(
             f"| {seq_len:,} | {r['copy']:.3f} ({copy_bw:.0f}) | {r['triton_fwd']:.3f} "
             f"| {bw:.0f} ({100 * bw / copy_bw:.0f} %) | {fmt(r['torch_fwd'])} "
-            f"| {fmt(speedup, '.0f')}x | {fmt(r['triton_fwd_bwd'])} | {fmt(r['torch_fwd_bwd'])} "
-            f"| {r['err']:.1e} |"
+            f"| {fmt(speedup, '.0f')}x | {fwd_bwd} | {fmt(r['torch_fwd_bwd'])} "
+            f"| {r['err']:.1e} | {fmt(r['grad_err'], '.1e')} |"
         )
     return lines
 
@@ -172,7 +187,8 @@ def parse_args(argv: Optional[list[str]] = None) -> argparse.Namespace:
     p.add_argument("--batch", type=int, nargs="+", default=[1, 4])
     p.add_argument("--max-elements", type=int, default=1 << 31, help="skip larger B x T x C cells")
     p.add_argument("--max-torch-elements", type=int, default=1 << 22, help="pure PyTorch forward (float64) up to")
-    p.add_argument("--max-backward-elements", type=int, default=1 << 21)
+    p.add_argument("--max-backward-elements", type=int, default=1 << 21, help="float64 PyTorch backward up to")
+    p.add_argument("--max-triton-backward-elements", type=int, default=1 << 28, help="Triton fwd+bwd up to")
     p.add_argument("--sweep", action="store_true", help="first time each launch setting, then use the fastest")
     p.add_argument("--chunks", type=int, nargs="+", default=[32, 64, 128])
     p.add_argument("--chunk-blocks", type=int, nargs="+", default=[256, 2048])
@@ -211,9 +227,9 @@ def main(argv: Optional[list[str]] = None) -> None:
     lines += [
         f"- float32 inputs; medians of triton.testing.do_bench; Triton launch settings {settings}"
         f"{' (fastest of the sweep below)' if opts.sweep else ''}; pure PyTorch forward up to"
-        f" {opts.max_torch_elements:,} elements, forward+backward up to"
-        f" {opts.max_backward_elements:,} (the Triton backward recomputes the float64 PyTorch graph); err against"
-        " the float64 PyTorch result, or beyond its limit against bi_wkv_at at 8 positions",
+        f" {opts.max_torch_elements:,} elements, forward+backward up to {opts.max_backward_elements:,}; Triton"
+        f" forward+backward up to {opts.max_triton_backward_elements:,}; err against the float64 PyTorch result, or"
+        " beyond its limit against bi_wkv_at at 8 positions; grad err: gradients of k and v against float64 autograd",
         "",
         *out_lines,
     ]

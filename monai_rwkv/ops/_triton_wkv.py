@@ -28,6 +28,11 @@ Parallel layout (three launches, float32 arithmetic, inputs read in their own dt
    sums of terms rescaled to the chunk's largest (``_states_bounded``: two exponentials per element); otherwise
    the exponent-carrying scan of the rows' maps (``_states_general``, exact for any ``w`` and ``u``).
 
+Backward (:func:`wkv_backward`): ``_grad_prep`` recomputes step 3 from the saved entering states and stores
+``-log D_t`` (softmax denominator) and ``grad_t out_t``; steps 1-2 run again on those keys and the two values
+``grad_t``, ``grad_t out_t``, and ``_grad_output`` forms the within-chunk states of that pass and writes the
+gradients of ``k`` and ``v``; ``grad_w`` and ``grad_u`` come from per-chunk column sums of both passes.
+
 So ``k`` and ``v`` are read twice and the output written once; the chunk states are ``12 / L`` bytes per
 element. Accuracy: float32 rounding in scans of at most ``max(L, CHUNK_BLOCK)`` steps per level, about 1e-6
 relative to the output's scale (tested against the float64 reference).
@@ -39,7 +44,7 @@ import torch
 import triton
 import triton.language as tl
 
-__all__ = ["wkv_forward"]
+__all__ = ["wkv_backward", "wkv_forward"]
 
 # Exponent of an empty state: far below any real one, yet finite so that differences of two empties are 0, not NaN.
 _EMPTY = tl.constexpr(-1.0e30)
@@ -76,11 +81,22 @@ def _chunk_tile(seq_len, channels, L: tl.constexpr, BLOCK_C: tl.constexpr):
 
 @triton.jit
 def _chunk_summary(
-    w_ptr, k_ptr, v_ptr, summary_ptr, seq_len, channels, n_chunks, L: tl.constexpr, BLOCK_C: tl.constexpr
+    w_ptr,
+    k_ptr,
+    v_ptr,
+    v2_ptr,
+    summary_ptr,
+    seq_len,
+    channels,
+    n_chunks,
+    L: tl.constexpr,
+    BLOCK_C: tl.constexpr,
+    HAS_V2: tl.constexpr,
 ):
-    """Per chunk: ``(p, s, d)`` of ``sum_i e^{k_i - (n-1-r_i) w}`` (forward, seen from the chunk's last position)
-    and of ``sum_i e^{k_i - r_i w}`` (backward, seen from its first); ``r_i`` is the row in the chunk, ``n`` the
-    number of valid rows. ``summary`` is (6, B, n_chunks, C): forward p, s, d then backward p, s, d."""
+    """Per chunk: ``(p, s, d)`` of ``sum_i e^{k_i - (n-1-r_i) w} (v_i, v2_i)`` (forward, seen from the chunk's last
+    position) and of ``sum_i e^{k_i - r_i w} (v_i, v2_i)`` (backward, seen from its first); ``r_i`` is the row in
+    the chunk, ``n`` the number of valid rows, ``v2`` is 1 unless ``HAS_V2``. ``summary`` is (6, B, n_chunks, C):
+    forward p, s, d then backward p, s, d."""
     chunk, batch, rows, cols, col_ok, n_valid, ok, offs = _chunk_tile(seq_len, channels, L, BLOCK_C)
     k = tl.load(k_ptr + offs, mask=ok, other=0.0).to(tl.float32)
     v = tl.load(v_ptr + offs, mask=ok, other=0.0).to(tl.float32)
@@ -93,15 +109,22 @@ def _chunk_summary(
     e_bwd = tl.where(ok, k - r * w[None, :], _EMPTY)
     p_bwd = tl.max(e_bwd, axis=0)
     x_bwd = tl.exp(e_bwd - p_bwd[None, :])
+    if HAS_V2:
+        v2 = tl.load(v2_ptr + offs, mask=ok, other=0.0).to(tl.float32)
+        d_fwd = tl.sum(x_fwd * v2, axis=0)
+        d_bwd = tl.sum(x_bwd * v2, axis=0)
+    else:
+        d_fwd = tl.sum(x_fwd, axis=0)
+        d_bwd = tl.sum(x_bwd, axis=0)
 
     plane = summary_ptr + (batch * n_chunks + chunk) * channels + cols
     stride = n_chunks * channels * tl.num_programs(2).to(tl.int64)
     tl.store(plane, p_fwd, mask=col_ok)
     tl.store(plane + stride, tl.sum(x_fwd * v, axis=0), mask=col_ok)
-    tl.store(plane + 2 * stride, tl.sum(x_fwd, axis=0), mask=col_ok)
+    tl.store(plane + 2 * stride, d_fwd, mask=col_ok)
     tl.store(plane + 3 * stride, p_bwd, mask=col_ok)
     tl.store(plane + 4 * stride, tl.sum(x_bwd * v, axis=0), mask=col_ok)
-    tl.store(plane + 5 * stride, tl.sum(x_bwd, axis=0), mask=col_ok)
+    tl.store(plane + 5 * stride, d_bwd, mask=col_ok)
 
 
 @triton.jit
@@ -201,17 +224,20 @@ def _chunk_scan(
 
 
 @triton.jit
-def _states_general(w, k_prev, v_prev, prev_ok, k_next, v_next, next_ok, first, last, state_f, state_b):
+def _states_general(
+    w, k_prev, v_prev, v2_prev, prev_ok, k_next, v_next, v2_next, next_ok, first, last, state_f, state_b
+):
     """Both directions' states at every row of a chunk, for any ``w`` and ``u``: exponent-carrying scans of the
     rows' maps. Forward: row ``r`` holds token ``r - 1``, row 0 the state entering from the left. Backward: row
-    ``r`` holds token ``r + 1``, the last valid row the state entering from the right. Returns ``(p, s, d)`` of
-    each direction per row (the state is ``e^p (s, d)``)."""
+    ``r`` holds token ``r + 1``, the last valid row the state entering from the right. ``v2_*`` are the second
+    values (0 where the neighbour is missing). Returns ``(p, s, d)`` of each direction per row (the state is
+    ``e^p (s, d)``)."""
     p_in, s_in, d_in = state_f
     p_in, s_in, d_in = p_in[None, :], s_in[None, :], d_in[None, :]
     tau = tl.where(first, 0.0, w + tl.zeros_like(k_prev))
     p = tl.where(first, p_in, tl.where(prev_ok, k_prev, _EMPTY))
     s = tl.where(first, s_in, v_prev)
-    d = tl.where(first, d_in, tl.where(prev_ok, 1.0, 0.0))
+    d = tl.where(first, d_in, v2_prev)
     _, p_f, s_f, d_f = tl.associative_scan((tau, p, s, d), 0, _compose)
 
     p_in, s_in, d_in = state_b
@@ -219,16 +245,16 @@ def _states_general(w, k_prev, v_prev, prev_ok, k_next, v_next, next_ok, first, 
     tau = tl.where(next_ok, w + tl.zeros_like(k_next), 0.0)
     p = tl.where(last, p_in, tl.where(next_ok, k_next, _EMPTY))
     s = tl.where(last, s_in, v_next)
-    d = tl.where(last, d_in, tl.where(next_ok, 1.0, 0.0))
+    d = tl.where(last, d_in, v2_next)
     _, p_b, s_b, d_b = tl.associative_scan((tau, p, s, d), 0, _compose, reverse=True)
     return p_f, s_f, d_f, p_b, s_b, d_b
 
 
 @triton.jit
-def _rescaled_sums(g, ok, v, p_in, s_in, d_in, REVERSE: tl.constexpr):
-    """``e^{top} (s, d)`` = ``e^{p_in} (s_in, d_in) + cumsum over rows of e^{g} (v, 1)`` (from the end if
-    ``REVERSE``), every exponential taken relative to the largest of ``g`` and ``p_in``: returns ``top`` per
-    channel and ``s``, ``d`` per row."""
+def _rescaled_sums(g, ok, v, v2, p_in, s_in, d_in, REVERSE: tl.constexpr, HAS_V2: tl.constexpr):
+    """``e^{top} (s, d)`` = ``e^{p_in} (s_in, d_in) + cumsum over rows of e^{g} (v, v2)`` (from the end if
+    ``REVERSE``; ``v2`` is 1 unless ``HAS_V2``), every exponential taken relative to the largest of ``g`` and
+    ``p_in``: returns ``top`` per channel and ``s``, ``d`` per row."""
     g = tl.where(ok, g, _EMPTY)
     q = tl.max(g, axis=0)
     m = tl.where(ok, tl.exp(g - q[None, :]), 0.0)
@@ -236,28 +262,176 @@ def _rescaled_sums(g, ok, v, p_in, s_in, d_in, REVERSE: tl.constexpr):
     a_in = tl.exp(p_in - top)[None, :]
     a_q = tl.exp(q - top)[None, :]
     s = a_in * s_in[None, :] + a_q * tl.cumsum(m * v, 0, reverse=REVERSE)
+    if HAS_V2:
+        m = m * v2
     d = a_in * d_in[None, :] + a_q * tl.cumsum(m, 0, reverse=REVERSE)
     return top, s, d
 
 
 @triton.jit
-def _states_bounded(w_row, k_prev, v_prev, prev_ok, k_next, v_next, next_ok, rows, n_valid, state_f, state_b):
+def _states_bounded(
+    w_row,
+    k_prev,
+    v_prev,
+    v2_prev,
+    prev_ok,
+    k_next,
+    v_next,
+    v2_next,
+    next_ok,
+    rows,
+    n_valid,
+    state_f,
+    state_b,
+    HAS_V2: tl.constexpr,
+):
     """The same states where ``|w| L + |u| <= FAST_RANGE``: moved to the decay frame of row 0, every term is a
     plain sum. Forward: token ``j`` enters as ``g = k_j + (j + 1) w`` and the state at row ``r`` is
-    ``e^{-r w} [e^{p_in} (s_in, d_in) + sum_{j < r} e^{g_j} (v_j, 1)]``; backward: ``h = k_j - (j - 1) w``, the
-    state at row ``r`` is ``e^{r w} [e^{p_in - (n - 1) w} (s_in, d_in) + sum_{j > r} e^{h_j} (v_j, 1)]``. Two
+    ``e^{-r w} [e^{p_in} (s_in, d_in) + sum_{j < r} e^{g_j} (v_j, v2_j)]``; backward: ``h = k_j - (j - 1) w``, the
+    state at row ``r`` is ``e^{r w} [e^{p_in - (n - 1) w} (s_in, d_in) + sum_{j > r} e^{h_j} (v_j, v2_j)]``. Two
     exponentials per element (one per direction) and two running sums, instead of scans of exponent-carrying
     maps. A term whose ``e^{g - max g}`` underflows float32 (``< e^{-87}``) is smaller than another term of
     the same output by at least ``e^{87 - 2 |w| L - |u|}``, so it does not change the float32 result."""
     r = rows.to(tl.float32)[:, None]
     w = w_row[None, :]
     p_in, s_in, d_in = state_f
-    top, s_f, d_f = _rescaled_sums(k_prev + r * w, prev_ok, v_prev, p_in, s_in, d_in, False)
+    top, s_f, d_f = _rescaled_sums(k_prev + r * w, prev_ok, v_prev, v2_prev, p_in, s_in, d_in, False, HAS_V2)
     p_f = top[None, :] - r * w
     p_in, s_in, d_in = state_b
-    top, s_b, d_b = _rescaled_sums(k_next - r * w, next_ok, v_next, p_in - (n_valid - 1) * w_row, s_in, d_in, True)
+    p_in = p_in - (n_valid - 1) * w_row
+    top, s_b, d_b = _rescaled_sums(k_next - r * w, next_ok, v_next, v2_next, p_in, s_in, d_in, True, HAS_V2)
     p_b = top[None, :] + r * w
     return p_f, s_f, d_f, p_b, s_b, d_b
+
+
+@triton.jit
+def _tile_states(
+    w_row,
+    bounded,
+    k_ptr,
+    v_ptr,
+    v2_ptr,
+    state_ptr,
+    offs,
+    ok,
+    rows,
+    n_valid,
+    channels,
+    state_offs,
+    stride,
+    col_ok,
+    HAS_V2: tl.constexpr,
+):
+    """States of both directions at every row of this program's tile, for keys ``k``, values ``v`` and second
+    values ``v2`` (1 unless ``HAS_V2``), seeded with the entering states at ``state_offs`` of ``state``;
+    ``bounded``: whether :func:`_states_bounded` applies to this block of channels."""
+    prev_ok = ok & (rows >= 1)[:, None]
+    k_prev = tl.load(k_ptr + offs - channels, mask=prev_ok, other=0.0).to(tl.float32)
+    v_prev = tl.load(v_ptr + offs - channels, mask=prev_ok, other=0.0).to(tl.float32)
+    next_ok = ok & (rows < n_valid - 1)[:, None]
+    k_next = tl.load(k_ptr + offs + channels, mask=next_ok, other=0.0).to(tl.float32)
+    v_next = tl.load(v_ptr + offs + channels, mask=next_ok, other=0.0).to(tl.float32)
+    if HAS_V2:
+        v2_prev = tl.load(v2_ptr + offs - channels, mask=prev_ok, other=0.0).to(tl.float32)
+        v2_next = tl.load(v2_ptr + offs + channels, mask=next_ok, other=0.0).to(tl.float32)
+    else:
+        v2_prev = tl.where(prev_ok, 1.0, 0.0)
+        v2_next = tl.where(next_ok, 1.0, 0.0)
+    state_f = _load_planes(state_ptr, stride, state_offs, col_ok)
+    state_b = _load_planes(state_ptr + 3 * stride, stride, state_offs, col_ok)
+    if bounded:
+        p_f, s_f, d_f, p_b, s_b, d_b = _states_bounded(
+            w_row,
+            k_prev,
+            v_prev,
+            v2_prev,
+            prev_ok,
+            k_next,
+            v_next,
+            v2_next,
+            next_ok,
+            rows,
+            n_valid,
+            state_f,
+            state_b,
+            HAS_V2,
+        )
+    else:
+        first = (rows == 0)[:, None]
+        last = (rows == n_valid - 1)[:, None]
+        p_f, s_f, d_f, p_b, s_b, d_b = _states_general(
+            w_row[None, :],
+            k_prev,
+            v_prev,
+            v2_prev,
+            prev_ok,
+            k_next,
+            v_next,
+            v2_next,
+            next_ok,
+            first,
+            last,
+            state_f,
+            state_b,
+        )
+    return p_f, s_f, d_f, p_b, s_b, d_b
+
+
+@triton.jit
+def _forward_states(
+    w_ptr,
+    u_ptr,
+    k_ptr,
+    v_ptr,
+    state_ptr,
+    chunk,
+    batch,
+    rows,
+    cols,
+    col_ok,
+    n_valid,
+    ok,
+    offs,
+    channels,
+    n_chunks,
+    L: tl.constexpr,
+    LIMIT: tl.constexpr,
+):
+    """The forward on this program's tile (indices from :func:`_chunk_tile`; see :func:`_chunk_output`): returns
+    ``k``, ``v``, the output ``num / den``, ``den`` and ``top`` (``e^{top} den`` is the softmax denominator), and
+    the weights and states of the parts: ``a_diag``, ``a_f, s_f, d_f`` (prefix), ``a_b, s_b, d_b`` (suffix)."""
+    w_row = tl.load(w_ptr + cols, mask=col_ok, other=0.0)
+    u_row = tl.load(u_ptr + cols, mask=col_ok, other=0.0)
+    k = tl.load(k_ptr + offs, mask=ok, other=0.0).to(tl.float32)
+    v = tl.load(v_ptr + offs, mask=ok, other=0.0).to(tl.float32)
+    stride = n_chunks * channels * tl.num_programs(2).to(tl.int64)
+    state_offs = (batch * n_chunks + chunk) * channels + cols
+    bounded = tl.max(tl.abs(w_row), axis=0) * L + tl.max(tl.abs(u_row), axis=0) <= LIMIT
+    p_f, s_f, d_f, p_b, s_b, d_b = _tile_states(
+        w_row,
+        bounded,
+        k_ptr,
+        v_ptr,
+        v_ptr,
+        state_ptr,
+        offs,
+        ok,
+        rows,
+        n_valid,
+        channels,
+        state_offs,
+        stride,
+        col_ok,
+        False,
+    )
+    p_diag = u_row[None, :] + k
+    top = tl.maximum(tl.maximum(p_f, p_b), p_diag)
+    a_f = tl.exp(p_f - top)
+    a_b = tl.exp(p_b - top)
+    a_diag = tl.exp(p_diag - top)
+    num = a_f * s_f + a_b * s_b + a_diag * v
+    den = a_f * d_f + a_b * d_b + a_diag
+    return k, v, num / den, den, top, a_diag, a_f, s_f, d_f, a_b, s_b, d_b
 
 
 @triton.jit
@@ -279,43 +453,157 @@ def _chunk_output(
     A block of channels whose ``|w| L + |u|`` is at most ``LIMIT`` (:data:`FAST_RANGE`, or -1: never) takes
     :func:`_states_bounded`, any other :func:`_states_general`."""
     chunk, batch, rows, cols, col_ok, n_valid, ok, offs = _chunk_tile(seq_len, channels, L, BLOCK_C)
+    k, v, out, den, top, a_diag, a_f, s_f, d_f, a_b, s_b, d_b = _forward_states(
+        w_ptr,
+        u_ptr,
+        k_ptr,
+        v_ptr,
+        state_ptr,
+        chunk,
+        batch,
+        rows,
+        cols,
+        col_ok,
+        n_valid,
+        ok,
+        offs,
+        channels,
+        n_chunks,
+        L,
+        LIMIT,
+    )
+    tl.store(out_ptr + offs, out.to(out_ptr.dtype.element_ty), mask=ok)
+
+
+@triton.jit
+def _store_chunk_sums(ptr, plane, chunk, batch, n_chunks, channels, cols, col_ok, a, b):
+    """Stores the column sums of ``a`` and ``b`` into planes ``plane`` and ``plane + 1`` of a (planes, B, n_chunks,
+    C) float32 tensor at this program's chunk and batch item."""
+    stride = n_chunks * channels * tl.num_programs(2).to(tl.int64)
+    offs = (batch * n_chunks + chunk) * channels + cols
+    tl.store(ptr + plane * stride + offs, tl.sum(a, axis=0), mask=col_ok)
+    tl.store(ptr + (plane + 1) * stride + offs, tl.sum(b, axis=0), mask=col_ok)
+
+
+@triton.jit
+def _grad_prep(
+    w_ptr,
+    u_ptr,
+    k_ptr,
+    v_ptr,
+    state_ptr,
+    g_ptr,
+    q_ptr,
+    go_ptr,
+    sums_ptr,
+    seq_len,
+    channels,
+    n_chunks,
+    L: tl.constexpr,
+    BLOCK_C: tl.constexpr,
+    LIMIT: tl.constexpr,
+):
+    """Backward, first pass (output gradient ``g``): recomputes the forward on the tile and stores ``q = -log``
+    (softmax denominator), ``go = g * out``, and per chunk the column sums of the terms of ``grad_u`` and of the
+    output side of ``grad_w`` (``sums`` planes 0-2, see :func:`wkv_backward`)."""
+    chunk, batch, rows, cols, col_ok, n_valid, ok, offs = _chunk_tile(seq_len, channels, L, BLOCK_C)
+    k, v, out, den, top, a_diag, a_f, s_f, d_f, a_b, s_b, d_b = _forward_states(
+        w_ptr,
+        u_ptr,
+        k_ptr,
+        v_ptr,
+        state_ptr,
+        chunk,
+        batch,
+        rows,
+        cols,
+        col_ok,
+        n_valid,
+        ok,
+        offs,
+        channels,
+        n_chunks,
+        L,
+        LIMIT,
+    )
+    g = tl.load(g_ptr + offs, mask=ok, other=0.0).to(tl.float32)
+    tl.store(q_ptr + offs, -(top + tl.log(den)), mask=ok)
+    tl.store(go_ptr + offs, g * out, mask=ok)
+    rg = tl.where(ok, g / den, 0.0)
+    t_pre = rg * a_f * (s_f - out * d_f)  # sum over i < t of the pair terms a_t W_ti (v_i - out_t)
+    t_suf = rg * a_b * (s_b - out * d_b)  # the same over i > t
+    r = rows.to(tl.float32)[:, None]
+    _store_chunk_sums(
+        sums_ptr, 0, chunk, batch, n_chunks, channels, cols, col_ok, r * (t_suf - t_pre) + t_pre, t_suf - t_pre
+    )
+    stride = n_chunks * channels * tl.num_programs(2).to(tl.int64)
+    offs_c = (batch * n_chunks + chunk) * channels + cols
+    tl.store(sums_ptr + 4 * stride + offs_c, tl.sum(rg * a_diag * (v - out), axis=0), mask=col_ok)
+
+
+@triton.jit
+def _grad_output(
+    w_ptr,
+    u_ptr,
+    k_ptr,
+    v_ptr,
+    q_ptr,
+    g_ptr,
+    go_ptr,
+    state_ptr,
+    gk_ptr,
+    gv_ptr,
+    sums_ptr,
+    seq_len,
+    channels,
+    n_chunks,
+    L: tl.constexpr,
+    BLOCK_C: tl.constexpr,
+    LIMIT: tl.constexpr,
+):
+    """Backward, second pass: the states of keys ``q``, values ``g`` and ``go`` (entering states from the chunk
+    scan of the same) give, at token ``i``, ``sum_{t != i} e^{q_t - (|t-i|-1) w} (g_t, go_t)`` per side; times
+    ``e^{k_i}`` these are the gradients of ``k_i`` and ``v_i``. Also stores per chunk the column sums of the input
+    side of ``grad_w`` (``sums`` planes 2-3)."""
+    chunk, batch, rows, cols, col_ok, n_valid, ok, offs = _chunk_tile(seq_len, channels, L, BLOCK_C)
     w_row = tl.load(w_ptr + cols, mask=col_ok, other=0.0)
     u_row = tl.load(u_ptr + cols, mask=col_ok, other=0.0)
-    w = w_row[None, :]
-    u = u_row[None, :]
+    stride = n_chunks * channels * tl.num_programs(2).to(tl.int64)
+    state_offs = (batch * n_chunks + chunk) * channels + cols
+    bounded = tl.max(tl.abs(w_row), axis=0) * L <= LIMIT
+    p_f, s_f, d_f, p_b, s_b, d_b = _tile_states(
+        w_row,
+        bounded,
+        q_ptr,
+        g_ptr,
+        go_ptr,
+        state_ptr,
+        offs,
+        ok,
+        rows,
+        n_valid,
+        channels,
+        state_offs,
+        stride,
+        col_ok,
+        True,
+    )
     k = tl.load(k_ptr + offs, mask=ok, other=0.0).to(tl.float32)
     v = tl.load(v_ptr + offs, mask=ok, other=0.0).to(tl.float32)
-    prev_ok = ok & (rows >= 1)[:, None]
-    k_prev = tl.load(k_ptr + offs - channels, mask=prev_ok, other=0.0).to(tl.float32)
-    v_prev = tl.load(v_ptr + offs - channels, mask=prev_ok, other=0.0).to(tl.float32)
-    next_ok = ok & (rows < n_valid - 1)[:, None]
-    k_next = tl.load(k_ptr + offs + channels, mask=next_ok, other=0.0).to(tl.float32)
-    v_next = tl.load(v_ptr + offs + channels, mask=next_ok, other=0.0).to(tl.float32)
-
-    stride = n_chunks * channels * tl.num_programs(2).to(tl.int64)
-    state = (batch * n_chunks + chunk) * channels + cols
-    state_f = _load_planes(state_ptr, stride, state, col_ok)
-    state_b = _load_planes(state_ptr + 3 * stride, stride, state, col_ok)
-
-    if tl.max(tl.abs(w_row), axis=0) * L + tl.max(tl.abs(u_row), axis=0) <= LIMIT:
-        p_f, s_f, d_f, p_b, s_b, d_b = _states_bounded(
-            w_row, k_prev, v_prev, prev_ok, k_next, v_next, next_ok, rows, n_valid, state_f, state_b
-        )
-    else:
-        first = (rows == 0)[:, None]
-        last = (rows == n_valid - 1)[:, None]
-        p_f, s_f, d_f, p_b, s_b, d_b = _states_general(
-            w, k_prev, v_prev, prev_ok, k_next, v_next, next_ok, first, last, state_f, state_b
-        )
-
-    p_diag = u + k
-    top = tl.maximum(tl.maximum(p_f, p_b), p_diag)
-    a_f = tl.exp(p_f - top)
-    a_b = tl.exp(p_b - top)
-    a_diag = tl.exp(p_diag - top)
-    num = a_f * s_f + a_b * s_b + a_diag * v
-    den = a_f * d_f + a_b * d_b + a_diag
-    tl.store(out_ptr + offs, (num / den).to(out_ptr.dtype.element_ty), mask=ok)
+    q = tl.load(q_ptr + offs, mask=ok, other=0.0)
+    g = tl.load(g_ptr + offs, mask=ok, other=0.0).to(tl.float32)
+    go = tl.load(go_ptr + offs, mask=ok, other=0.0)
+    e_f = tl.where(ok, tl.exp(k + p_f), 0.0)
+    e_b = tl.where(ok, tl.exp(k + p_b), 0.0)
+    e_diag = tl.where(ok, tl.exp(u_row[None, :] + k + q), 0.0)
+    k_suf = e_f * (v * s_f - d_f)  # sum over t < i (token i on the suffix side of t) of a_t W_ti (v_i - out_t)
+    k_pre = e_b * (v * s_b - d_b)  # the same over t > i
+    tl.store(gv_ptr + offs, (e_f * s_f + e_b * s_b + e_diag * g).to(gv_ptr.dtype.element_ty), mask=ok)
+    tl.store(gk_ptr + offs, (k_suf + k_pre + e_diag * (g * v - go)).to(gk_ptr.dtype.element_ty), mask=ok)
+    r = rows.to(tl.float32)[:, None]
+    _store_chunk_sums(
+        sums_ptr, 2, chunk, batch, n_chunks, channels, cols, col_ok, r * (k_pre - k_suf) + k_suf, k_pre - k_suf
+    )
 
 
 def _block_channels(channels: int) -> int:
@@ -342,38 +630,45 @@ def _auto_chunk(batch: int, seq_len: int, channels: int) -> int:
 SETTINGS = {"chunk": 0, "chunk_block": 256, "scan_block_c": 4, "block_c": 0, "bounded": 1}
 
 
-def wkv_forward(w: torch.Tensor, u: torch.Tensor, k: torch.Tensor, v: torch.Tensor, **settings: int) -> torch.Tensor:
-    """Bi-WKV forward on CUDA (or, under ``TRITON_INTERPRET=1``, CPU) tensors.
-
-    Args:
-        w, u: (C,) decay and bonus already divided by T (any float dtype; used in float32).
-        k, v: (B, T, C) in float32, float16 or bfloat16.
-        settings: overrides of :data:`SETTINGS` (sizes: powers of two; ``chunk`` and ``chunk_block`` at least 16).
-
-    Returns:
-        (B, T, C) tensor in the dtype of ``v``.
-    """
+def _launch_plan(k: torch.Tensor, settings: dict[str, int]) -> dict[str, int]:
+    """Launch sizes for a call on ``k``'s (B, T, C): :data:`SETTINGS` with ``settings`` over them, ``chunk``
+    resolved, plus ``n_chunks``, ``block_c`` and the chunk-level scan's ``chunk_block``."""
     unknown = set(settings) - set(SETTINGS)
     if unknown:
         raise TypeError(f"unknown settings {sorted(unknown)}; known: {sorted(SETTINGS)}")
     cfg = {**SETTINGS, **settings}
     batch, seq_len, channels = k.shape
-    chunk = cfg["chunk"] or _auto_chunk(batch, seq_len, channels)
-    k, v = k.contiguous(), v.contiguous()
-    w32 = w.detach().to(device=k.device, dtype=torch.float32).contiguous()
-    u32 = u.detach().to(device=k.device, dtype=torch.float32).contiguous()
-    out = torch.empty_like(v)
-    if out.numel() == 0:
-        return out
-    n_chunks = triton.cdiv(seq_len, chunk)
-    block_c = cfg["block_c"] or _block_channels(channels)
-    col_blocks = triton.cdiv(channels, block_c)
+    cfg["chunk"] = cfg["chunk"] or _auto_chunk(batch, seq_len, channels)
+    cfg["n_chunks"] = triton.cdiv(seq_len, cfg["chunk"])
+    cfg["block_c"] = cfg["block_c"] or _block_channels(channels)
+    cfg["chunk_block"] = min(cfg["chunk_block"], max(16, triton.next_power_of_2(cfg["n_chunks"])))
+    return cfg
+
+
+def _entering_states(
+    w32: torch.Tensor, k: torch.Tensor, v: torch.Tensor, v2: torch.Tensor | None, cfg: dict[str, int]
+) -> torch.Tensor:
+    """The (6, B, n_chunks, C) float32 states entering every chunk from either side, for keys ``k``, values ``v``
+    and second values ``v2`` (None: 1): chunk summaries, then the chunk-level scan."""
+    batch, seq_len, channels = k.shape
+    chunk, n_chunks, block_c = cfg["chunk"], cfg["n_chunks"], cfg["block_c"]
     summary = torch.empty((6, batch, n_chunks, channels), device=k.device, dtype=torch.float32)
     state = torch.empty_like(summary)
-    grid = (n_chunks, col_blocks, batch)
-    _chunk_summary[grid](w32, k, v, summary, seq_len, channels, n_chunks, L=chunk, BLOCK_C=block_c)
-    chunk_block = min(cfg["chunk_block"], max(16, triton.next_power_of_2(n_chunks)))
-    scan_c = cfg["scan_block_c"]
+    grid = (n_chunks, triton.cdiv(channels, block_c), batch)
+    _chunk_summary[grid](
+        w32,
+        k,
+        v,
+        v if v2 is None else v2,
+        summary,
+        seq_len,
+        channels,
+        n_chunks,
+        L=chunk,
+        BLOCK_C=block_c,
+        HAS_V2=v2 is not None,
+    )
+    chunk_block, scan_c = cfg["chunk_block"], cfg["scan_block_c"]
     _chunk_scan[(triton.cdiv(channels, scan_c), batch)](
         w32,
         summary,
@@ -386,6 +681,118 @@ def wkv_forward(w: torch.Tensor, u: torch.Tensor, k: torch.Tensor, v: torch.Tens
         BLOCK_C=scan_c,
         num_warps=min(32, max(4, chunk_block * scan_c // 512)),
     )
+    return state
+
+
+def wkv_forward(
+    w: torch.Tensor, u: torch.Tensor, k: torch.Tensor, v: torch.Tensor, return_state: bool = False, **settings: int
+) -> torch.Tensor | tuple[torch.Tensor, torch.Tensor, dict[str, int]]:
+    """Bi-WKV forward on CUDA (or, under ``TRITON_INTERPRET=1``, CPU) tensors.
+
+    Args:
+        w, u: (C,) decay and bonus already divided by T (any float dtype; used in float32).
+        k, v: (B, T, C) in float32, float16 or bfloat16.
+        return_state: also return what :func:`wkv_backward` takes: the (6, B, T / L, C) chunk entering states
+            (12 / L bytes per element) and the launch plan.
+        settings: overrides of :data:`SETTINGS` (sizes: powers of two; ``chunk`` and ``chunk_block`` at least 16).
+
+    Returns:
+        (B, T, C) tensor in the dtype of ``v``, or ``(out, state, plan)`` with ``return_state``.
+    """
+    cfg = _launch_plan(k, settings)
+    batch, seq_len, channels = k.shape
+    k, v = k.contiguous(), v.contiguous()
+    w32 = w.detach().to(device=k.device, dtype=torch.float32).contiguous()
+    u32 = u.detach().to(device=k.device, dtype=torch.float32).contiguous()
+    out = torch.empty_like(v)
+    if out.numel() == 0:
+        state = torch.empty((6, batch, cfg["n_chunks"], channels), device=k.device, dtype=torch.float32)
+        return (out, state, cfg) if return_state else out
+    state = _entering_states(w32, k, v, None, cfg)
+    grid = (cfg["n_chunks"], triton.cdiv(channels, cfg["block_c"]), batch)
     limit = FAST_RANGE if cfg["bounded"] else -1.0
-    _chunk_output[grid](w32, u32, k, v, state, out, seq_len, channels, n_chunks, L=chunk, BLOCK_C=block_c, LIMIT=limit)
-    return out
+    _chunk_output[grid](
+        w32,
+        u32,
+        k,
+        v,
+        state,
+        out,
+        seq_len,
+        channels,
+        cfg["n_chunks"],
+        L=cfg["chunk"],
+        BLOCK_C=cfg["block_c"],
+        LIMIT=limit,
+    )
+    return (out, state, cfg) if return_state else out
+
+
+def wkv_backward(
+    w: torch.Tensor,
+    u: torch.Tensor,
+    k: torch.Tensor,
+    v: torch.Tensor,
+    state: torch.Tensor,
+    grad: torch.Tensor,
+    plan: dict[str, int],
+) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor, torch.Tensor]:
+    """Gradients of ``sum(grad * wkv_forward(w, u, k, v))`` with respect to ``(w, u, k, v)``, in O(B T C).
+
+    With ``D_t`` the softmax denominator at ``t``, ``a_t = grad_t / D_t`` and ``W_ti`` the weight of token ``i``
+    in output ``t`` (paper Eq. 8), the pair terms ``c_ti = a_t W_ti (v_i - out_t)`` sum to
+    ``grad_k_i = sum_t c_ti``, ``grad_v_i = sum_t a_t W_ti``, ``grad_u = sum_t c_tt`` and
+    ``grad_w = -sum_{t != i} (|t - i| - 1) c_ti``. The sums over ``t`` for fixed ``i`` are a Bi-WKV pass of their own
+    with keys ``-log D_t`` and values ``(grad_t, grad_t out_t)`` (same decay, the same chunk summaries, scan and
+    within-chunk states as the forward); the distance weights of ``grad_w`` split into ``t``- and ``i``-weighted
+    sums of the one-sided sums of ``c_ti``, which per chunk are reduced in float32 and across chunks in float64.
+
+    Args:
+        w, u, k, v: the forward's inputs; ``state`` and ``plan``: from ``wkv_forward(..., return_state=True)``.
+        grad: (B, T, C) gradient of the output.
+
+    Returns:
+        ``(grad_w, grad_u)`` float32 (C,) and ``(grad_k, grad_v)`` in the dtypes of ``k`` and ``v``.
+    """
+    batch, seq_len, channels = k.shape
+    k, v, grad = k.contiguous(), v.contiguous(), grad.contiguous()
+    dev = k.device
+    w32 = w.detach().to(device=dev, dtype=torch.float32).contiguous()
+    u32 = u.detach().to(device=dev, dtype=torch.float32).contiguous()
+    grad_k, grad_v = torch.empty_like(k), torch.empty_like(v)
+    if k.numel() == 0:
+        return torch.zeros_like(w32), torch.zeros_like(u32), grad_k, grad_v
+    chunk, n_chunks, block_c = plan["chunk"], plan["n_chunks"], plan["block_c"]
+    grid = (n_chunks, triton.cdiv(channels, block_c), batch)
+    q = torch.empty(k.shape, device=dev, dtype=torch.float32)
+    go = torch.empty_like(q)
+    sums = torch.empty((5, batch, n_chunks, channels), device=dev, dtype=torch.float32)
+    limit = FAST_RANGE if plan["bounded"] else -1.0
+    _grad_prep[grid](
+        w32, u32, k, v, state, grad, q, go, sums, seq_len, channels, n_chunks, L=chunk, BLOCK_C=block_c, LIMIT=limit
+    )
+    t_state = _entering_states(w32, q, grad, go, plan)
+    _grad_output[grid](
+        w32,
+        u32,
+        k,
+        v,
+        q,
+        grad,
+        go,
+        t_state,
+        grad_k,
+        grad_v,
+        sums,
+        seq_len,
+        channels,
+        n_chunks,
+        L=chunk,
+        BLOCK_C=block_c,
+        LIMIT=limit,
+    )
+    sums = sums.double()
+    start = torch.arange(n_chunks, device=dev, dtype=torch.float64)[:, None] * chunk  # first token of each chunk
+    grad_w = (sums[0] + sums[2] + start * (sums[1] + sums[3])).sum(dim=(0, 1))
+    grad_u = sums[4].sum(dim=(0, 1))
+    return grad_w.float(), grad_u.float(), grad_k, grad_v

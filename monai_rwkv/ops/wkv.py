@@ -23,10 +23,10 @@ imports and every input is a CPU tensor, except while tracing, scripting or expo
 ``torch.export``), which need the pure PyTorch graph below; the kernels are a ``torch.library`` custom op
 (``monai_rwkv::bi_wkv_numba``), so ``torch.compile`` keeps them as one call. On CUDA tensors of dtype float32,
 float16 or bfloat16 it runs the Triton kernels of :mod:`monai_rwkv.ops._triton_wkv` (float32 arithmetic with
-exponent-carrying scans; triton ships with PyTorch's CUDA builds), whose backward recomputes the exact float64
-PyTorch graph; under ``torch.compile`` CUDA tensors take the pure path. ``backend="torch"`` always uses the pure
-path; ``backend="numba"`` and ``backend="triton"`` insist on their kernels (``"triton"`` also runs CPU tensors
-under ``TRITON_INTERPRET=1``, which is how the tests check it without a GPU).
+exponent-carrying scans, forward and backward; triton ships with PyTorch's CUDA builds); under ``torch.compile``
+CUDA tensors take the pure path. ``backend="torch"`` always uses the pure path; ``backend="numba"`` and
+``backend="triton"`` insist on their kernels (``"triton"`` also runs CPU tensors under ``TRITON_INTERPRET=1``,
+which is how the tests check it without a GPU).
 """
 
 from __future__ import annotations
@@ -210,22 +210,21 @@ def _numba_bi_wkv(w: torch.Tensor, u: torch.Tensor, k: torch.Tensor, v: torch.Te
 
 
 class _TritonBiWKV(torch.autograd.Function):
-    """Bi-WKV through the Triton kernels (float32 arithmetic); the backward recomputes the exact float64
-    PyTorch graph of :func:`_bi_wkv_float64` and differentiates it (memory O(B T C) float64 temporaries)."""
+    """Bi-WKV through the Triton kernels (float32 arithmetic), forward and backward: the forward keeps the chunk
+    entering states (12 / L bytes per element) and the backward recomputes the rest (two more O(B T C) passes)."""
 
     @staticmethod
     def forward(ctx: Any, w: torch.Tensor, u: torch.Tensor, k: torch.Tensor, v: torch.Tensor) -> torch.Tensor:
-        ctx.save_for_backward(w, u, k, v)
-        return _TRITON.module.wkv_forward(w, u, k.detach(), v.detach())
+        out, state, ctx.plan = _TRITON.module.wkv_forward(w, u, k.detach(), v.detach(), return_state=True)
+        ctx.save_for_backward(w, u, k, v, state)
+        return out
 
     @staticmethod
     @torch.autograd.function.once_differentiable
     def backward(ctx: Any, grad_out: torch.Tensor) -> tuple[torch.Tensor, ...]:
-        inputs = [x.detach().to(torch.float64).requires_grad_() for x in ctx.saved_tensors]
-        with torch.enable_grad():
-            out = _bi_wkv_float64(*inputs)
-        grads = torch.autograd.grad(out, inputs, grad_out.to(torch.float64))
-        return tuple(g.to(x.dtype) for g, x in zip(grads, ctx.saved_tensors))
+        w, u, k, v, state = ctx.saved_tensors
+        grads = _TRITON.module.wkv_backward(w, u, k, v, state, grad_out, ctx.plan)
+        return tuple(g.to(x.dtype) for g, x in zip(grads, (w, u, k, v)))
 
 
 _TRITON_DTYPES = (torch.float16, torch.bfloat16, torch.float32)

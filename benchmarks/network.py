@@ -30,6 +30,7 @@ from __future__ import annotations
 
 import argparse
 import contextlib
+import itertools
 import json
 import math
 import os
@@ -278,10 +279,12 @@ def volume_lines(opts: argparse.Namespace, device: torch.device) -> list[str]:
     bundle = REPO / "bundles" / "restore_rwkv_ct_denoise"
     volume = ct_volume(opts.volume_slices)
     lines = [f"- volume: 512 x 512 x {opts.volume_slices} (float32 HU)"]
-    for sw_batch in opts.volume_sw_batch or [None]:
+    for sw_batch, amp in itertools.product(opts.volume_sw_batch or [None], opts.volume_amp or [None]):
         overrides = {"device": str(device), "progress": False}
         if sw_batch is not None:
             overrides["sw_batch_size"] = sw_batch
+        if amp is not None:
+            overrides["amp"] = amp == "on"
         restorer = load_bundle_config(bundle, "inference.json", overrides).get_parsed_content("restorer")
         restorer(volume[..., :1])  # warm-up (numba compile, caches)
         seconds = timed(partial(restorer, volume), device)
@@ -306,6 +309,9 @@ def parse_args(argv: Optional[list[str]] = None) -> argparse.Namespace:
     p.add_argument("--volume-slices", type=int, default=4, help="slices of the 512^2 throughput volume (0: skip)")
     p.add_argument(
         "--volume-sw-batch", type=int, nargs="+", help="sw_batch_size values to time (default: the bundle's)"
+    )
+    p.add_argument(
+        "--volume-amp", nargs="+", choices=["on", "off"], help="the bundle's amp setting(s) to time (default: its own)"
     )
     p.add_argument("--device", default="cuda" if torch.cuda.is_available() else "cpu")
     p.add_argument("--threads", type=int, default=torch.get_num_threads())

@@ -810,13 +810,15 @@ def _boundary_states_dist(w, c0, nc, chunk, seq_len, kmx, el, er, eld, erd, bm, 
 
 
 @numba.njit(**_JIT_FAST)
-def _backward_a_chunks(u, k, v, g, rden, rscale, acc, b, c0, nc, chunk, j0, j1, dpow2, dlo2, kmx, states):
+def _backward_a_chunks(u, k, v, g, rden, rscale, acc, b, c0, nc, chunk, j0, j1, dpow2, dlo2, kmx, states, el, er):
     """Phase A for the chunks ``j0 <= j < j1`` of batch item ``b``, channels ``c0:c0+nc``, given the states
     entering them (``states = (bm, bs, bsd, pm, ps, psd)`` from :func:`_boundary_states_dist`).
 
     Writes ``rden[t, c]`` (T, nc), the reciprocal of the denominator at ``t`` in its chunk's scale (the true
     reciprocal is ``rden e^{-mc_j}``), ``rscale[0, j] = -mc_j`` and ``rscale[1, j] = log max_t(true reciprocal)``
-    ((2, n_chunks, nc)), and adds these chunks' ``grad_w`` and ``grad_u`` into ``acc[0]``, ``acc[1]`` (nc each).
+    ((2, n_chunks, nc)), adds these chunks' ``grad_w`` and ``grad_u`` into ``acc[0]``, ``acc[1]`` (nc each), and
+    writes phase B's chunk summaries into ``el[j]``, ``er[j]`` (see :func:`_grad_terms`) while the chunk's
+    gradients, reciprocals and outputs are still in cache.
     """
     bm, bs, bsd, pm, ps, psd = states
     seq_len = k.shape[1]
@@ -831,6 +833,8 @@ def _backward_a_chunks(u, k, v, g, rden, rscale, acc, b, c0, nc, chunk, j0, j1, 
     one = dpow2[0, 0]  # 1 in the chunk's dtype (a float literal would make the loop below float64)
     chunk_w, chunk_u = np.empty(nc, dt), np.empty(nc, dt)  # per-chunk sums, added to float64 totals
     acc_w, acc_u = acc[0], acc[1]
+    outs = np.empty((chunk, nc), dt)  # the chunk's outputs, for phase B's summary
+    terms, left, right, phi = np.empty((chunk, width), dt), np.empty(width, dt), np.empty(width, dt), np.empty(nc, dt)
     for j in range(j0, j1):
         t0 = j * chunk
         t1 = min(seq_len, t0 + chunk)
@@ -849,7 +853,7 @@ def _backward_a_chunks(u, k, v, g, rden, rscale, acc, b, c0, nc, chunk, j0, j1, 
         for t in range(t0, t1):
             r = t - t0
             pr, qr, xr, prd, qrd = pre[r], q[r], x[r], pre_d[r], q_d[r]
-            vr, gr, rr = v[b, t, c0 : c0 + nc], g[b, t, c0 : c0 + nc], rden[t]
+            vr, gr, rr, orow = v[b, t, c0 : c0 + nc], g[b, t, c0 : c0 + nc], rden[t], outs[r]
             for c in range(nc):
                 diag = eu[c] * xr[nc + c]
                 rec = one / (pr[nc + c] + qr[nc + c] + diag)
@@ -859,44 +863,36 @@ def _backward_a_chunks(u, k, v, g, rden, rscale, acc, b, c0, nc, chunk, j0, j1, 
                 chunk_w[c] -= gr[c] * ((dist_v - o * dist_1) * rec)
                 chunk_u[c] += gr[c] * ((diag * rec) * (vr[c] - o))
                 rr[c] = rec
+                orow[c] = o
                 rmax[c] = max(rmax[c], rec)
         for c in range(nc):
             rscale[0, j, c] = -float(mc[c])
             rscale[1, j, c] = _log(float(rmax[c])) - float(mc[c])
             acc_w[c] += chunk_w[c]
             acc_u[c] += chunk_u[c]
+            phi[c] = one / rmax[c]  # e^{rscale[0, j] - rscale[1, j]}
+        for t in range(t0, t1):
+            _grad_terms_row(g[b, t, c0 : c0 + nc], outs[t - t0], rden[t], nc, phi, terms[t - t0])
+        _own_sums(terms, n, dpow2, dlo2, width, left, right)
+        el[j, :width], er[j, :width] = left, right
+
+
+@numba.njit(inline="always", **_JIT_FAST)
+def _grad_terms_row(gr, orow, rr, nc, phi, xr):
+    """``xr`` (2 nc) gets ``[g p, g out p]`` with ``p = rden * phi`` for one position (rows of g, out, rden)."""
+    for c in range(nc):
+        p = gr[c] * (rr[c] * phi[c])
+        xr[c] = p
+        xr[nc + c] = p * orow[c]
 
 
 @numba.njit(inline="always", **_JIT_FAST)
 def _grad_terms(g, out, rden, b, t0, t1, c0, nc, phi, x):
-    """Row ``t - t0`` of ``x`` (chunk, 2 nc) gets ``[g p, g out p]`` with ``p = rden[t] * phi`` (phi per channel,
-    all in the dtype of ``g``)."""
+    """Row ``t - t0`` of ``x`` (chunk, 2 nc) gets phase B's terms of position ``t`` (:func:`_grad_terms_row`; phi per
+    channel, all in the dtype of ``g``). Phase B's chunk summaries are the own sums of these in the chunk's scale
+    ``e^{rscale[1, j]}`` (its largest reciprocal is 1); :func:`_backward_a_chunks` forms them."""
     for t in range(t0, t1):
-        gr, orow, rr, xr = g[b, t, c0 : c0 + nc], out[b, t, c0 : c0 + nc], rden[t], x[t - t0]
-        for c in range(nc):
-            p = gr[c] * (rr[c] * phi[c])
-            xr[c] = p
-            xr[nc + c] = p * orow[c]
-
-
-@numba.njit(**_JIT_FAST)
-def _backward_b_summaries(g, out, rden, rscale, b, c0, nc, chunk, j0, j1, dpow2, dlo2, el, er):
-    """Own sums of phase B's chunk terms ``[g / den, g out / den]`` for the chunks ``j0 <= j < j1``, each in its
-    chunk's own scale ``e^{rscale[1, j]}`` (its largest reciprocal is 1)."""
-    seq_len = g.shape[1]
-    width = 2 * nc
-    dt = g.dtype
-    x = np.empty((chunk, width), dt)
-    left, right = np.empty(width, dt), np.empty(width, dt)
-    phi = np.empty(nc, dt)
-    for j in range(j0, j1):
-        t0 = j * chunk
-        t1 = min(seq_len, t0 + chunk)
-        for c in range(nc):
-            phi[c] = _exp(rscale[0, j, c] - rscale[1, j, c])
-        _grad_terms(g, out, rden, b, t0, t1, c0, nc, phi, x)
-        _own_sums(x, t1 - t0, dpow2, dlo2, width, left, right)
-        el[j, :width], er[j, :width] = left, right
+        _grad_terms_row(g[b, t, c0 : c0 + nc], out[b, t, c0 : c0 + nc], rden[t], nc, phi, x[t - t0])
 
 
 @numba.njit(**_JIT_FAST)
@@ -956,11 +952,10 @@ def _fast_backward_task(w, u, k, v, out, g, gw, gu, gk, gv, b, c0, nc, chunk):
     rscale = np.empty((2, n_chunks, nc))
     acc = np.zeros((2, nc))
     states = (bm, bs, bsd, pm, ps, psd)
-    _backward_a_chunks(u, k, v, g, rden, rscale, acc, b, c0, nc, chunk, 0, n_chunks, dpow2, dlo2, kmx, states)
+    _backward_a_chunks(u, k, v, g, rden, rscale, acc, b, c0, nc, chunk, 0, n_chunks, dpow2, dlo2, kmx, states, el, er)
     for c in range(nc):
         gw[b, c0 + c] += acc[0, c]
         gu[b, c0 + c] += acc[1, c]
-    _backward_b_summaries(g, out, rden, rscale, b, c0, nc, chunk, 0, n_chunks, dpow2, dlo2, el, er)
     _boundary_states(w, c0, nc, chunk, seq_len, rscale[1], el, er, bm, bs, pm, ps)
     states_b = (bm, bs, pm, ps)
     _backward_b_chunks(u, k, v, out, g, rden, rscale, gk, gv, b, c0, nc, chunk, 0, n_chunks, dpow2, dlo2, states_b)
@@ -1088,16 +1083,8 @@ def _backward_kernel_split(w, u, k, v, out, g, gw, gu, gk, gv, block, chunk, n_s
         dpow2, dlo2 = _decay_powers(w, c0, nc, chunk, k)
         states = (bm[task], bs[task], bsd[task], pm[task], ps[task], psd[task])
         b = task // n_blocks
-        _backward_a_chunks(
-            u, k, v, g, rden[task], rscale[task], acc[i], b, c0, nc, chunk, j0, j1, dpow2, dlo2, kmx[task], states
-        )
-    for i in numba.prange(n_tasks * n_split):
-        task, j0, j1 = _split_range(i, n_split, n_chunks)
-        c0, nc = _task_channels(task, n_blocks, block, channels)
-        dpow2, dlo2 = _decay_powers(w, c0, nc, chunk, k)
-        _backward_b_summaries(
-            g, out, rden[task], rscale[task], task // n_blocks, c0, nc, chunk, j0, j1, dpow2, dlo2, el[task], er[task]
-        )
+        a_args = (rden[task], rscale[task], acc[i], b, c0, nc, chunk, j0, j1, dpow2, dlo2, kmx[task], states)
+        _backward_a_chunks(u, k, v, g, *a_args, el[task], er[task])
     for task in numba.prange(n_tasks):
         c0, nc = _task_channels(task, n_blocks, block, channels)
         states_b = (bm[task], bs[task], pm[task], ps[task])

@@ -766,7 +766,8 @@ def _fast_forward_task(w, u, k, v, out, b, c0, nc, chunk):
 # distance-weighted sums, adds grad_w and grad_u, and keeps ``1 / denominator`` per element in the chunk's scale
 # (``rden``, in k's dtype) together with that scale per chunk; phase B then runs the same scheme over the
 # gradient terms ``(g / den, g out / den)``, whose per-chunk exponent it already knows, so its chunk terms need
-# no exponential.
+# no exponential; phase B's chunk summaries are formed at the end of each chunk of phase A, while that chunk's
+# gradients, reciprocals and outputs are still in cache.
 
 
 @numba.njit(**_JIT_FAST)

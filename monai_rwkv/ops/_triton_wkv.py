@@ -80,6 +80,13 @@ def _chunk_tile(seq_len, channels, L: tl.constexpr, BLOCK_C: tl.constexpr):
 
 
 @triton.jit
+def _chunk_plane(chunk, batch, n_chunks, channels, cols):
+    """Offsets of this program's chunk and batch item in one plane of a (planes, B, n_chunks, C) tensor, and the
+    planes' stride."""
+    return (batch * n_chunks + chunk) * channels + cols, n_chunks * channels * tl.num_programs(2).to(tl.int64)
+
+
+@triton.jit
 def _chunk_summary(
     w_ptr,
     k_ptr,
@@ -117,8 +124,8 @@ def _chunk_summary(
         d_fwd = tl.sum(x_fwd, axis=0)
         d_bwd = tl.sum(x_bwd, axis=0)
 
-    plane = summary_ptr + (batch * n_chunks + chunk) * channels + cols
-    stride = n_chunks * channels * tl.num_programs(2).to(tl.int64)
+    offs_c, stride = _chunk_plane(chunk, batch, n_chunks, channels, cols)
+    plane = summary_ptr + offs_c
     tl.store(plane, p_fwd, mask=col_ok)
     tl.store(plane + stride, tl.sum(x_fwd * v, axis=0), mask=col_ok)
     tl.store(plane + 2 * stride, d_fwd, mask=col_ok)
@@ -404,8 +411,7 @@ def _forward_states(
     u_row = tl.load(u_ptr + cols, mask=col_ok, other=0.0)
     k = tl.load(k_ptr + offs, mask=ok, other=0.0).to(tl.float32)
     v = tl.load(v_ptr + offs, mask=ok, other=0.0).to(tl.float32)
-    stride = n_chunks * channels * tl.num_programs(2).to(tl.int64)
-    state_offs = (batch * n_chunks + chunk) * channels + cols
+    state_offs, stride = _chunk_plane(chunk, batch, n_chunks, channels, cols)
     bounded = tl.max(tl.abs(w_row), axis=0) * L + tl.max(tl.abs(u_row), axis=0) <= LIMIT
     p_f, s_f, d_f, p_b, s_b, d_b = _tile_states(
         w_row,
@@ -476,13 +482,10 @@ def _chunk_output(
 
 
 @triton.jit
-def _store_chunk_sums(ptr, plane, chunk, batch, n_chunks, channels, cols, col_ok, a, b):
-    """Stores the column sums of ``a`` and ``b`` into planes ``plane`` and ``plane + 1`` of a (planes, B, n_chunks,
-    C) float32 tensor at this program's chunk and batch item."""
-    stride = n_chunks * channels * tl.num_programs(2).to(tl.int64)
-    offs = (batch * n_chunks + chunk) * channels + cols
-    tl.store(ptr + plane * stride + offs, tl.sum(a, axis=0), mask=col_ok)
-    tl.store(ptr + (plane + 1) * stride + offs, tl.sum(b, axis=0), mask=col_ok)
+def _store_chunk_sum(ptr, index, plane, col_ok, x):
+    """Stores the column sums of ``x`` into plane ``index`` at ``plane`` (from :func:`_chunk_plane`)."""
+    offs, stride = plane
+    tl.store(ptr + index * stride + offs, tl.sum(x, axis=0), mask=col_ok)
 
 
 @triton.jit
@@ -533,12 +536,10 @@ def _grad_prep(
     t_pre = rg * a_f * (s_f - out * d_f)  # sum over i < t of the pair terms a_t W_ti (v_i - out_t)
     t_suf = rg * a_b * (s_b - out * d_b)  # the same over i > t
     r = rows.to(tl.float32)[:, None]
-    _store_chunk_sums(
-        sums_ptr, 0, chunk, batch, n_chunks, channels, cols, col_ok, r * (t_suf - t_pre) + t_pre, t_suf - t_pre
-    )
-    stride = n_chunks * channels * tl.num_programs(2).to(tl.int64)
-    offs_c = (batch * n_chunks + chunk) * channels + cols
-    tl.store(sums_ptr + 4 * stride + offs_c, tl.sum(rg * a_diag * (v - out), axis=0), mask=col_ok)
+    plane = _chunk_plane(chunk, batch, n_chunks, channels, cols)
+    _store_chunk_sum(sums_ptr, 0, plane, col_ok, r * (t_suf - t_pre) + t_pre)
+    _store_chunk_sum(sums_ptr, 1, plane, col_ok, t_suf - t_pre)
+    _store_chunk_sum(sums_ptr, 4, plane, col_ok, rg * a_diag * (v - out))
 
 
 @triton.jit
@@ -568,8 +569,7 @@ def _grad_output(
     chunk, batch, rows, cols, col_ok, n_valid, ok, offs = _chunk_tile(seq_len, channels, L, BLOCK_C)
     w_row = tl.load(w_ptr + cols, mask=col_ok, other=0.0)
     u_row = tl.load(u_ptr + cols, mask=col_ok, other=0.0)
-    stride = n_chunks * channels * tl.num_programs(2).to(tl.int64)
-    state_offs = (batch * n_chunks + chunk) * channels + cols
+    state_offs, stride = _chunk_plane(chunk, batch, n_chunks, channels, cols)
     bounded = tl.max(tl.abs(w_row), axis=0) * L <= LIMIT
     p_f, s_f, d_f, p_b, s_b, d_b = _tile_states(
         w_row,
@@ -601,9 +601,9 @@ def _grad_output(
     tl.store(gv_ptr + offs, (e_f * s_f + e_b * s_b + e_diag * g).to(gv_ptr.dtype.element_ty), mask=ok)
     tl.store(gk_ptr + offs, (k_suf + k_pre + e_diag * (g * v - go)).to(gk_ptr.dtype.element_ty), mask=ok)
     r = rows.to(tl.float32)[:, None]
-    _store_chunk_sums(
-        sums_ptr, 2, chunk, batch, n_chunks, channels, cols, col_ok, r * (k_pre - k_suf) + k_suf, k_pre - k_suf
-    )
+    plane = _chunk_plane(chunk, batch, n_chunks, channels, cols)
+    _store_chunk_sum(sums_ptr, 2, plane, col_ok, r * (k_pre - k_suf) + k_suf)
+    _store_chunk_sum(sums_ptr, 3, plane, col_ok, k_pre - k_suf)
 
 
 def _block_channels(channels: int) -> int:

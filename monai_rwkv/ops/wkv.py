@@ -287,9 +287,9 @@ def bi_wkv(w: torch.Tensor, u: torch.Tensor, k: torch.Tensor, v: torch.Tensor, b
         keeps its state in float64 and agrees to ~1e-7 relative; the Triton backend computes in float32 and
         agrees to ~1e-5 relative (float64 inputs on CUDA take the pure path).
 
-    Differentiable with respect to all four inputs through autograd (the numba backend supplies its own
-    O(T) backward, which is not itself differentiable). Runs on any device; autocast is disabled inside so
-    mixed-precision callers still get the exact result.
+    Differentiable with respect to all four inputs through autograd (the numba and Triton backends supply their
+    own O(T) backward kernels, which are not themselves differentiable). Runs on any device; autocast is disabled
+    inside so mixed-precision callers still get the exact result.
     """
     _check_inputs(w, u, k, v)
     chosen = _choose(backend, (w, u, k, v))

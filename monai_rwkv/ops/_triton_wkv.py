@@ -40,6 +40,8 @@ relative to the output's scale (tested against the float64 reference).
 
 from __future__ import annotations
 
+from collections.abc import Sequence
+
 import torch
 import triton
 import triton.language as tl
@@ -630,6 +632,31 @@ def _auto_chunk(batch: int, seq_len: int, channels: int) -> int:
 SETTINGS = {"chunk": 0, "chunk_block": 256, "scan_block_c": 4, "block_c": 0, "bounded": 1}
 
 
+def _chunk_length(shape: Sequence[int], chunk: int) -> int:
+    """``chunk``, or where it is 0 :func:`_auto_chunk`'s choice for a (B, T, C) ``shape``."""
+    return chunk or _auto_chunk(*shape)
+
+
+def state_shape(shape: Sequence[int]) -> tuple[int, int, int, int]:
+    """Shape of the chunk entering states that ``wkv_forward(..., return_state=True)`` returns for (B, T, C) keys of
+    ``shape`` under the default :data:`SETTINGS` (no kernel launched; also for symbolic shapes)."""
+    batch, seq_len, channels = shape
+    chunk = _chunk_length(shape, SETTINGS["chunk"])
+    return 6, batch, (seq_len + chunk - 1) // chunk, channels
+
+
+def launch_plan(k: torch.Tensor, state: torch.Tensor) -> dict[str, int]:
+    """The default launch plan for keys ``k``, checked against a ``state`` from :func:`wkv_forward` (the plan
+    :func:`wkv_backward` takes when the forward's own plan was not kept)."""
+    plan = _launch_plan(k, {})
+    if tuple(state.shape) != state_shape(k.shape):
+        raise ValueError(
+            f"state of shape {tuple(state.shape)} does not belong to keys of shape {tuple(k.shape)} under the default"
+            f" settings (expected {state_shape(k.shape)})."
+        )
+    return plan
+
+
 def _launch_plan(k: torch.Tensor, settings: dict[str, int]) -> dict[str, int]:
     """Launch sizes for a call on ``k``'s (B, T, C): :data:`SETTINGS` with ``settings`` over them, ``chunk``
     resolved, plus ``n_chunks``, ``block_c`` and the chunk-level scan's ``chunk_block``."""
@@ -638,7 +665,7 @@ def _launch_plan(k: torch.Tensor, settings: dict[str, int]) -> dict[str, int]:
         raise TypeError(f"unknown settings {sorted(unknown)}; known: {sorted(SETTINGS)}")
     cfg = {**SETTINGS, **settings}
     batch, seq_len, channels = k.shape
-    cfg["chunk"] = cfg["chunk"] or _auto_chunk(batch, seq_len, channels)
+    cfg["chunk"] = _chunk_length(k.shape, cfg["chunk"])
     cfg["n_chunks"] = triton.cdiv(seq_len, cfg["chunk"])
     cfg["block_c"] = cfg["block_c"] or _block_channels(channels)
     cfg["chunk_block"] = min(cfg["chunk_block"], max(16, triton.next_power_of_2(cfg["n_chunks"])))

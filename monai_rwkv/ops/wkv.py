@@ -23,10 +23,10 @@ imports and every input is a CPU tensor, except while tracing, scripting or expo
 ``torch.export``), which need the pure PyTorch graph below; the kernels are a ``torch.library`` custom op
 (``monai_rwkv::bi_wkv_numba``), so ``torch.compile`` keeps them as one call. On CUDA tensors of dtype float32,
 float16 or bfloat16 it runs the Triton kernels of :mod:`monai_rwkv.ops._triton_wkv` (float32 arithmetic with
-exponent-carrying scans, forward and backward; triton ships with PyTorch's CUDA builds); under ``torch.compile``
-CUDA tensors take the pure path. ``backend="torch"`` always uses the pure path; ``backend="numba"`` and
-``backend="triton"`` insist on their kernels (``"triton"`` also runs CPU tensors under ``TRITON_INTERPRET=1``,
-which is how the tests check it without a GPU).
+exponent-carrying scans, forward and backward; triton ships with PyTorch's CUDA builds), also custom ops
+(``monai_rwkv::bi_wkv_triton`` and its backward) that ``torch.compile`` keeps. ``backend="torch"`` always uses
+the pure path; ``backend="numba"`` and ``backend="triton"`` insist on their kernels (``"triton"`` also runs CPU
+tensors under ``TRITON_INTERPRET=1``, which is how the tests check it without a GPU).
 """
 
 from __future__ import annotations
@@ -141,11 +141,6 @@ def _needs_torch_graph() -> bool:
     return bool(compiler is not None and getattr(compiler, "is_exporting", lambda: False)())
 
 
-def _is_compiling() -> bool:
-    compiler = getattr(torch, "compiler", None)
-    return bool(compiler is not None and compiler.is_compiling())
-
-
 _KERNEL_DTYPES = (torch.float16, torch.bfloat16, torch.float32, torch.float64)
 
 
@@ -209,22 +204,55 @@ def _numba_bi_wkv(w: torch.Tensor, u: torch.Tensor, k: torch.Tensor, v: torch.Te
     return _numba_forward(w.to(f64), u.to(f64), k.to(dtype).contiguous(), v.to(dtype).contiguous()).to(v.dtype)
 
 
-class _TritonBiWKV(torch.autograd.Function):
-    """Bi-WKV through the Triton kernels (float32 arithmetic), forward and backward: the forward keeps the chunk
-    entering states (12 / L bytes per element) and the backward recomputes the rest (two more O(B T C) passes)."""
+@torch.library.custom_op("monai_rwkv::bi_wkv_triton", mutates_args=())
+def _triton_forward(
+    w: torch.Tensor, u: torch.Tensor, k: torch.Tensor, v: torch.Tensor
+) -> tuple[torch.Tensor, torch.Tensor]:
+    """Bi-WKV through the Triton kernels (float32 arithmetic): w, u (C,); k, v (B, T, C) in float32, float16 or
+    bfloat16. Returns the output (B, T, C) in the dtype of ``v`` and the (6, B, n_chunks, C) float32 chunk entering
+    states (12 / L bytes per element), all its backward :func:`_triton_backward` keeps besides the inputs.
 
-    @staticmethod
-    def forward(ctx: Any, w: torch.Tensor, u: torch.Tensor, k: torch.Tensor, v: torch.Tensor) -> torch.Tensor:
-        out, state, ctx.plan = _TRITON.module.wkv_forward(w, u, k.detach(), v.detach(), return_state=True)
-        ctx.save_for_backward(w, u, k, v, state)
-        return out
+    A ``torch.library`` custom op, so that ``torch.compile`` keeps the kernels as one opaque call."""
+    out, state, _ = _TRITON.module.wkv_forward(w, u, k, v, return_state=True)
+    return out, state
 
-    @staticmethod
-    @torch.autograd.function.once_differentiable
-    def backward(ctx: Any, grad_out: torch.Tensor) -> tuple[torch.Tensor, ...]:
-        w, u, k, v, state = ctx.saved_tensors
-        grads = _TRITON.module.wkv_backward(w, u, k, v, state, grad_out, ctx.plan)
-        return tuple(g.to(x.dtype) for g, x in zip(grads, (w, u, k, v)))
+
+@_triton_forward.register_fake
+def _(w: torch.Tensor, u: torch.Tensor, k: torch.Tensor, v: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+    state_shape = _TRITON.module.state_shape(k.shape)
+    return torch.empty_like(v, memory_format=torch.contiguous_format), k.new_empty(state_shape, dtype=torch.float32)
+
+
+@torch.library.custom_op("monai_rwkv::bi_wkv_triton_backward", mutates_args=())
+def _triton_backward(
+    w: torch.Tensor, u: torch.Tensor, k: torch.Tensor, v: torch.Tensor, state: torch.Tensor, grad: torch.Tensor
+) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor, torch.Tensor]:
+    """Gradients ``(w, u, k, v)`` of :func:`_triton_forward` from its inputs, its ``state`` and the output's
+    gradient: (C,) float32 twice, then the dtypes of k and v (not itself differentiable)."""
+    return _TRITON.module.wkv_backward(w, u, k, v, state, grad, _TRITON.module.launch_plan(k, state))
+
+
+@_triton_backward.register_fake
+def _(
+    w: torch.Tensor, u: torch.Tensor, k: torch.Tensor, v: torch.Tensor, state: torch.Tensor, grad: torch.Tensor
+) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor, torch.Tensor]:
+    f32 = torch.float32
+    grads_k_v = (torch.empty_like(x, memory_format=torch.contiguous_format) for x in (k, v))
+    return (w.new_empty(w.shape, dtype=f32), u.new_empty(u.shape, dtype=f32), *grads_k_v)
+
+
+def _triton_setup_context(ctx: Any, inputs: tuple[torch.Tensor, ...], output: tuple[torch.Tensor, ...]) -> None:
+    ctx.mark_non_differentiable(output[1])
+    ctx.save_for_backward(*inputs, output[1])
+
+
+def _triton_backward_formula(ctx: Any, grad_out: torch.Tensor, _grad_state: Optional[torch.Tensor]) -> tuple:
+    w, u, k, v, state = ctx.saved_tensors
+    grads = _triton_backward(w, u, k, v, state, grad_out.contiguous())
+    return tuple(g.to(x.dtype) for g, x in zip(grads, (w, u, k, v)))
+
+
+_triton_forward.register_autograd(_triton_backward_formula, setup_context=_triton_setup_context)
 
 
 _TRITON_DTYPES = (torch.float16, torch.bfloat16, torch.float32)
@@ -245,7 +273,7 @@ def _choose(backend: str, tensors: tuple[torch.Tensor, ...]) -> str:
         if _needs_torch_graph():
             return "torch"
         cuda = tensors[2].device.type == "cuda"
-        if cuda and not _is_compiling() and _triton_supported(tensors) and triton_available():
+        if cuda and _triton_supported(tensors) and triton_available():
             return "triton"
         if _numba_supported(tensors) and numba_available():
             return "numba"
@@ -277,7 +305,7 @@ def bi_wkv(w: torch.Tensor, u: torch.Tensor, k: torch.Tensor, v: torch.Tensor, b
         u: per-channel bonus of the current token already divided by T, shape (C,).
         k: keys, shape (B, T, C).
         v: values, shape (B, T, C).
-        backend: ``"auto"`` (while nothing is being traced/scripted/compiled/exported: Triton kernels for CUDA
+        backend: ``"auto"`` (while nothing is being traced/scripted/exported: Triton kernels for CUDA
             tensors in float32/float16/bfloat16, numba kernels for CPU tensors when numba is installed; else
             pure PyTorch), ``"torch"``, ``"numba"`` or ``"triton"``.
 
@@ -298,7 +326,7 @@ def bi_wkv(w: torch.Tensor, u: torch.Tensor, k: torch.Tensor, v: torch.Tensor, b
             return _numba_bi_wkv(w, u, k, v)
     if chosen == "triton":
         with torch.autocast(device_type=k.device.type, enabled=False):
-            return _TritonBiWKV.apply(w, u, k, v)
+            return _triton_forward(w, u, k, v)[0]
     f64 = torch.float64
     with torch.autocast(device_type=k.device.type, enabled=False):
         needs_grad = torch.is_grad_enabled() and any(t.requires_grad for t in (w, u, k, v))

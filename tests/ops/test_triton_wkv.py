@@ -191,12 +191,17 @@ def test_backward_bounded_and_general_chunk_states_agree(bounded: int, seed: int
     _check_gradients((w, u, k, v), grad, kernels.wkv_backward(w, u, k, v, state, grad, plan), 5e-4)
 
 
+def _through_triton(out: torch.Tensor) -> bool:
+    """Whether ``out`` came from the Triton custom op (its autograd node names the op)."""
+    return "bi_wkv_triton" in type(out.grad_fn).__name__
+
+
 def test_bi_wkv_triton_backend_forward_and_gradients(seed: int) -> None:
     """Through bi_wkv: the Triton forward and backward match the pure PyTorch backend; gradients come back in
     each input's dtype, also for one token and for half-precision keys and values."""
     w, u, k, v = (x.requires_grad_() for x in _inputs(40, 16, 2, seed, decay_max=20.0, k_max=5.0))
     out = bi_wkv(w, u, k, v, backend="triton")
-    assert type(out.grad_fn).__name__.startswith("_TritonBiWKV")
+    assert _through_triton(out)
     grad = torch.randn_like(out)
     got = torch.autograd.grad(out, (w, u, k, v), grad)
     assert _channel_rel_err(out.detach(), bi_wkv(*(x.detach().double() for x in (w, u, k, v)))) < 5e-5
@@ -232,5 +237,38 @@ def test_triton_backend_errors_are_clear(monkeypatch: pytest.MonkeyPatch, seed: 
 @pytest.mark.skipif(DEVICE.type != "cuda", reason="auto picks Triton only for CUDA tensors")
 def test_auto_picks_triton_on_cuda(seed: int) -> None:
     w, u, k, v = (x.requires_grad_() for x in _inputs(64, 16, 1, seed))
-    assert type(bi_wkv(w, u, k, v).grad_fn).__name__.startswith("_TritonBiWKV")
-    assert not type(bi_wkv(w.double(), u, k.double(), v.double()).grad_fn).__name__.startswith("_TritonBiWKV")
+    assert _through_triton(bi_wkv(w, u, k, v))
+    assert not _through_triton(bi_wkv(w.double(), u, k.double(), v.double()))
+
+
+def test_torch_compile_keeps_the_triton_kernels(seed: int) -> None:
+    """Under torch.compile the Triton kernels stay opaque custom ops, forward and backward (before, compiling sent
+    CUDA tensors down the float64 pure path): same outputs and gradients as eager, the ops in the compiled graphs,
+    and the shapes the fake implementations promise are the ones the kernels return."""
+    from torch._dynamo.testing import CompileCounterWithBackend
+
+    w, u, k, v = _inputs(300, 16, 2, seed, decay_max=20.0, k_max=5.0)
+    grad_out = torch.randn(k.shape, generator=torch.Generator().manual_seed(seed)).to(DEVICE)
+
+    def fn(w, u, k, v):
+        return bi_wkv(w, u, torch.tanh(k), v, backend="triton") * 2
+
+    def grads(f):
+        args = tuple(x.detach().requires_grad_() for x in (w, u, k, v))
+        return torch.autograd.grad((f(*args) * grad_out).sum(), args)
+
+    counter = CompileCounterWithBackend("aot_eager")
+    compiled = torch.compile(fn, backend=counter, fullgraph=True)
+    ours, eager = grads(compiled), grads(fn)
+    assert counter.frame_count == 1
+    graph_ops = {str(node.target) for graph in counter.graphs for node in graph.graph.nodes}
+    assert any("bi_wkv_triton" in op for op in graph_ops), graph_ops
+    for name, a, b in zip("wukv", ours, eager):
+        assert torch.allclose(a, b, rtol=1e-6, atol=1e-6 * b.abs().max().item()), name
+    assert torch.equal(compiled(w, u, k, v), fn(w, u, k, v))
+    torch.library.opcheck(wkv_mod._triton_forward, (w, u, k, v), test_utils=("test_schema", "test_faketensor"))
+    out, state = wkv_mod._triton_forward(w, u, k, v)
+    backward_args = (w, u, k, v, state, grad_out)
+    torch.library.opcheck(wkv_mod._triton_backward, backward_args, test_utils=("test_schema", "test_faketensor"))
+    with pytest.raises(ValueError, match="does not belong to keys"):
+        wkv_mod._triton_backward(w, u, k[:, :17], v[:, :17], state, grad_out[:, :17])

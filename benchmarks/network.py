@@ -18,7 +18,11 @@ ratio of medians. A cell whose predicted time (the previous size's median times 
 ``--max-forward-s`` is skipped and marked so. Peak memory: each (model, size) runs once more in a fresh process;
 CPU: the process's peak RSS after the forward minus its RSS just before it (``VmHWM`` and ``VmRSS`` of
 /proc/self/status; not ``ru_maxrss``, which Linux carries over from the parent process across exec), i.e. the
-memory the forward pass needs beyond the model; CUDA: ``torch.cuda.max_memory_allocated``. Scaling: the slope of
+memory the forward pass needs beyond the model; with glibc also the "in-use" peak of a second forward in that
+process: the most ``malloc`` memory handed out and not yet freed (``mallinfo2``), sampled after every operator.
+RSS also counts what the allocator keeps freed but mapped, which with ``reuse_freed_memory()`` moves by +-25 %
+from process to process (fragmentation); the in-use peak moves by well under 1 % (paper preset, 512^2: 1,182 and 1,187 MiB). CUDA:
+``torch.cuda.max_memory_allocated``. Scaling: the slope of
 log(time) and log(memory) against log(pixels) from 256^2 up (least squares).
 
 Volume throughput: the CT denoising bundle's own restorer (``configs/inference.json``: light preset, 128^2 sliding
@@ -30,6 +34,8 @@ from __future__ import annotations
 
 import argparse
 import contextlib
+import ctypes
+import ctypes.util
 import itertools
 import json
 import math
@@ -44,6 +50,7 @@ from pathlib import Path
 from typing import Any, Optional
 
 import torch
+from torch.utils._python_dispatch import TorchDispatchMode
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
@@ -126,7 +133,52 @@ def memory_cell(name: str, size: int, device_name: str) -> dict[str, float]:
         before = _status_mb("VmRSS")
         net(x)
         peak = _status_mb("VmHWM")
-        return {"peak_mb": max(peak - before, 0.0), "process_peak_mb": peak}
+        cell = {"peak_mb": max(peak - before, 0.0), "process_peak_mb": peak}
+        if _mallinfo2() is not None:
+            base, sampler = _in_use_bytes(), _InUsePeak()
+            with sampler:
+                net(x)
+            cell["in_use_peak_mb"] = (sampler.peak - base) / 2**20
+        return cell
+
+
+class _MallInfo2(ctypes.Structure):
+    """glibc's ``struct mallinfo2`` (malloc.h)."""
+
+    _fields_ = [
+        (name, ctypes.c_size_t)
+        for name in ("arena", "ordblks", "smblks", "hblks", "hblkhd", "usmblks", "fsmblks", "uordblks", "fordblks")
+    ] + [("keepcost", ctypes.c_size_t)]
+
+
+def _mallinfo2() -> Optional[Callable[[], _MallInfo2]]:
+    """glibc's ``mallinfo2`` (2.33+), or None elsewhere."""
+    try:
+        fn = ctypes.CDLL(ctypes.util.find_library("c") or "libc.so.6").mallinfo2
+    except (OSError, AttributeError):
+        return None
+    fn.restype = _MallInfo2
+    return fn
+
+
+def _in_use_bytes() -> int:
+    """Bytes of ``malloc`` memory handed out and not freed: heap chunks in use plus ``mmap``-ed blocks."""
+    info = _mallinfo2()()
+    return info.uordblks + info.hblkhd
+
+
+class _InUsePeak(TorchDispatchMode):
+    """Largest :func:`_in_use_bytes` seen after any ATen operator (or custom op) while active: the memory the
+    tensors and kernel temporaries hold, unlike RSS free of what the allocator keeps freed but mapped."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.peak = _in_use_bytes()
+
+    def __torch_dispatch__(self, func: Any, types: Any, args: tuple = (), kwargs: Optional[dict] = None) -> Any:
+        out = func(*args, **(kwargs or {}))
+        self.peak = max(self.peak, _in_use_bytes())
+        return out
 
 
 def cuda_memory(net: torch.nn.Module, size: int, device: torch.device, autocast: Optional[torch.dtype]) -> float:
@@ -148,7 +200,9 @@ def autocast_context(device: torch.device, dtype: Optional[torch.dtype]) -> Any:
 
 def measure_memory(
     name: str, size: int, device: torch.device, timeout_s: float, opts_default_malloc: bool = False
-) -> Optional[float]:
+) -> dict[str, float]:
+    """:func:`memory_cell` in a fresh process: ``peak_mb`` (RSS) and, with glibc, ``in_use_peak_mb``; empty if it
+    failed."""
     cmd = [sys.executable, __file__, "--memory-cell", name, str(size), "--device", str(device)]
     cmd += ["--default-malloc"] if opts_default_malloc else []
     env = {**os.environ, "OMP_NUM_THREADS": str(torch.get_num_threads())}
@@ -156,8 +210,8 @@ def measure_memory(
         out = subprocess.run(cmd, capture_output=True, text=True, timeout=timeout_s, env=env, check=True)
     except (subprocess.CalledProcessError, subprocess.TimeoutExpired) as e:
         print(f"memory cell {name} {size}: failed ({type(e).__name__})", file=sys.stderr)
-        return None
-    return json.loads(out.stdout.strip().splitlines()[-1])["peak_mb"]
+        return {}
+    return json.loads(out.stdout.strip().splitlines()[-1])
 
 
 def time_size(
@@ -201,12 +255,15 @@ def network_table(opts: argparse.Namespace, device: torch.device) -> list[str]:
         skip |= {n for n in nets if i and n not in previous}  # skipped before: larger sizes too
         # memory first: with reuse_freed_memory this process keeps its peak after timing, and both must fit
         limit = opts.max_forward_s * 4 + 120
+        in_use: dict[str, Optional[float]] = {}
         if device.type == "cuda":
             memory = {n: cuda_memory(nets[n], size, device, AUTOCAST[opts.autocast]) for n in nets if n not in skip}
         else:
-            memory = {n: measure_memory(n, size, device, limit, opts.default_malloc) for n in nets if n not in skip}
+            cells = {n: measure_memory(n, size, device, limit, opts.default_malloc) for n in nets if n not in skip}
+            memory = {n: cell.get("peak_mb") for n, cell in cells.items()}
+            in_use = {n: cell.get("in_use_peak_mb") for n, cell in cells.items()}
         runs = time_size(nets, size, device, opts.repeats, skip, AUTOCAST[opts.autocast])
-        results[size] = {"runs": runs, "memory": memory}
+        results[size] = {"runs": runs, "memory": memory, "in_use": in_use}
         previous = {n: statistics.median(r) for n, r in runs.items()}
         print(f"{size}^2: " + ", ".join(f"{n} {t:.3f} s" for n, t in previous.items()), flush=True)
 
@@ -214,19 +271,24 @@ def network_table(opts: argparse.Namespace, device: torch.device) -> list[str]:
     lines = [f"Parameters (Omni-Shift counted fused, as the paper): {counted}", ""]
     head = "| size | " + " | ".join(f"{n} s (fastest)" for n in opts.models)
     head += " | " + " | ".join(f"{n} peak MiB" for n in opts.models)
+    has_in_use = any(v is not None for cell in results.values() for v in cell["in_use"].values())
+    if has_in_use:
+        head += " | " + " | ".join(f"{n} in-use peak MiB" for n in opts.models)
     ratios = [n for n in opts.models if n != "restormer"] if "restormer" in opts.models else []
-    head += "".join(f" | {n} / restormer time | {n} / restormer memory" for n in ratios) + " |"
+    head += "".join(f" | {n} / restormer time | {n} / restormer memory" for n in ratios)
+    head += "".join(f" | {n} / restormer memory in use" for n in ratios if has_in_use) + " |"
     lines += [head, "|" + "---|" * (head.count("|") - 1)]
     for size, cell in results.items():
         runs, memory = cell["runs"], cell["memory"]
         med = {n: statistics.median(r) for n, r in runs.items()}
         row = [f"{size}^2"]
         row += [f"{med[n]:.3f} ({min(runs[n]):.3f})" if n in med else "skipped" for n in opts.models]
-        row += [f"{memory[n]:.0f}" if memory.get(n) is not None else "-" for n in opts.models]
+        row += [_mib(memory.get(n)) for n in opts.models]
+        row += [_mib(cell["in_use"].get(n)) for n in opts.models] if has_in_use else []
         for n in ratios:
             row.append(f"{med[n] / med['restormer']:.2f}" if n in med and "restormer" in med else "-")
-            ok = memory.get(n) is not None and memory.get("restormer")
-            row.append(f"{memory[n] / memory['restormer']:.2f}" if ok else "-")
+            row.append(_ratio(memory.get(n), memory.get("restormer")))
+        row += [_ratio(cell["in_use"].get(n), cell["in_use"].get("restormer")) for n in ratios if has_in_use]
         lines.append("| " + " | ".join(row) + " |")
     lines.append("")
     scaled = [s for s in results if s >= 256]
@@ -234,9 +296,11 @@ def network_table(opts: argparse.Namespace, device: torch.device) -> list[str]:
         sizes = [s for s in scaled if n in results[s]["runs"]]
         t = slope(sizes, [statistics.median(results[s]["runs"][n]) for s in sizes])
         m = slope(sizes, [results[s]["memory"].get(n) or 0 for s in sizes])
+        m_in_use = slope(sizes, [results[s]["in_use"].get(n) or 0 for s in sizes])
         if t is not None:
             span = f"{sizes[0]}^2 .. {sizes[-1]}^2"
             mem = f"{m:.2f}" if m is not None else "-"
+            mem += f", in use {m_in_use:.2f}" if m_in_use is not None else ""
             lines.append(f"- scaling exponent vs pixels, {span}: {n} time {t:.2f}, peak memory {mem}")
     if "restore-rwkv-light" in nets and "restore-rwkv-paper" in nets:
         both = [s for s in results if {"restore-rwkv-light", "restore-rwkv-paper"} <= set(results[s]["runs"])]
@@ -251,6 +315,14 @@ def network_table(opts: argparse.Namespace, device: torch.device) -> list[str]:
                 + ", ".join(f"{s}^2 {v:.1f}x" for s, v in zip(both, speed))
             )
     return lines
+
+
+def _mib(value: Optional[float]) -> str:
+    return f"{value:.0f}" if value is not None else "-"
+
+
+def _ratio(a: Optional[float], b: Optional[float]) -> str:
+    return f"{a / b:.2f}" if a is not None and b else "-"
 
 
 def ct_volume(slices: int) -> torch.Tensor:

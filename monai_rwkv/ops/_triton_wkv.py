@@ -388,27 +388,12 @@ def _tile_states(
 
 @triton.jit
 def _forward_states(
-    w_ptr,
-    u_ptr,
-    k_ptr,
-    v_ptr,
-    state_ptr,
-    chunk,
-    batch,
-    rows,
-    cols,
-    col_ok,
-    n_valid,
-    ok,
-    offs,
-    channels,
-    n_chunks,
-    L: tl.constexpr,
-    LIMIT: tl.constexpr,
+    w_ptr, u_ptr, k_ptr, v_ptr, state_ptr, tile, channels, n_chunks, L: tl.constexpr, LIMIT: tl.constexpr
 ):
-    """The forward on this program's tile (indices from :func:`_chunk_tile`; see :func:`_chunk_output`): returns
+    """The forward on this program's ``tile`` (from :func:`_chunk_tile`; see :func:`_chunk_output`): returns
     ``k``, ``v``, the output ``num / den``, ``den`` and ``top`` (``e^{top} den`` is the softmax denominator), and
     the weights and states of the parts: ``a_diag``, ``a_f, s_f, d_f`` (prefix), ``a_b, s_b, d_b`` (suffix)."""
+    chunk, batch, rows, cols, col_ok, n_valid, ok, offs = tile
     w_row = tl.load(w_ptr + cols, mask=col_ok, other=0.0)
     u_row = tl.load(u_ptr + cols, mask=col_ok, other=0.0)
     k = tl.load(k_ptr + offs, mask=ok, other=0.0).to(tl.float32)
@@ -460,26 +445,10 @@ def _chunk_output(
     """Within-chunk states in both directions seeded with the entering states, then the normalised output.
     A block of channels whose ``|w| L + |u|`` is at most ``LIMIT`` (:data:`FAST_RANGE`, or -1: never) takes
     :func:`_states_bounded`, any other :func:`_states_general`."""
-    chunk, batch, rows, cols, col_ok, n_valid, ok, offs = _chunk_tile(seq_len, channels, L, BLOCK_C)
-    k, v, out, den, top, a_diag, a_f, s_f, d_f, a_b, s_b, d_b = _forward_states(
-        w_ptr,
-        u_ptr,
-        k_ptr,
-        v_ptr,
-        state_ptr,
-        chunk,
-        batch,
-        rows,
-        cols,
-        col_ok,
-        n_valid,
-        ok,
-        offs,
-        channels,
-        n_chunks,
-        L,
-        LIMIT,
-    )
+    tile = _chunk_tile(seq_len, channels, L, BLOCK_C)
+    chunk, batch, rows, cols, col_ok, n_valid, ok, offs = tile
+    fwd = _forward_states(w_ptr, u_ptr, k_ptr, v_ptr, state_ptr, tile, channels, n_chunks, L, LIMIT)
+    k, v, out, den, top, a_diag, a_f, s_f, d_f, a_b, s_b, d_b = fwd
     tl.store(out_ptr + offs, out.to(out_ptr.dtype.element_ty), mask=ok)
 
 
@@ -511,26 +480,10 @@ def _grad_prep(
     """Backward, first pass (output gradient ``g``): recomputes the forward on the tile and stores ``q = -log``
     (softmax denominator), ``go = g * out``, and per chunk the column sums of the terms of ``grad_u`` and of the
     output side of ``grad_w`` (``sums`` planes 0-2, see :func:`wkv_backward`)."""
-    chunk, batch, rows, cols, col_ok, n_valid, ok, offs = _chunk_tile(seq_len, channels, L, BLOCK_C)
-    k, v, out, den, top, a_diag, a_f, s_f, d_f, a_b, s_b, d_b = _forward_states(
-        w_ptr,
-        u_ptr,
-        k_ptr,
-        v_ptr,
-        state_ptr,
-        chunk,
-        batch,
-        rows,
-        cols,
-        col_ok,
-        n_valid,
-        ok,
-        offs,
-        channels,
-        n_chunks,
-        L,
-        LIMIT,
-    )
+    tile = _chunk_tile(seq_len, channels, L, BLOCK_C)
+    chunk, batch, rows, cols, col_ok, n_valid, ok, offs = tile
+    fwd = _forward_states(w_ptr, u_ptr, k_ptr, v_ptr, state_ptr, tile, channels, n_chunks, L, LIMIT)
+    k, v, out, den, top, a_diag, a_f, s_f, d_f, a_b, s_b, d_b = fwd
     g = tl.load(g_ptr + offs, mask=ok, other=0.0).to(tl.float32)
     tl.store(q_ptr + offs, -(top + tl.log(den)), mask=ok)
     tl.store(go_ptr + offs, g * out, mask=ok)

@@ -233,14 +233,14 @@ def _chunk_scan(
 
 
 @triton.jit
-def _states_general(
-    w, k_prev, v_prev, v2_prev, prev_ok, k_next, v_next, v2_next, next_ok, first, last, state_f, state_b
-):
+def _states_general(w, prev, nxt, first, last, state_f, state_b):
     """Both directions' states at every row of a chunk, for any ``w`` and ``u``: exponent-carrying scans of the
     rows' maps. Forward: row ``r`` holds token ``r - 1``, row 0 the state entering from the left. Backward: row
-    ``r`` holds token ``r + 1``, the last valid row the state entering from the right. ``v2_*`` are the second
-    values (0 where the neighbour is missing). Returns ``(p, s, d)`` of each direction per row (the state is
-    ``e^p (s, d)``)."""
+    ``r`` holds token ``r + 1``, the last valid row the state entering from the right. ``prev`` and ``nxt`` are
+    ``(k, v, v2, ok)`` of each row's neighbour token (:func:`_tile_states`; ``v2`` 0 where it is missing). Returns
+    ``(p, s, d)`` of each direction per row (the state is ``e^p (s, d)``)."""
+    k_prev, v_prev, v2_prev, prev_ok = prev
+    k_next, v_next, v2_next, next_ok = nxt
     p_in, s_in, d_in = state_f
     p_in, s_in, d_in = p_in[None, :], s_in[None, :], d_in[None, :]
     tau = tl.where(first, 0.0, w + tl.zeros_like(k_prev))
@@ -278,22 +278,7 @@ def _rescaled_sums(g, ok, v, v2, p_in, s_in, d_in, REVERSE: tl.constexpr, HAS_V2
 
 
 @triton.jit
-def _states_bounded(
-    w_row,
-    k_prev,
-    v_prev,
-    v2_prev,
-    prev_ok,
-    k_next,
-    v_next,
-    v2_next,
-    next_ok,
-    rows,
-    n_valid,
-    state_f,
-    state_b,
-    HAS_V2: tl.constexpr,
-):
+def _states_bounded(w_row, prev, nxt, rows, n_valid, state_f, state_b, HAS_V2: tl.constexpr):
     """The same states where ``|w| L + |u| <= FAST_RANGE``: moved to the decay frame of row 0, every term is a
     plain sum. Forward: token ``j`` enters as ``g = k_j + (j + 1) w`` and the state at row ``r`` is
     ``e^{-r w} [e^{p_in} (s_in, d_in) + sum_{j < r} e^{g_j} (v_j, v2_j)]``; backward: ``h = k_j - (j - 1) w``, the
@@ -301,6 +286,8 @@ def _states_bounded(
     exponentials per element (one per direction) and two running sums, instead of scans of exponent-carrying
     maps. A term whose ``e^{g - max g}`` underflows float32 (``< e^{-87}``) is smaller than another term of
     the same output by at least ``e^{87 - 2 |w| L - |u|}``, so it does not change the float32 result."""
+    k_prev, v_prev, v2_prev, prev_ok = prev
+    k_next, v_next, v2_next, next_ok = nxt
     r = rows.to(tl.float32)[:, None]
     w = w_row[None, :]
     p_in, s_in, d_in = state_f
@@ -348,42 +335,15 @@ def _tile_states(
         v2_next = tl.where(next_ok, 1.0, 0.0)
     state_f = _load_planes(state_ptr, stride, state_offs, col_ok)
     state_b = _load_planes(state_ptr + 3 * stride, stride, state_offs, col_ok)
+    prev = (k_prev, v_prev, v2_prev, prev_ok)
+    nxt = (k_next, v_next, v2_next, next_ok)
     if bounded:
-        p_f, s_f, d_f, p_b, s_b, d_b = _states_bounded(
-            w_row,
-            k_prev,
-            v_prev,
-            v2_prev,
-            prev_ok,
-            k_next,
-            v_next,
-            v2_next,
-            next_ok,
-            rows,
-            n_valid,
-            state_f,
-            state_b,
-            HAS_V2,
-        )
+        states = _states_bounded(w_row, prev, nxt, rows, n_valid, state_f, state_b, HAS_V2)
     else:
         first = (rows == 0)[:, None]
         last = (rows == n_valid - 1)[:, None]
-        p_f, s_f, d_f, p_b, s_b, d_b = _states_general(
-            w_row[None, :],
-            k_prev,
-            v_prev,
-            v2_prev,
-            prev_ok,
-            k_next,
-            v_next,
-            v2_next,
-            next_ok,
-            first,
-            last,
-            state_f,
-            state_b,
-        )
-    return p_f, s_f, d_f, p_b, s_b, d_b
+        states = _states_general(w_row[None, :], prev, nxt, first, last, state_f, state_b)
+    return states
 
 
 @triton.jit

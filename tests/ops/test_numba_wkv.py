@@ -8,6 +8,8 @@ import torch
 
 from monai_rwkv.ops import bi_wkv, bi_wkv_at, bi_wkv_quadratic
 
+from .compile_checks import assert_compiled_like_eager
+
 pytest.importorskip("numba")
 
 import monai_rwkv.ops.wkv as wkv_mod  # noqa: E402
@@ -499,21 +501,9 @@ def test_block_size_whole_rows_when_every_channel_is_fast(monkeypatch: pytest.Mo
 def test_torch_compile_keeps_the_numba_kernels(seed: int) -> None:
     """Under torch.compile the kernels stay one opaque custom op (not the pure PyTorch graph): same outputs and
     gradients as eager, with the op in the compiled graph."""
-    from torch._dynamo.testing import CompileCounterWithBackend
-
-    w, u, k, v = (x.requires_grad_() for x in _inputs(300, channels=16, batch=2, seed=seed, decay_max=20.0))
-    grad_out = torch.randn(2, 300, 16)
+    args = _inputs(300, channels=16, batch=2, seed=seed, decay_max=20.0)
 
     def fn(w, u, k, v):
         return bi_wkv(w, u, torch.tanh(k), v) * 2
 
-    counter = CompileCounterWithBackend("aot_eager")
-    compiled = torch.compile(fn, backend=counter, fullgraph=True)
-    eager = _grads(fn, (w, u, k, v), grad_out)
-    ours = _grads(compiled, (w, u, k, v), grad_out)
-    assert counter.frame_count == 1
-    graph_ops = {str(node.target) for graph in counter.graphs for node in graph.graph.nodes}
-    assert any("bi_wkv_numba" in op for op in graph_ops), graph_ops
-    for name, a, b in zip("wukv", ours, eager):
-        assert torch.allclose(a, b, rtol=1e-6, atol=1e-6 * b.abs().max().item()), name
-    assert torch.equal(compiled(w, u, k, v), fn(w, u, k, v))
+    assert_compiled_like_eager(fn, args, torch.randn(2, 300, 16), "bi_wkv_numba")

@@ -23,6 +23,8 @@ import torch
 
 from monai_rwkv.ops import bi_wkv, bi_wkv_quadratic
 
+from .compile_checks import assert_compiled_like_eager
+
 DEVICE = torch.device("cuda" if torch.cuda.is_available() else "cpu")
 if DEVICE.type == "cpu":
     # tests/conftest.py sets TRITON_INTERPRET=1 before triton is first imported
@@ -252,27 +254,13 @@ def test_torch_compile_keeps_the_triton_kernels(seed: int) -> None:
     """Under torch.compile the Triton kernels stay opaque custom ops, forward and backward (before, compiling sent
     CUDA tensors down the float64 pure path): same outputs and gradients as eager, the ops in the compiled graphs,
     and the shapes the fake implementations promise are the ones the kernels return."""
-    from torch._dynamo.testing import CompileCounterWithBackend
-
     w, u, k, v = _inputs(300, 16, 2, seed, decay_max=20.0, k_max=5.0)
     grad_out = torch.randn(k.shape, generator=torch.Generator().manual_seed(seed)).to(DEVICE)
 
     def fn(w, u, k, v):
         return bi_wkv(w, u, torch.tanh(k), v, backend="triton") * 2
 
-    def grads(f):
-        args = tuple(x.detach().requires_grad_() for x in (w, u, k, v))
-        return torch.autograd.grad((f(*args) * grad_out).sum(), args)
-
-    counter = CompileCounterWithBackend("aot_eager")
-    compiled = torch.compile(fn, backend=counter, fullgraph=True)
-    ours, eager = grads(compiled), grads(fn)
-    assert counter.frame_count == 1
-    graph_ops = {str(node.target) for graph in counter.graphs for node in graph.graph.nodes}
-    assert any("bi_wkv_triton" in op for op in graph_ops), graph_ops
-    for name, a, b in zip("wukv", ours, eager):
-        assert torch.allclose(a, b, rtol=1e-6, atol=1e-6 * b.abs().max().item()), name
-    assert torch.equal(compiled(w, u, k, v), fn(w, u, k, v))
+    assert_compiled_like_eager(fn, (w, u, k, v), grad_out, "bi_wkv_triton")
     torch.library.opcheck(wkv_mod._triton_forward, (w, u, k, v), test_utils=("test_schema", "test_faketensor"))
     out, state = wkv_mod._triton_forward(w, u, k, v)
     backward_args = (w, u, k, v, state, grad_out)

@@ -301,26 +301,13 @@ def _states_bounded(w_row, prev, nxt, rows, n_valid, state_f, state_b, HAS_V2: t
 
 
 @triton.jit
-def _tile_states(
-    w_row,
-    bounded,
-    k_ptr,
-    v_ptr,
-    v2_ptr,
-    state_ptr,
-    offs,
-    ok,
-    rows,
-    n_valid,
-    channels,
-    state_offs,
-    stride,
-    col_ok,
-    HAS_V2: tl.constexpr,
-):
+def _tile_states(w_row, bounded, k_ptr, v_ptr, v2_ptr, state_ptr, tile, plane, channels, HAS_V2: tl.constexpr):
     """States of both directions at every row of this program's tile, for keys ``k``, values ``v`` and second
-    values ``v2`` (1 unless ``HAS_V2``), seeded with the entering states at ``state_offs`` of ``state``;
-    ``bounded``: whether :func:`_states_bounded` applies to this block of channels."""
+    values ``v2`` (1 unless ``HAS_V2``), seeded with the entering states of ``state`` at ``plane`` (from
+    :func:`_chunk_plane`); ``tile`` from :func:`_chunk_tile`; ``bounded``: whether :func:`_states_bounded` applies to
+    this block of channels."""
+    chunk, batch, rows, cols, col_ok, n_valid, ok, offs = tile
+    state_offs, stride = plane
     prev_ok = ok & (rows >= 1)[:, None]
     k_prev = tl.load(k_ptr + offs - channels, mask=prev_ok, other=0.0).to(tl.float32)
     v_prev = tl.load(v_ptr + offs - channels, mask=prev_ok, other=0.0).to(tl.float32)
@@ -358,25 +345,10 @@ def _forward_states(
     u_row = tl.load(u_ptr + cols, mask=col_ok, other=0.0)
     k = tl.load(k_ptr + offs, mask=ok, other=0.0).to(tl.float32)
     v = tl.load(v_ptr + offs, mask=ok, other=0.0).to(tl.float32)
-    state_offs, stride = _chunk_plane(chunk, batch, n_chunks, channels, cols)
+    plane = _chunk_plane(chunk, batch, n_chunks, channels, cols)
     bounded = tl.max(tl.abs(w_row), axis=0) * L + tl.max(tl.abs(u_row), axis=0) <= LIMIT
-    p_f, s_f, d_f, p_b, s_b, d_b = _tile_states(
-        w_row,
-        bounded,
-        k_ptr,
-        v_ptr,
-        v_ptr,
-        state_ptr,
-        offs,
-        ok,
-        rows,
-        n_valid,
-        channels,
-        state_offs,
-        stride,
-        col_ok,
-        False,
-    )
+    states = _tile_states(w_row, bounded, k_ptr, v_ptr, v_ptr, state_ptr, tile, plane, channels, False)
+    p_f, s_f, d_f, p_b, s_b, d_b = states
     p_diag = u_row[None, :] + k
     top = tl.maximum(tl.maximum(p_f, p_b), p_diag)
     a_f = tl.exp(p_f - top)
@@ -481,28 +453,14 @@ def _grad_output(
     scan of the same) give, at token ``i``, ``sum_{t != i} e^{q_t - (|t-i|-1) w} (g_t, go_t)`` per side; times
     ``e^{k_i}`` these are the gradients of ``k_i`` and ``v_i``. Also stores per chunk the column sums of the input
     side of ``grad_w`` (``sums`` planes 2-3)."""
-    chunk, batch, rows, cols, col_ok, n_valid, ok, offs = _chunk_tile(seq_len, channels, L, BLOCK_C)
+    tile = _chunk_tile(seq_len, channels, L, BLOCK_C)
+    chunk, batch, rows, cols, col_ok, n_valid, ok, offs = tile
     w_row = tl.load(w_ptr + cols, mask=col_ok, other=0.0)
     u_row = tl.load(u_ptr + cols, mask=col_ok, other=0.0)
-    state_offs, stride = _chunk_plane(chunk, batch, n_chunks, channels, cols)
+    plane = _chunk_plane(chunk, batch, n_chunks, channels, cols)
     bounded = tl.max(tl.abs(w_row), axis=0) * L <= LIMIT
-    p_f, s_f, d_f, p_b, s_b, d_b = _tile_states(
-        w_row,
-        bounded,
-        q_ptr,
-        g_ptr,
-        go_ptr,
-        state_ptr,
-        offs,
-        ok,
-        rows,
-        n_valid,
-        channels,
-        state_offs,
-        stride,
-        col_ok,
-        True,
-    )
+    states = _tile_states(w_row, bounded, q_ptr, g_ptr, go_ptr, state_ptr, tile, plane, channels, True)
+    p_f, s_f, d_f, p_b, s_b, d_b = states
     k = tl.load(k_ptr + offs, mask=ok, other=0.0).to(tl.float32)
     v = tl.load(v_ptr + offs, mask=ok, other=0.0).to(tl.float32)
     q = tl.load(q_ptr + offs, mask=ok, other=0.0)
@@ -516,7 +474,6 @@ def _grad_output(
     tl.store(gv_ptr + offs, (e_f * s_f + e_b * s_b + e_diag * g).to(gv_ptr.dtype.element_ty), mask=ok)
     tl.store(gk_ptr + offs, (k_suf + k_pre + e_diag * (g * v - go)).to(gk_ptr.dtype.element_ty), mask=ok)
     r = rows.to(tl.float32)[:, None]
-    plane = _chunk_plane(chunk, batch, n_chunks, channels, cols)
     _store_chunk_sum(sums_ptr, 2, plane, col_ok, r * (k_pre - k_suf) + k_suf)
     _store_chunk_sum(sums_ptr, 3, plane, col_ok, k_pre - k_suf)
 

@@ -71,12 +71,15 @@ def test_forward_matches_float64_definition(seq_len: int, channels: int, batch: 
 
 @pytest.mark.parametrize("decay", [400.0, -400.0])
 def test_extreme_decay_and_keys_stay_finite_and_exact(decay: float, seed: int) -> None:
-    """|w| T of 400 and keys of +-80 overflow float32 unless every partial sum carries its own exponent."""
+    """|w| T of 400 and keys of +-80 overflow float32 unless every partial sum carries its own exponent. The bound
+    is 1e-4, as in the bounded-chunks test below: the carried exponents reach |w| T + |k| ~ 480, and their float32
+    rounding (ulp(256) = 3.1e-5, ulp(480) = 6.1e-5) is a relative error of the terms; one CI seed gave 5.9e-5,
+    typical seeds ~1.8e-5 (the kernels before and after this session's refactors are bitwise equal on it)."""
     w, u, k, v = _inputs(200, 16, 1, seed, decay_max=abs(decay), k_max=80.0)
     w = w.abs() * (1 if decay > 0 else -1)
     out = kernels.wkv_forward(w, u, k, v, chunk=16, chunk_block=16, scan_block_c=4)
     assert torch.isfinite(out).all()
-    assert _channel_rel_err(out, bi_wkv_quadratic(w, u, k, v)) < 5e-5
+    assert _channel_rel_err(out, bi_wkv_quadratic(w, u, k, v)) < 1e-4
 
 
 @pytest.mark.parametrize("sign", [1.0, -1.0])

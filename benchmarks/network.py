@@ -21,9 +21,9 @@ CPU: the process's peak RSS after the forward minus its RSS just before it (``Vm
 memory the forward pass needs beyond the model; with glibc also the "in-use" peak of a second forward in that
 process: the most ``malloc`` memory handed out and not yet freed (``mallinfo2``), sampled after every operator.
 RSS also counts what the allocator keeps freed but mapped, which with ``reuse_freed_memory()`` moves by +-25 %
-from process to process (fragmentation); the in-use peak moves by well under 1 % (paper preset, 512^2: 1,182 and 1,187 MiB). CUDA:
-``torch.cuda.max_memory_allocated``. Scaling: the slope of
-log(time) and log(memory) against log(pixels) from 256^2 up (least squares).
+from process to process (fragmentation); the in-use peak moves by well under 1 % (paper preset, 512^2: 1,182 and
+1,187 MiB). CUDA: ``torch.cuda.max_memory_allocated``. Scaling: the slope of log(time) and log(memory) against
+log(pixels) from 256^2 up (least squares).
 
 Volume throughput: the CT denoising bundle's own restorer (``configs/inference.json``: light preset, 128^2 sliding
 window, overlap 0.25, Gaussian blending) on a 512 x 512 x ``--volume-slices`` volume (the real head CT upsampled
@@ -45,7 +45,7 @@ import subprocess
 import sys
 import time
 from collections.abc import Callable
-from functools import partial
+from functools import cache, partial
 from pathlib import Path
 from typing import Any, Optional
 
@@ -151,8 +151,10 @@ class _MallInfo2(ctypes.Structure):
     ] + [("keepcost", ctypes.c_size_t)]
 
 
+@cache
 def _mallinfo2() -> Optional[Callable[[], _MallInfo2]]:
-    """glibc's ``mallinfo2`` (2.33+), or None elsewhere."""
+    """glibc's ``mallinfo2`` (2.33+), or None elsewhere; looked up once (``find_library`` runs ``ldconfig``, and
+    :class:`_InUsePeak` reads the counters after every operator)."""
     try:
         fn = ctypes.CDLL(ctypes.util.find_library("c") or "libc.so.6").mallinfo2
     except (OSError, AttributeError):

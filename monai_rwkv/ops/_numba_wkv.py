@@ -503,13 +503,18 @@ def _decay_powers(w, c0, nc, chunk, like):
     rounded float32 decay alone compounds its rounding (up to 64 x 3e-8 over a chunk; seen: 1e-5 per channel)."""
     dpow2 = np.empty((chunk + 1, 2 * nc), like.dtype)
     dlo2 = np.empty(2 * nc, like.dtype)
+    exact = np.empty(nc)  # float64; one exponential per loop body, so that the loop vectorises
     for r in range(chunk + 1):
         for c in range(nc):
-            d = _exp(-float(r) * w[c0 + c])
-            dpow2[r, c] = d
-            dpow2[r, nc + c] = d
-            if r == 1:
-                dlo2[c] = dlo2[nc + c] = d - float(dpow2[1, c])
+            exact[c] = _exp(-float(r) * w[c0 + c])
+        row = dpow2[r]
+        for c in range(nc):
+            row[c] = exact[c]
+        for c in range(nc):
+            row[nc + c] = exact[c]
+        if r == 1:
+            for c in range(nc):
+                dlo2[c] = dlo2[nc + c] = exact[c] - float(row[c])
     return dpow2, dlo2
 
 

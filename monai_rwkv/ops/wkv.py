@@ -155,6 +155,11 @@ def _numba_forward(w: torch.Tensor, u: torch.Tensor, k: torch.Tensor, v: torch.T
     A ``torch.library`` custom op, so that ``torch.compile`` keeps it as one opaque call (the kernels are not
     traceable) instead of falling back to the pure PyTorch graph; its backward is :func:`_numba_backward`.
     """
+    return _numba_run(w, u, k, v)
+
+
+def _numba_run(w: torch.Tensor, u: torch.Tensor, k: torch.Tensor, v: torch.Tensor) -> torch.Tensor:
+    """The numba forward on plain CPU tensors (the body of :func:`_numba_forward`)."""
     kernels = _NUMBA.module
     kernels.set_threads(torch.get_num_threads())
     arrays = (x.detach().contiguous().numpy() for x in (w, u, k, v))
@@ -201,7 +206,20 @@ def _numba_bi_wkv(w: torch.Tensor, u: torch.Tensor, k: torch.Tensor, v: torch.Te
     input's dtype."""
     dtype = torch.float64 if torch.float64 in (k.dtype, v.dtype) else torch.float32
     f64 = torch.float64
-    return _numba_forward(w.to(f64), u.to(f64), k.to(dtype).contiguous(), v.to(dtype).contiguous()).to(v.dtype)
+    args = (w.to(f64), u.to(f64), k.to(dtype).contiguous(), v.to(dtype).contiguous())
+    forward = _numba_run if _plain_inference(args) else _numba_forward
+    return forward(*args).to(v.dtype)
+
+
+def _plain_inference(tensors: tuple[torch.Tensor, ...]) -> bool:
+    """True for eager calls on plain tensors that autograd does not track: the kernels may then run without the
+    custom op's dispatch (~40 us a call, a tenth of a 16-channel 128^2 scan; benchmarks/RESULTS.md). Compiling,
+    tensor subclasses (fake tensors) and dispatch modes keep the custom op, which they need."""
+    if torch.is_grad_enabled() and any(t.requires_grad for t in tensors):
+        return False
+    if torch.compiler.is_compiling() or torch._C._len_torch_dispatch_stack() > 0:
+        return False
+    return all(type(t) is torch.Tensor for t in tensors)
 
 
 @torch.library.custom_op("monai_rwkv::bi_wkv_triton", mutates_args=())
@@ -321,9 +339,8 @@ def bi_wkv(w: torch.Tensor, u: torch.Tensor, k: torch.Tensor, v: torch.Tensor, b
     """
     _check_inputs(w, u, k, v)
     chosen = _choose(backend, (w, u, k, v))
-    if chosen == "numba":
-        with torch.autocast(device_type="cpu", enabled=False):
-            return _numba_bi_wkv(w, u, k, v)
+    if chosen == "numba":  # autocast does not apply to the kernels, nor to the casts around them
+        return _numba_bi_wkv(w, u, k, v)
     if chosen == "triton":
         with torch.autocast(device_type=k.device.type, enabled=False):
             return _triton_forward(w, u, k, v)[0]

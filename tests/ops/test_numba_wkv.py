@@ -198,6 +198,37 @@ def test_auto_dispatch(seed: int) -> None:
         bi_wkv(w, u, k, v, backend="cuda")
 
 
+def test_gradient_free_eager_calls_run_the_kernels_without_the_custom_op(
+    monkeypatch: pytest.MonkeyPatch, seed: int
+) -> None:
+    """Inference skips the custom op's dispatch with bitwise the same result; tracked inputs, dispatch modes and
+    fake tensors (shape propagation) still go through the op."""
+    from torch._subclasses.fake_tensor import FakeTensorMode
+    from torch.utils._python_dispatch import TorchDispatchMode
+
+    op_calls: list[int] = []
+    custom_op = wkv_mod._numba_forward
+    monkeypatch.setattr(wkv_mod, "_numba_forward", lambda *a: op_calls.append(1) or custom_op(*a))
+    w, u, k, v = _inputs(700, channels=7, batch=2, seed=seed)
+    want = custom_op(w.double(), u.double(), k, v)
+    with torch.no_grad():
+        assert torch.equal(bi_wkv(w, u, k, v), want) and not op_calls
+    with torch.inference_mode():
+        assert torch.equal(bi_wkv(w, u, k, v), want) and not op_calls
+
+    class PassThrough(TorchDispatchMode):
+        def __torch_dispatch__(self, func, types, args=(), kwargs=None):  # type: ignore[no-untyped-def]
+            return func(*args, **(kwargs or {}))
+
+    with torch.no_grad(), PassThrough():
+        assert torch.equal(bi_wkv(w, u, k, v), want) and len(op_calls) == 1
+    assert torch.equal(bi_wkv(w, u, k.requires_grad_(), v).detach(), want) and len(op_calls) == 2
+    real = [t.detach() for t in (w, u, k, v)]
+    with FakeTensorMode() as mode, torch.no_grad():
+        fake = bi_wkv(*(mode.from_tensor(t) for t in real))
+    assert fake.shape == v.shape and len(op_calls) == 3
+
+
 @pytest.mark.filterwarnings("ignore::torch.jit.TracerWarning")
 def test_auto_uses_torch_path_while_tracing(seed: int) -> None:
     w, u, k, v = _inputs(40, channels=4, batch=2, seed=seed, decay_max=5, k_max=5)

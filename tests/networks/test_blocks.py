@@ -9,6 +9,7 @@ import torch
 import torch.nn.functional as F
 
 from monai_rwkv.networks.blocks import OmniShift, ReWKV, RWKVBlock, scan_order, to_image, to_tokens
+from monai_rwkv.networks.blocks import rwkv as rwkv_blocks
 from monai_rwkv.networks.blocks.rwkv import pointwise
 from monai_rwkv.ops import bi_wkv_quadratic
 
@@ -37,6 +38,50 @@ def test_fused_kernel_in_state_dict_is_fresh_and_ignored_on_load(seed: int) -> N
     other.load_state_dict(state)
     x = torch.randn(1, 4, 8, 8)
     assert torch.equal(other.eval()(x), shift.eval()(x))
+
+
+def test_omni_shift_gradient_free_kernel_follows_every_parameter_change(seed: int) -> None:
+    """Gradient-free eval calls reuse the fused kernel, and recompute it after in-place updates (optimiser steps,
+    ``load_state_dict``), dtype changes and replaced parameter data: always equal to the explicit branches."""
+    shift = OmniShift(2, 5).eval()
+    x = torch.randn(2, 5, 11, 9) * 20
+
+    def check(module: OmniShift, inputs: torch.Tensor) -> None:
+        with torch.no_grad():
+            got = module(inputs)
+            want = module.train()(inputs)
+            module.eval()
+        assert torch.allclose(got, want, rtol=1e-5, atol=1e-5 * want.abs().max().item())
+
+    with torch.no_grad():
+        first = shift._eval_kernel(torch.float32)
+        assert shift._eval_kernel(torch.float32) is first  # reused
+    check(shift, x)
+    optimiser = torch.optim.SGD(shift.parameters(), lr=0.5)
+    shift.train()(x).square().mean().backward()
+    optimiser.step()
+    check(shift.eval(), x)
+    with torch.no_grad():
+        shift.conv5x5.weight.mul_(-3.0)
+    check(shift, x)
+    shift.load_state_dict(OmniShift(2, 5).state_dict())
+    check(shift, x)
+    shift.conv3x3.weight.data = torch.randn_like(shift.conv3x3.weight) * 4
+    check(shift, x)
+    shift.double()
+    check(shift, x.double())
+    shift.float()
+    with torch.inference_mode():  # in-place change inside inference mode bumps the version too
+        shift.alpha.add_(0.25)
+    check(shift, x)
+    with torch.inference_mode():  # parameters that are inference tensors (no version counter)
+        built = OmniShift(2, 5).eval()
+        assert built.alpha.is_inference()
+        want = built.train()(x)
+        assert torch.allclose(built.eval()(x), want, rtol=1e-5, atol=1e-5 * want.abs().max().item())
+    tracked = x.clone().requires_grad_()
+    shift.eval()(tracked).sum().backward()  # grad-enabled eval keeps the graph to the parameters
+    assert shift.alpha.grad is not None and tracked.grad is not None
 
 
 def test_omni_shift_is_thread_safe(seed: int) -> None:
@@ -135,14 +180,23 @@ def test_to_image_of_one_item_has_canonical_channels_last_strides(spatial_shape:
 
 @pytest.mark.parametrize("spatial_shape", [(6, 10), (4, 6, 5)])
 @pytest.mark.parametrize("bias", [False, True])
-def test_pointwise_convolution_equals_the_linear_layer(spatial_shape: tuple[int, ...], bias: bool, seed: int) -> None:
-    """CPU inference runs token-wise linears as 1x1 convolutions of the channels-last image: same values as
-    ``nn.Linear``, same (B, T, C_out) token layout; with autograd tracking the input it is the linear layer."""
+@pytest.mark.parametrize("conv_min_macs", [0, rwkv_blocks._CONV_MIN_MACS])
+def test_pointwise_convolution_equals_the_linear_layer(
+    spatial_shape: tuple[int, ...], bias: bool, conv_min_macs: int, seed: int, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """CPU inference runs token-wise linears of at least ``_CONV_MIN_MACS`` multiply-adds as 1x1 convolutions of
+    the channels-last image, smaller ones as the matmul: same values as ``nn.Linear``, same (B, T, C_out) token
+    layout either way; with autograd tracking the input it is the linear layer."""
+    monkeypatch.setattr(rwkv_blocks, "_CONV_MIN_MACS", conv_min_macs)
+    calls: list[tuple[int, ...]] = []
+    conv = rwkv_blocks._CONV_FN[len(spatial_shape)]
+    monkeypatch.setitem(rwkv_blocks._CONV_FN, len(spatial_shape), lambda x, *a: calls.append(x.shape) or conv(x, *a))
     linear = torch.nn.Linear(12, 20, bias=bias)
     tokens = torch.randn(2, int(torch.tensor(spatial_shape).prod()), 12) * 10
     want = linear(tokens)
     with torch.no_grad():
         got = pointwise(linear, tokens, spatial_shape)
+    assert len(calls) == (conv_min_macs == 0)  # these products (2 x 60 x 12 x 20) are below the default
     assert got.shape == want.shape and got.is_contiguous()
     assert torch.allclose(got, want, rtol=1e-5, atol=1e-5 * want.abs().max().item())
     tracked = tokens.requires_grad_()

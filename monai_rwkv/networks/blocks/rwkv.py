@@ -32,15 +32,22 @@ def to_image(tokens: torch.Tensor, spatial_shape: Sequence[int]) -> torch.Tensor
     return image.permute(0, image.ndim - 1, *range(1, image.ndim - 1))
 
 
+#: Fewest multiply-adds for which :func:`pointwise` takes the convolution: each call of oneDNN's convolution costs
+#: ~30-40 us more than the matmul, which made the matmul 1.1-4x faster below 2^26 (e.g. 64^2 tokens, 32 -> 32
+#: channels: 28 against 58 us) on a 2-thread Intel Xeon (benchmarks/pointwise.py, RESULTS.md).
+_CONV_MIN_MACS = 1 << 26
+
+
 def pointwise(linear: nn.Linear, tokens: torch.Tensor, spatial_shape: Sequence[int]) -> torch.Tensor:
     """``linear`` applied to every token of (B, T, C) ``tokens`` -> (B, T, C_out).
 
-    For CPU inference (autograd not tracking ``tokens``) it runs as a 1x1 convolution of the channels-last image:
-    oneDNN's convolution was 1.0-2.3x faster than the matmul behind ``nn.Linear`` for these tall, thin products
-    (T x C by C x C_out with C = 16-384; benchmarks/pointwise.py) with the same values up to float32 summation
-    order. Elsewhere (CUDA, training) it is ``linear(tokens)``.
+    For CPU inference (autograd not tracking ``tokens``) of at least ``_CONV_MIN_MACS`` multiply-adds it runs as a
+    1x1 convolution of the channels-last image: oneDNN's convolution was up to 2.7x faster than the matmul behind
+    ``nn.Linear`` for these tall, thin products (T x C by C x C_out with C = 16-384; benchmarks/pointwise.py), with
+    the same values up to float32 summation order. Smaller products, training and CUDA use ``linear(tokens)``.
     """
-    if tokens.device.type != "cpu" or not _in_place_ok(tokens):
+    macs = tokens.shape[0] * tokens.shape[1] * linear.in_features * linear.out_features
+    if tokens.device.type != "cpu" or not _in_place_ok(tokens) or macs < _CONV_MIN_MACS:
         return linear(tokens)
     weight = linear.weight.reshape(*linear.weight.shape, *(1,) * len(spatial_shape))
     return to_tokens(_CONV_FN[len(spatial_shape)](to_image(tokens, spatial_shape), weight, linear.bias))

@@ -6,10 +6,11 @@ Usage (from the repository root)::
     python benchmarks/pointwise.py
     python benchmarks/pointwise.py --write benchmarks/RESULTS.md
 
-Shapes are those of the Restore-RWKV presets: (image side, C_in, C_out) for the spatial mix (C -> C) and the channel
-mix (C -> 4C, 4C -> C) at each level. Every time is the fastest of ``--repeats`` runs after two warm-ups, in one
-process with ``monai_rwkv.runtime.reuse_freed_memory()``; "max diff" is the largest absolute difference of the
-two results.
+Shapes are those of the Restore-RWKV presets (``LEVELS``): (image side, C_in, C_out) for the spatial mix (C -> C)
+and the channel mix (C -> 4C, 4C -> C) at each level. Every time is the fastest of ``--repeats`` runs after two
+warm-ups, in one process with ``monai_rwkv.runtime.reuse_freed_memory()``; "pointwise takes" is what
+:func:`~monai_rwkv.networks.blocks.rwkv.pointwise` runs for that product (``_CONV_MIN_MACS``); "max diff" is the
+largest absolute difference of the two results.
 """
 
 from __future__ import annotations
@@ -28,23 +29,22 @@ import torch.nn.functional as F
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
 from benchmarks.common import header_lines, write_section  # noqa: E402
+from monai_rwkv.networks.blocks.rwkv import _CONV_MIN_MACS  # noqa: E402
 from monai_rwkv.runtime import reuse_freed_memory  # noqa: E402
 
 SECTION = "## Token-wise linears on CPU (benchmarks/pointwise.py)"
-SHAPES = [
-    (512, 16, 16),
-    (512, 16, 64),
-    (512, 32, 32),
-    (512, 32, 128),
-    (512, 128, 32),
-    (256, 48, 48),
-    (256, 48, 192),
-    (256, 96, 96),
-    (256, 96, 384),
-    (256, 384, 96),
-    (128, 192, 192),
-    (64, 384, 384),
+# (image side, channels) of every level: the light preset on a 128^2 and a 512^2 input (decoder level 1 and the
+# refinement run at 2 dim on the full grid) and the paper preset on a 256^2 input.
+LEVELS = [
+    *((128 >> i, 16 << i) for i in range(4)),
+    (128, 32),
+    *((512 >> i, 16 << i) for i in range(4)),
+    (512, 32),
+    *((256 >> i, 48 << i) for i in range(4)),
+    (256, 96),
 ]
+# Per level, the spatial mix (C -> C) and the channel mix (C -> 4C, 4C -> C).
+SHAPES = [(side, c_in, c_out) for side, c in LEVELS for c_in, c_out in ((c, c), (c, 4 * c), (4 * c, c))]
 
 
 def fastest_ms(fn: Callable[[], object], repeats: int) -> float:
@@ -71,8 +71,8 @@ def main(argv: Optional[list[str]] = None) -> None:
     torch.set_num_threads(opts.threads)
     reuse_freed_memory()
     load_before = os.getloadavg()
-    lines = ["| image | C_in -> C_out | tokens | nn.Linear ms | 1x1 conv ms | linear / conv | max diff |"]
-    lines.append("|---|---|---|---|---|---|---|")
+    columns = ("image", "C_in -> C_out", "tokens", "nn.Linear ms", "1x1 conv ms", "linear / conv", "pointwise takes")
+    lines = ["| " + " | ".join((*columns, "max diff")) + " |", "|---" * (len(columns) + 1) + "|"]
     with torch.inference_mode():
         for side, c_in, c_out in SHAPES:
             image = torch.randn(1, c_in, side, side).contiguous(memory_format=torch.channels_last)
@@ -84,7 +84,8 @@ def main(argv: Optional[list[str]] = None) -> None:
             diff = (F.linear(tokens, weight) - F.conv2d(image, weight4).flatten(2).transpose(1, 2)).abs().max().item()
             lines.append(
                 f"| {side}^2 | {c_in} -> {c_out} | {side * side:,} | {t_linear:.2f} | {t_conv:.2f} "
-                f"| {t_linear / t_conv:.2f} | {diff:.1e} |"
+                f"| {t_linear / t_conv:.2f} | {'conv' if side * side * c_in * c_out >= _CONV_MIN_MACS else 'linear'} "
+                f"| {diff:.1e} |"
             )
             print(lines[-1], flush=True)
     report = [*header_lines(torch.device("cpu"), load_before, os.getloadavg()), "", *lines]

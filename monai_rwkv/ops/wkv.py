@@ -217,9 +217,13 @@ def _plain_inference(tensors: tuple[torch.Tensor, ...]) -> bool:
     tensor subclasses (fake tensors) and dispatch modes keep the custom op, which they need."""
     if torch.is_grad_enabled() and any(t.requires_grad for t in tensors):
         return False
-    if torch.compiler.is_compiling() or torch._C._len_torch_dispatch_stack() > 0:
+    if torch.compiler.is_compiling() or _DISPATCH_MODES() > 0:
         return False
     return all(type(t) is torch.Tensor for t in tensors)
+
+
+# Number of active Python dispatch modes (a private PyTorch function; should it go away, assume one is active).
+_DISPATCH_MODES = getattr(torch._C, "_len_torch_dispatch_stack", lambda: 1)
 
 
 @torch.library.custom_op("monai_rwkv::bi_wkv_triton", mutates_args=())

@@ -9,7 +9,7 @@ Usage (from the repository root)::
 Shapes are those of the Restore-RWKV presets (``LEVELS``): (image side, C_in, C_out) for the spatial mix (C -> C)
 and the channel mix (C -> 4C, 4C -> C) at each level. Every time is the fastest of ``--repeats`` runs after two
 warm-ups, in one process with ``monai_rwkv.runtime.reuse_freed_memory()``; "pointwise takes" is what
-:func:`~monai_rwkv.networks.blocks.rwkv.pointwise` runs for that product (``_CONV_MIN_MACS``); "max diff" is the
+:func:`~monai_rwkv.networks.blocks.rwkv.pointwise` runs for that product (``_convolution_pays``); "max diff" is the
 largest absolute difference of the two results.
 """
 
@@ -29,7 +29,7 @@ import torch.nn.functional as F
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
 from benchmarks.common import header_lines, write_section  # noqa: E402
-from monai_rwkv.networks.blocks.rwkv import _CONV_MIN_MACS  # noqa: E402
+from monai_rwkv.networks.blocks.rwkv import _convolution_pays  # noqa: E402
 from monai_rwkv.runtime import reuse_freed_memory  # noqa: E402
 
 SECTION = "## Token-wise linears on CPU (benchmarks/pointwise.py)"
@@ -84,7 +84,7 @@ def main(argv: Optional[list[str]] = None) -> None:
             diff = (F.linear(tokens, weight) - F.conv2d(image, weight4).flatten(2).transpose(1, 2)).abs().max().item()
             lines.append(
                 f"| {side}^2 | {c_in} -> {c_out} | {side * side:,} | {t_linear:.2f} | {t_conv:.2f} "
-                f"| {t_linear / t_conv:.2f} | {'conv' if side * side * c_in * c_out >= _CONV_MIN_MACS else 'linear'} "
+                f"| {t_linear / t_conv:.2f} | {'conv' if _convolution_pays(side * side, c_in, c_out) else 'linear'} "
                 f"| {diff:.1e} |"
             )
             print(lines[-1], flush=True)

@@ -10,6 +10,8 @@ import torch.nn.functional as F
 from monai.networks.layers.factories import Conv
 from torch import nn
 
+from monai_rwkv.ops.wkv import _needs_torch_graph
+
 __all__ = ["OmniShift"]
 
 _FUSED_SIZE = 5
@@ -93,9 +95,7 @@ class OmniShift(nn.Module):
 
 def _recording() -> bool:
     """True while TorchScript, ONNX, torch.compile or torch.export record the computation."""
-    if torch.jit.is_scripting() or torch.jit.is_tracing() or torch.onnx.is_in_onnx_export():
-        return True
-    return torch.compiler.is_compiling()
+    return _needs_torch_graph() or torch.compiler.is_compiling()
 
 
 def _save_fused_kernel(module: OmniShift, state_dict: dict[str, Any], prefix: str, local_metadata: Any) -> None:

@@ -38,6 +38,12 @@ def to_image(tokens: torch.Tensor, spatial_shape: Sequence[int]) -> torch.Tensor
 _CONV_MIN_MACS = 1 << 26
 
 
+def _convolution_pays(n_tokens: int, c_in: int, c_out: int) -> bool:
+    """Whether :func:`pointwise` runs a CPU inference product of ``n_tokens`` x ``c_in`` by ``c_in`` x ``c_out`` as a
+    1x1 convolution (at least ``_CONV_MIN_MACS`` multiply-adds) rather than as the matmul."""
+    return n_tokens * c_in * c_out >= _CONV_MIN_MACS
+
+
 def pointwise(linear: nn.Linear, tokens: torch.Tensor, spatial_shape: Sequence[int]) -> torch.Tensor:
     """``linear`` applied to every token of (B, T, C) ``tokens`` -> (B, T, C_out).
 
@@ -47,8 +53,9 @@ def pointwise(linear: nn.Linear, tokens: torch.Tensor, spatial_shape: Sequence[i
     C = 16-384; benchmarks/pointwise.py), with the same values up to float32 summation order. Smaller products,
     training and CUDA use ``linear(tokens)``.
     """
-    macs = tokens.shape[0] * tokens.shape[1] * linear.in_features * linear.out_features
-    if tokens.device.type != "cpu" or not _in_place_ok(tokens) or macs < _CONV_MIN_MACS:
+    n_tokens = tokens.shape[0] * tokens.shape[1]
+    cpu_inference = tokens.device.type == "cpu" and _in_place_ok(tokens)
+    if not cpu_inference or not _convolution_pays(n_tokens, linear.in_features, linear.out_features):
         return linear(tokens)
     weight = linear.weight.reshape(*linear.weight.shape, *(1,) * len(spatial_shape))
     return to_tokens(_CONV_FN[len(spatial_shape)](to_image(tokens, spatial_shape), weight, linear.bias))

@@ -22,23 +22,29 @@ Conventions used throughout ``monai_rwkv.data``:
 
 from __future__ import annotations
 
+import math
 import os
 import re
+import struct
 import warnings
+import zlib
 from collections.abc import Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 
 import numpy as np
 import pydicom
+from pydicom.dataelem import RawDataElement
 from pydicom.errors import InvalidDicomError
+from pydicom.misc import is_dicom
 
-from monai_rwkv.data.errors import ImageReadError, MultipleSeriesError
+from monai_rwkv.data.errors import ImageReadError, MultipleSeriesError, one_line
 
 __all__ = [
     "DicomSliceHeader",
     "DicomSeries",
     "read_slice_header",
+    "pixel_data_problem",
     "scan_dicom_folder",
     "select_series",
     "build_series",
@@ -51,6 +57,12 @@ _DIRECTORY_SOP_CLASS = "1.2.840.10008.1.3.10"
 #: tolerances for geometry checks
 _ORIENTATION_ATOL = 1e-3  # direction cosines
 _TILT_TOL_DEG = 0.05  # in-plane drift of slice positions tolerated before a sheared affine is used
+#: pixel data checks
+_PIXEL_DATA_TAG = 0x7FE00010
+_ITEM_TAG, _SEQUENCE_DELIMITER_TAG = 0xFFFEE000, 0xFFFEE0DD
+_UNDEFINED_LENGTH = 0xFFFFFFFF
+_BITS_ALLOCATED = (1, 8, 16, 32, 64)
+_MAX_ENCAPSULATED_ITEMS = 1_000_000  # walk at most this many items of encapsulated pixel data (then trust the rest)
 
 
 @dataclass(frozen=True)
@@ -71,6 +83,9 @@ class DicomSliceHeader:
         orientation: ImageOrientationPatient, shape (6,) (row cosine, column cosine), or None.
         pixel_spacing: PixelSpacing ``(row spacing, column spacing)`` in mm, or None.
         slice_thickness / spacing_between_slices: mm, or None.
+        study_uid / patient_id: StudyInstanceUID / PatientID, ``""`` if absent (one volume never mixes them).
+        pixel_data_problem: why the pixel data cannot be read as the header describes it (see
+            :func:`pixel_data_problem`), ``""`` if it can or was not checked.
     """
 
     path: str
@@ -89,10 +104,23 @@ class DicomSliceHeader:
     pixel_spacing: tuple[float, float] | None = None
     slice_thickness: float | None = None
     spacing_between_slices: float | None = None
+    study_uid: str = ""
+    patient_id: str = ""
+    pixel_data_problem: str = field(default="", compare=False)
 
     @classmethod
-    def from_dataset(cls, path: str | os.PathLike, ds: pydicom.Dataset) -> DicomSliceHeader:
-        """Build from a pydicom dataset (read with or without pixel data)."""
+    def from_dataset(
+        cls, path: str | os.PathLike, ds: pydicom.Dataset, check_pixel_data: bool = False
+    ) -> DicomSliceHeader:
+        """
+        Build from a pydicom dataset (read with or without pixel data).
+
+        Args:
+            path: the file ``ds`` was read from.
+            ds: its dataset.
+            check_pixel_data: also run :func:`pixel_data_problem` (header only, nothing decoded) and keep its
+                answer in ``pixel_data_problem``; :func:`build_series` refuses such a slice.
+        """
         return cls(
             path=os.fspath(path),
             series_uid=str(ds.get("SeriesInstanceUID", "")),
@@ -110,6 +138,9 @@ class DicomSliceHeader:
             pixel_spacing=_as_pair(ds.get("PixelSpacing")),
             slice_thickness=_as_float(ds.get("SliceThickness")),
             spacing_between_slices=_as_float(ds.get("SpacingBetweenSlices")),
+            study_uid=str(ds.get("StudyInstanceUID", "") or ""),
+            patient_id=str(ds.get("PatientID", "") or ""),
+            pixel_data_problem=pixel_data_problem(ds, path) if check_pixel_data else "",
         )
 
     @property
@@ -187,17 +218,241 @@ def read_slice_header(path: str | os.PathLike) -> pydicom.Dataset | None:
 
     Returns:
         the dataset, or None if ``path`` is not a DICOM file.
+
+    Raises:
+        ImageReadError: a DICOM file whose header reads but whose data ends inside the pixel data (a truncated
+            file: pydicom finds no end of the encapsulated fragments), or whose deflated data set is cut or corrupt.
     """
     try:
-        return pydicom.dcmread(path, defer_size="4 KB")
-    except (InvalidDicomError, EOFError, OSError, ValueError, TypeError, KeyError, AttributeError):
+        ds = _read_header(path, force=False)
+    except zlib.error as e:  # Deflated Explicit VR Little Endian: the whole data set is one deflate stream
+        raise ImageReadError(
+            path, f"deflated data set is cut short or corrupt ({one_line(e)}) (truncated file)"
+        ) from None
+    except EOFError:  # pydicom in its "raise" validation mode
+        _refuse_cut_pixel_data(path, force=False)
+    except (InvalidDicomError, OSError, ValueError, TypeError, KeyError, AttributeError):
         pass
+    else:
+        if len(ds) == 0:  # pydicom drops every element when it reaches the end of the file inside a value
+            _refuse_cut_pixel_data(path, force=False)
+        return ds
     try:  # raw DICOM without preamble: accept only if it looks like a real SOP instance
-        ds = pydicom.dcmread(path, defer_size="4 KB", force=True)
-        uids = (str(ds.get("SOPClassUID", "")), str(ds.get("SOPInstanceUID", "")))
+        ds = _read_header(path, force=True)
+    except EOFError:
+        _refuse_cut_pixel_data(path, force=True)
+        return None
     except Exception:  # noqa: BLE001 - arbitrary bytes can fail anywhere inside the parser
         return None
-    return ds if all(_UID_RE.match(u) for u in uids) else None
+    if len(ds) == 0:
+        _refuse_cut_pixel_data(path, force=True)
+    return ds if _has_sop_uids(ds) else None
+
+
+def _read_header(path: str | os.PathLike, force: bool) -> pydicom.Dataset:
+    """``dcmread`` with values over 4 KB deferred; pydicom's warning about a file cut inside a value is dropped
+    (an empty data set results, see :func:`_refuse_cut_pixel_data`)."""
+    with warnings.catch_warnings():
+        warnings.filterwarnings("ignore", message="End of file reached before delimiter")
+        return pydicom.dcmread(path, defer_size="4 KB", force=force)
+
+
+def _has_sop_uids(ds: pydicom.Dataset) -> bool:
+    try:
+        uids = (str(ds.get("SOPClassUID", "")), str(ds.get("SOPInstanceUID", "")))
+    except Exception:  # noqa: BLE001 - values of arbitrary bytes can fail to convert
+        return False
+    return all(_UID_RE.match(u) for u in uids)
+
+
+def _refuse_cut_pixel_data(path: str | os.PathLike, force: bool) -> None:
+    """
+    pydicom reached the end of the file inside a value (in practice: encapsulated pixel data without its sequence
+    delimiter, where pydicom gives an empty data set). If the header before the pixel data reads as a DICOM image,
+    the file is truncated: raise.
+    """
+    try:
+        if not force and not is_dicom(path):
+            return
+        ds = pydicom.dcmread(path, stop_before_pixels=True, force=force)
+    except Exception:  # noqa: BLE001 - the header itself is broken: not recognised as DICOM
+        return
+    if not _has_sop_uids(ds) or "Rows" not in ds:
+        return
+    syntax = getattr(ds, "file_meta", pydicom.Dataset()).get("TransferSyntaxUID")
+    where = "no sequence delimiter after the encapsulated fragments" if _is_encapsulated(syntax) else "data set cut"
+    raise ImageReadError(path, f"the file ends inside its pixel data ({_syntax_name(ds)}): {where} (truncated file)")
+
+
+def _syntax_name(ds: pydicom.Dataset) -> str:
+    uid = getattr(ds, "file_meta", pydicom.Dataset()).get("TransferSyntaxUID")
+    if uid is None:
+        return "no transfer syntax in the file meta"
+    return f"{uid.name} ({uid})" if uid.name != str(uid) else f"transfer syntax {uid}"
+
+
+def pixel_data_problem(ds: pydicom.Dataset, path: str | os.PathLike | None = None) -> str:
+    """
+    Whether the pixel data of a DICOM image can hold what its header describes, from the header only (no pixel
+    data is decoded or read into memory); ``""`` if it can, else the problem in words.
+
+    - Rows and Columns must be at least 1, BitsAllocated one of 1, 8, 16, 32, 64, SamplesPerPixel 1 to 4.
+    - Native (uncompressed) transfer syntaxes (Implicit / Explicit VR Little Endian, Explicit VR Big Endian,
+      Deflated): PixelData must hold ``Rows x Columns x SamplesPerPixel x BitsAllocated/8 x NumberOfFrames``
+      bytes (bit-packed: rounded up to whole bytes; YBR_FULL_422: 2 samples per pixel), both as the element's
+      declared length and as the bytes really present after the value's offset (a truncated file declares the
+      full length but ends early). Deflated files are inflated whole by pydicom while reading the header, so the
+      bytes present are counted in the inflated data set; a cut deflate stream already fails the header read.
+    - Encapsulated (compressed) transfer syntaxes: the items are walked from their offsets and lengths, without
+      reading the fragments: every fragment must end inside the file, the sequence delimiter must be reached,
+      and there must be at least one fragment per frame. The decoded frame count and shape are checked after
+      decoding by the reader.
+
+    Args:
+        ds: a dataset read by :func:`read_slice_header` (deferred values keep their file offsets).
+        path: the file it was read from (default: ``ds.filename``).
+    """
+    rows, columns = _as_int(ds.get("Rows")), _as_int(ds.get("Columns"))
+    if not rows or not columns or rows < 1 or columns < 1:
+        return f"Rows {rows} x Columns {columns}: no image matrix (corrupt header)"
+    bits = _as_int(ds.get("BitsAllocated"))
+    if bits not in _BITS_ALLOCATED:
+        return f"BitsAllocated {bits} is not one of {', '.join(map(str, _BITS_ALLOCATED))} (corrupt header)"
+    samples = _as_int(ds.get("SamplesPerPixel"))
+    samples = 1 if samples is None else samples
+    if not 1 <= samples <= 4:
+        return f"SamplesPerPixel {samples} is not 1 to 4 (corrupt header)"
+    frames = max(_as_int(ds.get("NumberOfFrames")) or 1, 1)
+    elem = ds.get_item(_PIXEL_DATA_TAG, keep_deferred=True)
+    if elem is None:
+        return ""
+    syntax = getattr(ds, "file_meta", pydicom.Dataset()).get("TransferSyntaxUID")
+    encapsulated = _is_encapsulated(syntax)
+    if isinstance(elem, RawDataElement):
+        length, value, value_tell = elem.length, elem.value, elem.value_tell
+    else:  # already converted (the value was accessed): no file offset left
+        value = elem.value if isinstance(elem.value, bytes) else None
+        length = _UNDEFINED_LENGTH if elem.is_undefined_length else len(value or b"")
+        value_tell = None
+    if encapsulated is None:  # unknown transfer syntax: its data tell
+        encapsulated = length == _UNDEFINED_LENGTH
+    if length == _UNDEFINED_LENGTH:
+        if not encapsulated:
+            return f"undefined-length PixelData in a native transfer syntax ({_syntax_name(ds)}) (corrupt file)"
+        if value_tell is None:
+            return ""
+        return _encapsulated_problem(ds, path, value_tell, frames)
+    if encapsulated:
+        return ""  # not standard; left to the decoders, whose frame count and shape are checked
+    photometric = str(ds.get("PhotometricInterpretation", "") or "").strip().upper()
+    needed, formula = _native_length(rows, columns, samples, bits, frames, photometric)
+    if value is not None:
+        present = min(length, len(value))
+    else:
+        size = _source_size(ds, path)
+        present = length if size is None or value_tell is None else max(0, min(length, size - value_tell))
+    if length < needed:
+        held = f"{length} bytes"
+    elif present < needed:
+        held = f"{present} bytes (the element declares {length}, the file ends after {present})"
+    else:
+        return ""
+    return f"pixel data holds {held}, {formula} needs {needed} (truncated or corrupt file)"
+
+
+def _is_encapsulated(syntax: pydicom.uid.UID | None) -> bool | None:
+    """Whether a transfer syntax encapsulates its pixel data; None if absent or unknown."""
+    try:
+        return None if syntax is None else bool(syntax.is_encapsulated)
+    except ValueError:  # not a known transfer syntax
+        return None
+
+
+def _native_length(rows: int, columns: int, samples: int, bits: int, frames: int, photometric: str) -> tuple:
+    """Bytes native pixel data needs, and the formula in words (for the message)."""
+    if photometric == "YBR_FULL_422" and samples == 3:
+        names, values = "Rows x Columns x 2 (YBR_FULL_422)", [rows, columns, 2]
+    else:
+        names, values = "Rows x Columns x SamplesPerPixel", [rows, columns, samples]
+    count = math.prod(values) * frames
+    if bits == 1:
+        formula = f"{names} x frames / 8 (BitsAllocated 1, bit-packed) = {' x '.join(map(str, values))} x {frames} / 8"
+        return (count + 7) // 8, formula
+    values.append(bits // 8)
+    formula = f"{names} x BitsAllocated/8 x frames = {' x '.join(map(str, values))} x {frames}"
+    return count * (bits // 8), formula
+
+
+def _source_size(ds: pydicom.Dataset, path: str | os.PathLike | None) -> int | None:
+    """Bytes of what ``ds`` was read from: the inflated buffer of a deflated file, else the file; None if unknown."""
+    buffer = getattr(ds, "buffer", None)
+    if buffer is not None and not getattr(buffer, "closed", False):
+        position = buffer.tell()
+        size = buffer.seek(0, os.SEEK_END)
+        buffer.seek(position)
+        return int(size)
+    name = path or getattr(ds, "filename", None)
+    try:
+        return os.path.getsize(name) if name else None
+    except OSError:
+        return None
+
+
+def _encapsulated_problem(ds: pydicom.Dataset, path: str | os.PathLike | None, start: int, frames: int) -> str:
+    """Walk the items of encapsulated pixel data (tags and lengths only) from file offset ``start``."""
+    buffer = getattr(ds, "buffer", None)
+    name = path or getattr(ds, "filename", None)
+    little_endian = ds.original_encoding[1] is not False
+    if buffer is not None and not getattr(buffer, "closed", False):
+        position = buffer.tell()
+        try:
+            return _walk_items(buffer, start, frames, little_endian)
+        finally:
+            buffer.seek(position)
+    if not name:
+        return ""
+    with open(name, "rb") as f:
+        return _walk_items(f, start, frames, little_endian)
+
+
+def _walk_items(f, start: int, frames: int, little_endian: bool) -> str:
+    size = f.seek(0, os.SEEK_END)
+    item = struct.Struct("<HHL" if little_endian else ">HHL")
+    position, items = start, 0
+    while items < _MAX_ENCAPSULATED_ITEMS:
+        f.seek(position)
+        raw = f.read(8)
+        if len(raw) < 8:
+            return (
+                f"the file ends inside its encapsulated pixel data after {max(items - 1, 0)} fragment(s), before the "
+                f"sequence delimiter (file of {size} bytes; truncated file)"
+            )
+        group, element, length = item.unpack(raw)
+        tag = group << 16 | element
+        if tag == _SEQUENCE_DELIMITER_TAG:
+            break
+        if tag != _ITEM_TAG or length == _UNDEFINED_LENGTH:
+            return (
+                f"encapsulated pixel data is corrupt: ({group:04X},{element:04X}) of length {length} at byte "
+                f"{position} where an item or the sequence delimiter should be"
+            )
+        position += 8 + length
+        if position > size:
+            what = "basic offset table" if items == 0 else f"fragment {items}"
+            return (
+                f"the file ends inside its encapsulated pixel data: {what} needs bytes up to {position}, "
+                f"the file holds {size} (truncated file)"
+            )
+        items += 1
+    else:
+        return ""  # too many items to walk cheaply: left to the decoders
+    fragments = items - 1  # the first item is the basic offset table
+    if fragments < frames:
+        return (
+            f"encapsulated pixel data holds {fragments} fragment(s) for NumberOfFrames {frames} "
+            "(each frame needs at least one; truncated or corrupt file)"
+        )
+    return ""
 
 
 def _has_pixels(ds: pydicom.Dataset) -> bool:
@@ -223,7 +478,7 @@ def scan_dicom_folder(folder: str | os.PathLike) -> list[DicomSliceHeader]:
         if ds is None:
             continue
         if _has_pixels(ds):
-            images.append(DicomSliceHeader.from_dataset(name, ds))
+            images.append(DicomSliceHeader.from_dataset(name, ds, check_pixel_data=True))
         else:
             skipped.append(f"{name.name} ({ds.get('Modality', '') or _sop_name(ds)})")
     if not images and not skipped:
@@ -286,8 +541,18 @@ def _describe(groups: dict[str, list[DicomSliceHeader]]) -> str:
 
 
 def _check_consistent(folder: str, slices: Sequence[DicomSliceHeader]) -> None:
-    """Raise if slices cannot form one grey-level volume (sizes, spacing, orientation, frames)."""
+    """Raise if slices cannot form one grey-level volume (patients, studies, sizes, spacing, orientation, frames)."""
     first = slices[0]
+    for attribute, tag in (("patient_id", "PatientID"), ("study_uid", "StudyInstanceUID")):
+        values = sorted({getattr(s, attribute) for s in slices})
+        if len(values) > 1:
+            odd = next(s for s in slices if getattr(s, attribute) != getattr(first, attribute))
+            raise ImageReadError(
+                folder,
+                f"slices of one SeriesInstanceUID differ in {tag} ({len(values)} values, e.g. "
+                f"{os.path.basename(first.path)} and {os.path.basename(odd.path)}): different scans are never mixed "
+                "into one volume",
+            )
     if any(s.samples_per_pixel != 1 for s in slices):
         raise ImageReadError(
             folder, "colour DICOM series (SamplesPerPixel != 1) are not supported; read files one by one"
@@ -403,6 +668,9 @@ def build_series(
     if on_irregular not in ("warn", "raise"):
         raise ValueError(f"on_irregular must be 'warn' or 'raise', got {on_irregular!r}.")
     folder = os.fspath(folder)
+    for s in slices:  # header-only pixel data checks (scan_dicom_folder), before anything is decoded
+        if s.pixel_data_problem:
+            raise ImageReadError(s.path, s.pixel_data_problem)
     _check_consistent(folder, slices)
     if len(slices) == 1:
         affine = _inplane_affine(slices[0])

@@ -341,8 +341,34 @@ def _read_slice_pixels(header: DicomSliceHeader) -> np.ndarray:
         arr = _decode_with_pydicom(header.path, e)
     arr = arr.reshape(arr.shape[-2:]) if arr.ndim == 3 and arr.shape[0] == 1 else arr
     if arr.shape != (header.rows, header.columns):
-        raise ImageReadError(header.path, f"pixel shape {arr.shape} != (Rows, Columns) {header.rows, header.columns}")
+        frames, shape = (arr.shape[0], arr.shape[1:]) if arr.ndim == 3 else (1, arr.shape)
+        raise ImageReadError(header.path, _decoded_mismatch(frames, shape, header))
     return arr.T
+
+
+def _decoded_mismatch(frames: int, shape: Sequence[int], header: DicomSliceHeader) -> str:
+    """The message for decoded pixel data whose frame count or frame shape differs from the header."""
+    decoded = " x ".join(str(int(n)) for n in (frames, *shape))
+    return (
+        f"decoded pixel data has frames x rows x columns = {decoded}, the header claims NumberOfFrames x Rows x "
+        f"Columns = {header.frames} x {header.rows} x {header.columns} (truncated or corrupt file)"
+    )
+
+
+def _check_decoded(header: DicomSliceHeader, image: SitkImage) -> None:
+    """
+    Refuse a multi-frame or colour DICOM file whose decoded image (``(i, j[, k])`` plus a channel axis for
+    colour) does not hold NumberOfFrames x Rows x Columns pixels of SamplesPerPixel samples.
+    """
+    shape = list(image.array.shape)
+    if header.samples_per_pixel > 1 and len(shape) > 2 and shape[-1] == header.samples_per_pixel:
+        shape.pop()
+    while len(shape) > 2 and shape[-1] == 1:
+        shape.pop()
+    columns, rows = (shape + [0, 0])[:2]
+    frames = math.prod(shape[2:])
+    if (columns, rows, frames) != (header.columns, header.rows, header.frames) or len(shape) > 3:
+        raise ImageReadError(header.path, _decoded_mismatch(frames, (rows, columns), header))
 
 
 def read_dicom_series_pixels(series: DicomSeries, max_voxels: int = DEFAULT_MAX_VOXELS) -> np.ndarray:
@@ -493,9 +519,12 @@ class SimpleITKReader(ImageReader):
             return read_with_sitk(path, self.max_voxels)  # not DICOM after all: let SimpleITK try
         if "PixelData" not in ds:
             raise ImageReadError(path, f"DICOM object without pixel data (Modality {ds.get('Modality', '?')})")
-        header = DicomSliceHeader.from_dataset(path, ds)
+        header = DicomSliceHeader.from_dataset(path, ds, check_pixel_data=True)
+        if header.pixel_data_problem:  # refused from the header, before anything is allocated or decoded
+            raise ImageReadError(path, header.pixel_data_problem)
         if header.frames > 1 or header.samples_per_pixel != 1:
             img = read_with_sitk(path, self.max_voxels)  # multi-frame / colour: SimpleITK's own geometry
+            _check_decoded(header, img)
             img.meta.update({DICOM_SOURCE_FILES: [path], "dicom_modality": header.modality})
             return img
         return self._series_image(build_series(path, [header]))

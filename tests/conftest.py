@@ -14,10 +14,21 @@ if not torch.cuda.is_available():
     os.environ.setdefault("TRITON_INTERPRET", "1")
 
 
+#: environment variable that forces the value of the ``seed`` fixture (replay a failure, or sweep many seeds).
+SEED_VARIABLE = "MONAI_RWKV_TEST_SEED"
+
+
 @pytest.fixture
 def seed(request: pytest.FixtureRequest) -> int:
-    """A fresh random seed per test, printed so a failure can be replayed."""
-    value = secrets.randbits(31)
+    """
+    A fresh random seed per test, printed so a failure can be replayed.
+
+    Set the environment variable ``MONAI_RWKV_TEST_SEED`` to an integer to use that seed instead (for every test
+    of the run), e.g. to replay a failure: ``MONAI_RWKV_TEST_SEED=1234 pytest tests/test_inference.py``. Unset
+    (or empty), each test draws a fresh seed.
+    """
+    forced = os.environ.get(SEED_VARIABLE, "").strip()
+    value = int(forced) if forced else secrets.randbits(31)
     torch.manual_seed(value)
     print(f"{request.node.nodeid}: seed={value}")
     return value

@@ -299,8 +299,7 @@ class SliceWiseRestorer:
             desc: label of the progress bar and of warnings (e.g. the file name).
 
         Warns:
-            UserWarning: NaN / infinite voxels (restored as the range's edges, the output stays finite), or an
-                image mostly outside ``intensity_range``.
+            UserWarning: NaN / infinite voxels (restored as the range's edges, the output stays finite).
 
         Returns:
             the restored volume, same shape and meta (affine, ...), physical units, ``output_dtype``.
@@ -328,9 +327,9 @@ class SliceWiseRestorer:
 
     def _warn_about_values(self, data: torch.Tensor, desc: str | None) -> None:
         """
-        Warn (one line each) about NaN / infinite voxels, which are restored as the range's edges (NaN and -inf
-        as ``low``, +inf as ``high``: the output is always finite), and about an image mostly outside
-        ``intensity_range`` (probably not in the model's units: everything outside is clipped).
+        Warn (one line) about NaN / infinite voxels, which are restored as the range's edges (NaN and -inf
+        as ``low``, +inf as ``high``: the output is always finite). Whether the image is in the model's units at
+        all is checked before, against the bundle's input spec (:class:`~monai_rwkv.data.InputSpec`).
         """
         low, high = self.intensity_range
         name = desc or "volume"
@@ -342,13 +341,6 @@ class SliceWiseRestorer:
                     f"(NaN and -inf as {low:g}, +inf as {high:g}); the output is finite",
                     stacklevel=3,
                 )
-        outside = int(((data < low) | (data > high)).sum())
-        if data.numel() and outside > data.numel() // 2:
-            warnings.warn(
-                f"{name}: {outside / data.numel():.0%} of the voxels lie outside the intensity range "
-                f"[{low:g}, {high:g}] and are clipped to it; is the image in the model's units (CT: HU)?",
-                stacklevel=3,
-            )
 
     def _cast(self, out: torch.Tensor) -> torch.Tensor:
         """float32 as is, or int16 rounded and clipped to the int16 range."""

@@ -10,6 +10,7 @@ from __future__ import annotations
 import inspect
 import logging
 import os
+import sys
 from collections.abc import Mapping
 from pathlib import Path
 from typing import Any
@@ -19,6 +20,8 @@ from torch import nn
 
 from monai_rwkv.apps.evaluate import evaluate_low_dose
 from monai_rwkv.apps.restore import RestoreReport, error_line, restore_dataset
+from monai_rwkv.apps.signals import Terminated, terminate_as_interrupt
+from monai_rwkv.data import InputSpec
 from monai_rwkv.data.errors import ImageReadError, one_line
 from monai_rwkv.inference import SliceWiseRestorer, load_network
 
@@ -145,18 +148,35 @@ def run_restore(
     overwrite: bool = False,
     dicom_output: bool = True,
     summary_file: str | os.PathLike | None = None,
+    allow_mismatch: bool = False,
 ) -> RestoreReport:
     """
     The ``run`` entry of the restoration bundles: :func:`~monai_rwkv.apps.restore.restore_dataset` with the model
-    name and version from the bundle's metadata (resumable; summary in ``<output_dir>/restore_summary.csv`` unless
-    ``summary_file``), exiting with status 1 and one line after all studies ran when any failed.
+    name, version and input spec (modality, channels, value range) from the bundle's metadata (resumable; summary
+    in ``<output_dir>/restore_summary.csv`` unless ``summary_file``), exiting with status 1 and one line after all
+    studies ran when any failed. Inputs that do not fit the spec fail unless ``allow_mismatch``. SIGTERM and
+    SIGHUP stop the run like Ctrl-C (nothing partial is left) with exit status ``128 + signal``.
     """
     name, version = model_name_version(metadata)
     overwrite, dicom_output = flag(overwrite, "overwrite"), flag(dicom_output, "dicom_output")
+    allow_mismatch = flag(allow_mismatch, "allow_mismatch")
     try:
-        report = restore_dataset(
-            restorer, dataset_dir, output_dir, name, version, overwrite, dicom_output, summary_file=summary_file
-        )
+        with terminate_as_interrupt():
+            report = restore_dataset(
+                restorer,
+                dataset_dir,
+                output_dir,
+                name,
+                version,
+                overwrite,
+                dicom_output,
+                summary_file=summary_file,
+                spec=InputSpec.from_metadata(metadata),
+                allow_mismatch=allow_mismatch,
+            )
+    except Terminated as e:
+        print(f"error: {dataset_dir}: terminated ({e.name}); finished studies are kept", file=sys.stderr, flush=True)
+        raise SystemExit(e.exit_status) from None
     except (OSError, ValueError, ImageReadError) as e:
         raise SystemExit(f"error: {e}") from None
     counts = len(report.written), len(report.skipped), len(report.errors)

@@ -11,8 +11,15 @@ verified finished are skipped, others redone), one failing study does not stop t
 is written to ``OUTPUT_DIR/restore_summary.csv`` (see docs/batch.md).
 
 Exit status: 0 success, 1 error (one line ``error: <file>: <problem>`` on stderr), 2 usage error, 130 interrupted
-(Ctrl-C). Warnings (e.g. NaN voxels, gaps between DICOM slices) are one line ``warning: <message>`` each. On any
-error nothing is left under OUTPUT (outputs are written under a temporary name and renamed when complete).
+(Ctrl-C), 143 / 129 terminated (SIGTERM: ``docker stop``, ``kill``, SLURM; SIGHUP). Warnings (e.g. NaN voxels, gaps
+between DICOM slices) are one line ``warning: <message>`` each. On any error or signal nothing is left under
+OUTPUT (outputs are written under a temporary name and renamed when complete).
+
+Before any work the outputs are checked: an output never equals, lies inside or contains an input (compared by
+real identity: ``..``, symbolic links and hard links see through spellings), ``--overwrite`` replaces a file only
+by a file and a folder only by a DICOM series this program wrote, and an input the bundle's model was not made for
+(another modality, colour, values outside its range; from the bundle's ``metadata.json``) is refused unless
+``--allow-mismatch`` is given.
 """
 
 from __future__ import annotations
@@ -27,9 +34,12 @@ from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
 
+from monai_rwkv.apps.signals import Terminated, terminate_as_interrupt
+
 __all__ = ["main", "parse_args"]
 
 EXIT_OK, EXIT_ERROR, EXIT_USAGE, EXIT_INTERRUPTED = 0, 1, 2, 130
+_NIFTI_SUFFIXES = (".nii", ".nii.gz")
 
 
 class _UsageError(Exception):
@@ -102,6 +112,12 @@ def _add_bundle_options(command: argparse.ArgumentParser) -> None:
     command.add_argument("--dtype", choices=("float32", "int16"), help="NIfTI output type (default: the bundle's)")
     command.add_argument("--no-progress", action="store_true", help="no progress bar")
     command.add_argument(
+        "--allow-mismatch",
+        action="store_true",
+        help="restore inputs that do not fit the bundle's input (another modality, colour, other units) with a "
+        "warning instead of refusing them",
+    )
+    command.add_argument(
         "--set",
         action="append",
         default=[],
@@ -142,22 +158,35 @@ def _config_overrides(args: argparse.Namespace) -> dict[str, Any]:
 
 
 def _is_nifti(path: str | os.PathLike) -> bool:
-    return os.fspath(path).lower().endswith((".nii", ".nii.gz"))
+    return os.fspath(path).lower().endswith(_NIFTI_SUFFIXES)
 
 
 def _check_paths(args: argparse.Namespace) -> None:
     """Cheap checks of the bundle, INPUT and OUTPUT, before anything is imported or loaded."""
+    from monai_rwkv.data.dicom_writer import is_restored_series
+    from monai_rwkv.data.outputs import InputGuard, OutputConflictError, check_replaceable
+
     source, output = Path(args.input), Path(args.output)
     if not (Path(args.bundle) / "configs" / "inference.json").is_file():
         raise _CommandError(f"{args.bundle}: not a bundle (no configs/inference.json)")
     if not (source.exists() or source.is_symlink()):
         raise _CommandError(f"{source}: no such file or folder")
-    if output.absolute() == source.absolute():
-        raise _UsageError("OUTPUT must differ from INPUT")
+    if not source.exists():
+        raise _CommandError(f"{source}: a symbolic link that cannot be followed (broken, or a loop)")
+    if not (source.is_file() or source.is_dir()):
+        raise _CommandError(f"{source}: not a regular file or folder (a pipe, socket or device)")
     if not _is_nifti(output) and _is_nifti(source):
         raise _UsageError(f"a DICOM series OUTPUT needs a DICOM INPUT; give OUTPUT a .nii.gz name for {source}")
-    if (output.exists() or output.is_symlink()) and not args.overwrite:
-        raise _CommandError(f"{output}: output exists; pass --overwrite to replace it")
+    try:
+        InputGuard([source]).check(output)
+        if _is_nifti(output):
+            check_replaceable(output, "file", args.overwrite, what="NIfTI output", option="--overwrite")
+        else:
+            check_replaceable(
+                output, "folder", args.overwrite, is_restored_series, what="DICOM series output", option="--overwrite"
+            )
+    except (OutputConflictError, FileExistsError) as e:
+        raise _CommandError(str(e)) from None
     folder = output.absolute().parent
     while not folder.exists() and folder != folder.parent:
         folder = folder.parent
@@ -168,8 +197,8 @@ def _check_paths(args: argparse.Namespace) -> None:
 def _restore(args: argparse.Namespace) -> list[Path]:
     """Read INPUT, build the bundle's restorer, restore with the bundles' own :func:`restore_task`."""
     from monai_rwkv.apps.bundle import load_bundle_config, model_name_version
-    from monai_rwkv.apps.restore import InputImage, RestoreTask, error_line, read_volume, restore_task
-    from monai_rwkv.data import MultipleSeriesError, check_dicom_source
+    from monai_rwkv.apps.restore import InputImage, RestoreTask, check_input, error_line, read_volume, restore_task
+    from monai_rwkv.data import InputSpec, MultipleSeriesError, check_dicom_source
     from monai_rwkv.inference import resolve_device
 
     overrides = _config_overrides(args)
@@ -177,6 +206,8 @@ def _restore(args: argparse.Namespace) -> list[Path]:
         resolve_device(args.device)
     except ValueError as e:
         raise _CommandError(f"--device {args.device}: {e}") from None
+    parser = load_bundle_config(args.bundle, "inference.json", overrides)  # parsed only: no network is built yet
+    spec = InputSpec.from_metadata(parser.get("_meta_", {}))
     source, output = Path(args.input), Path(args.output)
     image = InputImage(source, source.name, series_uid=args.series_uid, is_dicom=not _is_nifti(source))
     nifti = _is_nifti(output)
@@ -193,12 +224,12 @@ def _restore(args: argparse.Namespace) -> list[Path]:
             f"{e.path}: {len(e.series)} DICOM series in this folder (never mixed); restore one at a time "
             f"with --series-uid UID: {listing}"
         ) from None
-    if not nifti:
-        try:
-            check_dicom_source(volume.meta)  # before the model is loaded and the volume restored
-        except ValueError as e:
-            raise _CommandError(error_line(source, e)) from None
-    parser = load_bundle_config(args.bundle, "inference.json", overrides)
+    try:  # before the model is loaded and the volume restored
+        check_input(spec, volume, source, args.allow_mismatch)
+        if not nifti:
+            check_dicom_source(volume.meta)
+    except ValueError as e:
+        raise _CommandError(error_line(source, e)) from None
     restorer = parser.get_parsed_content("restorer")
     name, version = model_name_version(parser.get("_meta_", {}))
     return restore_task(restorer, task, name, version, overwrite=args.overwrite, volume=volume)
@@ -208,10 +239,15 @@ def _check_batch_paths(args: argparse.Namespace) -> None:
     """Cheap checks of the bundle and INPUT_DIR before anything is loaded."""
     if not (Path(args.bundle) / "configs" / "inference.json").is_file():
         raise _CommandError(f"{args.bundle}: not a bundle (no configs/inference.json)")
+    from monai_rwkv.data.outputs import file_identity, real_path
+
     if not Path(args.input).exists():
         raise _CommandError(f"{args.input}: no such file or folder")
-    if Path(args.output).absolute() == Path(args.input).absolute():
-        raise _UsageError("OUTPUT_DIR must differ from INPUT_DIR")
+    identity = file_identity(args.output)
+    if real_path(args.output) == real_path(args.input) or (identity and identity == file_identity(args.input)):
+        raise _UsageError("OUTPUT_DIR must differ from INPUT_DIR (compared after resolving links and '..')")
+    if Path(args.output).exists() and not Path(args.output).is_dir():
+        raise _CommandError(f"{args.output}: not a folder; OUTPUT_DIR must be a folder (or not exist yet)")
 
 
 def _batch(args: argparse.Namespace) -> int:
@@ -219,6 +255,7 @@ def _batch(args: argparse.Namespace) -> int:
     from monai_rwkv.apps.bundle import load_bundle_config, model_name_version
     from monai_rwkv.apps.restore import logger as restore_logger
     from monai_rwkv.apps.restore import restore_dataset
+    from monai_rwkv.data import InputSpec
     from monai_rwkv.inference import resolve_device
 
     overrides = _config_overrides(args)
@@ -228,7 +265,8 @@ def _batch(args: argparse.Namespace) -> int:
         raise _CommandError(f"--device {args.device}: {e}") from None
     parser = load_bundle_config(args.bundle, "inference.json", overrides)
     restorer = parser.get_parsed_content("restorer")
-    name, version = model_name_version(parser.get("_meta_", {}))
+    metadata = parser.get("_meta_", {})
+    name, version = model_name_version(metadata)
 
     def show(outcome: Any) -> None:
         if outcome.status == "failed":
@@ -238,7 +276,17 @@ def _batch(args: argparse.Namespace) -> int:
 
     restore_logger.setLevel(logging.CRITICAL)  # each study is printed by `show`
     report = restore_dataset(
-        restorer, args.input, args.output, name, version, args.overwrite, not args.no_dicom, args.summary, show
+        restorer,
+        args.input,
+        args.output,
+        name,
+        version,
+        args.overwrite,
+        not args.no_dicom,
+        args.summary,
+        show,
+        spec=InputSpec.from_metadata(metadata),
+        allow_mismatch=args.allow_mismatch,
     )
     counts = ", ".join(f"{n} {status}" for status, n in report.counts().items())
     print(f"{len(report.studies)} studies: {counts}; summary: {report.summary}")
@@ -277,7 +325,8 @@ def main(argv: Sequence[str] | None = None) -> int:
         warnings.simplefilter("default", UserWarning)  # each distinct warning once, even if main() runs again
         _quiet_optional_backends()
         warnings.showwarning = _show_warning
-        return _run(parser, args)
+        with terminate_as_interrupt():
+            return _run(parser, args)
 
 
 def _run(parser: argparse.ArgumentParser, args: argparse.Namespace) -> int:
@@ -298,10 +347,11 @@ def _run(parser: argparse.ArgumentParser, args: argparse.Namespace) -> int:
             print(e.code if e.code.startswith("error: ") else f"error: {e.code}", file=sys.stderr)
             return EXIT_ERROR
         raise
-    except KeyboardInterrupt:
+    except KeyboardInterrupt as e:
         done = "finished studies are kept; run again to resume" if args.command == "batch" else "no output was written"
-        print(f"error: {args.input}: interrupted (Ctrl-C); {done}", file=sys.stderr)
-        return EXIT_INTERRUPTED
+        what = f"terminated ({e.name})" if isinstance(e, Terminated) else "interrupted (Ctrl-C)"
+        print(f"error: {args.input}: {what}; {done}", file=sys.stderr)
+        return e.exit_status if isinstance(e, Terminated) else EXIT_INTERRUPTED
     except Exception as e:  # noqa: BLE001 - every failure is reported as one line
         print(f"error: {_error_line(args, e)}", file=sys.stderr)
         return EXIT_ERROR

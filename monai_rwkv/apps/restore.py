@@ -7,11 +7,14 @@ Used by the bundles' ``run`` entries and by the ``monai-rwkv restore`` command, 
 
 from __future__ import annotations
 
+import errno
+import hashlib
 import logging
 import os
 import time
+import warnings
 from collections.abc import Callable, Sequence
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from pathlib import Path
 
 import torch
@@ -37,12 +40,19 @@ from monai_rwkv.data import (
     write_nifti,
 )
 from monai_rwkv.data.dicom_series import scan_dicom_folder
+from monai_rwkv.data.dicom_writer import is_restored_series
 from monai_rwkv.data.errors import one_line
+from monai_rwkv.data.outputs import InputGuard, check_replaceable, real_path
+from monai_rwkv.data.spec import InputSpec
 from monai_rwkv.inference import SliceWiseRestorer
 
 __all__ = [
     "NIFTI_SUFFIXES",
     "InputImage",
+    "InputMismatchError",
+    "InputSpec",
+    "check_input",
+    "check_outputs",
     "RestoreReport",
     "RestoreTask",
     "StudyOutcome",
@@ -51,6 +61,7 @@ __all__ = [
     "is_nifti",
     "plan_tasks",
     "read_volume",
+    "unique_names",
     "restore_dataset",
     "restore_task",
     "restore_tasks",
@@ -83,6 +94,40 @@ def error_line(path: str | os.PathLike, error: BaseException) -> str:
     return message if message.startswith(path) else f"{path}: {message}"
 
 
+class InputMismatchError(ValueError):
+    """An input that the model was not made for (another modality, colour, other units); one line."""
+
+
+def check_input(
+    spec: InputSpec | None, image: MetaTensor, path: str | os.PathLike, allow_mismatch: bool = False
+) -> None:
+    """
+    Check ``image`` (as read from ``path``) against what the model accepts.
+
+    Args:
+        spec: the model's input spec (None: no check).
+        image: channel-first image with its meta.
+        path: the input, named in the message.
+        allow_mismatch: warn (one line per problem) and go on instead of refusing.
+
+    Raises:
+        InputMismatchError: ``"<path>: not an input for this model (expects ...): <problems>; ..."``.
+    """
+    if spec is None:
+        return
+    problems = spec.problems(image, getattr(image, "meta", {}), path)
+    if not problems:
+        return
+    if allow_mismatch:
+        for problem in problems:
+            warnings.warn(f"{path}: {problem}; restored anyway (allow_mismatch)", stacklevel=2)
+        return
+    raise InputMismatchError(
+        f"{path}: not an input for this model (it expects {spec.describe()}): {'; '.join(problems)}; "
+        "pass --allow-mismatch (bundle: --allow_mismatch true) to restore it anyway"
+    )
+
+
 @dataclass(frozen=True)
 class InputImage:
     """
@@ -94,6 +139,10 @@ class InputImage:
         suffix: output suffix of the NIfTI output (the input's for NIfTI inputs, ``.nii.gz`` for DICOM).
         series_uid: the series to read when a folder holds several DICOM series.
         is_dicom: whether the input is DICOM (then a DICOM series output is possible).
+        key: the input's relative path in its dataset (POSIX, ``#<uid>`` appended for one series of several);
+            it tells inputs apart when their names collide. Empty: the path as given.
+        problem: why this input cannot be read, found while searching (a broken link, a symbolic link loop,
+            an unreadable folder); such an input is a failed study, the others still run.
     """
 
     path: Path
@@ -101,6 +150,8 @@ class InputImage:
     suffix: str = ".nii.gz"
     series_uid: str | None = None
     is_dicom: bool = False
+    key: str = ""
+    problem: str | None = None
 
 
 @dataclass(frozen=True)
@@ -158,12 +209,22 @@ def _dicom_series_inputs(folder: Path, root: Path) -> list[InputImage]:
     for header in headers:
         groups.setdefault(header.series_uid, []).append(header)
     base = _safe_parts(folder.relative_to(root)) or [sanitize_filename(folder.absolute().name)]
+    key = folder.relative_to(root).as_posix()
     inputs = []
     for index, uid in enumerate(sorted(groups)):
         name = list(base)
         if len(groups) > 1:
             name[-1] = f"{name[-1]}_series{index + 1}"
-        inputs.append(InputImage(folder, "/".join(name), series_uid=uid if len(groups) > 1 else None, is_dicom=True))
+        several = len(groups) > 1
+        inputs.append(
+            InputImage(
+                folder,
+                "/".join(name),
+                series_uid=uid if several else None,
+                is_dicom=True,
+                key=f"{key}#{uid}" if several else key,
+            )
+        )
     return inputs
 
 
@@ -171,36 +232,118 @@ def _visible(names: Sequence[str]) -> list[str]:
     return sorted(n for n in names if not n.startswith("."))
 
 
+def _link_problem(path: Path) -> str | None:
+    """Why a symbolic link cannot be followed (a loop, a missing target), or None."""
+    if not path.is_symlink():
+        return None
+    try:
+        os.stat(path)
+    except OSError as e:
+        if e.errno == errno.ELOOP:
+            return "symbolic link loop: cannot be read"
+        return f"broken symbolic link to {os.readlink(path)} ({e.strerror})"
+    return None
+
+
 def find_inputs(path: str | os.PathLike) -> list[InputImage]:
     """
-    Every NIfTI file and every DICOM series under ``path`` (recursively; hidden files and folders ignored),
-    or ``path`` itself when it is a file.
+    Every NIfTI file and every DICOM series under ``path`` (recursively; hidden files and folders ignored;
+    symbolically linked folders followed, each real folder once), or ``path`` itself when it is a file.
+
+    What cannot be searched or followed (a symbolic link loop, a broken link, a folder that cannot be listed) is
+    returned as an input with a ``problem``: a failed study of its own, so one bad entry never stops the others.
+    Names are made unique with :func:`unique_names`.
 
     Raises:
         ImageReadError: ``path`` does not exist, or a folder holds no NIfTI file and no DICOM series.
     """
     root = Path(path)
+    problem = _link_problem(root)
+    if problem is not None:
+        raise ImageReadError(root, problem)
     if root.is_file():
         if is_nifti(root):
             stem, suffix = _nifti_stem(root.name)
-            return [InputImage(root, sanitize_filename(stem), suffix)]
-        return [InputImage(root, sanitize_filename(root.stem or root.name), is_dicom=True)]
+            return [InputImage(root, sanitize_filename(stem), suffix, key=root.name)]
+        return [InputImage(root, sanitize_filename(root.stem or root.name), is_dicom=True, key=root.name)]
     if not root.is_dir():
         raise ImageReadError(root, "no such file or folder")
     inputs: list[InputImage] = []
-    for folder, dirs, files in os.walk(root):
-        dirs[:] = _visible(dirs)
+    seen: set[tuple[int, int]] = set()
+
+    def unreadable(error: OSError) -> None:
+        folder = Path(error.filename) if error.filename else root
+        name = "/".join(_safe_parts(folder.relative_to(root))) or sanitize_filename(root.absolute().name)
+        key = folder.relative_to(root).as_posix()
+        inputs.append(InputImage(folder, name, key=key, problem=f"cannot list the folder ({error.strerror})"))
+
+    for folder, dirs, files in os.walk(root, onerror=unreadable, followlinks=True):
         folder_path = Path(folder)
-        nifti = [f for f in _visible(files) if is_nifti(f)]
+        st = os.stat(folder_path)
+        if (st.st_dev, st.st_ino) in seen:  # a linked folder already searched (or a cycle of links)
+            dirs[:] = []
+            continue
+        seen.add((st.st_dev, st.st_ino))
+        dirs[:] = _visible(dirs)
+        visible = _visible(files)
+        regular = []
+        for name in visible:
+            entry = folder_path / name
+            problem = _link_problem(entry)
+            if problem is None and not entry.is_file():  # never opened: reading a pipe would block
+                problem = "not a regular file (a pipe, socket or device)"
+            if problem is None:
+                regular.append(name)
+                continue
+            relative = entry.relative_to(root)
+            stem, suffix = _nifti_stem(name) if is_nifti(name) else (name, ".nii.gz")
+            parts = _safe_parts(relative.parent) + [sanitize_filename(stem)]
+            inputs.append(InputImage(entry, "/".join(parts), suffix, key=relative.as_posix(), problem=problem))
+        nifti = [f for f in regular if is_nifti(f)]
         for name in nifti:
             stem, suffix = _nifti_stem(name)
-            parts = _safe_parts(folder_path.relative_to(root)) + [sanitize_filename(stem)]
-            inputs.append(InputImage(folder_path / name, "/".join(parts), suffix))
-        if len(nifti) < len(_visible(files)):
+            relative = (folder_path / name).relative_to(root)
+            parts = _safe_parts(relative.parent) + [sanitize_filename(stem)]
+            inputs.append(InputImage(folder_path / name, "/".join(parts), suffix, key=relative.as_posix()))
+        if len(nifti) < len(regular):
             inputs.extend(_dicom_series_inputs(folder_path, root))
     if not inputs:
         raise ImageReadError(root, "no NIfTI files (.nii, .nii.gz) and no DICOM series found")
-    return inputs
+    return unique_names(inputs)
+
+
+def _name_key(name: str) -> str:
+    """Names that collide on a case-insensitive file system (or after Unicode folding) share a key."""
+    return name.casefold()
+
+
+def unique_names(inputs: Sequence[InputImage]) -> list[InputImage]:
+    """
+    ``inputs`` with output names that never collide: inputs whose names are equal, or equal but for case (a
+    case-insensitive file system would merge their outputs), such as ``\u00fcber.nii.gz`` and ``uber.nii.gz`` (both
+    sanitised to ``uber``), ``a.nii`` and ``a.nii.gz``, or a folder ``a`` and ``a.nii.gz``, each get
+    ``_<8 hex digits>`` appended, a hash of their :attr:`InputImage.key`: the same input keeps the same name in
+    every run, whatever else the dataset holds.
+    """
+    groups: dict[str, list[int]] = {}
+    for index, image in enumerate(inputs):
+        groups.setdefault(_name_key(image.name), []).append(index)
+    result = list(inputs)
+    taken = set(groups)
+    for members in groups.values():
+        if len(members) == 1:
+            continue
+        for index in members:
+            image = inputs[index]
+            key = image.key or os.fspath(image.path) + (f"#{image.series_uid}" if image.series_uid else "")
+            digest = hashlib.sha256(key.encode("utf-8", "surrogateescape")).hexdigest()
+            for length in range(8, len(digest) + 1, 4):
+                name = f"{image.name}_{digest[:length]}"
+                if _name_key(name) not in taken:
+                    break
+            taken.add(_name_key(name))
+            result[index] = replace(image, name=name)
+    return result
 
 
 def plan_tasks(
@@ -208,25 +351,20 @@ def plan_tasks(
 ) -> list[RestoreTask]:
     """
     Output paths under ``output_dir`` for each input: ``<name>_restored<suffix>`` (NIfTI, every input) and
-    ``<name>_restored/`` (a DICOM series folder, DICOM inputs when ``dicom_output``).
-
-    Raises:
-        ValueError: two inputs would write the same output.
+    ``<name>_restored/`` (a DICOM series folder, DICOM inputs when ``dicom_output``). Colliding names are made
+    unique first (:func:`unique_names`), so distinct inputs never share an output or a manifest.
     """
     out = Path(output_dir)
-    tasks, owners = [], {}
-    for image in inputs:
+    tasks = []
+    for image in unique_names(inputs):
         base = out / f"{image.name}{OUTPUT_POSTFIX}"
-        task = RestoreTask(
-            image,
-            nifti_output=base.with_name(base.name + image.suffix),
-            dicom_output=base if (image.is_dicom and dicom_output) else None,
+        tasks.append(
+            RestoreTask(
+                image,
+                nifti_output=base.with_name(base.name + image.suffix),
+                dicom_output=base if (image.is_dicom and dicom_output) else None,
+            )
         )
-        for path in task.outputs:
-            if path in owners:
-                raise ValueError(f"{image.path}: its output {path} would overwrite that of {owners[path]}")
-            owners[path] = image.path
-        tasks.append(task)
     return tasks
 
 
@@ -268,9 +406,11 @@ def restore_task(
     model_version: str,
     overwrite: bool = False,
     volume: MetaTensor | None = None,
+    spec: InputSpec | None = None,
+    allow_mismatch: bool = False,
 ) -> list[Path]:
     """
-    Read ``task.image``, restore it, write its outputs. The input is only read.
+    Read ``task.image``, check it against ``spec``, restore it, write its outputs. The input is only read.
 
     The NIfTI output keeps the input's affine and shape (``restorer.output_dtype``, physical units). The DICOM output
     is a derived series mirroring the source slices (new UIDs, ``DERIVED``, the model name and version in the
@@ -282,12 +422,15 @@ def restore_task(
         model_name, model_version: recorded in DICOM descriptions.
         overwrite: replace existing outputs; otherwise they are left alone (and not written).
         volume: ``task.image`` already read with :func:`read_volume` (it is read here otherwise).
+        spec: what the model accepts (see :func:`check_input`); None: no check.
+        allow_mismatch: restore an input that does not fit ``spec``, with a warning per problem.
 
     Returns:
         the outputs written.
 
     Raises:
         ImageReadError: the input cannot be read.
+        InputMismatchError: the input does not fit ``spec``.
         FileExistsError: an output appeared while restoring and ``overwrite`` is False.
         ValueError: a DICOM output was asked for a non-DICOM input, or the image cannot be written.
     """
@@ -295,6 +438,7 @@ def restore_task(
     if nifti_out is None and dicom_out is None:
         return []
     image = read_volume(task.image) if volume is None else volume
+    check_input(spec, image, task.image.path, allow_mismatch)
     if dicom_out is not None and DICOM_SOURCE_FILES not in image.meta:
         raise ValueError(f"{task.image.path}: a DICOM series output needs a DICOM input; write NIfTI (.nii.gz)")
     restored = restorer(image, desc=task.image.path.name)
@@ -316,13 +460,42 @@ def _input_fingerprint(image: InputImage) -> dict:
     return fingerprint(image.path, recursive=False)
 
 
+def check_outputs(task: RestoreTask, guard: InputGuard | None, overwrite: bool) -> None:
+    """
+    Before any work: no output of ``task`` equals, lies inside or contains an input (``guard``), and each output
+    that exists is replaceable by its kind (a NIfTI file replaces a file; a DICOM series folder replaces an empty
+    folder or a series this program wrote) when ``overwrite`` is given.
+
+    Raises:
+        OutputConflictError: an output that must never be written there.
+        FileExistsError: an output exists and ``overwrite`` is False.
+    """
+    for path in task.outputs:
+        if guard is not None:
+            guard.check(path)
+    if task.nifti_output is not None:
+        check_replaceable(task.nifti_output, "file", overwrite, what="NIfTI output", option="--overwrite")
+    if task.dicom_output is not None:
+        check_replaceable(
+            task.dicom_output, "folder", overwrite, is_restored_series, what="DICOM series output", option="--overwrite"
+        )
+
+
 def _restore_study(
     restorer: SliceWiseRestorer,
     task: RestoreTask,
     model: tuple[str, str],
     overwrite: bool,
+    guard: InputGuard | None = None,
+    spec: InputSpec | None = None,
+    allow_mismatch: bool = False,
 ) -> StudyOutcome:
     """Verify, (re)do and record one study; raises on failure (the caller records it)."""
+    if task.image.problem is not None:
+        raise ImageReadError(task.image.path, task.image.problem)
+    for path in task.outputs:
+        if guard is not None:
+            guard.check(path)
     outcome = StudyOutcome(task.image.name, task.image.path, "written", outputs=list(task.outputs))
     manifest = manifest_path(task.outputs)
     source = _input_fingerprint(task.image)  # before reading: a change while restoring is seen next time
@@ -341,11 +514,15 @@ def _restore_study(
             outcome.status = "skipped"
             return outcome
         outcome.status, outcome.detail = "redone", problem
+    replace_outputs = overwrite or outcome.status == "redone"
+    check_outputs(task, None, replace_outputs)  # the guard was asked above
     # claim the outputs before writing them: a run interrupted between its outputs leaves this record (no outputs),
     # so the next run knows they are ours and redoes the study instead of refusing to touch them
     write_manifest(manifest, source, [], model)
     try:
-        written = restore_task(restorer, task, *model, overwrite=overwrite or outcome.status == "redone")
+        written = restore_task(
+            restorer, task, *model, overwrite=replace_outputs, spec=spec, allow_mismatch=allow_mismatch
+        )
     except BaseException:
         if not any(p.exists() or p.is_symlink() for p in task.outputs):
             manifest.unlink(missing_ok=True)  # nothing written: leave no claim behind
@@ -364,6 +541,9 @@ def restore_tasks(
     overwrite: bool = False,
     summary_file: str | os.PathLike | None = None,
     callback: Callable[[StudyOutcome], None] | None = None,
+    spec: InputSpec | None = None,
+    allow_mismatch: bool = False,
+    guard: InputGuard | None = None,
 ) -> RestoreReport:
     """
     Run :func:`restore_task` on every task (a study), resumably; a study that fails is logged as one line
@@ -381,16 +561,22 @@ def restore_tasks(
         summary_file: where to write the CSV summary (see :func:`~monai_rwkv.apps.batch.write_summary`);
             None: no summary file (the outcomes are still logged and returned).
         callback: called with each study's outcome once it is done (progress, monitoring).
+        spec: what the model accepts; an input that does not fit fails (see :func:`check_input`).
+        allow_mismatch: restore such inputs anyway, with a warning.
+        guard: refuses outputs that would touch an input (default: built from the tasks' inputs).
 
     Returns:
         the report; ``report.studies`` has one outcome per task, in order.
     """
     report = RestoreReport()
     model = (model_name, model_version)
+    guard = InputGuard(t.image.path for t in tasks) if guard is None else guard
+    if summary_file is not None:
+        guard.check(summary_file)
     for index, task in enumerate(tasks):
         start = time.perf_counter()
         try:
-            outcome = _restore_study(restorer, task, model, overwrite)
+            outcome = _restore_study(restorer, task, model, overwrite, guard, spec, allow_mismatch)
         except Exception as e:  # noqa: BLE001 - one failing study must not stop the others
             line = error_line(task.image.path, e)
             outcome = StudyOutcome(task.image.name, task.image.path, "failed", detail=line)
@@ -432,6 +618,8 @@ def restore_dataset(
     dicom_output: bool = True,
     summary_file: str | os.PathLike | None = None,
     callback: Callable[[StudyOutcome], None] | None = None,
+    spec: InputSpec | None = None,
+    allow_mismatch: bool = False,
 ) -> RestoreReport:
     """
     Restore every NIfTI file and DICOM series under ``dataset_dir`` (or the single file / series it names) into
@@ -440,15 +628,23 @@ def restore_dataset(
     by default ``<output_dir>/restore_summary.csv``. When ``output_dir`` is inside ``dataset_dir``, the files under
     ``output_dir`` are not inputs (a re-run does not restore the outputs again).
 
+    Inputs that cannot be followed or read, outputs that would touch an input (see :func:`check_outputs`) and
+    inputs that do not fit ``spec`` are failed studies; the others still run.
+
     Raises:
         ImageReadError: ``dataset_dir`` does not exist or holds no images.
-        ValueError: two inputs would write the same output.
+        OutputConflictError: the output folder or the summary file is (or is inside) an input.
     """
-    out = Path(output_dir).resolve()
-    inputs = [i for i in find_inputs(dataset_dir) if not i.path.resolve().is_relative_to(out)]
+    out = real_path(output_dir)
+    found = find_inputs(dataset_dir)
+    inputs = [i for i in found if not real_path(i.path).is_relative_to(out)]
     if not inputs:  # everything found is an output of an earlier run
         raise ImageReadError(dataset_dir, f"no images found outside the output folder {output_dir}")
+    guard = InputGuard(i.path for i in inputs)
+    guard.check(output_dir, may_contain=True)  # a folder above the inputs is fine: each output is checked
     tasks = plan_tasks(inputs, output_dir, dicom_output=dicom_output)
     logger.info("restoring %d input(s) from %s into %s", len(tasks), dataset_dir, output_dir)
     summary = Path(output_dir) / SUMMARY_NAME if summary_file is None else summary_file
-    return restore_tasks(restorer, tasks, model_name, model_version, overwrite, summary, callback)
+    return restore_tasks(
+        restorer, tasks, model_name, model_version, overwrite, summary, callback, spec, allow_mismatch, guard
+    )

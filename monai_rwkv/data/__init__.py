@@ -6,12 +6,14 @@ from monai_rwkv.data.dicom_writer import (
     Rescale,
     check_dicom_source,
     choose_rescale,
+    is_restored_series,
     sanitize_filename,
     source_files_from_meta,
     write_dicom_series,
 )
 from monai_rwkv.data.errors import ImageReadError, MultipleSeriesError
 from monai_rwkv.data.nifti_writer import write_nifti
+from monai_rwkv.data.outputs import InputGuard, OutputConflictError, check_replaceable
 from monai_rwkv.data.sitk_reader import (
     DEFAULT_MAX_VOXELS,
     DICOM_SOURCE_FILES,
@@ -20,6 +22,7 @@ from monai_rwkv.data.sitk_reader import (
     sitk_load_image,
     sitk_load_imaged,
 )
+from monai_rwkv.data.spec import InputSpec
 
 __all__ = [
     "DEFAULT_MAX_VOXELS",
@@ -27,7 +30,10 @@ __all__ = [
     "DicomSeries",
     "DicomSliceHeader",
     "ImageReadError",
+    "InputGuard",
+    "InputSpec",
     "MultipleSeriesError",
+    "OutputConflictError",
     "OutputWriteError",
     "Rescale",
     "SimpleITKReader",
@@ -35,7 +41,9 @@ __all__ = [
     "atomic_output_dir",
     "atomic_output_file",
     "check_dicom_source",
+    "check_replaceable",
     "choose_rescale",
+    "is_restored_series",
     "load_dicom_series",
     "sanitize_filename",
     "sitk_load_image",

@@ -13,6 +13,8 @@ Atomic output helpers: write under a hidden temporary name in the destination fo
 
 Nothing partial is ever left under the final name: on any error (or Ctrl-C) the temporary output is removed,
 folders created for the output are removed again, and a replaced output (``overwrite=True``) is restored.
+``overwrite`` replaces a file by a file and a folder by a folder, and only a folder that is empty or that the
+caller recognises as its own earlier output (see :func:`~monai_rwkv.data.outputs.check_replaceable`).
 A failed write (full disk, no permission, ...) is raised as :class:`OutputWriteError`, one line naming the output.
 """
 
@@ -21,9 +23,11 @@ from __future__ import annotations
 import os
 import secrets
 import shutil
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from pathlib import Path
+
+from monai_rwkv.data.outputs import check_replaceable
 
 __all__ = ["OutputWriteError", "atomic_output_dir", "atomic_output_file"]
 
@@ -46,10 +50,11 @@ class OutputWriteError(OSError):
         return f"{self.path}: cannot write the output ({self.strerror})"
 
 
-def _check_destination(final: Path, overwrite: bool) -> None:
-    """Raise ``FileExistsError`` if ``final`` exists and ``overwrite`` is False."""
-    if (final.exists() or final.is_symlink()) and not overwrite:
-        raise FileExistsError(f"{final}: output exists; pass overwrite=True to replace it")
+def _check_destination(
+    final: Path, overwrite: bool, kind: str = "file", replaceable: Callable[[Path], bool] | None = None
+) -> None:
+    """Raise ``FileExistsError`` if ``final`` exists and ``overwrite`` is False, or if it is not replaceable."""
+    check_replaceable(final, kind, overwrite, replaceable, what=f"output {kind}")
 
 
 def _remove(path: Path) -> None:
@@ -81,12 +86,14 @@ def _publish_exclusive(tmp: Path, final: Path) -> bool:
     return True
 
 
-def _publish(tmp: Path, final: Path, overwrite: bool) -> None:
+def _publish(
+    tmp: Path, final: Path, overwrite: bool, kind: str = "file", replaceable: Callable[[Path], bool] | None = None
+) -> None:
     """
     Move ``tmp`` to ``final``. An existing ``final`` is moved aside first (``overwrite=True``) and put back
     if the move fails; without ``overwrite`` an output that appeared meanwhile is an error.
     """
-    _check_destination(final, overwrite)
+    _check_destination(final, overwrite, kind, replaceable)
     if not overwrite and _publish_exclusive(tmp, final):
         return
     backup = None
@@ -103,15 +110,18 @@ def _publish(tmp: Path, final: Path, overwrite: bool) -> None:
         _remove(backup)
 
 
-def _prepare_destination(final: str | os.PathLike, overwrite: bool) -> tuple[Path, list[Path]]:
+def _prepare_destination(
+    final: str | os.PathLike, overwrite: bool, kind: str = "file", replaceable: Callable[[Path], bool] | None = None
+) -> tuple[Path, list[Path]]:
     """
-    ``final`` as an absolute path, refused if it exists (unless ``overwrite``), with its parent created.
+    ``final`` as an absolute path, refused if it exists (unless ``overwrite`` and it is replaceable), with its
+    parent created.
 
     Returns:
         ``final`` and the folders created for it (outermost first), to remove if the output fails.
     """
     final = Path(final).absolute()
-    _check_destination(final, overwrite)
+    _check_destination(final, overwrite, kind, replaceable)
     missing = []
     parent = final.parent
     while not parent.exists() and parent != parent.parent:
@@ -157,24 +167,30 @@ def _cleanup(final: Path, tmp: Path, created: list[Path]) -> Iterator[None]:
 
 
 @contextmanager
-def atomic_output_dir(final: str | os.PathLike, overwrite: bool = False) -> Iterator[Path]:
+def atomic_output_dir(
+    final: str | os.PathLike, overwrite: bool = False, replaceable: Callable[[Path], bool] | None = None
+) -> Iterator[Path]:
     """
     Yield an empty temporary folder beside ``final``; rename it to ``final`` when the block succeeds.
 
     Args:
         final: the folder the caller wants to create.
-        overwrite: replace an existing ``final``; otherwise ``FileExistsError`` is raised before any work.
+        overwrite: replace an existing ``final`` folder that is empty or accepted by ``replaceable``; otherwise
+            an error is raised before any work.
+        replaceable: which existing, non-empty folders are earlier outputs that ``overwrite`` may replace
+            (default: none).
 
     Raises:
         FileExistsError: ``final`` exists and ``overwrite`` is False.
+        OutputConflictError: ``final`` exists and is a file, a link or a folder that ``replaceable`` refuses.
         OutputWriteError: the output could not be written (e.g. no space left on the device).
     """
-    final, created = _prepare_destination(final, overwrite)
+    final, created = _prepare_destination(final, overwrite, "folder", replaceable)
     tmp = final.with_name(f".{final.name}.tmp-{secrets.token_hex(6)}")
     with _cleanup(final, tmp, created):
         tmp.mkdir(mode=0o777)  # honours the umask, unlike tempfile.mkdtemp
         yield tmp
-        _publish(tmp, final, overwrite)
+        _publish(tmp, final, overwrite, "folder", replaceable)
 
 
 @contextmanager
@@ -185,10 +201,12 @@ def atomic_output_file(final: str | os.PathLike, overwrite: bool = False) -> Ite
 
     Args:
         final: the file the caller wants to create.
-        overwrite: replace an existing ``final``; otherwise ``FileExistsError`` is raised before any work.
+        overwrite: replace an existing file (or link) ``final``; otherwise ``FileExistsError`` is raised before
+            any work. A folder is never replaced by a file.
 
     Raises:
         FileExistsError: ``final`` exists and ``overwrite`` is False.
+        OutputConflictError: ``final`` is a folder.
         OutputWriteError: the output could not be written (e.g. no space left on the device).
     """
     final, created = _prepare_destination(final, overwrite)

@@ -46,6 +46,7 @@ __all__ = [
     "Rescale",
     "check_dicom_source",
     "choose_rescale",
+    "is_restored_series",
     "sanitize_filename",
     "source_files_from_meta",
     "write_dicom_series",
@@ -78,6 +79,9 @@ _LOSSY_SYNTAXES = {
     "1.2.840.10008.1.2.4.81",  # JPEG-LS near-lossless
     "1.2.840.10008.1.2.4.203",  # HTJ2K (lossy or lossless)
 }
+#: names of the files of a written series, and the end of their DerivationDescription.
+_SLICE_NAME = re.compile(r"^IM\d{6}\.dcm$")
+_DERIVATION_MARK = "(monai_rwkv)"
 _WINDOWS_RESERVED = {"CON", "PRN", "AUX", "NUL", *(f"COM{i}" for i in range(1, 10)), *(f"LPT{i}" for i in range(1, 10))}
 
 
@@ -267,7 +271,7 @@ def _describe(model_name: str, model_version: str, source_desc: str, custom: str
     """(SeriesDescription <= 64 chars, DerivationDescription <= 1024 chars)."""
     tag = f"{model_name} {model_version}".strip()
     series_desc = custom if custom is not None else f"RESTORED {tag}" + (f" {source_desc}" if source_desc else "")
-    derivation = f"Image restoration by {model_name} version {model_version} (monai_rwkv)"
+    derivation = f"Image restoration by {model_name} version {model_version} {_DERIVATION_MARK}"
     return series_desc[:64], derivation[:1024]
 
 
@@ -383,6 +387,30 @@ def _check_single_frame_grey(files: Sequence[str], datasets: Sequence[Dataset]) 
             )
 
 
+def is_restored_series(folder: str | os.PathLike) -> bool:
+    """
+    True when ``folder`` holds only a derived series that :func:`write_dicom_series` wrote: regular files named
+    ``IM000001.dcm``, ... and nothing else (no subfolder, no hidden file), each a DICOM file whose
+    DerivationDescription names this program. Only such a folder is replaced by ``overwrite=True``.
+    """
+    try:
+        entries = list(os.scandir(folder))
+    except OSError:
+        return False
+    if not entries:
+        return False
+    for entry in entries:
+        if not (_SLICE_NAME.match(entry.name) and entry.is_file(follow_symlinks=False)):
+            return False
+        try:
+            ds = pydicom.dcmread(entry.path, stop_before_pixels=True, specific_tags=["DerivationDescription"])
+        except Exception:  # noqa: BLE001 - anything unreadable is not ours
+            return False
+        if not str(ds.get("DerivationDescription", "")).endswith(_DERIVATION_MARK):
+            return False
+    return True
+
+
 def check_dicom_source(meta: Mapping[str, Any]) -> None:
     """
     Check, from headers only, that :func:`write_dicom_series` can mirror the source of an image read by
@@ -424,7 +452,8 @@ def write_dicom_series(
             source files in slice order, or the source series folder (sorted like the reader does).
         output_dir: folder to create (its name is used as given; file names are generated, never taken from tags).
         model_name, model_version: recorded in SeriesDescription and DerivationDescription.
-        overwrite: replace an existing ``output_dir``; otherwise ``FileExistsError``.
+        overwrite: replace an existing ``output_dir`` that is empty or a series this function wrote
+            (:func:`is_restored_series`); otherwise ``FileExistsError`` (and never anything else).
         affine: RAS affine of ``volume`` to check against the source geometry (default: the MetaTensor's).
         stored_dtype: ``"int16"`` or ``"uint16"``; default: the source's PixelRepresentation.
         series_description: override the generated SeriesDescription (cut to 64 characters).
@@ -459,7 +488,7 @@ def write_dicom_series(
     )
     final = Path(output_dir).absolute()
     names = [f"IM{k + 1:06d}.dcm" for k in range(len(datasets))]
-    with atomic_output_dir(final, overwrite=overwrite) as tmp:
+    with atomic_output_dir(final, overwrite=overwrite, replaceable=is_restored_series) as tmp:
         for k, (src, name) in enumerate(zip(datasets, names)):
             ds = _derive_slice(src, stored[:, :, k].T, k, ctx)
             ds.save_as(tmp / name, implicit_vr=False, little_endian=True, enforce_file_format=True)

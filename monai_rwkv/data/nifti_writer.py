@@ -82,7 +82,7 @@ def write_nifti(
     Args:
         data: image ``(i, j, k[, t/channel])`` as returned by MONAI's NIfTI / SimpleITK readers; a MetaTensor's
             affine is used when ``affine`` is None.
-        path: output file.
+        path: output file; the suffix may be in any case (``OUT.NII.GZ`` is a compressed NIfTI).
         affine: (4, 4) voxel to RAS mm (MONAI's ``meta["affine"]``); stored exactly up to NIfTI's float32.
             A 2D image's (3, 3) affine is placed at z = 0.
         dtype: ``"float32"`` or ``"int16"`` (values rounded; out-of-range values are an error).
@@ -93,7 +93,8 @@ def write_nifti(
         the written path.
     """
     path = Path(path)
-    if not path.name.endswith((".nii", ".nii.gz")):
+    suffix = _nifti_suffix(path.name)
+    if suffix is None:
         raise ValueError(f"{path}: NIfTI file names end with .nii or .nii.gz.")
     if dtype not in _DTYPES:
         raise ValueError(f"dtype must be one of {sorted(_DTYPES)}, got {dtype!r}.")
@@ -109,5 +110,21 @@ def write_nifti(
         arr = arr[0] if arr.shape[0] == 1 else np.moveaxis(arr, 0, -1)
     img = _image(_cast(arr, _DTYPES[dtype]), affine)
     with atomic_output_file(path, overwrite=overwrite) as tmp:
-        nib.save(img, tmp)
+        # nibabel picks the format from a lower-case (or all upper-case) suffix: save under the lower-case one
+        lower = tmp.with_name(tmp.name[: -len(suffix)] + suffix.lower())
+        try:
+            nib.save(img, lower)
+            if lower != tmp:
+                os.replace(lower, tmp)
+        finally:
+            if lower != tmp:
+                lower.unlink(missing_ok=True)
     return path.absolute()
+
+
+def _nifti_suffix(name: str) -> str | None:
+    """The ``.nii`` / ``.nii.gz`` suffix of ``name`` as spelled there (any case), or None."""
+    for suffix in (".nii.gz", ".nii"):
+        if name.lower().endswith(suffix):
+            return name[-len(suffix) :]
+    return None

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import csv
 import json
+import re
 import shutil
 from pathlib import Path
 
@@ -70,8 +71,12 @@ def test_find_inputs_and_output_names(tmp_path: Path) -> None:
     ]
     assert tasks[1].dicom_output == tmp_path / "out" / "patient_1" / "ct_restored" and tasks[0].dicom_output is None
     assert find_inputs(data / "a.nii.gz")[0].name == "a"
-    with pytest.raises(ValueError, match="would overwrite"):
-        plan_tasks([InputImage(data / "a.nii.gz", "a"), InputImage(data / "a.nii", "a", suffix=".nii.gz")], tmp_path)
+    colliding = plan_tasks(
+        [InputImage(data / "a.nii.gz", "a", key="a.nii.gz"), InputImage(data / "a.nii", "a", key="a.nii")], tmp_path
+    )
+    names = [t.nifti_output.name for t in colliding]
+    assert len(set(names)) == 2 and all(re.fullmatch(r"a_[0-9a-f]{8}_restored\.nii\.gz", n) for n in names), names
+    assert plan_tasks([t.image for t in colliding], tmp_path) == colliding  # stable: names are already unique
     with pytest.raises(ImageReadError, match="no such file or folder"):
         find_inputs(tmp_path / "missing")
     (tmp_path / "empty").mkdir()

@@ -6,6 +6,8 @@ awkward inputs (synthetic CT series with any geometry, compressed and enhanced m
 
 from __future__ import annotations
 
+import hashlib
+import os
 import re
 import subprocess
 import sys
@@ -23,10 +25,88 @@ from monai_rwkv.apps.cli import main
 from tests.bundles.utils import REPO, TINY_BUNDLE_ARGS, TINY_CLI_ARGS, make_tiny_bundle
 from tests.data.conftest import CT5N, pydicom_file, tree_digest
 
-__all__ = ["tree_digest"]
+__all__ = ["assert_changes_within", "tree_digest", "tree_state"]
 
 #: names of the temporary files and folders of the atomic writers (``monai_rwkv.data.atomic``).
 TEMP_NAME = re.compile(r"^\.(tmp-|.*\.tmp-|.*\.old-)")
+
+
+#: the test's temporary folder, whose whole tree every run helper below snapshots before and after the command.
+_WATCHED: list[Path] = []
+
+
+@pytest.fixture(autouse=True)
+def _watch_tmp_path(tmp_path: Path):
+    """Make :func:`run_main`, :func:`run_cli` and :func:`run_bundle` check the whole ``tmp_path`` tree."""
+    _WATCHED.append(tmp_path)
+    yield
+    _WATCHED.pop()
+
+
+def tree_state(root: Path) -> dict[str, tuple]:
+    """
+    Everything under ``root``: relative path -> ``("dir",)``, ``("link", target)``, ``("file", sha256, mode)`` or
+    ``("special", mode)`` (pipes, sockets, devices: never opened). Links are recorded, not followed.
+    """
+    state: dict[str, tuple] = {}
+    if not root.exists():
+        return state
+    for folder, dirs, files in os.walk(root):
+        for name in dirs + files:
+            path = Path(folder) / name
+            relative = path.relative_to(root).as_posix()
+            if path.is_symlink():
+                state[relative] = ("link", os.readlink(path))
+            elif path.is_dir():
+                state[relative] = ("dir",)
+            elif path.is_file():
+                state[relative] = ("file", hashlib.sha256(path.read_bytes()).hexdigest(), path.stat().st_mode)
+            else:  # a pipe, socket or device: never opened
+                state[relative] = ("special", path.stat().st_mode)
+    return state
+
+
+def assert_changes_within(root: Path, before: dict, after: dict, outputs: Sequence[str | Path]) -> None:
+    """
+    The invariant of every run: the only paths created, removed or changed under ``root`` are the declared
+    ``outputs``, what lies inside them, and folders created to hold them. Inputs and every other file stay
+    byte-identical; no temporary file is left.
+    """
+    allowed = [Path(os.path.abspath(o)) for o in outputs]
+    changed = {p for p in before.keys() | after.keys() if before.get(p) != after.get(p)}
+
+    def permitted(relative: str) -> bool:
+        path = root / relative
+        if any(path == o or o in path.parents for o in allowed):
+            return True
+        # a folder created for an output (absent before, a folder now)
+        return after.get(relative) == ("dir",) and relative not in before and any(path in o.parents for o in allowed)
+
+    unexpected = sorted(p for p in changed if not permitted(p))
+    assert not unexpected, f"created, removed or changed outside the outputs {allowed}: {unexpected}"
+
+
+def _watched(outputs: Sequence[str | Path]):
+    """Context: snapshot the watched tree, run, check that only ``outputs`` changed."""
+    root = _WATCHED[-1] if _WATCHED else None
+
+    class _Check:
+        def __enter__(self):
+            self.before = tree_state(root) if root is not None else None
+            return self
+
+        def __exit__(self, kind, value, traceback):
+            if kind is None and root is not None:
+                assert_changes_within(root, self.before, tree_state(root), outputs)
+            return False
+
+    return _Check()
+
+
+def _output_argument(args: Sequence[str | Path]) -> list[str | Path]:
+    """The OUTPUT of ``restore INPUT OUTPUT [options]``: the second positional argument."""
+    positional = [a for a in args if not str(a).startswith("--")]
+    return positional[1:2]
 
 
 @pytest.fixture(scope="package")
@@ -37,7 +117,8 @@ def bundle(tmp_path_factory: pytest.TempPathFactory) -> Path:
 
 def run_main(capsys: pytest.CaptureFixture, bundle: Path, *args: str | Path) -> tuple[int, list[str], str]:
     """``monai-rwkv restore --bundle B ARGS`` in-process: (exit status, stderr lines, stdout)."""
-    code = main(["restore", "--bundle", str(bundle), *map(str, args), *TINY_CLI_ARGS])
+    with _watched(_output_argument(args)):
+        code = main(["restore", "--bundle", str(bundle), *map(str, args), *TINY_CLI_ARGS])
     out, err = capsys.readouterr()
     return code, err.splitlines(), out
 
@@ -45,7 +126,8 @@ def run_main(capsys: pytest.CaptureFixture, bundle: Path, *args: str | Path) -> 
 def run_cli(bundle: Path, *args: str | Path, **kwargs) -> subprocess.CompletedProcess:
     """``python -m monai_rwkv.apps.cli restore --bundle B ARGS`` as a real subprocess."""
     command = [sys.executable, "-m", "monai_rwkv.apps.cli", "restore", "--bundle", str(bundle), *map(str, args)]
-    return subprocess.run(command + TINY_CLI_ARGS, capture_output=True, text=True, cwd=REPO, timeout=300, **kwargs)
+    with _watched(_output_argument(args)):
+        return subprocess.run(command + TINY_CLI_ARGS, capture_output=True, text=True, cwd=REPO, timeout=300, **kwargs)
 
 
 def run_bundle(bundle: Path, dataset: Path, output: Path, *args: str) -> subprocess.CompletedProcess:
@@ -66,7 +148,8 @@ def run_bundle(bundle: Path, dataset: Path, output: Path, *args: str) -> subproc
         *args,
         *TINY_BUNDLE_ARGS,
     ]
-    return subprocess.run(command, capture_output=True, text=True, cwd=output.parent, timeout=300)
+    with _watched([output]):
+        return subprocess.run(command, capture_output=True, text=True, cwd=output.parent, timeout=300)
 
 
 def error_lines(lines: Sequence[str] | str) -> list[str]:

@@ -1,0 +1,119 @@
+"""
+Count-domain Poisson noise: the quantum noise of photon (CT) and coincidence (PET) measurements, as a MONAI
+randomisable transform.
+
+An image of non-negative expected values ``x`` (a sinogram, or any count-proportional quantity) at a count level of
+``counts_per_unit`` detected events per unit of ``x`` becomes ``Poisson(x * counts_per_unit) / counts_per_unit``:
+unbiased (its mean is ``x``) with variance ``x / counts_per_unit``, so halving the counts doubles the variance.
+A flat background fraction (randoms and scatter, as a fraction of the mean) may be added to the expectation before
+sampling and subtracted after, as a scanner's randoms/scatter correction does.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Hashable, Mapping
+
+import torch
+from monai.config import KeysCollection, NdarrayOrTensor
+from monai.transforms.transform import MapTransform, RandomizableTransform
+from monai.utils import TransformBackends, convert_to_dst_type, convert_to_tensor
+from monai.utils.misc import MAX_SEED
+
+__all__ = ["RandPoissonCounts", "RandPoissonCountsd", "poisson_counts"]
+
+
+def poisson_counts(
+    expected: torch.Tensor,
+    counts_per_unit: float,
+    background_fraction: float = 0.0,
+    generator: torch.Generator | None = None,
+) -> torch.Tensor:
+    """
+    Sample ``Poisson((x + b) * c) / c - b`` where ``b = background_fraction * mean(x)`` and ``c = counts_per_unit``.
+
+    Args:
+        expected: non-negative expected values ``x`` (negative values are an error).
+        counts_per_unit: detected events per unit of ``x`` (> 0).
+        background_fraction: flat randoms/scatter background as a fraction of ``mean(x)`` (>= 0).
+        generator: random stream (on ``expected``'s device).
+
+    Returns:
+        float tensor of ``expected``'s shape (float64 for float64 input, else float32).
+    """
+    if not counts_per_unit > 0:
+        raise ValueError(f"counts_per_unit must be > 0, got {counts_per_unit}.")
+    if not background_fraction >= 0:
+        raise ValueError(f"background_fraction must be >= 0, got {background_fraction}.")
+    dtype = torch.float64 if expected.dtype == torch.float64 else torch.float32
+    x = expected.to(dtype)
+    if bool((x < 0).any()):
+        raise ValueError("expected values must be non-negative (counts cannot be negative).")
+    background = background_fraction * float(x.mean()) if x.numel() else 0.0
+    rate = (x + background) * counts_per_unit
+    return torch.poisson(rate, generator=generator) / counts_per_unit - background
+
+
+class RandPoissonCounts(RandomizableTransform):
+    """
+    Array transform: :func:`poisson_counts` on an image, reproducible with :meth:`set_random_state`.
+
+    Args:
+        counts_per_unit: detected events per unit of the image's values.
+        background_fraction: flat background as a fraction of the image's mean.
+        prob: probability of applying the noise.
+    """
+
+    backend = [TransformBackends.TORCH, TransformBackends.NUMPY]
+
+    def __init__(self, counts_per_unit: float, background_fraction: float = 0.0, prob: float = 1.0) -> None:
+        RandomizableTransform.__init__(self, prob)
+        poisson_counts(torch.zeros(1), counts_per_unit, background_fraction)  # validates the arguments
+        self.counts_per_unit = float(counts_per_unit)
+        self.background_fraction = float(background_fraction)
+        self._seed = 0
+
+    def randomize(self, data: object = None) -> None:
+        super().randomize(None)
+        self._seed = int(self.R.randint(MAX_SEED))
+
+    def __call__(self, img: NdarrayOrTensor, randomize: bool = True) -> NdarrayOrTensor:
+        if randomize:
+            self.randomize()
+        if not self._do_transform:
+            return img
+        data = convert_to_tensor(img, track_meta=False)
+        generator = torch.Generator(device=data.device).manual_seed(self._seed)
+        out = poisson_counts(data, self.counts_per_unit, self.background_fraction, generator)
+        return convert_to_dst_type(out, img, dtype=out.dtype)[0]
+
+
+class RandPoissonCountsd(RandomizableTransform, MapTransform):
+    """Dictionary version of :class:`RandPoissonCounts` (each key gets its own noise)."""
+
+    backend = RandPoissonCounts.backend
+
+    def __init__(
+        self,
+        keys: KeysCollection,
+        counts_per_unit: float,
+        background_fraction: float = 0.0,
+        prob: float = 1.0,
+        allow_missing_keys: bool = False,
+    ) -> None:
+        MapTransform.__init__(self, keys, allow_missing_keys)
+        RandomizableTransform.__init__(self, prob)
+        self.noise = RandPoissonCounts(counts_per_unit, background_fraction, prob=1.0)
+
+    def set_random_state(self, seed: int | None = None, state=None) -> RandPoissonCountsd:  # noqa: ANN001
+        super().set_random_state(seed, state)
+        self.noise.set_random_state(seed, state)
+        return self
+
+    def __call__(self, data: Mapping[Hashable, NdarrayOrTensor]) -> dict[Hashable, NdarrayOrTensor]:
+        d = dict(data)
+        self.randomize(None)
+        if not self._do_transform:
+            return d
+        for key in self.key_iterator(d):
+            d[key] = self.noise(d[key])
+        return d

@@ -1,0 +1,114 @@
+"""
+MRI k-space truncation: the degradation of the paper's MRI super-resolution task.
+
+A slice's 2D discrete Fourier transform (its k-space) is cut to the central ``1/factor x 1/factor`` block of
+frequencies (``factor`` 4 keeps 6.25 % of the samples), the rest is set to zero, and the inverse transform's magnitude
+is the degraded image: the same matrix size and field of view, with the resolution of a ``factor``-times smaller
+acquisition (and its ringing). Conventions:
+
+- the two in-plane axes are ``spatial_axes`` of the channel-first image (default the first two spatial axes, i.e.
+  ``(i, j)`` of a ``(C, i, j[, k])`` volume read slice-wise along ``k``);
+- along an axis of ``n`` samples, ``keep = max(1, round(n / factor))`` frequencies are kept: after ``fftshift`` the
+  zero frequency sits at index ``n // 2`` and the kept block is indices ``n // 2 - keep // 2`` to
+  ``n // 2 - keep // 2 + keep - 1`` (centred on the zero frequency for odd ``keep``; one more negative than positive
+  frequency for even ``keep``, as a scanner's even matrix samples them);
+- the result is the magnitude ``|ifft2(truncated)|``: real, non-negative (a magnitude MR image in, a magnitude image
+  out; ``factor`` 1 returns ``|image|``).
+"""
+
+from __future__ import annotations
+
+from collections.abc import Hashable, Mapping, Sequence
+
+import torch
+from monai.config import KeysCollection, NdarrayOrTensor
+from monai.transforms.transform import MapTransform, Transform
+from monai.utils import TransformBackends, convert_to_dst_type, convert_to_tensor
+
+__all__ = ["KSpaceTruncate", "KSpaceTruncated", "kspace_keep", "truncate_kspace"]
+
+
+def kspace_keep(n: int, factor: float) -> slice:
+    """The kept frequencies of an axis of ``n`` samples after ``fftshift``: a slice of ``max(1, round(n / factor))``."""
+    if not factor >= 1:
+        raise ValueError(f"factor must be >= 1 (the fraction 1/factor of k-space is kept per axis), got {factor}.")
+    keep = max(1, int(round(n / float(factor))))
+    start = n // 2 - keep // 2
+    return slice(start, start + keep)
+
+
+def truncate_kspace(image: torch.Tensor, factor: float, dims: Sequence[int] = (-2, -1)) -> torch.Tensor:
+    """
+    Keep the central ``1/factor`` of k-space along each of the two axes ``dims`` of ``image``, zero the rest and
+    return the magnitude of the inverse transform.
+
+    Args:
+        image: real tensor, any shape; ``dims`` are the two in-plane axes.
+        factor: acceleration per axis (>= 1; 4 keeps 1/16 of the samples).
+        dims: the two axes of each 2D slice.
+
+    Returns:
+        float tensor of ``image``'s shape (float64 for float64 input, else float32), non-negative.
+    """
+    if len(dims) != 2:
+        raise ValueError(f"dims must name the two in-plane axes, got {dims}.")
+    dtype = torch.float64 if image.dtype == torch.float64 else torch.float32
+    dims = tuple(d % image.ndim for d in dims)
+    spectrum = torch.fft.fftshift(torch.fft.fftn(image.to(dtype), dim=dims), dim=dims)
+    mask = torch.zeros(spectrum.shape[dims[0]], spectrum.shape[dims[1]], dtype=torch.bool, device=image.device)
+    mask[kspace_keep(mask.shape[0], factor), kspace_keep(mask.shape[1], factor)] = True
+    shape = [1] * image.ndim
+    shape[dims[0]], shape[dims[1]] = mask.shape
+    spectrum = spectrum * mask.reshape(shape)
+    return torch.fft.ifftn(torch.fft.ifftshift(spectrum, dim=dims), dim=dims).abs()
+
+
+class KSpaceTruncate(Transform):
+    """
+    Array transform: :func:`truncate_kspace` of a channel-first image ``(C, *spatial)``, slice by slice over the
+    two in-plane ``spatial_axes``.
+
+    Args:
+        factor: acceleration per in-plane axis (4: the paper's x4 task, 6.25 % of k-space kept).
+        spatial_axes: the two in-plane axes, counted among the spatial axes (default ``(0, 1)``).
+    """
+
+    backend = [TransformBackends.TORCH, TransformBackends.NUMPY]
+
+    def __init__(self, factor: float = 4.0, spatial_axes: Sequence[int] = (0, 1)) -> None:
+        kspace_keep(1, factor)  # validates factor
+        if len(spatial_axes) != 2 or spatial_axes[0] == spatial_axes[1]:
+            raise ValueError(f"spatial_axes must be two different spatial axes, got {spatial_axes}.")
+        self.factor = float(factor)
+        self.spatial_axes = tuple(int(a) for a in spatial_axes)
+
+    def __call__(self, img: NdarrayOrTensor) -> NdarrayOrTensor:
+        data = convert_to_tensor(img, track_meta=False)
+        if data.ndim < 3:
+            raise ValueError(
+                f"expected a channel-first image (C, *spatial) with 2 or 3 spatial axes, got {data.shape}."
+            )
+        out = truncate_kspace(data, self.factor, dims=[a + 1 for a in self.spatial_axes])
+        return convert_to_dst_type(out, img, dtype=out.dtype)[0]
+
+
+class KSpaceTruncated(MapTransform):
+    """Dictionary version of :class:`KSpaceTruncate` (metadata such as the affine is kept: the grid is unchanged)."""
+
+    backend = KSpaceTruncate.backend
+
+    def __init__(
+        self,
+        keys: KeysCollection,
+        factor: float = 4.0,
+        spatial_axes: Sequence[int] = (0, 1),
+        allow_missing_keys: bool = False,
+    ) -> None:
+        super().__init__(keys, allow_missing_keys)
+        self.transform = KSpaceTruncate(factor, spatial_axes)
+
+    def __call__(self, data: Mapping[Hashable, NdarrayOrTensor]) -> dict[Hashable, NdarrayOrTensor]:
+        d = dict(data)
+        for key in self.key_iterator(d):
+            d[key] = self.transform(d[key])
+        return d

@@ -13,16 +13,15 @@ import pickle
 import re
 import warnings
 from collections.abc import Callable, Mapping, Sequence
-from contextlib import nullcontext
-from typing import Any
+from typing import Any, Protocol, runtime_checkable
 
 import numpy as np
 import torch
 from monai.data import MetaTensor
-from monai.inferers import SlidingWindowInferer
 from torch import nn
 from tqdm.auto import tqdm
 
+from monai_rwkv.inferers import SliceRestorationInferer
 from monai_rwkv.networks.nets import RestoreRWKV
 from monai_rwkv.networks.nets.restore_rwkv import _unwrap_state_dict
 from monai_rwkv.runtime import reuse_freed_memory
@@ -31,6 +30,7 @@ __all__ = [
     "CT_INTENSITY_RANGE",
     "OUTPUT_DTYPES",
     "SliceWiseRestorer",
+    "VolumeRestorer",
     "denormalize_intensity",
     "load_network",
     "load_weights",
@@ -176,6 +176,22 @@ def load_weights(path: str | os.PathLike) -> Any:
         raise ValueError(f"{path}: not a readable PyTorch checkpoint ({reason})") from None
 
 
+@runtime_checkable
+class VolumeRestorer(Protocol):
+    """
+    What the applications (dataset runner, CLI, evaluation) need of a restorer, whatever its network, modality or
+    inferer: ``restorer(volume, desc=None)`` maps a channel-first volume ``(C, i, j[, k])`` in physical units to the
+    restored volume with the same meta (a MetaTensor keeps its affine), ``output_dtype`` names the type of that
+    result, and ``describe()`` returns the settings recorded in manifests and reports.
+    """
+
+    output_dtype: str
+
+    def __call__(self, volume: torch.Tensor, desc: str | None = None) -> torch.Tensor: ...
+
+    def describe(self) -> dict[str, Any]: ...
+
+
 class SliceWiseRestorer:
     """
     Restore a volume slice by slice (along its last axis) with a 2D network and sliding-window inference.
@@ -183,14 +199,15 @@ class SliceWiseRestorer:
     For each channel ``c`` and each slice ``k`` of a volume ``(C, i, j, k)`` in physical units:
 
     1. normalise with the fixed ``intensity_range`` to [0, 1] (clipped);
-    2. present the slice as an image of ``(rows, columns) = (j, i)``, i.e. transposed to the usual display
-       orientation (the layout the training slices have);
-    3. run :class:`monai.inferers.SlidingWindowInferer` with ``roi_size`` patches, ``overlap`` and Gaussian
-       blending; slices smaller than the ROI are padded with 0 (the low end of the range, air for CT) and cropped;
-    4. de-normalise back to physical units, optionally after clipping the network output to [0, 1].
+    2. run :class:`~monai_rwkv.inferers.SliceRestorationInferer` (MONAI's ``SliceInferer``): each slice is presented
+       as an image of ``(rows, columns) = (j, i)`` (the display orientation, the layout of the training slices) and
+       restored with ``roi_size`` patches, ``overlap`` and Gaussian blending; slices smaller than the ROI are
+       padded with 0 (the low end of the range, air for CT) and cropped;
+    3. de-normalise back to physical units, optionally after clipping the network output to [0, 1].
 
-    The network runs on ``device`` (patches are moved there one batch at a time, a slice is stitched there);
-    the volume stays on the CPU. Automatic mixed precision (float16) is used on CUDA only when ``amp`` is set.
+    Slices are sent to ``device`` in slabs of :attr:`slab_size` slices (patches of several slices share a network
+    call; a slab is stitched there); the volume stays on the CPU. Automatic mixed precision (float16) is used on
+    CUDA only when ``amp`` is set.
 
     Args:
         network: a 2D image-to-image module ``(B, 1, H, W) -> (B, 1, H, W)`` on ``device``
@@ -206,6 +223,12 @@ class SliceWiseRestorer:
         output_dtype: ``"float32"`` or ``"int16"`` (rounded and clipped to the int16 range).
         clip_output: clip the network output to [0, 1], i.e. to ``intensity_range``, before de-normalising.
         progress: show a progress bar over slices.
+        inferer: the slice inferer to use (a bundle config's ``inferer``); None builds one from ``roi_size``,
+            ``overlap``, ``sw_batch_size``, ``mode``, ``device`` and ``amp``.
+        normalize, denormalize: the intensity mappings physical units -> [0, 1] and back, as array transforms (a
+            bundle config's ``normalize`` / ``denormalize``, also used by its ``preprocessing`` and
+            ``postprocessing``); None: :func:`normalize_intensity` / :func:`denormalize_intensity` with
+            ``intensity_range`` (the same arithmetic).
 
     On the CPU the restorer calls :func:`monai_rwkv.runtime.reuse_freed_memory` (glibc ``malloc`` settings for the
     whole process: freed feature maps are reused instead of being unmapped and faulted in again on every call).
@@ -231,6 +254,9 @@ class SliceWiseRestorer:
         output_dtype: str = "float32",
         clip_output: bool = True,
         progress: bool = True,
+        inferer: SliceRestorationInferer | None = None,
+        normalize: Callable[[torch.Tensor], torch.Tensor] | None = None,
+        denormalize: Callable[[torch.Tensor], torch.Tensor] | None = None,
     ) -> None:
         if output_dtype not in OUTPUT_DTYPES:
             raise ValueError(f"output_dtype must be one of {sorted(OUTPUT_DTYPES)}, got {output_dtype!r}.")
@@ -243,6 +269,7 @@ class SliceWiseRestorer:
         if len(roi) != 2 or min(roi) < 1:
             raise ValueError(f"roi_size must be two positive integers (H, W), got {roi_size}.")
         self.network = network
+        self.roi_size = roi
         self.device = resolve_device(device)
         if self.device.type == "cpu":
             reuse_freed_memory()  # large feature maps: reuse freed pages instead of faulting them in per call
@@ -251,24 +278,29 @@ class SliceWiseRestorer:
         self.output_dtype = output_dtype
         self.clip_output = clip_output
         self.progress = progress
-        self.inferer = SlidingWindowInferer(
+        self.normalize = normalize or (lambda x: normalize_intensity(x, self.intensity_range))
+        self.denormalize = denormalize or (lambda y: denormalize_intensity(y, self.intensity_range))
+        self.inferer = inferer or SliceRestorationInferer(
             roi_size=roi,
+            spatial_dim=2,
+            transpose=True,
+            amp=self.amp,
             sw_batch_size=resolve_sw_batch_size(sw_batch_size, self.device),
             overlap=float(overlap),
             mode=mode,
             sw_device=self.device,
             device=self.device,
-            cache_roi_weight_map=True,
         )
 
-    def _predict(self, patches: torch.Tensor) -> torch.Tensor:
-        """Network on a batch of patches ``(B, 1, h, w)`` in [0, 1], channels-last, float32 result."""
-        out = self.network(patches.contiguous(memory_format=torch.channels_last)).float()
-        # MONAI scales the prediction in place by the blending weights and, with sw_batch_size 1, the patches are a
-        # view of the slice: a network returning its input (nn.Identity) would corrupt the slice where windows overlap.
-        if out.untyped_storage().data_ptr() == patches.untyped_storage().data_ptr():
-            out = out.clone()
-        return out
+    #: slices restored per inferer call (their patches are batched together).
+    slab_size = 16
+
+    def _infer(self, normalised: torch.Tensor) -> torch.Tensor:
+        """``(B, 1, i, j, k)`` in [0, 1] -> restored, float32 on the CPU, clipped to [0, 1] when ``clip_output``."""
+        out = self.inferer(normalised.to(self.device, torch.float32), self.network).float()
+        if self.clip_output:
+            out = out.clamp(0.0, 1.0)
+        return out.cpu()
 
     @torch.no_grad()
     def restore_slice(self, image: torch.Tensor) -> torch.Tensor:
@@ -281,13 +313,8 @@ class SliceWiseRestorer:
         Returns:
             ``(B, 1, H, W)`` float32 on the CPU, normalised (clipped to [0, 1] when ``clip_output``).
         """
-        autocast = torch.autocast("cuda", dtype=torch.float16) if self.amp else nullcontext()
-        with autocast:
-            out = self.inferer(image.to(self.device, torch.float32), self._predict)
-        out = out.float()
-        if self.clip_output:
-            out = out.clamp(0.0, 1.0)
-        return out.cpu()
+        volume = image.transpose(-1, -2)[..., None]  # (B, 1, i = columns, j = rows, k = 1)
+        return self._infer(volume)[..., 0].transpose(-1, -2)
 
     def __call__(self, volume: torch.Tensor | np.ndarray, desc: str | None = None) -> torch.Tensor:
         """
@@ -313,13 +340,12 @@ class SliceWiseRestorer:
         out = torch.empty(data.shape, dtype=torch.float32)
         n_channels, n_slices = data.shape[0], data.shape[-1]
         bar = tqdm(total=n_channels * n_slices, desc=desc, unit="slice", disable=not self.progress, leave=False)
-        with bar:
-            for c in range(n_channels):
-                for k in range(n_slices):
-                    image = normalize_intensity(data[c, :, :, k].T, self.intensity_range)  # (rows j, columns i)
-                    restored = self.restore_slice(image[None, None])[0, 0]
-                    out[c, :, :, k] = denormalize_intensity(restored, self.intensity_range).T
-                    bar.update()
+        with bar, torch.no_grad():
+            for start in range(0, n_slices, self.slab_size):
+                slab = slice(start, min(start + self.slab_size, n_slices))
+                image = torch.as_tensor(self.normalize(data[..., slab].float()))[:, None]  # channels as batch
+                out[..., slab] = torch.as_tensor(self.denormalize(self._infer(image)[:, 0])).float()
+                bar.update(n_channels * (slab.stop - slab.start))
         out = self._cast(out[..., 0] if planar else out)
         if isinstance(volume, MetaTensor):
             return MetaTensor(out, meta=dict(volume.meta))
@@ -353,13 +379,13 @@ class SliceWiseRestorer:
         """The settings of this restorer, for logs and reports."""
         inferer = self.inferer
         return {
-            "roi_size": list(inferer.roi_size),
+            "roi_size": list(getattr(inferer, "patch_size", self.roi_size)),
             "overlap": inferer.overlap,
             "sw_batch_size": inferer.sw_batch_size,
             "mode": str(inferer.mode),
             "intensity_range": list(self.intensity_range),
             "device": str(self.device),
-            "amp": self.amp,
+            "amp": getattr(inferer, "amp", self.amp),
             "output_dtype": self.output_dtype,
             "clip_output": self.clip_output,
         }

@@ -68,7 +68,7 @@ def test_slices_are_given_to_the_network_as_rows_j_columns_i() -> None:
 
     class Probe(nn.Module):
         def forward(self, x: torch.Tensor) -> torch.Tensor:
-            seen.append(tuple(x.shape[-2:]))
+            seen.extend([tuple(x.shape[-2:])] * x.shape[0])  # one entry per patch (slices share a call)
             return x
 
     volume = torch.zeros(1, 12, 7, 3)  # i=12, j=7

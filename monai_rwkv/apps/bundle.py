@@ -23,7 +23,7 @@ from monai_rwkv.apps.restore import RestoreReport, error_line, restore_dataset
 from monai_rwkv.apps.signals import Terminated, terminate_as_interrupt
 from monai_rwkv.data import InputSpec
 from monai_rwkv.data.errors import ImageReadError, one_line
-from monai_rwkv.inference import SliceWiseRestorer, load_network
+from monai_rwkv.inference import VolumeRestorer, load_network
 
 __all__ = [
     "bundle_root",
@@ -141,7 +141,7 @@ def exit_on_errors(report: RestoreReport) -> RestoreReport:
 
 
 def run_restore(
-    restorer: SliceWiseRestorer,
+    restorer: VolumeRestorer,
     dataset_dir: str | os.PathLike,
     output_dir: str | os.PathLike,
     metadata: Mapping[str, Any],
@@ -185,7 +185,7 @@ def run_restore(
 
 
 def run_evaluate(
-    restorer: SliceWiseRestorer,
+    restorer: VolumeRestorer,
     dataset_dir: str | os.PathLike | None,
     output_dir: str | os.PathLike,
     metadata: Mapping[str, Any],

@@ -25,7 +25,7 @@ from monai.data import MetaTensor
 
 from monai_rwkv.apps.restore import InputImage, error_line, find_inputs, read_volume
 from monai_rwkv.data import atomic_output_file, write_nifti
-from monai_rwkv.inference import SliceWiseRestorer
+from monai_rwkv.inference import VolumeRestorer
 from monai_rwkv.metrics import CT_EVAL_WINDOW, slice_metrics
 from monai_rwkv.transforms import LowDoseCT
 
@@ -146,7 +146,7 @@ def _write_json(path: Path, content: Mapping[str, Any], overwrite: bool) -> None
 
 
 def evaluate_low_dose(
-    restorer: SliceWiseRestorer,
+    restorer: VolumeRestorer,
     dataset_dir: str | os.PathLike,
     output_dir: str | os.PathLike,
     model_name: str = "",
@@ -227,7 +227,7 @@ class _Protocol:
     overwrite: bool
 
 
-def _evaluate_one(restorer: SliceWiseRestorer, image: InputImage, out: Path, p: _Protocol) -> list[dict[str, Any]]:
+def _evaluate_one(restorer: VolumeRestorer, image: InputImage, out: Path, p: _Protocol) -> list[dict[str, Any]]:
     """Rows of the per-slice CSV for one clean volume (and its images when ``p.save_images``)."""
     clean = read_volume(image)
     low = _low_dose_for(image, clean, p.low_dose_dir, dose_fraction=p.dose_fraction, seed=p.seed)

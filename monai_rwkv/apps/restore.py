@@ -44,7 +44,7 @@ from monai_rwkv.data.dicom_writer import is_restored_series
 from monai_rwkv.data.errors import one_line
 from monai_rwkv.data.outputs import InputGuard, check_replaceable, real_path
 from monai_rwkv.data.spec import InputSpec
-from monai_rwkv.inference import SliceWiseRestorer
+from monai_rwkv.inference import VolumeRestorer
 
 __all__ = [
     "NIFTI_SUFFIXES",
@@ -400,7 +400,7 @@ def _pending(task: RestoreTask, overwrite: bool) -> tuple[Path | None, Path | No
 
 
 def restore_task(
-    restorer: SliceWiseRestorer,
+    restorer: VolumeRestorer,
     task: RestoreTask,
     model_name: str,
     model_version: str,
@@ -482,7 +482,7 @@ def check_outputs(task: RestoreTask, guard: InputGuard | None, overwrite: bool) 
 
 
 def _restore_study(
-    restorer: SliceWiseRestorer,
+    restorer: VolumeRestorer,
     task: RestoreTask,
     model: tuple[str, str],
     overwrite: bool,
@@ -534,7 +534,7 @@ def _restore_study(
 
 
 def restore_tasks(
-    restorer: SliceWiseRestorer,
+    restorer: VolumeRestorer,
     tasks: Sequence[RestoreTask],
     model_name: str,
     model_version: str,
@@ -609,7 +609,7 @@ def _log_summary(report: RestoreReport) -> None:
 
 
 def restore_dataset(
-    restorer: SliceWiseRestorer,
+    restorer: VolumeRestorer,
     dataset_dir: str | os.PathLike,
     output_dir: str | os.PathLike,
     model_name: str,

@@ -1,0 +1,120 @@
+"""
+Sliding-window inferers for restoration networks: a 2D network over the slices of a volume, or a 3D network over
+3D patches, in MONAI's ``Inferer`` form (``inferer(inputs, network)``), so that a bundle's config, MONAI Label and
+this package's own runner call the same object.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Sequence
+from contextlib import nullcontext
+from typing import Any
+
+import torch
+from monai.inferers import SliceInferer, SlidingWindowInferer
+
+__all__ = ["RestorationInferer", "SliceRestorationInferer", "network_call"]
+
+
+def network_call(
+    network: Callable[[torch.Tensor], torch.Tensor], patches: torch.Tensor, amp: bool = False
+) -> torch.Tensor:
+    """
+    ``network(patches)`` as a float32 result that never shares memory with ``patches``: MONAI scales the prediction
+    in place by the blending weights, and with one patch per call the patch is a view of the image, so a network
+    that returns its input (``nn.Identity``) would otherwise corrupt the image where windows overlap.
+
+    Args:
+        network: any image-to-image module or callable.
+        patches: ``(B, C, *spatial)``.
+        amp: float16 autocast (CUDA tensors only).
+    """
+    autocast = torch.autocast("cuda", dtype=torch.float16) if amp and patches.is_cuda else nullcontext()
+    memory_format = torch.channels_last if patches.ndim == 4 else torch.channels_last_3d
+    with autocast:
+        out = network(patches.contiguous(memory_format=memory_format))
+    out = out.float()
+    if out.untyped_storage().data_ptr() == patches.untyped_storage().data_ptr():
+        out = out.clone()
+    return out
+
+
+class RestorationInferer(SlidingWindowInferer):
+    """
+    MONAI's :class:`~monai.inferers.SlidingWindowInferer` for an image-to-image network whose patches have the
+    input's dimensionality (a 3D network on ``(B, C, i, j, k)`` with a 3D ``roi_size``), with float16 autocast on
+    CUDA when ``amp`` and the in-place safety of :func:`network_call`.
+
+    Args:
+        roi_size: patch size, one value per spatial dimension.
+        amp: float16 autocast for CUDA inputs.
+        kwargs: the other :class:`~monai.inferers.SlidingWindowInferer` arguments (``sw_batch_size``, ``overlap``,
+            ``mode``, ``sw_device``, ``device``, ``progress``, ...).
+    """
+
+    def __init__(self, roi_size: Sequence[int] | int, amp: bool = False, **kwargs: Any) -> None:
+        super().__init__(roi_size=roi_size, **kwargs)
+        self.amp = bool(amp)
+
+    def __call__(self, inputs: torch.Tensor, network: Callable[..., torch.Tensor], *args: Any, **kwargs: Any):
+        return super().__call__(inputs, lambda x: network_call(network, x, self.amp), *args, **kwargs)
+
+
+class SliceRestorationInferer(SliceInferer):
+    """
+    A 2D image-to-image network over every slice of a volume ``(B, C, i, j, k)`` along ``spatial_dim`` (MONAI's
+    :class:`~monai.inferers.SliceInferer`: one sliding window of ``roi_size`` patches per slice, patches of several
+    slices batched together), with this project's slice convention.
+
+    Slice convention: the volume is indexed ``(i, j, k)`` as MONAI's readers return it (``i`` along the image
+    rows' direction, i.e. columns; ``j`` down the rows). With ``transpose`` (default) each slice is given to the
+    network as an image of ``(rows, columns) = (j, i)``, the orientation in which it is displayed and in which the
+    training slices were cut; ``roi_size`` is ``(rows, columns)`` of the network's patches.
+
+    Args:
+        roi_size: ``(rows, columns)`` of a patch.
+        spatial_dim: the axis of ``(i, j, k)`` along which slices are taken (2: axial slices of an axial series).
+        transpose: present slices as ``(j, i)`` (see above); False: as ``(i, j)``.
+        amp: float16 autocast for CUDA inputs.
+        kwargs: the other :class:`~monai.inferers.SlidingWindowInferer` arguments.
+    """
+
+    def __init__(
+        self,
+        roi_size: Sequence[int] | int,
+        spatial_dim: int = 2,
+        transpose: bool = True,
+        amp: bool = False,
+        **kwargs: Any,
+    ) -> None:
+        roi = (int(roi_size),) * 2 if isinstance(roi_size, int) else tuple(int(r) for r in roi_size)
+        if len(roi) != 2:
+            raise ValueError(f"roi_size must be (rows, columns) of a 2D patch, got {roi_size}.")
+        self.transpose = bool(transpose)
+        self.amp = bool(amp)
+        #: ``(rows, columns)`` of a patch as the network sees it.
+        self.patch_size = roi
+        super().__init__(spatial_dim=spatial_dim, roi_size=roi[::-1] if self.transpose else roi, **kwargs)
+
+    def __call__(self, inputs: torch.Tensor, network: Callable[..., torch.Tensor], *args: Any, **kwargs: Any):
+        """
+        Args:
+            inputs: ``(B, C, i, j, k)``, or ``(B, C, i, j)`` for one slice.
+            network: 2D network ``(N, C, rows, columns) -> (N, C_out, rows, columns)``.
+
+        Returns:
+            ``(B, C_out, i, j, k)`` (or ``(B, C_out, i, j)``).
+        """
+        planar = inputs.ndim == 4
+        out = super().__call__(inputs[..., None] if planar else inputs, network, *args, **kwargs)
+        return out[..., 0] if planar else out
+
+    def network_wrapper(self, network: Callable[..., torch.Tensor], x: torch.Tensor, *args: Any, **kwargs: Any):
+        """One batch of 2D patches: drop the slice axis, present as (rows, columns), call, restore the layout."""
+        x = x.squeeze(dim=self.spatial_dim + 2)
+        if self.transpose:
+            x = x.transpose(-1, -2)
+        out = network_call(lambda p: network(p, *args, **kwargs), x, self.amp)
+        if self.transpose:
+            out = out.transpose(-1, -2)
+        return out.unsqueeze(dim=self.spatial_dim + 2)

@@ -1,0 +1,95 @@
+"""
+Every bundle declares its pipeline in the model-zoo form (``preprocessing``, ``inferer``, ``postprocessing``,
+``network``), and running those keys the way MONAI Label does gives the same volume as ``monai-rwkv restore``.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import nibabel as nib
+import numpy as np
+import pytest
+import torch
+from monai.bundle import ConfigParser
+
+from monai_rwkv.apps.bundle import load_bundle_config
+from monai_rwkv.apps.cli import main
+from tests.bundles.utils import REPO, TINY_CLI_ARGS, make_tiny_bundle
+from tests.robustness.conftest import write_ct_series
+
+BUNDLES = sorted(p.parent.parent for p in (REPO / "bundles").glob("*/configs/inference.json"))
+#: the same overrides as TINY_CLI_ARGS, as config ids.
+TINY = {
+    "network_def#dim": 8,
+    "network_def#num_blocks": [1, 1, 1, 1],
+    "network_def#num_refinement_blocks": 1,
+    "roi_size": [16, 16],
+    "device": "cpu",
+    "progress": False,
+}
+
+
+@pytest.fixture(params=BUNDLES, ids=lambda p: p.name)
+def tiny_bundle(request: pytest.FixtureRequest, tmp_path_factory: pytest.TempPathFactory) -> Path:
+    return make_tiny_bundle(tmp_path_factory.mktemp("pipeline") / request.param.name)
+
+
+def _monai_label_way(bundle: Path, image: Path) -> np.ndarray:
+    """What monailabel's BundleInferTask does: pre -> inferer(image[None], network) -> post, from the config keys."""
+    parser = load_bundle_config(bundle, "inference.json", TINY)
+    for key in ("preprocessing", "inferer", "postprocessing", "network_def", "device", "bundle_root"):
+        assert key in parser, f"{bundle.name}: inference.json has no {key!r}"
+    pre, inferer, post = (parser.get_parsed_content(k) for k in ("preprocessing", "inferer", "postprocessing"))
+    network = parser.get_parsed_content("network")
+    data = pre({"image": str(image)})
+    with torch.no_grad():
+        data["pred"] = inferer(data["image"][None], network)[0]
+    return np.asarray(post(data)["pred"])
+
+
+@pytest.mark.parametrize("kind", ["nifti", "dicom"])
+def test_monai_label_way_equals_the_cli(kind, tiny_bundle: Path, tmp_path: Path, capsys) -> None:
+    if kind == "nifti":
+        source = tmp_path / "ct.nii.gz"
+        data = np.random.default_rng(0).uniform(-1100, 2000, (23, 19, 3)).astype(np.float32)
+        data[4, 5, 1] = np.nan
+        nib.save(nib.Nifti1Image(data, np.diag([0.7, 0.8, 2.0, 1.0])), source)
+    else:
+        source = tmp_path / "series"
+        write_ct_series(source, n=3)
+    output = tmp_path / "cli.nii.gz"
+    assert main(["restore", "--bundle", str(tiny_bundle), str(source), str(output), *TINY_CLI_ARGS]) == 0
+    cli = nib.load(output).get_fdata(dtype=np.float32)
+    label = _monai_label_way(tiny_bundle, source)
+    assert label.shape[0] == 1
+    np.testing.assert_array_equal(label[0], cli)
+    capsys.readouterr()
+
+
+def test_restorer_uses_the_declared_components(tiny_bundle: Path) -> None:
+    parser = load_bundle_config(tiny_bundle, "inference.json", TINY)
+    restorer = parser.get_parsed_content("restorer")
+    assert restorer.inferer is parser.get_parsed_content("inferer")
+    assert restorer.normalize is parser.get_parsed_content("normalize")
+    assert restorer.denormalize is parser.get_parsed_content("denormalize")
+
+
+def test_validation_sees_what_deployment_sees(tiny_bundle: Path) -> None:
+    """train.json (merged over inference.json) validates with the deployment's normalisation and inferer."""
+    configs = tiny_bundle / "configs"
+    if not (configs / "train.json").is_file():
+        pytest.skip("no train.json")
+    parser = ConfigParser()
+    parser.read_config([str(configs / "inference.json"), str(configs / "train.json")])
+    parser.read_meta(str(configs / "metadata.json"))
+    parser.update({**TINY, "bundle_root": str(tiny_bundle), "init_weights": str(tiny_bundle / "models" / "model.pt")})
+    assert parser.get_parsed_content("validate#inferer") is parser.get_parsed_content("inferer")
+    restorer = parser.get_parsed_content("restorer")
+    network = parser.get_parsed_content("train#network").eval()
+    volume = torch.rand(1, 20, 17, 2) * 3500 - 1100
+    item = parser.get_parsed_content("normalize_keys")({"image": volume.clone(), "label": volume.clone()})
+    with torch.no_grad():
+        validated = parser.get_parsed_content("validate#inferer")(item["image"][None], network)[0]
+    deployed = restorer(volume)
+    np.testing.assert_array_equal(np.asarray(parser.get_parsed_content("denormalize")(validated)), deployed.numpy())

@@ -1,0 +1,86 @@
+"""The inferers against independent references: a per-slice MONAI sliding window and known pointwise maps."""
+
+from __future__ import annotations
+
+import pytest
+import torch
+from monai.inferers import SlidingWindowInferer
+from torch import nn
+
+from monai_rwkv.inferers import RestorationInferer, SliceRestorationInferer
+
+
+def _conv_net(seed: int, dims: int = 2) -> nn.Module:
+    torch.manual_seed(seed)
+    conv = (nn.Conv2d if dims == 2 else nn.Conv3d)(1, 1, 3, padding=1)
+    return conv.eval()
+
+
+@pytest.mark.parametrize("overlap", [0.0, 0.25, 0.5])
+def test_slices_match_a_per_slice_sliding_window_on_transposed_slices(seed: int, overlap: float) -> None:
+    gen = torch.Generator().manual_seed(seed)
+    i, j, k = (int(v) for v in torch.randint(9, 40, (3,), generator=gen))
+    volume = torch.rand(2, 1, i, j, k % 5 + 1, generator=gen) * 10 - 5
+    net = _conv_net(seed)
+    roi = (8, 13)  # (rows, columns): not square, so a transposition error cannot hide
+    inferer = SliceRestorationInferer(roi_size=roi, overlap=overlap, mode="gaussian", sw_batch_size=3)
+    reference = SlidingWindowInferer(roi_size=roi, overlap=overlap, mode="gaussian", sw_batch_size=1)
+    with torch.no_grad():
+        out = inferer(volume, net)
+        expected = torch.stack(
+            [reference(volume[..., s].transpose(-1, -2), net).transpose(-1, -2) for s in range(volume.shape[-1])], -1
+        )
+    # float32 rounding only: a handful of roundings of values of magnitude <= max|out| (the blend is a convex sum)
+    bound = 64 * torch.finfo(torch.float32).eps * float(expected.abs().max())
+    torch.testing.assert_close(out, expected, rtol=0, atol=bound)
+
+
+def test_each_slice_reaches_the_network_as_rows_j_columns_i() -> None:
+    seen = []
+
+    def probe(x: torch.Tensor) -> torch.Tensor:
+        seen.extend([tuple(x.shape[-2:])] * x.shape[0])
+        return x
+
+    SliceRestorationInferer(roi_size=(7, 12), sw_batch_size=2)(torch.rand(1, 1, 12, 7, 3), probe)
+    assert seen == [(7, 12)] * 3
+    seen.clear()
+    SliceRestorationInferer(roi_size=(12, 7), transpose=False)(torch.rand(1, 1, 12, 7, 2), probe)
+    assert seen == [(12, 7)] * 2
+
+
+@pytest.mark.parametrize("sw_batch_size", [1, 4])
+def test_identity_keeps_the_volume_and_a_pointwise_map_is_applied_exactly(seed: int, sw_batch_size: int) -> None:
+    gen = torch.Generator().manual_seed(seed)
+    volume = torch.rand(1, 1, 37, 21, 3, generator=gen)
+    inferer = SliceRestorationInferer(roi_size=(16, 16), overlap=0.6, sw_batch_size=sw_batch_size)
+    n = 16  # at most 4 x 4 windows cover a pixel at overlap 0.6 (roi 16: step 6): 2n roundings of values < 1
+    torch.testing.assert_close(inferer(volume, nn.Identity()), volume, rtol=0, atol=n * torch.finfo(torch.float32).eps)
+    a, b = float(torch.rand(1, generator=gen)) + 0.5, float(torch.rand(1, generator=gen))
+    expected = volume * a + b
+    out = inferer(volume, lambda x: x * a + b)
+    torch.testing.assert_close(out, expected, rtol=0, atol=(n + 2) * torch.finfo(torch.float32).eps * 2.0)
+
+
+def test_one_slice_volumes_and_planar_inputs() -> None:
+    net = _conv_net(0)
+    inferer = SliceRestorationInferer(roi_size=(16, 16))
+    slice_ = torch.rand(1, 1, 20, 18)
+    with torch.no_grad():
+        torch.testing.assert_close(inferer(slice_, net), inferer(slice_[..., None], net)[..., 0])
+
+
+def test_3d_patches_match_monai(seed: int) -> None:
+    gen = torch.Generator().manual_seed(seed)
+    volume = torch.rand(1, 1, 19, 23, 17, generator=gen)
+    net = _conv_net(seed, dims=3)
+    kwargs = {"roi_size": (8, 8, 8), "overlap": 0.25, "mode": "gaussian", "sw_batch_size": 2}
+    with torch.no_grad():
+        torch.testing.assert_close(
+            RestorationInferer(**kwargs)(volume, net), SlidingWindowInferer(**kwargs)(volume, net)
+        )
+
+
+def test_roi_must_be_two_dimensional_for_slices() -> None:
+    with pytest.raises(ValueError, match="roi_size must be"):
+        SliceRestorationInferer(roi_size=(8, 8, 8))

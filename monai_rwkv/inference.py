@@ -29,6 +29,7 @@ from monai_rwkv.runtime import reuse_freed_memory
 __all__ = [
     "CT_INTENSITY_RANGE",
     "OUTPUT_DTYPES",
+    "Restorer",
     "SliceWiseRestorer",
     "VolumeRestorer",
     "denormalize_intensity",
@@ -192,22 +193,169 @@ class VolumeRestorer(Protocol):
     def describe(self) -> dict[str, Any]: ...
 
 
-class SliceWiseRestorer:
+class Restorer:
     """
-    Restore a volume slice by slice (along its last axis) with a 2D network and sliding-window inference.
+    Restore a channel-first volume with an image-to-image network and an inferer, in physical units:
+    ``denormalize(clip(inferer(normalize(volume), network)))``, each channel on its own, meta (affine) kept.
+
+    The inferer decides how the network sees the volume: a
+    :class:`~monai_rwkv.inferers.SliceRestorationInferer` (a 2D network over slices) is fed slabs of
+    :attr:`slab_size` slices along its ``spatial_dim`` (patches of several slices share a network call, memory stays
+    bounded); any other inferer (e.g. :class:`~monai_rwkv.inferers.RestorationInferer` for a 3D network on 3D
+    patches) gets the whole volume at once. Nothing here is modality-specific: a bundle's config passes its own
+    ``normalize`` / ``denormalize`` (also used by its ``preprocessing`` / ``postprocessing``) and ``inferer``.
+
+    Args:
+        network: the image-to-image module on ``device`` (see :func:`load_network`), or any callable.
+        inferer: called as ``inferer(x, network)`` on ``(C, 1, *spatial)`` normalised inputs.
+        normalize: physical units -> the network's range (a tensor transform).
+        denormalize: the network's range -> physical units.
+        device: where the inferer's inputs are sent; ``"auto"`` picks CUDA when available.
+        output_dtype: ``"float32"`` or ``"int16"`` (rounded and clipped to the int16 range).
+        clip_output: clip the network's output to [0, 1] before ``denormalize`` (for models trained on [0, 1]).
+        progress: show a progress bar over slices.
+        intensity_range: ``(low, high)`` the model's physical range, only named in the warning about NaN values.
+
+    On the CPU the restorer calls :func:`monai_rwkv.runtime.reuse_freed_memory` (glibc ``malloc`` settings for the
+    whole process: freed feature maps are reused instead of being unmapped and faulted in again on every call).
+    """
+
+    #: slices restored per call of a slice inferer (their patches are batched together).
+    slab_size = 16
+
+    def __init__(
+        self,
+        network: nn.Module | Callable[[torch.Tensor], torch.Tensor],
+        inferer: Callable[..., torch.Tensor],
+        normalize: Callable[[torch.Tensor], torch.Tensor],
+        denormalize: Callable[[torch.Tensor], torch.Tensor],
+        device: str | torch.device | None = "auto",
+        output_dtype: str = "float32",
+        clip_output: bool = True,
+        progress: bool = True,
+        intensity_range: Sequence[float] | None = None,
+    ) -> None:
+        if output_dtype not in OUTPUT_DTYPES:
+            raise ValueError(f"output_dtype must be one of {sorted(OUTPUT_DTYPES)}, got {output_dtype!r}.")
+        self.network = network
+        self.inferer = inferer
+        self.normalize, self.denormalize = normalize, denormalize
+        self.device = resolve_device(device)
+        if self.device.type == "cpu":
+            reuse_freed_memory()  # large feature maps: reuse freed pages instead of faulting them in per call
+        self.output_dtype = output_dtype
+        self.clip_output = clip_output
+        self.progress = progress
+        self.intensity_range = None if intensity_range is None else tuple(float(v) for v in intensity_range)
+
+    def _infer(self, normalised: torch.Tensor) -> torch.Tensor:
+        """Normalised ``(B, 1, *spatial)`` -> restored, float32 on the CPU, clipped to [0, 1] when ``clip_output``."""
+        out = self.inferer(normalised.to(self.device, torch.float32), self.network).float()
+        if self.clip_output:
+            out = out.clamp(0.0, 1.0)
+        return out.cpu()
+
+    def _slab_axis(self) -> int | None:
+        """The axis of ``(C, i, j, k)`` that slabs are cut along, or None for whole volumes."""
+        spatial_dim = getattr(self.inferer, "spatial_dim", None)
+        return None if spatial_dim is None else int(spatial_dim) + 1
+
+    def __call__(self, volume: torch.Tensor | np.ndarray, desc: str | None = None) -> torch.Tensor:
+        """
+        Restore ``volume``.
+
+        Args:
+            volume: ``(C, i, j, k)`` or ``(C, i, j)`` (one slice) in physical units, channel first as
+                ``sitk_load_image(ensure_channel_first=True)`` returns it; a MetaTensor keeps its meta.
+            desc: label of the progress bar and of warnings (e.g. the file name).
+
+        Warns:
+            UserWarning: NaN / infinite voxels (``normalize`` maps them into range: the output stays finite).
+
+        Returns:
+            the restored volume, same shape and meta (affine, ...), physical units, ``output_dtype``.
+        """
+        data = volume.as_tensor() if isinstance(volume, MetaTensor) else torch.as_tensor(np.asarray(volume))
+        if data.ndim not in (3, 4):
+            raise ValueError(f"expected a channel-first volume (C, i, j[, k]), got shape {tuple(data.shape)}.")
+        self._warn_about_values(data, desc)
+        planar = data.ndim == 3
+        data = data[..., None] if planar else data
+        out = torch.empty(data.shape, dtype=torch.float32)
+        axis = self._slab_axis()
+        n_slices = data.shape[axis] if axis is not None else 1
+        step = self.slab_size if axis is not None else 1
+        bar = tqdm(total=data.shape[0] * n_slices, desc=desc, unit="slice", disable=not self.progress, leave=False)
+        with bar, torch.no_grad():
+            for start in range(0, n_slices, step):
+                index = [slice(None)] * data.ndim
+                if axis is not None:
+                    index[axis] = slice(start, min(start + step, n_slices))
+                image = torch.as_tensor(self.normalize(data[tuple(index)].float()))[:, None]  # channels as batch
+                out[tuple(index)] = torch.as_tensor(self.denormalize(self._infer(image)[:, 0])).float()
+                bar.update(data.shape[0] * (min(start + step, n_slices) - start))
+        out = self._cast(out[..., 0] if planar else out)
+        if isinstance(volume, MetaTensor):
+            return MetaTensor(out, meta=dict(volume.meta))
+        return out
+
+    def _warn_about_values(self, data: torch.Tensor, desc: str | None) -> None:
+        """
+        Warn (one line) about NaN / infinite voxels, which ``normalize`` maps to the range's edges (the output is
+        always finite). Whether the image is in the model's units at all is checked before, against the bundle's
+        input spec (:class:`~monai_rwkv.data.InputSpec`).
+        """
+        if not data.is_floating_point():
+            return
+        bad = int(data.numel() - torch.isfinite(data).sum())
+        if not bad:
+            return
+        name = desc or "volume"
+        if self.intensity_range is None:
+            where = "the model's range's edges"
+        else:
+            low, high = self.intensity_range
+            where = f"the intensity range's edges (NaN and -inf as {low:g}, +inf as {high:g})"
+        warnings.warn(f"{name}: {bad} NaN/infinite voxel(s) restored as {where}; the output is finite", stacklevel=3)
+
+    def _cast(self, out: torch.Tensor) -> torch.Tensor:
+        """float32 as is, or int16 rounded and clipped to the int16 range."""
+        if self.output_dtype == "float32":
+            return out
+        info = torch.iinfo(torch.int16)
+        return out.round().clamp(info.min, info.max).to(torch.int16)
+
+    def describe(self) -> dict[str, Any]:
+        """The settings of this restorer, for logs and reports."""
+        inferer = self.inferer
+        roi = getattr(inferer, "patch_size", None) or getattr(inferer, "roi_size", None)
+        return {
+            "inferer": type(inferer).__name__,
+            "roi_size": list(roi) if roi is not None else None,
+            "overlap": getattr(inferer, "overlap", None),
+            "sw_batch_size": getattr(inferer, "sw_batch_size", None),
+            "mode": str(getattr(inferer, "mode", "")),
+            "intensity_range": list(self.intensity_range) if self.intensity_range is not None else None,
+            "device": str(self.device),
+            "amp": bool(getattr(inferer, "amp", False)),
+            "output_dtype": self.output_dtype,
+            "clip_output": self.clip_output,
+        }
+
+
+class SliceWiseRestorer(Restorer):
+    """
+    A :class:`Restorer` for a 2D network over the slices of a volume (along its last axis), built from settings, with
+    a fixed physical intensity range.
 
     For each channel ``c`` and each slice ``k`` of a volume ``(C, i, j, k)`` in physical units:
 
-    1. normalise with the fixed ``intensity_range`` to [0, 1] (clipped);
+    1. normalise with the fixed ``intensity_range`` to [0, 1] (clipped; NaN to the low end);
     2. run :class:`~monai_rwkv.inferers.SliceRestorationInferer` (MONAI's ``SliceInferer``): each slice is presented
        as an image of ``(rows, columns) = (j, i)`` (the display orientation, the layout of the training slices) and
        restored with ``roi_size`` patches, ``overlap`` and Gaussian blending; slices smaller than the ROI are
-       padded with 0 (the low end of the range, air for CT) and cropped;
+       padded with 0 (the low end of the range) and cropped;
     3. de-normalise back to physical units, optionally after clipping the network output to [0, 1].
-
-    Slices are sent to ``device`` in slabs of :attr:`slab_size` slices (patches of several slices share a network
-    call; a slab is stitched there); the volume stays on the CPU. Automatic mixed precision (float16) is used on
-    CUDA only when ``amp`` is set.
 
     Args:
         network: a 2D image-to-image module ``(B, 1, H, W) -> (B, 1, H, W)`` on ``device``
@@ -220,23 +368,12 @@ class SliceWiseRestorer:
         intensity_range: ``(low, high)`` physical range mapped to [0, 1], e.g. :data:`CT_INTENSITY_RANGE`.
         device: where the network runs; ``"auto"`` picks CUDA when available.
         amp: float16 autocast on CUDA (ignored on CPU).
-        output_dtype: ``"float32"`` or ``"int16"`` (rounded and clipped to the int16 range).
-        clip_output: clip the network output to [0, 1], i.e. to ``intensity_range``, before de-normalising.
-        progress: show a progress bar over slices.
-        inferer: the slice inferer to use (a bundle config's ``inferer``); None builds one from ``roi_size``,
-            ``overlap``, ``sw_batch_size``, ``mode``, ``device`` and ``amp``.
-        normalize, denormalize: the intensity mappings physical units -> [0, 1] and back, as array transforms (a
-            bundle config's ``normalize`` / ``denormalize``, also used by its ``preprocessing`` and
-            ``postprocessing``); None: :func:`normalize_intensity` / :func:`denormalize_intensity` with
-            ``intensity_range`` (the same arithmetic).
-
-    On the CPU the restorer calls :func:`monai_rwkv.runtime.reuse_freed_memory` (glibc ``malloc`` settings for the
-    whole process: freed feature maps are reused instead of being unmapped and faulted in again on every call).
+        output_dtype, clip_output, progress: see :class:`Restorer`.
 
     Example::
 
         net = load_network(RestoreRWKV.from_preset("light"), "models/model.pt", device="auto")
-        restorer = SliceWiseRestorer(net, roi_size=(128, 128), overlap=0.25)
+        restorer = SliceWiseRestorer(net, roi_size=(128, 128), overlap=0.25, intensity_range=CT_INTENSITY_RANGE)
         image = sitk_load_image(image_only=True, ensure_channel_first=True)("ct.nii.gz")  # (1, i, j, k) HU
         restored = restorer(image)  # (1, i, j, k) HU, same affine and meta
     """
@@ -254,12 +391,7 @@ class SliceWiseRestorer:
         output_dtype: str = "float32",
         clip_output: bool = True,
         progress: bool = True,
-        inferer: SliceRestorationInferer | None = None,
-        normalize: Callable[[torch.Tensor], torch.Tensor] | None = None,
-        denormalize: Callable[[torch.Tensor], torch.Tensor] | None = None,
     ) -> None:
-        if output_dtype not in OUTPUT_DTYPES:
-            raise ValueError(f"output_dtype must be one of {sorted(OUTPUT_DTYPES)}, got {output_dtype!r}.")
         if not 0 <= float(overlap) < 1:
             raise ValueError(f"overlap must be in [0, 1), got {overlap}.")
         low, high = (float(v) for v in intensity_range)
@@ -268,39 +400,29 @@ class SliceWiseRestorer:
         roi = (int(roi_size),) * 2 if isinstance(roi_size, (int, np.integer)) else tuple(int(r) for r in roi_size)
         if len(roi) != 2 or min(roi) < 1:
             raise ValueError(f"roi_size must be two positive integers (H, W), got {roi_size}.")
-        self.network = network
-        self.roi_size = roi
-        self.device = resolve_device(device)
-        if self.device.type == "cpu":
-            reuse_freed_memory()  # large feature maps: reuse freed pages instead of faulting them in per call
-        self.intensity_range = (low, high)
-        self.amp = bool(amp) and self.device.type == "cuda"
-        self.output_dtype = output_dtype
-        self.clip_output = clip_output
-        self.progress = progress
-        self.normalize = normalize or (lambda x: normalize_intensity(x, self.intensity_range))
-        self.denormalize = denormalize or (lambda y: denormalize_intensity(y, self.intensity_range))
-        self.inferer = inferer or SliceRestorationInferer(
+        resolved = resolve_device(device)
+        inferer = SliceRestorationInferer(
             roi_size=roi,
             spatial_dim=2,
             transpose=True,
-            amp=self.amp,
-            sw_batch_size=resolve_sw_batch_size(sw_batch_size, self.device),
+            amp=bool(amp) and resolved.type == "cuda",
+            sw_batch_size=resolve_sw_batch_size(sw_batch_size, resolved),
             overlap=float(overlap),
             mode=mode,
-            sw_device=self.device,
-            device=self.device,
+            sw_device=resolved,
+            device=resolved,
         )
-
-    #: slices restored per inferer call (their patches are batched together).
-    slab_size = 16
-
-    def _infer(self, normalised: torch.Tensor) -> torch.Tensor:
-        """``(B, 1, i, j, k)`` in [0, 1] -> restored, float32 on the CPU, clipped to [0, 1] when ``clip_output``."""
-        out = self.inferer(normalised.to(self.device, torch.float32), self.network).float()
-        if self.clip_output:
-            out = out.clamp(0.0, 1.0)
-        return out.cpu()
+        super().__init__(
+            network,
+            inferer,
+            lambda x: normalize_intensity(x, (low, high)),
+            lambda y: denormalize_intensity(y, (low, high)),
+            device=resolved,
+            output_dtype=output_dtype,
+            clip_output=clip_output,
+            progress=progress,
+            intensity_range=(low, high),
+        )
 
     @torch.no_grad()
     def restore_slice(self, image: torch.Tensor) -> torch.Tensor:
@@ -315,77 +437,3 @@ class SliceWiseRestorer:
         """
         volume = image.transpose(-1, -2)[..., None]  # (B, 1, i = columns, j = rows, k = 1)
         return self._infer(volume)[..., 0].transpose(-1, -2)
-
-    def __call__(self, volume: torch.Tensor | np.ndarray, desc: str | None = None) -> torch.Tensor:
-        """
-        Restore every slice of ``volume``.
-
-        Args:
-            volume: ``(C, i, j, k)`` or ``(C, i, j)`` (one slice) in physical units, channel first as
-                ``sitk_load_image(ensure_channel_first=True)`` returns it; a MetaTensor keeps its meta.
-            desc: label of the progress bar and of warnings (e.g. the file name).
-
-        Warns:
-            UserWarning: NaN / infinite voxels (restored as the range's edges, the output stays finite).
-
-        Returns:
-            the restored volume, same shape and meta (affine, ...), physical units, ``output_dtype``.
-        """
-        data = volume.as_tensor() if isinstance(volume, MetaTensor) else torch.as_tensor(np.asarray(volume))
-        if data.ndim not in (3, 4):
-            raise ValueError(f"expected a channel-first volume (C, i, j[, k]), got shape {tuple(data.shape)}.")
-        self._warn_about_values(data, desc)
-        planar = data.ndim == 3
-        data = data[..., None] if planar else data
-        out = torch.empty(data.shape, dtype=torch.float32)
-        n_channels, n_slices = data.shape[0], data.shape[-1]
-        bar = tqdm(total=n_channels * n_slices, desc=desc, unit="slice", disable=not self.progress, leave=False)
-        with bar, torch.no_grad():
-            for start in range(0, n_slices, self.slab_size):
-                slab = slice(start, min(start + self.slab_size, n_slices))
-                image = torch.as_tensor(self.normalize(data[..., slab].float()))[:, None]  # channels as batch
-                out[..., slab] = torch.as_tensor(self.denormalize(self._infer(image)[:, 0])).float()
-                bar.update(n_channels * (slab.stop - slab.start))
-        out = self._cast(out[..., 0] if planar else out)
-        if isinstance(volume, MetaTensor):
-            return MetaTensor(out, meta=dict(volume.meta))
-        return out
-
-    def _warn_about_values(self, data: torch.Tensor, desc: str | None) -> None:
-        """
-        Warn (one line) about NaN / infinite voxels, which are restored as the range's edges (NaN and -inf
-        as ``low``, +inf as ``high``: the output is always finite). Whether the image is in the model's units at
-        all is checked before, against the bundle's input spec (:class:`~monai_rwkv.data.InputSpec`).
-        """
-        low, high = self.intensity_range
-        name = desc or "volume"
-        if data.is_floating_point():
-            bad = int(data.numel() - torch.isfinite(data).sum())
-            if bad:
-                warnings.warn(
-                    f"{name}: {bad} NaN/infinite voxel(s) restored as the intensity range's edges "
-                    f"(NaN and -inf as {low:g}, +inf as {high:g}); the output is finite",
-                    stacklevel=3,
-                )
-
-    def _cast(self, out: torch.Tensor) -> torch.Tensor:
-        """float32 as is, or int16 rounded and clipped to the int16 range."""
-        if self.output_dtype == "float32":
-            return out
-        info = torch.iinfo(torch.int16)
-        return out.round().clamp(info.min, info.max).to(torch.int16)
-
-    def describe(self) -> dict[str, Any]:
-        """The settings of this restorer, for logs and reports."""
-        inferer = self.inferer
-        return {
-            "roi_size": list(getattr(inferer, "patch_size", self.roi_size)),
-            "overlap": inferer.overlap,
-            "sw_batch_size": inferer.sw_batch_size,
-            "mode": str(inferer.mode),
-            "intensity_range": list(self.intensity_range),
-            "device": str(self.device),
-            "amp": getattr(inferer, "amp", self.amp),
-            "output_dtype": self.output_dtype,
-            "clip_output": self.clip_output,
-        }

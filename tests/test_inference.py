@@ -131,7 +131,7 @@ def test_sw_batch_size_auto_depends_on_the_device() -> None:
 @pytest.mark.skipif(torch.cuda.is_available(), reason="checks the CPU-only behaviour")
 def test_device_resolution_without_cuda() -> None:
     assert resolve_device("auto") == torch.device("cpu")
-    assert not identity_restorer(device="auto", amp=True).amp  # autocast only on CUDA
+    assert not identity_restorer(device="auto", amp=True).inferer.amp  # autocast only on CUDA
     with pytest.raises(ValueError, match="CUDA is not available"):
         resolve_device("cuda")
 

@@ -84,3 +84,37 @@ def test_3d_patches_match_monai(seed: int) -> None:
 def test_roi_must_be_two_dimensional_for_slices() -> None:
     with pytest.raises(ValueError, match="roi_size must be"):
         SliceRestorationInferer(roi_size=(8, 8, 8))
+
+
+def test_a_3d_network_is_served_through_the_restorer_and_the_runner(tmp_path, seed: int) -> None:
+    """The dataset runner restores a NIfTI volume with a 3D Restore-RWKV on 3D patches (no slab cutting)."""
+    import nibabel as nib
+    import numpy as np
+
+    from monai_rwkv.apps.restore import InputImage, RestoreTask, restore_task
+    from monai_rwkv.inference import Restorer, denormalize_intensity, normalize_intensity
+    from monai_rwkv.networks.nets import RestoreRWKV
+
+    torch.manual_seed(seed)
+    net = RestoreRWKV(spatial_dims=3, dim=8, num_blocks=(1, 1, 1, 1), num_refinement_blocks=1).eval()
+    inferer = RestorationInferer(roi_size=(16, 16, 16), overlap=0.25, mode="gaussian", sw_batch_size=2)
+    seen = []
+
+    def network(x: torch.Tensor) -> torch.Tensor:
+        seen.append(tuple(x.shape))
+        return net(x)
+
+    restorer = Restorer(network, inferer, normalize_intensity, denormalize_intensity, device="cpu", progress=False)
+    data = np.random.default_rng(seed).uniform(-1000, 2000, (20, 18, 24)).astype(np.float32)
+    source = tmp_path / "ct.nii.gz"
+    nib.save(nib.Nifti1Image(data, np.diag([0.9, 0.9, 1.2, 1.0])), source)
+    task = RestoreTask(InputImage(source, "ct", ".nii.gz"), nifti_output=tmp_path / "out.nii.gz")
+    assert restore_task(restorer, task, "m", "1") == [tmp_path / "out.nii.gz"]
+    assert seen and all(s[1:] == (1, 16, 16, 16) for s in seen)  # 3D patches, never slices
+    with torch.no_grad():
+        expected = denormalize_intensity(
+            inferer(normalize_intensity(torch.as_tensor(data))[None, None], net).clamp(0, 1)
+        )
+    out = nib.load(tmp_path / "out.nii.gz")
+    np.testing.assert_array_equal(out.get_fdata(dtype=np.float32), expected[0, 0].numpy())
+    np.testing.assert_allclose(out.affine, np.diag([0.9, 0.9, 1.2, 1.0]), atol=1e-6)

@@ -196,7 +196,8 @@ def run_evaluate(
     model name and version from the metadata, exiting with one line on failure.
 
     Args:
-        kwargs: ``dose_fraction``, ``seed``, ``window``, ``low_dose_dir``, ``save_images``, ``overwrite``.
+        kwargs: ``degradation`` (the config's), ``window``, ``low_dose_dir``, ``save_images``, ``overwrite``
+            (``dose_fraction``, ``seed``: the default CT simulator's).
     """
     if dataset_dir is None:
         raise SystemExit("error: dataset_dir is required: pass --dataset_dir <folder of clean CT volumes>")

@@ -1,11 +1,11 @@
 """
-The paper's low-dose CT evaluation protocol on clean (full-dose) volumes.
+The paper's evaluation protocol on clean volumes.
 
-For every clean volume: simulate a low-dose scan with a fixed seed (:class:`~monai_rwkv.transforms.RandLowDoseCT`,
-projection-domain Poisson and electronic noise) or take the matching file of a folder of real low-dose scans,
-restore it, and compute PSNR / SSIM / RMSE of every axial slice in the CT evaluation window
-(:data:`~monai_rwkv.metrics.CT_EVAL_WINDOW`, [-160, 240] HU) for the low-dose input and for the prediction,
-both against the clean slice. Writes one CSV row per slice and a summary JSON.
+For every clean volume: degrade it with the bundle's degradation (a transform from its config; by default the
+low-dose CT simulator :class:`~monai_rwkv.transforms.LowDoseCT` with a fixed seed) or take the matching file of a
+folder of real degraded scans, restore it, and compute PSNR / SSIM / RMSE of every slice in the metric window (the
+bundle's ``window``; CT: :data:`~monai_rwkv.metrics.CT_EVAL_WINDOW`, [-160, 240] HU) for the degraded input and
+for the prediction, both against the clean slice. Writes one CSV row per slice and a summary JSON.
 """
 
 from __future__ import annotations
@@ -15,7 +15,7 @@ import json
 import logging
 import math
 import os
-from collections.abc import Mapping, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -122,10 +122,12 @@ def _match_low_dose(image: InputImage, candidates: Sequence[InputImage], low_dos
     raise ValueError(f"{image.path}: no low-dose image named {image.name!r} (or {image.name}_*) in {low_dose_dir}")
 
 
-def _low_dose_for(image: InputImage, clean: MetaTensor, low_dose_dir: str | os.PathLike | None, **sim) -> MetaTensor:
-    """The real low-dose scan matching ``image`` (see :func:`_match_low_dose`) or a simulated one."""
+def _low_dose_for(
+    image: InputImage, clean: MetaTensor, low_dose_dir: str | os.PathLike | None, degradation: Callable
+) -> MetaTensor:
+    """The real degraded scan matching ``image`` (see :func:`_match_low_dose`) or ``degradation(clean)``."""
     if low_dose_dir is None:
-        return simulate_low_dose_volume(clean, **sim)
+        return degradation(clean)
     match = _match_low_dose(image, find_inputs(low_dose_dir), low_dose_dir)
     low = read_volume(match)
     if tuple(low.shape) != tuple(clean.shape):
@@ -157,6 +159,7 @@ def evaluate_low_dose(
     low_dose_dir: str | os.PathLike | None = None,
     save_images: bool = False,
     overwrite: bool = False,
+    degradation: Callable[[MetaTensor], MetaTensor] | None = None,
 ) -> dict[str, Any]:
     """
     Run the evaluation protocol on every clean volume under ``dataset_dir`` (see the module docstring).
@@ -178,6 +181,8 @@ def evaluate_low_dose(
             name: ``a.nii.gz`` pairs with ``a.nii.gz`` or, failing that, with the only ``a_*.nii.gz``.
         save_images: also write the low-dose inputs and the predictions.
         overwrite: replace existing reports (otherwise ``FileExistsError`` before any work).
+        degradation: the degradation of a clean ``(1, i, j, k)`` volume (a bundle config's ``degradation``, e.g.
+            ``LowDoseCT``, ``KSpaceTruncate``); None: ``LowDoseCT(dose_fraction, seed)``.
 
     Returns:
         the summary (also written as JSON).
@@ -187,7 +192,9 @@ def evaluate_low_dose(
     for path in (csv_path, json_path):
         if path.exists() and not overwrite:
             raise FileExistsError(f"{path}: output exists; set overwrite to replace it")
-    protocol = _Protocol(dose_fraction, seed, window, low_dose_dir, save_images, overwrite)
+    if degradation is None:
+        degradation = LowDoseCT(dose_fraction, seed)
+    protocol = _Protocol(degradation, window, low_dose_dir, save_images, overwrite)
     rows: list[dict[str, Any]] = []
     errors: list[str] = []
     for image in find_inputs(dataset_dir):
@@ -199,9 +206,8 @@ def evaluate_low_dose(
     summary = {
         "model": {"name": model_name, "version": model_version},
         "protocol": {
-            "low_dose": "real" if low_dose_dir is not None else "simulated (RandLowDoseCT)",
-            "dose_fraction": dose_fraction if low_dose_dir is None else None,
-            "seed": seed if low_dose_dir is None else None,
+            "low_dose": "real" if low_dose_dir is not None else f"simulated ({type(degradation).__name__})",
+            **(_parameters(degradation) if low_dose_dir is None else {}),
             "window_hu": list(window) if window is not None else None,
             "data_range": "max(label) - min(label) per windowed slice",
             "ssim": "11x11 Gaussian, sigma 1.5, K1 0.01, K2 0.03",
@@ -217,10 +223,18 @@ def evaluate_low_dose(
     return summary
 
 
+def _parameters(transform: Callable) -> dict[str, Any]:
+    """The public scalar settings of a degradation transform (``dose_fraction``, ``seed``, ``factor``, ...)."""
+    return {
+        key: value
+        for key, value in vars(transform).items()
+        if not key.startswith("_") and key != "prob" and isinstance(value, (bool, int, float, str))
+    }
+
+
 @dataclass(frozen=True)
 class _Protocol:
-    dose_fraction: float
-    seed: int
+    degradation: Callable[[MetaTensor], MetaTensor]
     window: Sequence[float] | None
     low_dose_dir: str | os.PathLike | None
     save_images: bool
@@ -230,7 +244,7 @@ class _Protocol:
 def _evaluate_one(restorer: VolumeRestorer, image: InputImage, out: Path, p: _Protocol) -> list[dict[str, Any]]:
     """Rows of the per-slice CSV for one clean volume (and its images when ``p.save_images``)."""
     clean = read_volume(image)
-    low = _low_dose_for(image, clean, p.low_dose_dir, dose_fraction=p.dose_fraction, seed=p.seed)
+    low = _low_dose_for(image, clean, p.low_dose_dir, p.degradation)
     pred = restorer(low, desc=image.path.name)
     if p.save_images:
         for tag, volume in (("low_dose", low), ("restored", pred)):

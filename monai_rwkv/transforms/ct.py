@@ -663,6 +663,7 @@ class LowDoseCT(Transform):
         spacing: Union[float, Sequence[float], None] = None,
         **simulator_args,
     ) -> None:
+        self.dose_fraction = float(dose_fraction)
         self.seed = int(seed)
         self.spacing = spacing
         self.simulator = RandLowDoseCT(prob=1.0, dose_fraction=float(dose_fraction), spacing=spacing, **simulator_args)

@@ -23,6 +23,7 @@ from monai_rwkv.apps import (
     plan_tasks,
     restore_dataset,
     simulate_low_dose_volume,
+    volume_slice_metrics,
 )
 from monai_rwkv.apps.restore import read_volume
 from monai_rwkv.data import ImageReadError
@@ -198,3 +199,20 @@ def test_evaluation_on_given_low_dose_scans_pairs_them_by_name(tmp_path: Path) -
     low_dir = tmp_path / "low"
     ambiguous = evaluate_low_dose(identity_restorer(), tmp_path / "clean", tmp_path / "e3", low_dose_dir=low_dir)
     assert len(ambiguous["errors"]) == 1 and "several low-dose images" in ambiguous["errors"][0]
+
+
+def test_evaluation_takes_the_degradation_from_the_config(tmp_path: Path) -> None:
+    """Any degradation transform (here MRI k-space truncation) replaces the CT simulator; the summary names it."""
+    from monai_rwkv.transforms import KSpaceTruncate
+
+    clean_phantom(tmp_path / "clean" / "head.nii.gz")
+    summary = evaluate_low_dose(
+        identity_restorer(), tmp_path / "clean", tmp_path / "eval", degradation=KSpaceTruncate(4), window=None
+    )
+    assert summary["errors"] == [] and summary["protocol"]["low_dose"] == "simulated (KSpaceTruncate)"
+    assert summary["protocol"]["factor"] == 4.0 and "dose_fraction" not in summary["protocol"]
+    image = read_volume(find_inputs(tmp_path / "clean")[0])
+    expected = volume_slice_metrics(KSpaceTruncate(4)(image), image, None)
+    with open(tmp_path / "eval" / "metrics.csv") as f:
+        rows = list(csv.DictReader(f))
+    assert [float(r["rmse_input"]) for r in rows] == pytest.approx(expected["rmse"].tolist(), rel=1e-6)

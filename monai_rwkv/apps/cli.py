@@ -162,9 +162,9 @@ def _is_nifti(path: str | os.PathLike) -> bool:
 
 
 def _check_paths(args: argparse.Namespace) -> None:
-    """Cheap checks of the bundle, INPUT and OUTPUT, before anything is imported or loaded."""
-    from monai_rwkv.data.dicom_writer import is_restored_series
-    from monai_rwkv.data.outputs import InputGuard, OutputConflictError, check_replaceable
+    """Cheap checks of the bundle, INPUT and OUTPUT (the same output checks as a batch study), before any loading."""
+    from monai_rwkv.apps.restore import InputImage, RestoreTask, check_outputs
+    from monai_rwkv.data.outputs import InputGuard, OutputConflictError
 
     source, output = Path(args.input), Path(args.output)
     if not (Path(args.bundle) / "configs" / "inference.json").is_file():
@@ -177,14 +177,10 @@ def _check_paths(args: argparse.Namespace) -> None:
         raise _CommandError(f"{source}: not a regular file or folder (a pipe, socket or device)")
     if not _is_nifti(output) and _is_nifti(source):
         raise _UsageError(f"a DICOM series OUTPUT needs a DICOM INPUT; give OUTPUT a .nii.gz name for {source}")
+    nifti = _is_nifti(output)
+    task = RestoreTask(InputImage(source, source.name), output if nifti else None, None if nifti else output)
     try:
-        InputGuard([source]).check(output)
-        if _is_nifti(output):
-            check_replaceable(output, "file", args.overwrite, what="NIfTI output", option="--overwrite")
-        else:
-            check_replaceable(
-                output, "folder", args.overwrite, is_restored_series, what="DICOM series output", option="--overwrite"
-            )
+        check_outputs(task, InputGuard([source]), args.overwrite)
     except (OutputConflictError, FileExistsError) as e:
         raise _CommandError(str(e)) from None
     folder = output.absolute().parent

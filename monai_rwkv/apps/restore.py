@@ -493,9 +493,7 @@ def _restore_study(
     """Verify, (re)do and record one study; raises on failure (the caller records it)."""
     if task.image.problem is not None:
         raise ImageReadError(task.image.path, task.image.problem)
-    for path in task.outputs:
-        if guard is not None:
-            guard.check(path)
+    check_outputs(task, guard, overwrite=True)  # where and what the outputs are; whether they may be replaced: below
     outcome = StudyOutcome(task.image.name, task.image.path, "written", outputs=list(task.outputs))
     manifest = manifest_path(task.outputs)
     source = _input_fingerprint(task.image)  # before reading: a change while restoring is seen next time
@@ -515,7 +513,6 @@ def _restore_study(
             return outcome
         outcome.status, outcome.detail = "redone", problem
     replace_outputs = overwrite or outcome.status == "redone"
-    check_outputs(task, None, replace_outputs)  # the guard was asked above
     # claim the outputs before writing them: a run interrupted between its outputs leaves this record (no outputs),
     # so the next run knows they are ours and redoes the study instead of refusing to touch them
     write_manifest(manifest, source, [], model)

@@ -13,6 +13,7 @@ from __future__ import annotations
 
 from collections.abc import Hashable, Mapping
 
+import numpy as np
 import torch
 from monai.config import KeysCollection, NdarrayOrTensor
 from monai.transforms.transform import MapTransform, RandomizableTransform
@@ -20,6 +21,14 @@ from monai.utils import TransformBackends, convert_to_dst_type, convert_to_tenso
 from monai.utils.misc import MAX_SEED
 
 __all__ = ["RandPoissonCounts", "RandPoissonCountsd", "poisson_counts"]
+
+
+def _stream_seed(seed: int, stream: int) -> int:
+    """The seed of noise stream ``stream`` of a drawn ``seed``: ``seed`` itself for stream 0, else a 32-bit seed mixed
+    from ``(seed, stream)`` by :class:`numpy.random.SeedSequence`, so the streams of one seed are independent."""
+    if stream == 0:
+        return seed
+    return int(np.random.SeedSequence([seed, stream]).generate_state(1)[0])
 
 
 def poisson_counts(
@@ -57,6 +66,9 @@ class RandPoissonCounts(RandomizableTransform):
     """
     Array transform: :func:`poisson_counts` on an image, reproducible with :meth:`set_random_state`.
 
+    :meth:`randomize` draws a seed; each call then takes the next noise stream of that seed (stream 0 is the seed
+    itself), so a call with ``randomize=False`` gives new noise, as :class:`RandPoissonCountsd` uses it for its keys.
+
     Args:
         counts_per_unit: detected events per unit of the image's values.
         background_fraction: flat background as a fraction of the image's mean.
@@ -71,24 +83,41 @@ class RandPoissonCounts(RandomizableTransform):
         self.counts_per_unit = float(counts_per_unit)
         self.background_fraction = float(background_fraction)
         self._seed = 0
+        self._stream = 0  # noise streams of ``_seed`` used since the last randomize()
 
     def randomize(self, data: object = None) -> None:
+        """Decide whether to apply, and draw the seed of the torch noise generator from ``self.R``."""
         super().randomize(None)
         self._seed = int(self.R.randint(MAX_SEED))
+        self._stream = 0
 
     def __call__(self, img: NdarrayOrTensor, randomize: bool = True) -> NdarrayOrTensor:
+        """The noisy ``img`` (``randomize=False``: the next noise stream of the seed drawn last)."""
         if randomize:
             self.randomize()
         if not self._do_transform:
             return img
         data = convert_to_tensor(img, track_meta=False)
-        generator = torch.Generator(device=data.device).manual_seed(self._seed)
+        generator = torch.Generator(device=data.device).manual_seed(_stream_seed(self._seed, self._stream))
+        self._stream += 1
         out = poisson_counts(data, self.counts_per_unit, self.background_fraction, generator)
         return convert_to_dst_type(out, img, dtype=out.dtype)[0]
 
 
 class RandPoissonCountsd(RandomizableTransform, MapTransform):
-    """Dictionary version of :class:`RandPoissonCounts` (each key gets its own noise)."""
+    """
+    Dictionary version of :class:`RandPoissonCounts`.
+
+    As MONAI's dictionary noise transforms: one :class:`RandPoissonCounts`, randomised once per call, then applied
+    to every key with ``randomize=False``. Each key gets its own noise (the next stream of the call's seed, in key
+    order); the first key present gets what :class:`RandPoissonCounts` gives for the same seed.
+
+    Args:
+        keys: keys of the images to make noisy.
+        counts_per_unit, background_fraction: as for :class:`RandPoissonCounts`.
+        prob: probability of applying the noise (to all keys at once).
+        allow_missing_keys: don't raise if a key is missing.
+    """
 
     backend = RandPoissonCounts.backend
 
@@ -104,16 +133,21 @@ class RandPoissonCountsd(RandomizableTransform, MapTransform):
         RandomizableTransform.__init__(self, prob)
         self.noise = RandPoissonCounts(counts_per_unit, background_fraction, prob=1.0)
 
-    def set_random_state(self, seed: int | None = None, state=None) -> RandPoissonCountsd:  # noqa: ANN001
+    def set_random_state(
+        self, seed: int | None = None, state: np.random.RandomState | None = None
+    ) -> RandPoissonCountsd:
+        """Seed this transform and its array transform."""
         super().set_random_state(seed, state)
         self.noise.set_random_state(seed, state)
         return self
 
     def __call__(self, data: Mapping[Hashable, NdarrayOrTensor]) -> dict[Hashable, NdarrayOrTensor]:
+        """Add noise to every key in ``data`` (a copy is returned)."""
         d = dict(data)
         self.randomize(None)
-        if not self._do_transform:
+        if not self._do_transform or self.first_key(d) == ():
             return d
+        self.noise.randomize(None)
         for key in self.key_iterator(d):
-            d[key] = self.noise(d[key])
+            d[key] = self.noise(d[key], randomize=False)
         return d

@@ -14,6 +14,10 @@ acquisition (and its ringing). Conventions:
   frequency for even ``keep``, as a scanner's even matrix samples them);
 - the result is the magnitude ``|ifft2(truncated)|``: real, non-negative (a magnitude MR image in, a magnitude image
   out; ``factor`` 1 returns ``|image|``).
+
+:class:`KSpaceZeroFill` is the inverse view of the same acquisition: a genuinely low-resolution image (small matrix)
+has its k-space placed in the centre of a ``factor``-times larger matrix of zeros, which puts it on the fine grid the
+restoration network works on (band-limited interpolation; the affine's in-plane voxel size is divided by ``factor``).
 """
 
 from __future__ import annotations
@@ -22,10 +26,19 @@ from collections.abc import Hashable, Mapping, Sequence
 
 import torch
 from monai.config import KeysCollection, NdarrayOrTensor
+from monai.data import MetaTensor
 from monai.transforms.transform import MapTransform, Transform
 from monai.utils import TransformBackends, convert_to_dst_type, convert_to_tensor
 
-__all__ = ["KSpaceTruncate", "KSpaceTruncated", "kspace_keep", "truncate_kspace"]
+__all__ = [
+    "KSpaceTruncate",
+    "KSpaceTruncated",
+    "KSpaceZeroFill",
+    "KSpaceZeroFilld",
+    "kspace_keep",
+    "truncate_kspace",
+    "zero_fill_kspace",
+]
 
 
 def kspace_keep(n: int, factor: float) -> slice:
@@ -106,6 +119,102 @@ class KSpaceTruncated(MapTransform):
     ) -> None:
         super().__init__(keys, allow_missing_keys)
         self.transform = KSpaceTruncate(factor, spatial_axes)
+
+    def __call__(self, data: Mapping[Hashable, NdarrayOrTensor]) -> dict[Hashable, NdarrayOrTensor]:
+        d = dict(data)
+        for key in self.key_iterator(d):
+            d[key] = self.transform(d[key])
+        return d
+
+
+def zero_fill_kspace(image: torch.Tensor, factor: int, dims: Sequence[int] = (-2, -1)) -> torch.Tensor:
+    """
+    Band-limited interpolation onto a ``factor``-times finer grid along the two axes ``dims``: the image's centred
+    k-space (zero frequency at ``n // 2``) is placed with its zero frequency at ``(factor * n) // 2`` of a zero
+    matrix, transformed back and scaled by ``factor ** 2`` so that intensities keep their units; the magnitude is
+    returned. Fine sample ``m`` lies at coarse coordinate ``m / factor`` (sample 0 stays where it was); every
+    ``factor``-th fine sample is the input where the interpolation is real (odd matrix sizes, whose spectrum has no
+    unpaired Nyquist sample, and positive images).
+
+    Args:
+        image: real tensor, any shape; ``dims`` are the two in-plane axes.
+        factor: integer >= 1 (1 returns ``|image|``).
+        dims: the two axes of each 2D slice.
+
+    Returns:
+        float tensor (float64 for float64 input, else float32) with the two axes ``factor`` times longer.
+    """
+    if isinstance(factor, bool) or int(factor) != factor or factor < 1:
+        raise ValueError(f"factor must be an integer >= 1 (the grid becomes factor times finer), got {factor}.")
+    if len(dims) != 2:
+        raise ValueError(f"dims must name the two in-plane axes, got {dims}.")
+    factor = int(factor)
+    dtype = torch.float64 if image.dtype == torch.float64 else torch.float32
+    dims = tuple(d % image.ndim for d in dims)
+    spectrum = torch.fft.fftshift(torch.fft.fftn(image.to(dtype), dim=dims), dim=dims)
+    shape = list(spectrum.shape)
+    index = [slice(None)] * image.ndim
+    for d in dims:
+        n = shape[d]
+        start = (factor * n) // 2 - n // 2
+        index[d] = slice(start, start + n)
+        shape[d] = factor * n
+    padded = torch.zeros(shape, dtype=spectrum.dtype, device=spectrum.device)
+    padded[tuple(index)] = spectrum
+    return torch.fft.ifftn(torch.fft.ifftshift(padded, dim=dims), dim=dims).abs() * factor**2
+
+
+class KSpaceZeroFill(Transform):
+    """
+    Array transform: :func:`zero_fill_kspace` of a channel-first image ``(C, *spatial)`` over two in-plane
+    ``spatial_axes``. A :class:`~monai.data.MetaTensor` gets the finer grid's affine: the two axes' columns of the
+    affine are divided by ``factor``, the position of voxel 0 is kept. ``factor`` 1 returns the input unchanged.
+
+    Args:
+        factor: integer grid refinement per in-plane axis (4: a 64 x 64 acquisition onto 256 x 256).
+        spatial_axes: the two in-plane axes, counted among the spatial axes (default ``(0, 1)``).
+    """
+
+    backend = [TransformBackends.TORCH]
+
+    def __init__(self, factor: int = 4, spatial_axes: Sequence[int] = (0, 1)) -> None:
+        zero_fill_kspace(torch.zeros(1, 1), factor)  # validates factor
+        if len(spatial_axes) != 2 or spatial_axes[0] == spatial_axes[1]:
+            raise ValueError(f"spatial_axes must be two different spatial axes, got {spatial_axes}.")
+        self.factor = int(factor)
+        self.spatial_axes = tuple(int(a) for a in spatial_axes)
+
+    def __call__(self, img: NdarrayOrTensor) -> NdarrayOrTensor:
+        if self.factor == 1:
+            return img
+        data = convert_to_tensor(img, track_meta=False)
+        if data.ndim < 3:
+            raise ValueError(
+                f"expected a channel-first image (C, *spatial) with 2 or 3 spatial axes, got {data.shape}."
+            )
+        out = zero_fill_kspace(data, self.factor, dims=[a + 1 for a in self.spatial_axes])
+        if isinstance(img, MetaTensor):
+            affine = img.affine.clone().to(torch.float64)
+            for a in self.spatial_axes:
+                affine[:-1, a] = affine[:-1, a] / self.factor
+            return MetaTensor(out, affine=affine, meta={k: v for k, v in img.meta.items() if k != "affine"})
+        return convert_to_dst_type(out, img, dtype=out.dtype)[0]
+
+
+class KSpaceZeroFilld(MapTransform):
+    """Dictionary version of :class:`KSpaceZeroFill`."""
+
+    backend = KSpaceZeroFill.backend
+
+    def __init__(
+        self,
+        keys: KeysCollection,
+        factor: int = 4,
+        spatial_axes: Sequence[int] = (0, 1),
+        allow_missing_keys: bool = False,
+    ) -> None:
+        super().__init__(keys, allow_missing_keys)
+        self.transform = KSpaceZeroFill(factor, spatial_axes)
 
     def __call__(self, data: Mapping[Hashable, NdarrayOrTensor]) -> dict[Hashable, NdarrayOrTensor]:
         d = dict(data)

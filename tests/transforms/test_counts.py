@@ -45,3 +45,19 @@ def test_bad_arguments() -> None:
         RandPoissonCounts(0.0)
     with pytest.raises(ValueError, match="non-negative"):
         poisson_counts(torch.tensor([-1.0]), 1.0)
+
+
+def test_dict_randomizes_once_per_call_then_each_key_takes_the_next_noise_stream(seed: int) -> None:
+    """MONAI's idiom: one array transform, ``randomize`` once per call, ``randomize=False`` for every key."""
+    x = torch.rand(1, 6, 7, generator=torch.Generator().manual_seed(seed)) * 5
+    array = RandPoissonCounts(20.0, background_fraction=0.2).set_random_state(seed)
+    dictionary = RandPoissonCountsd(["a", "b"], 20.0, background_fraction=0.2).set_random_state(seed)
+    for _ in range(3):
+        out = dictionary({"a": x, "b": x, "c": x})
+        assert torch.equal(out["a"], array(x))  # the first key: what the array transform gives
+        assert torch.equal(out["b"], array(x, randomize=False))  # then the next stream of the same seed
+        assert not torch.equal(out["a"], out["b"]) and out["c"] is x
+    # a call that finds none of the keys draws nothing for the noise
+    lenient = RandPoissonCountsd(["a"], 20.0, allow_missing_keys=True).set_random_state(seed)
+    assert lenient({"c": x})["c"] is x
+    assert torch.equal(lenient({"a": x})["a"], RandPoissonCounts(20.0).set_random_state(seed)(x))

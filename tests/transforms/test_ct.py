@@ -286,3 +286,17 @@ def test_fbp_on_real_head_slice_if_present():
     ref = img.clamp_min(-1000).double()
     rec = mu_to_hu(iradon(radon(hu_to_mu(ref), geom), geom))
     assert rmse(rec, ref) < 20.0  # measured 13.1 HU on this slice (7-13 HU over the test split; bone edges)
+
+
+def test_dict_randomizes_once_per_call_then_each_key_takes_the_next_noise_stream(seed):
+    """MONAI's idiom, as RandPoissonCountsd: one dose per call for all keys, and each key its own noise."""
+    img = ellipse_phantom(HEAD, shape=(24, 20), spacing=8.0).float()[None]
+    args = {"dose_fraction": (0.1, 0.5), "spacing": 8.0, "n_views": 24}
+    array = RandLowDoseCT(**args).set_random_state(seed)
+    dictionary = RandLowDoseCTd(["a", "b"], **args).set_random_state(seed)
+    for _ in range(2):
+        out = dictionary({"a": img, "b": img})
+        assert torch.equal(out["a"], array(img))
+        dose = array.dose
+        assert torch.equal(out["b"], array(img, randomize=False)) and array.dose == dose
+        assert dictionary.simulator.dose == dose and not torch.equal(out["a"], out["b"])

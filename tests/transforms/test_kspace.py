@@ -79,3 +79,56 @@ def test_bad_arguments() -> None:
         KSpaceTruncate(0.5)
     with pytest.raises(ValueError, match="two different spatial axes"):
         KSpaceTruncate(4, spatial_axes=(1, 1))
+
+
+def test_zero_fill_is_band_limited_interpolation(seed: int) -> None:
+    """A band-limited periodic signal sampled on n points is reproduced exactly on factor * n points."""
+    from monai_rwkv.transforms import zero_fill_kspace
+
+    rng = np.random.default_rng(seed)
+    for n_i, n_j, factor in ((16, 12, 2), (17, 9, 3), (10, 15, 4)):
+        x_i, x_j = np.arange(n_i * factor) / factor, np.arange(n_j * factor) / factor
+        f_i, f_j = (int(rng.integers(1, (n - 1) // 2)) for n in (n_i, n_j))  # below Nyquist
+        phase = rng.uniform(0, 2 * np.pi, 2)
+
+        def signal(a: np.ndarray, b: np.ndarray, f=(f_i, f_j), n=(n_i, n_j), p=phase) -> np.ndarray:
+            return 5 + np.cos(2 * np.pi * f[0] * a[:, None] / n[0] + p[0]) * np.cos(
+                2 * np.pi * f[1] * b[None, :] / n[1] + p[1]
+            )
+
+        coarse = torch.from_numpy(signal(np.arange(n_i), np.arange(n_j)))
+        fine = zero_fill_kspace(coarse, factor)
+        assert fine.shape == (n_i * factor, n_j * factor) and fine.dtype == torch.float64
+        np.testing.assert_allclose(fine.numpy(), signal(x_i, x_j), atol=1e-10)
+        np.testing.assert_allclose(fine.numpy()[::factor, ::factor], coarse.numpy(), atol=1e-10)
+
+
+def test_zero_fill_then_truncate_gives_the_low_resolution_image_back(seed: int) -> None:
+    from monai_rwkv.transforms import zero_fill_kspace
+
+    image = torch.from_numpy(np.random.default_rng(seed).uniform(3000, 3300, (3, 21, 15)))  # odd: real result
+    fine = zero_fill_kspace(image, 4, dims=(1, 2))
+    # the fine image's spectrum is the coarse one, centred: cutting it back to 1/4 returns the coarse samples
+    back = truncate_kspace(fine, 4, dims=(1, 2))[:, ::4, ::4]
+    np.testing.assert_allclose(back.numpy(), image.numpy(), rtol=1e-9, atol=1e-9)
+
+
+def test_zero_fill_transform_updates_the_affine_and_factor_one_is_the_identity() -> None:
+    from monai.data import MetaTensor
+
+    from monai_rwkv.transforms import KSpaceZeroFill, KSpaceZeroFilld
+
+    affine = torch.tensor([[0.0, 0.9, 0, -5], [-0.8, 0, 0, 12], [0, 0, 3.0, 40], [0, 0, 0, 1]], dtype=torch.float64)
+    image = MetaTensor(torch.rand(1, 6, 5, 2, dtype=torch.float64), affine=affine)
+    out = KSpaceZeroFill(2)(image)
+    assert tuple(out.shape) == (1, 12, 10, 2)
+    expected = affine.clone()
+    expected[:3, :2] /= 2
+    np.testing.assert_allclose(out.affine.numpy(), expected.numpy())
+    assert KSpaceZeroFill(1)(image) is image
+    d = KSpaceZeroFilld("image", factor=2)({"image": image})
+    np.testing.assert_array_equal(d["image"].numpy(), out.numpy())
+    with pytest.raises(ValueError, match="integer"):
+        KSpaceZeroFill(2.5)
+    with pytest.raises(ValueError, match="channel-first"):
+        KSpaceZeroFill(2)(torch.ones(4, 4))

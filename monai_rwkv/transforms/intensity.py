@@ -1,0 +1,199 @@
+"""
+Per-volume intensity scaling for modalities without physical units (MRI): a robust high percentile of the volume is
+mapped to ``target``, and the scale factor travels with the image (``meta["intensity_scale"]``) so that the network's
+output can be returned to the input's units exactly.
+
+Why not a fixed range: a fixed window such as the paper's MRI range [0, 4095] assumes every scanner exports the same
+units; real MR exports range from [0, 1] to tens of thousands. Dividing by a high percentile of the volume itself is
+invariant to a global gain (``a * x`` is restored as ``a * restore(x)``), and a high percentile rather than the
+maximum ignores a few hot voxels.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Hashable, Mapping
+
+import torch
+from monai.config import KeysCollection, NdarrayOrTensor
+from monai.data import MetaTensor
+from monai.transforms.transform import MapTransform, Transform
+from monai.utils import TransformBackends, convert_to_tensor
+
+__all__ = [
+    "SCALE_KEY",
+    "RestoreIntensityScale",
+    "RestoreIntensityScaled",
+    "ScaleToPercentile",
+    "ScaleToPercentiled",
+    "percentile_scale",
+]
+
+#: where :class:`ScaleToPercentile` records its factor in a MetaTensor's meta.
+SCALE_KEY = "intensity_scale"
+
+
+def percentile_scale(image: torch.Tensor, percentile: float = 99.5, target: float = 1.0, nonzero: bool = True) -> float:
+    """
+    The factor ``target / p`` where ``p`` is the ``percentile`` of the image's finite voxels (only those > 0 when
+    ``nonzero``: the zero background of masked or padded volumes does not count). An image with no positive
+    percentile (all zeros, all negative, all NaN) gets the factor 1.
+
+    Args:
+        image: any shape, any real dtype.
+        percentile: in (0, 100].
+        target: value ``p`` is mapped to (> 0).
+        nonzero: ignore voxels <= 0.
+    """
+    if not 0 < percentile <= 100:
+        raise ValueError(f"percentile must be in (0, 100], got {percentile}.")
+    if not target > 0:
+        raise ValueError(f"target must be > 0, got {target}.")
+    values = image.detach().reshape(-1)
+    values = values[torch.isfinite(values)] if values.is_floating_point() else values
+    if nonzero:
+        values = values[values > 0]
+    if values.numel() == 0:
+        return 1.0
+    # torch.quantile is limited to 2**24 elements: kthvalue gives the same order statistic for any size
+    rank = max(1, min(values.numel(), int(round(percentile / 100.0 * (values.numel() - 1))) + 1))
+    p = float(values.double().kthvalue(rank).values)
+    return float(target) / p if p > 0 else 1.0
+
+
+class ScaleToPercentile(Transform):
+    """
+    Array transform: ``image * s`` with ``s = target / percentile(image)`` (:func:`percentile_scale`), computed over
+    the whole input (all channels, all slices: apply it to a volume, not slice by slice). NaN voxels become 0.
+
+    Returns a float32 :class:`~monai.data.MetaTensor` (the input's meta kept) with ``meta["intensity_scale"] = s``
+    for :class:`RestoreIntensityScale`.
+
+    Args:
+        percentile: the robust maximum, in (0, 100] (99.5: a few hot voxels do not set the scale).
+        target: value the percentile is mapped to.
+        nonzero: ignore voxels <= 0 (zero background of masked volumes) when computing the percentile.
+    """
+
+    backend = [TransformBackends.TORCH]
+
+    def __init__(self, percentile: float = 99.5, target: float = 1.0, nonzero: bool = True) -> None:
+        percentile_scale(torch.ones(1), percentile, target)  # validates the arguments
+        self.percentile, self.target, self.nonzero = float(percentile), float(target), bool(nonzero)
+
+    def __call__(self, img: NdarrayOrTensor, scale: float | None = None) -> MetaTensor:
+        """``img`` scaled by its own percentile, or by ``scale`` when given (e.g. another image's factor)."""
+        data = convert_to_tensor(img, track_meta=False, dtype=torch.float32)
+        if scale is None:
+            scale = percentile_scale(data, self.percentile, self.target, self.nonzero)
+        out = torch.nan_to_num(data * scale, nan=0.0)
+        meta = dict(img.meta) if isinstance(img, MetaTensor) else {}
+        meta[SCALE_KEY] = scale
+        return MetaTensor(out, meta=meta)
+
+
+class RestoreIntensityScale(Transform):
+    """
+    Array transform: the inverse of :class:`ScaleToPercentile`, ``image / meta["intensity_scale"]``, optionally
+    clipped below (``clip_min``: magnitude images are never negative).
+
+    Args:
+        scale: the factor to undo; None (default) reads it from the input's ``meta["intensity_scale"]``.
+        clip_min: lower bound of the result (None: no clipping).
+    """
+
+    backend = [TransformBackends.TORCH]
+
+    def __init__(self, scale: float | None = None, clip_min: float | None = 0.0) -> None:
+        self.scale = None if scale is None else float(scale)
+        self.clip_min = clip_min
+
+    def __call__(self, img: NdarrayOrTensor, scale: float | None = None) -> NdarrayOrTensor:
+        scale = scale if scale is not None else self.scale
+        if scale is None:
+            scale = img.meta.get(SCALE_KEY) if isinstance(img, MetaTensor) else None
+        if scale is None or not float(scale) > 0:
+            raise ValueError(
+                f"no intensity scale to undo: pass scale= or an image whose meta holds {SCALE_KEY!r} "
+                "(set by ScaleToPercentile)."
+            )
+        out = img.float() / float(scale) if isinstance(img, torch.Tensor) else convert_to_tensor(img) / float(scale)
+        if self.clip_min is not None:
+            out = out.clamp_min(float(self.clip_min))
+        return out
+
+
+class ScaleToPercentiled(MapTransform):
+    """
+    Dictionary version of :class:`ScaleToPercentile`.
+
+    Args:
+        keys: the items to scale.
+        reference_key: the item whose percentile sets one factor for every key (e.g. a degraded ``"image"`` and its
+            clean ``"label"`` scaled alike, as the network will see them at inference); None: each key its own.
+        percentile, target, nonzero: see :class:`ScaleToPercentile`.
+    """
+
+    backend = ScaleToPercentile.backend
+
+    def __init__(
+        self,
+        keys: KeysCollection,
+        reference_key: str | None = None,
+        percentile: float = 99.5,
+        target: float = 1.0,
+        nonzero: bool = True,
+        allow_missing_keys: bool = False,
+    ) -> None:
+        super().__init__(keys, allow_missing_keys)
+        self.reference_key = reference_key
+        self.scaler = ScaleToPercentile(percentile, target, nonzero)
+
+    def __call__(self, data: Mapping[Hashable, NdarrayOrTensor]) -> dict[Hashable, NdarrayOrTensor]:
+        d = dict(data)
+        scale = None
+        if self.reference_key is not None:
+            reference = convert_to_tensor(d[self.reference_key], track_meta=False, dtype=torch.float32)
+            scale = percentile_scale(reference, self.scaler.percentile, self.scaler.target, self.scaler.nonzero)
+        for key in self.key_iterator(d):
+            d[key] = self.scaler(d[key], scale=scale)
+        return d
+
+
+class RestoreIntensityScaled(MapTransform):
+    """
+    Dictionary version of :class:`RestoreIntensityScale`: the factor is read from ``data[scale_from].meta`` (the
+    preprocessed input, e.g. ``"image"``), so a prediction without meta (``"pred"``) can be returned to the input's
+    units.
+
+    Args:
+        keys: the items to rescale, e.g. ``"pred"``.
+        scale_from: the item whose meta holds the factor; None reads each key's own meta.
+        clip_min: lower bound of the result (None: no clipping).
+    """
+
+    backend = RestoreIntensityScale.backend
+
+    def __init__(
+        self,
+        keys: KeysCollection,
+        scale_from: str | None = "image",
+        clip_min: float | None = 0.0,
+        allow_missing_keys: bool = False,
+    ) -> None:
+        super().__init__(keys, allow_missing_keys)
+        self.scale_from = scale_from
+        self.restore = RestoreIntensityScale(clip_min=clip_min)
+
+    def __call__(self, data: Mapping[Hashable, NdarrayOrTensor]) -> dict[Hashable, NdarrayOrTensor]:
+        d = dict(data)
+        scale = None
+        if self.scale_from is not None:
+            source = d.get(self.scale_from)
+            scale = source.meta.get(SCALE_KEY) if isinstance(source, MetaTensor) else None
+            if scale is None:
+                raise ValueError(
+                    f"{self.scale_from!r} carries no {SCALE_KEY!r} in its meta (ScaleToPercentiled sets it)."
+                )
+        for key in self.key_iterator(d):
+            d[key] = self.restore(d[key], scale=scale)
+        return d

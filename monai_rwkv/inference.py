@@ -208,8 +208,9 @@ class Restorer:
     Args:
         network: the image-to-image module on ``device`` (see :func:`load_network`), or any callable.
         inferer: called as ``inferer(x, network)`` on ``(C, 1, *spatial)`` normalised inputs.
-        normalize: physical units -> the network's range (a tensor transform).
-        denormalize: the network's range -> physical units.
+        normalize: physical units -> the network's range, applied to the whole ``(C, i, j, k)`` volume (a MetaTensor)
+            once: it may compute per-volume statistics and record them in the meta it returns.
+        denormalize: the network's range -> physical units, given the restored volume with that meta.
         device: where the inferer's inputs are sent; ``"auto"`` picks CUDA when available.
         output_dtype: ``"float32"`` or ``"int16"`` (rounded and clipped to the int16 range).
         clip_output: clip the network's output to [0, 1] before ``denormalize`` (for models trained on [0, 1]).
@@ -273,14 +274,22 @@ class Restorer:
             UserWarning: NaN / infinite voxels (``normalize`` maps them into range: the output stays finite).
 
         Returns:
-            the restored volume, same shape and meta (affine, ...), physical units, ``output_dtype``.
+            the restored volume in physical units, ``output_dtype``, with the meta (affine, ...) that ``normalize``
+            returns: the input's shape and geometry unless ``normalize`` changes the grid (e.g. zero-fills k-space).
         """
-        data = volume.as_tensor() if isinstance(volume, MetaTensor) else torch.as_tensor(np.asarray(volume))
-        if data.ndim not in (3, 4):
-            raise ValueError(f"expected a channel-first volume (C, i, j[, k]), got shape {tuple(data.shape)}.")
-        self._warn_about_values(data, desc)
-        planar = data.ndim == 3
-        data = data[..., None] if planar else data
+        if not isinstance(volume, torch.Tensor):
+            volume = torch.as_tensor(np.asarray(volume))
+        if volume.ndim not in (3, 4):
+            raise ValueError(f"expected a channel-first volume (C, i, j[, k]), got shape {tuple(volume.shape)}.")
+        self._warn_about_values(volume, desc)
+        planar = volume.ndim == 3
+        source = volume[..., None] if planar else volume
+        # the whole volume at once: per-volume statistics (e.g. a percentile scale) and grid changes (e.g. k-space
+        # zero-filling onto a finer grid) see all of it, and its meta travels to denormalize
+        normalised = self.normalize(source if isinstance(source, MetaTensor) else MetaTensor(source).float())
+        data = normalised.as_tensor() if isinstance(normalised, MetaTensor) else torch.as_tensor(normalised)
+        if data.ndim != 4:
+            raise ValueError(f"normalize must return a (C, i, j, k) volume, got shape {tuple(data.shape)}.")
         out = torch.empty(data.shape, dtype=torch.float32)
         axis = self._slab_axis()
         n_slices = data.shape[axis] if axis is not None else 1
@@ -291,13 +300,15 @@ class Restorer:
                 index = [slice(None)] * data.ndim
                 if axis is not None:
                     index[axis] = slice(start, min(start + step, n_slices))
-                image = torch.as_tensor(self.normalize(data[tuple(index)].float()))[:, None]  # channels as batch
-                out[tuple(index)] = torch.as_tensor(self.denormalize(self._infer(image)[:, 0])).float()
+                out[tuple(index)] = self._infer(data[tuple(index)].float()[:, None])[:, 0]  # channels as batch
                 bar.update(data.shape[0] * (min(start + step, n_slices) - start))
-        out = self._cast(out[..., 0] if planar else out)
+        meta = dict(normalised.meta) if isinstance(normalised, MetaTensor) else dict(getattr(volume, "meta", {}))
+        restored = self.denormalize(MetaTensor(out, meta=meta))
+        restored = (restored.as_tensor() if isinstance(restored, MetaTensor) else torch.as_tensor(restored)).float()
+        restored = self._cast(restored[..., 0] if planar else restored)
         if isinstance(volume, MetaTensor):
-            return MetaTensor(out, meta=dict(volume.meta))
-        return out
+            return MetaTensor(restored, meta=meta)
+        return restored
 
     def _warn_about_values(self, data: torch.Tensor, desc: str | None) -> None:
         """

@@ -162,3 +162,63 @@ def test_restore_rwkv_through_the_restorer_keeps_shape(seed: int) -> None:
     out = restorer(torch.rand(1, 20, 13, 1) * 2000 - 1000)
     assert out.shape == (1, 20, 13, 1) and out.dtype == torch.float32 and torch.isfinite(out).all()
     assert out.min() >= -1024 and out.max() <= 3072
+
+
+def test_per_volume_normalisation_sees_the_whole_volume_across_slabs(seed: int) -> None:
+    """A percentile scale is computed once over all slices (not per slab of 16) and undone exactly."""
+    from monai_rwkv.inference import Restorer
+    from monai_rwkv.inferers import SliceRestorationInferer
+    from monai_rwkv.transforms.intensity import SCALE_KEY, RestoreIntensityScale, ScaleToPercentile
+
+    rng = np.random.default_rng(seed)
+    n = Restorer.slab_size * 2 + 3
+    volume = rng.gamma(2.0, 300.0, (1, 13, 11, n)).astype(np.float32)
+    volume[..., n - 5 :] *= 40  # the last slab is far brighter: a per-slab scale would differ from the volume's
+    seen = []
+
+    def network(x: torch.Tensor) -> torch.Tensor:
+        seen.append(float(x.max()))
+        return x
+
+    normalize = ScaleToPercentile(99.0)
+    restorer = Restorer(
+        network,
+        SliceRestorationInferer((8, 8), overlap=0.5, sw_batch_size=64),
+        normalize,
+        RestoreIntensityScale(),
+        device="cpu",
+        clip_output=False,
+        progress=False,
+    )
+    image = MetaTensor(torch.from_numpy(volume), affine=torch.diag(torch.tensor([0.5, 0.6, 2.0, 1.0])))
+    out = restorer(image)
+    scale = normalize(image).meta[SCALE_KEY]
+    assert max(seen) == pytest.approx(float(volume.max()) * scale, rel=1e-5)  # one scale for every slab
+    assert out.meta[SCALE_KEY] == scale and torch.equal(out.affine, image.affine)
+    np.testing.assert_allclose(out.numpy(), volume, rtol=1e-5, atol=1e-5 * float(volume.max()))
+
+
+def test_the_output_grid_is_the_one_normalize_returns() -> None:
+    """A normalisation that changes the grid (e.g. zero-filling k-space onto a finer grid) sets the output's."""
+    from monai_rwkv.inference import Restorer
+    from monai_rwkv.inferers import SliceRestorationInferer
+
+    def upsample(x: MetaTensor) -> MetaTensor:
+        affine = x.affine.clone()
+        affine[:3, :2] /= 2
+        return MetaTensor(x.as_tensor().repeat_interleave(2, 1).repeat_interleave(2, 2) / 100, affine=affine)
+
+    restorer = Restorer(
+        nn.Identity(),
+        SliceRestorationInferer((8, 8)),
+        upsample,
+        lambda y: y * 100,
+        device="cpu",
+        clip_output=False,
+        progress=False,
+    )
+    image = MetaTensor(torch.rand(1, 5, 7, 3) * 50, affine=torch.diag(torch.tensor([1.0, 1.0, 3.0, 1.0])))
+    out = restorer(image)
+    assert tuple(out.shape) == (1, 10, 14, 3)
+    np.testing.assert_allclose(out.affine.numpy(), np.diag([0.5, 0.5, 3.0, 1.0]))
+    np.testing.assert_allclose(out[0, ::2, ::2].numpy(), image[0].numpy(), rtol=1e-5)

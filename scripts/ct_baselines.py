@@ -7,11 +7,11 @@ pixel-wise non-local means. They run through exactly the pipeline of the network
 whole slice as the sliding-window ROI so that their result does not depend on patching.
 
 1. Tuning, on the VALIDATION split of ``scripts/prepare_ct_data.py`` (``<data-dir>/split.json``): one simulated
-   low-dose scan (:func:`~monai_rwkv.apps.evaluate.simulate_low_dose_volume`, ``--dose``, seed ``--val-seed``),
+   low-dose scan (:class:`~monai_rwkv.transforms.LowDoseCT`, ``--dose``, seed ``--val-seed``),
    objective the mean PSNR in the CT window [-160, 240] HU over slices whose windowed label is not constant. A grid
    search, then a line search on each continuous parameter from the best grid point (multiplicative steps, going
    on while it improves, so an optimum beyond the grid's edge is still found).
-2. Test, on the TEST split: :func:`~monai_rwkv.apps.evaluate.evaluate_low_dose` with ``--dose`` and ``--seed`` (the
+2. Test, on the TEST split: :func:`~monai_rwkv.apps.evaluate.evaluate_restoration` with ``--dose`` and ``--seed`` (the
    bundle's evaluation defaults 0.25 and 0), so every method, and the low-dose input row, sees the same noisy scan.
    With ``--model-weights`` the trained network (``RestoreRWKV.from_preset(--preset)``) is scored too, with the
    bundle's inference settings (ROI 128 x 128, overlap 0.25, Gaussian blending).
@@ -20,7 +20,7 @@ whole slice as the sliding-window ROI so that their result does not depend on pa
    validation split (upper brain to vertex) holds far less soft tissue than the test split, so validation-tuned
    parameters favour edges over noise removal (Gaussian smoothing is tuned to almost nothing).
 
-Outputs: ``<output-dir>/<method>/{summary.json,metrics.csv}`` (per-slice CSV and summary of evaluate_low_dose),
+Outputs: ``<output-dir>/<method>/{summary.json,metrics.csv}`` (per-slice CSV and summary of evaluate_restoration),
 ``<output-dir>/<method>/tuning.json`` (every parameter set tried and its validation PSNR) and the markdown table
 ``--out`` (also printed): method, parameters, PSNR / SSIM / RMSE as mean +- std over the test slices.
 
@@ -49,11 +49,12 @@ from typing import Any
 import torch
 from torch import nn
 
-from monai_rwkv.apps.evaluate import evaluate_low_dose, simulate_low_dose_volume, volume_slice_metrics
+from monai_rwkv.apps.evaluate import evaluate_restoration, volume_slice_metrics
 from monai_rwkv.apps.restore import find_inputs, read_volume
 from monai_rwkv.inference import CT_INTENSITY_RANGE, SliceWiseRestorer, load_network
 from monai_rwkv.metrics import CT_EVAL_WINDOW
 from monai_rwkv.networks.nets import BilateralDenoiser, GaussianDenoiser, NonLocalMeansDenoiser, RestoreRWKV
+from monai_rwkv.transforms import LowDoseCT
 
 #: one HU in the restorers' normalised units.
 HU = 1.0 / (CT_INTENSITY_RANGE[1] - CT_INTENSITY_RANGE[0])
@@ -210,7 +211,7 @@ def tuning_set(args: argparse.Namespace, split: str) -> dict[str, Any]:
         "file": path,
         "seed": seed,
         "clean": clean,
-        "low": simulate_low_dose_volume(clean, args.dose, seed=seed),
+        "low": LowDoseCT(args.dose, seed)(clean),
     }
 
 
@@ -241,14 +242,14 @@ def run_baseline(
     }
     (out / "tuning.json").write_text(json.dumps(record, indent=2) + "\n")
     restorer = whole_slice_restorer(baseline.build(**best), slice_roi(tuning["clean"]), args.device)
-    return evaluate_low_dose(
+    return evaluate_restoration(
         restorer,
         test_file,
         out,
         model_name=label,
         model_version=description,
-        dose_fraction=args.dose,
-        seed=args.seed,
+        degradation=LowDoseCT(args.dose, args.seed),
+        window=CT_EVAL_WINDOW,
         overwrite=True,
     )
 
@@ -264,14 +265,14 @@ def run_model(args: argparse.Namespace, test_file: Path) -> dict[str, Any]:
         device=args.device,
         progress=False,
     )
-    return evaluate_low_dose(
+    return evaluate_restoration(
         restorer,
         test_file,
         args.output_dir / "model",
         model_name=f"Restore-RWKV ({args.preset})",
         model_version=str(args.model_weights),
-        dose_fraction=args.dose,
-        seed=args.seed,
+        degradation=LowDoseCT(args.dose, args.seed),
+        window=CT_EVAL_WINDOW,
         overwrite=True,
     )
 

@@ -43,7 +43,7 @@ def main() -> int:
         bundle_run(["inference.json"], output_dir=str(OUT / "restored"), overwrite="true")
         bundle_run(
             ["inference.json", "evaluate.json"],
-            low_dose_dir=str(BUNDLE / "sample" / "lowdose"),
+            degraded_dir=str(BUNDLE / "sample" / "lowdose"),
             output_dir=str(OUT / "evaluation"),
             overwrite="true",
         )

@@ -18,7 +18,7 @@ from typing import Any
 from monai.bundle import ConfigParser
 from torch import nn
 
-from monai_rwkv.apps.evaluate import evaluate_low_dose
+from monai_rwkv.apps.evaluate import evaluate_restoration
 from monai_rwkv.apps.restore import RestoreReport, error_line, restore_dataset
 from monai_rwkv.apps.signals import Terminated, terminate_as_interrupt
 from monai_rwkv.data import InputSpec
@@ -192,21 +192,22 @@ def run_evaluate(
     **kwargs: Any,
 ) -> dict[str, Any]:
     """
-    The ``run`` entry of the evaluation configs: :func:`~monai_rwkv.apps.evaluate.evaluate_low_dose` with the
+    The ``run`` entry of the evaluation configs: :func:`~monai_rwkv.apps.evaluate.evaluate_restoration` with the
     model name and version from the metadata, exiting with one line on failure.
 
     Args:
-        kwargs: ``degradation`` (the config's), ``window``, ``low_dose_dir``, ``save_images``, ``overwrite``
-            (``dose_fraction``, ``seed``: the default CT simulator's).
+        kwargs: ``degradation`` (the config's), ``window``, ``degraded_dir``, ``save_images``, ``overwrite``.
     """
     if dataset_dir is None:
-        raise SystemExit("error: dataset_dir is required: pass --dataset_dir <folder of clean CT volumes>")
+        raise SystemExit("error: dataset_dir is required: pass --dataset_dir <folder of clean reference volumes>")
     name, version = model_name_version(metadata)
     for key in ("save_images", "overwrite"):
         if key in kwargs:
             kwargs[key] = flag(kwargs[key], key)
     try:
-        summary = evaluate_low_dose(restorer, dataset_dir, output_dir, name, version, **kwargs)
+        summary = evaluate_restoration(
+            restorer, dataset_dir, output_dir, model_name=name, model_version=version, **kwargs
+        )
     except (OSError, ValueError, ImageReadError) as e:
         raise SystemExit(f"error: {e}") from None
     if summary["errors"]:

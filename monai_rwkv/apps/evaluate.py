@@ -1,11 +1,13 @@
 """
 The paper's evaluation protocol on clean volumes.
 
-For every clean volume: degrade it with the bundle's degradation (a transform from its config; by default the
-low-dose CT simulator :class:`~monai_rwkv.transforms.LowDoseCT` with a fixed seed) or take the matching file of a
-folder of real degraded scans, restore it, and compute PSNR / SSIM / RMSE of every slice in the metric window (the
-bundle's ``window``; CT: :data:`~monai_rwkv.metrics.CT_EVAL_WINDOW`, [-160, 240] HU) for the degraded input and
-for the prediction, both against the clean slice. Writes one CSV row per slice and a summary JSON.
+For every clean volume: degrade it with the bundle's degradation (a transform from its config, e.g.
+:class:`~monai_rwkv.transforms.LowDoseCT` with a fixed seed or :class:`~monai_rwkv.transforms.KSpaceTruncate`) or
+take the matching file of a folder of real degraded scans, restore it, and compute PSNR / SSIM / RMSE of every slice
+along the last axis in the metric window (the bundle's ``window``, physical units; CT:
+:data:`~monai_rwkv.metrics.CT_EVAL_WINDOW`, [-160, 240] HU) for the degraded input and for the prediction, both
+against the clean slice. The metrics do not depend on how a slice is oriented (rows and columns may be swapped).
+Writes one CSV row per slice and a summary JSON.
 """
 
 from __future__ import annotations
@@ -26,10 +28,9 @@ from monai.data import MetaTensor
 from monai_rwkv.apps.restore import InputImage, error_line, find_inputs, read_volume
 from monai_rwkv.data import atomic_output_file, write_nifti
 from monai_rwkv.inference import VolumeRestorer
-from monai_rwkv.metrics import CT_EVAL_WINDOW, slice_metrics
-from monai_rwkv.transforms import LowDoseCT
+from monai_rwkv.metrics import slice_metrics
 
-__all__ = ["METRICS", "evaluate_low_dose", "simulate_low_dose_volume", "volume_slice_metrics"]
+__all__ = ["METRICS", "evaluate_restoration", "volume_slice_metrics"]
 
 METRICS = ("psnr", "ssim", "rmse")
 _CSV_FIELDS = ["file", "slice", "label_constant"] + [f"{m}_{w}" for w in ("input", "pred") for m in METRICS]
@@ -38,36 +39,18 @@ logger = logging.getLogger(__name__)
 
 
 def _slices(volume: torch.Tensor) -> torch.Tensor:
-    """``(1, i, j, k)`` -> ``(k, 1, j, i)``: axial slices as images of rows j and columns i."""
+    """``(1, i, j, k)`` -> ``(k, 1, i, j)``: the slices along the last axis."""
     if volume.shape[0] != 1:
         raise ValueError(f"expected a single-channel volume (1, i, j, k), got shape {tuple(volume.shape)}.")
     data = volume.as_tensor() if isinstance(volume, MetaTensor) else torch.as_tensor(volume)
     data = data[..., None] if data.ndim == 3 else data
-    return data.float().permute(3, 0, 2, 1)
-
-
-def simulate_low_dose_volume(
-    clean: MetaTensor, dose_fraction: float = 0.25, seed: int = 0, **simulator_args: Any
-) -> MetaTensor:
-    """
-    Simulate a low-dose scan of every axial slice of a clean CT volume (HU), reproducibly.
-
-    Args:
-        clean: ``(1, i, j, k)`` HU with ``pixdim`` (the in-plane pixel size is used by the simulator).
-        dose_fraction: relative dose (0.25: quarter dose, as AAPM-Mayo).
-        seed: seed of the noise; the same seed gives the same noise on a given device type.
-        simulator_args: other :class:`~monai_rwkv.transforms.RandLowDoseCT` arguments.
-
-    Returns:
-        the low-dose volume, same shape and meta, float32 HU.
-    """
-    return LowDoseCT(dose_fraction, seed, **simulator_args)(clean)
+    return data.float().permute(3, 0, 1, 2)
 
 
 def volume_slice_metrics(
-    pred: torch.Tensor, label: torch.Tensor, window: Sequence[float] | None = CT_EVAL_WINDOW
+    pred: torch.Tensor, label: torch.Tensor, window: Sequence[float] | None = None
 ) -> dict[str, torch.Tensor]:
-    """:func:`~monai_rwkv.metrics.slice_metrics` of every axial slice of two ``(1, i, j, k)`` volumes, shape (k,)."""
+    """:func:`~monai_rwkv.metrics.slice_metrics` of every slice (last axis) of two ``(1, i, j, k)`` volumes, (k,)."""
     return slice_metrics(_slices(pred), _slices(label), window)
 
 
@@ -108,8 +91,8 @@ def _summary(rows: Sequence[Mapping[str, Any]]) -> dict[str, Any]:
     }
 
 
-def _match_low_dose(image: InputImage, candidates: Sequence[InputImage], low_dose_dir: str | os.PathLike) -> InputImage:
-    """The low-dose image named like ``image``: the same name, else the only one named ``<name>_<anything>``."""
+def _match_degraded(image: InputImage, candidates: Sequence[InputImage], degraded_dir: str | os.PathLike) -> InputImage:
+    """The degraded image named like ``image``: the same name, else the only one named ``<name>_<anything>``."""
     for matches in (
         [c for c in candidates if c.name == image.name],
         [c for c in candidates if c.name.startswith(image.name + "_")],
@@ -118,17 +101,17 @@ def _match_low_dose(image: InputImage, candidates: Sequence[InputImage], low_dos
             return matches[0]
         if len(matches) > 1:
             names = ", ".join(m.name for m in matches)
-            raise ValueError(f"{image.path}: several low-dose images match in {low_dose_dir}: {names}")
-    raise ValueError(f"{image.path}: no low-dose image named {image.name!r} (or {image.name}_*) in {low_dose_dir}")
+            raise ValueError(f"{image.path}: several degraded images match in {degraded_dir}: {names}")
+    raise ValueError(f"{image.path}: no degraded image named {image.name!r} (or {image.name}_*) in {degraded_dir}")
 
 
-def _low_dose_for(
-    image: InputImage, clean: MetaTensor, low_dose_dir: str | os.PathLike | None, degradation: Callable
+def _degraded_for(
+    image: InputImage, clean: MetaTensor, degraded_dir: str | os.PathLike | None, degradation: Callable
 ) -> MetaTensor:
-    """The real degraded scan matching ``image`` (see :func:`_match_low_dose`) or ``degradation(clean)``."""
-    if low_dose_dir is None:
+    """The real degraded scan matching ``image`` (see :func:`_match_degraded`) or ``degradation(clean)``."""
+    if degraded_dir is None:
         return degradation(clean)
-    match = _match_low_dose(image, find_inputs(low_dose_dir), low_dose_dir)
+    match = _match_degraded(image, find_inputs(degraded_dir), degraded_dir)
     low = read_volume(match)
     if tuple(low.shape) != tuple(clean.shape):
         raise ValueError(f"{match.path}: shape {tuple(low.shape)} differs from the clean {tuple(clean.shape)}")
@@ -147,42 +130,39 @@ def _write_json(path: Path, content: Mapping[str, Any], overwrite: bool) -> None
         tmp.write_text(json.dumps(content, indent=2, allow_nan=True) + "\n")
 
 
-def evaluate_low_dose(
+def evaluate_restoration(
     restorer: VolumeRestorer,
     dataset_dir: str | os.PathLike,
     output_dir: str | os.PathLike,
+    degradation: Callable[[MetaTensor], MetaTensor],
     model_name: str = "",
     model_version: str = "",
-    dose_fraction: float = 0.25,
-    seed: int = 0,
-    window: Sequence[float] | None = CT_EVAL_WINDOW,
-    low_dose_dir: str | os.PathLike | None = None,
+    window: Sequence[float] | None = None,
+    degraded_dir: str | os.PathLike | None = None,
     save_images: bool = False,
     overwrite: bool = False,
-    degradation: Callable[[MetaTensor], MetaTensor] | None = None,
 ) -> dict[str, Any]:
     """
     Run the evaluation protocol on every clean volume under ``dataset_dir`` (see the module docstring).
 
     Writes ``<output_dir>/metrics.csv`` (one row per slice: file, slice, whether the windowed label is constant,
-    PSNR dB / SSIM / RMSE HU of the input and of the prediction) and ``<output_dir>/summary.json`` (mean and
-    standard deviation over slices whose windowed label is not constant, settings, per-file errors). With
-    ``save_images`` also ``<output_dir>/images/<name>_{low_dose,restored}.nii.gz``.
+    PSNR dB / SSIM / RMSE in physical units of the input and of the prediction) and ``<output_dir>/summary.json``
+    (mean and standard deviation over slices whose windowed label is not constant, settings, per-file errors). With
+    ``save_images`` also ``<output_dir>/images/<name>_{degraded,restored}.nii.gz``.
 
     Args:
         restorer: the restorer under test (its ``output_dtype`` should be float32).
-        dataset_dir: clean volumes (NIfTI files / DICOM series) in HU.
+        dataset_dir: clean volumes (NIfTI files / DICOM series) in physical units.
         output_dir: where the reports go.
-        model_name, model_version: recorded in the summary.
-        dose_fraction: simulated relative dose.
-        seed: noise seed, the same for every volume (results do not depend on the order of the files).
-        window: HU truncation before the metrics (None: none).
-        low_dose_dir: real (or previously simulated) low-dose scans instead of simulation, matched by relative
-            name: ``a.nii.gz`` pairs with ``a.nii.gz`` or, failing that, with the only ``a_*.nii.gz``.
-        save_images: also write the low-dose inputs and the predictions.
-        overwrite: replace existing reports (otherwise ``FileExistsError`` before any work).
         degradation: the degradation of a clean ``(1, i, j, k)`` volume (a bundle config's ``degradation``, e.g.
-            ``LowDoseCT``, ``KSpaceTruncate``); None: ``LowDoseCT(dose_fraction, seed)``.
+            ``LowDoseCT(dose_fraction, seed)``, ``KSpaceTruncate(factor)``); a random one should carry a fixed seed
+            so that every volume and every run sees the same noise.
+        model_name, model_version: recorded in the summary.
+        window: truncation in physical units before the metrics (None: none).
+        degraded_dir: real (or previously simulated) degraded scans instead of ``degradation``, matched by relative
+            name: ``a.nii.gz`` pairs with ``a.nii.gz`` or, failing that, with the only ``a_*.nii.gz``.
+        save_images: also write the degraded inputs and the predictions.
+        overwrite: replace existing reports (otherwise ``FileExistsError`` before any work).
 
     Returns:
         the summary (also written as JSON).
@@ -192,9 +172,7 @@ def evaluate_low_dose(
     for path in (csv_path, json_path):
         if path.exists() and not overwrite:
             raise FileExistsError(f"{path}: output exists; set overwrite to replace it")
-    if degradation is None:
-        degradation = LowDoseCT(dose_fraction, seed)
-    protocol = _Protocol(degradation, window, low_dose_dir, save_images, overwrite)
+    protocol = _Protocol(degradation, window, degraded_dir, save_images, overwrite)
     rows: list[dict[str, Any]] = []
     errors: list[str] = []
     for image in find_inputs(dataset_dir):
@@ -206,9 +184,11 @@ def evaluate_low_dose(
     summary = {
         "model": {"name": model_name, "version": model_version},
         "protocol": {
-            "low_dose": "real" if low_dose_dir is not None else f"simulated ({type(degradation).__name__})",
-            **(_parameters(degradation) if low_dose_dir is None else {}),
-            "window_hu": list(window) if window is not None else None,
+            "degraded_input": "real" if degraded_dir is not None else "simulated",
+            "degradation": {"name": type(degradation).__name__, **_parameters(degradation)}
+            if degraded_dir is None
+            else None,
+            "window": list(window) if window is not None else None,
             "data_range": "max(label) - min(label) per windowed slice",
             "ssim": "11x11 Gaussian, sigma 1.5, K1 0.01, K2 0.03",
         },
@@ -224,19 +204,24 @@ def evaluate_low_dose(
 
 
 def _parameters(transform: Callable) -> dict[str, Any]:
-    """The public scalar settings of a degradation transform (``dose_fraction``, ``seed``, ``factor``, ...)."""
-    return {
-        key: value
-        for key, value in vars(transform).items()
-        if not key.startswith("_") and key != "prob" and isinstance(value, (bool, int, float, str))
-    }
+    """The public settings of a degradation transform (``dose_fraction``, ``seed``, ``factor``, axes...)."""
+    scalar = (bool, int, float, str)
+    found: dict[str, Any] = {}
+    for key, value in vars(transform).items():
+        if key.startswith("_") or key == "prob":
+            continue
+        if isinstance(value, scalar):
+            found[key] = value
+        elif isinstance(value, (tuple, list)) and all(isinstance(v, scalar) for v in value):
+            found[key] = list(value)
+    return found
 
 
 @dataclass(frozen=True)
 class _Protocol:
     degradation: Callable[[MetaTensor], MetaTensor]
     window: Sequence[float] | None
-    low_dose_dir: str | os.PathLike | None
+    degraded_dir: str | os.PathLike | None
     save_images: bool
     overwrite: bool
 
@@ -244,10 +229,10 @@ class _Protocol:
 def _evaluate_one(restorer: VolumeRestorer, image: InputImage, out: Path, p: _Protocol) -> list[dict[str, Any]]:
     """Rows of the per-slice CSV for one clean volume (and its images when ``p.save_images``)."""
     clean = read_volume(image)
-    low = _low_dose_for(image, clean, p.low_dose_dir, p.degradation)
+    low = _degraded_for(image, clean, p.degraded_dir, p.degradation)
     pred = restorer(low, desc=image.path.name)
     if p.save_images:
-        for tag, volume in (("low_dose", low), ("restored", pred)):
+        for tag, volume in (("degraded", low), ("restored", pred)):
             path = out / "images" / f"{image.name}_{tag}.nii.gz"
             write_nifti(volume, path, affine=clean.affine, overwrite=p.overwrite, channel_first=True)
     inp_metrics = volume_slice_metrics(low, clean, p.window)

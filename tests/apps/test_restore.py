@@ -18,16 +18,17 @@ from torch import nn
 
 from monai_rwkv.apps import (
     InputImage,
-    evaluate_low_dose,
+    evaluate_restoration,
     find_inputs,
     plan_tasks,
     restore_dataset,
-    simulate_low_dose_volume,
     volume_slice_metrics,
 )
 from monai_rwkv.apps.restore import read_volume
 from monai_rwkv.data import ImageReadError
 from monai_rwkv.inference import SliceWiseRestorer
+from monai_rwkv.metrics import CT_EVAL_WINDOW
+from monai_rwkv.transforms import LowDoseCT
 from tests.data.conftest import CT5N, copy_series, tree_digest
 
 AFFINE = np.array([[0, -0.7, 0, 90.0], [0.8, 0, 0, -120.0], [0, 0, 2.5, 33.0], [0, 0, 0, 1]])
@@ -155,10 +156,10 @@ def clean_phantom(path: Path, slices: int = 2) -> np.ndarray:
 def test_low_dose_simulation_is_reproducible(tmp_path: Path) -> None:
     clean_phantom(tmp_path / "c.nii.gz")
     image = read_volume(find_inputs(tmp_path / "c.nii.gz")[0])
-    a, b = simulate_low_dose_volume(image, 0.25, seed=3), simulate_low_dose_volume(image, 0.25, seed=3)
+    a, b = LowDoseCT(0.25, 3)(image), LowDoseCT(0.25, 3)(image)
     assert a.shape == image.shape and torch.equal(a.as_tensor(), b.as_tensor())
     torch.testing.assert_close(a.affine, image.affine)
-    assert not torch.equal(a.as_tensor(), simulate_low_dose_volume(image, 0.25, seed=4).as_tensor())
+    assert not torch.equal(a.as_tensor(), LowDoseCT(0.25, 4)(image).as_tensor())
     noise = (a - image).as_tensor()[..., 8:24, 8:24, :]
     assert 1.0 < float(noise.std()) < 500.0  # noisy, yet a CT image
 
@@ -167,7 +168,8 @@ def test_evaluation_protocol_writes_per_slice_csv_and_summary(tmp_path: Path) ->
     data = tmp_path / "clean"
     clean_phantom(data / "phantom.nii.gz")
     shutil.copy(data / "phantom.nii.gz", data / "copy.nii.gz")
-    summary = evaluate_low_dose(identity_restorer(), data, tmp_path / "eval", "m", "1", save_images=True)
+    ct = {"degradation": LowDoseCT(0.25, 0), "window": CT_EVAL_WINDOW}
+    summary = evaluate_restoration(identity_restorer(), data, tmp_path / "eval", **ct, model_name="m", save_images=True)
     with open(tmp_path / "eval" / "metrics.csv") as f:
         rows = list(csv.DictReader(f))
     assert [(r["file"], r["slice"]) for r in rows] == [("copy", "0"), ("copy", "1"), ("phantom", "0"), ("phantom", "1")]
@@ -178,27 +180,30 @@ def test_evaluation_protocol_writes_per_slice_csv_and_summary(tmp_path: Path) ->
     written = json.loads((tmp_path / "eval" / "summary.json").read_text())
     assert written == json.loads(json.dumps(summary))
     assert summary["slices"] == 4 and summary["slices_used"] == 4 and summary["errors"] == []
-    assert summary["protocol"]["dose_fraction"] == 0.25 and summary["protocol"]["window_hu"] == [-160.0, 240.0]
+    assert summary["protocol"]["degradation"] == {"name": "LowDoseCT", "dose_fraction": 0.25, "seed": 0}
+    assert summary["protocol"]["window"] == [-160.0, 240.0] and summary["model"]["name"] == "m"
     assert 10 < summary["input"]["psnr"]["mean"] < 60 and 0 < summary["input"]["rmse"]["mean"] < 200
     assert (tmp_path / "eval" / "images" / "phantom_restored.nii.gz").is_file()
+    assert (tmp_path / "eval" / "images" / "phantom_degraded.nii.gz").is_file()
     with pytest.raises(FileExistsError):
-        evaluate_low_dose(identity_restorer(), data, tmp_path / "eval")
+        evaluate_restoration(identity_restorer(), data, tmp_path / "eval", **ct)
 
 
 def test_evaluation_on_given_low_dose_scans_pairs_them_by_name(tmp_path: Path) -> None:
     clean_phantom(tmp_path / "clean" / "head.nii.gz")
     image = read_volume(find_inputs(tmp_path / "clean")[0])
-    low = simulate_low_dose_volume(image, 0.25, seed=0)
+    low = LowDoseCT(0.25, 0)(image)
     (tmp_path / "low").mkdir()
     nib.save(nib.Nifti1Image(low[0].numpy(), image.affine.numpy()), tmp_path / "low" / "head_dose25.nii.gz")
-    given = evaluate_low_dose(identity_restorer(), tmp_path / "clean", tmp_path / "e1", low_dose_dir=tmp_path / "low")
-    simulated = evaluate_low_dose(identity_restorer(), tmp_path / "clean", tmp_path / "e2", seed=0)
-    assert given["errors"] == [] and given["protocol"]["low_dose"] == "real"
+    clean, ct = tmp_path / "clean", LowDoseCT(0.25, 0)
+    given = evaluate_restoration(identity_restorer(), clean, tmp_path / "e1", ct, degraded_dir=tmp_path / "low")
+    simulated = evaluate_restoration(identity_restorer(), clean, tmp_path / "e2", ct)
+    assert given["errors"] == [] and given["protocol"]["degraded_input"] == "real"
     assert given["input"]["psnr"]["mean"] == pytest.approx(simulated["input"]["psnr"]["mean"], rel=1e-6)
     (tmp_path / "low" / "head_dose10.nii.gz").write_bytes((tmp_path / "low" / "head_dose25.nii.gz").read_bytes())
     low_dir = tmp_path / "low"
-    ambiguous = evaluate_low_dose(identity_restorer(), tmp_path / "clean", tmp_path / "e3", low_dose_dir=low_dir)
-    assert len(ambiguous["errors"]) == 1 and "several low-dose images" in ambiguous["errors"][0]
+    ambiguous = evaluate_restoration(identity_restorer(), clean, tmp_path / "e3", ct, degraded_dir=low_dir)
+    assert len(ambiguous["errors"]) == 1 and "several degraded images" in ambiguous["errors"][0]
 
 
 def test_evaluation_takes_the_degradation_from_the_config(tmp_path: Path) -> None:
@@ -206,11 +211,9 @@ def test_evaluation_takes_the_degradation_from_the_config(tmp_path: Path) -> Non
     from monai_rwkv.transforms import KSpaceTruncate
 
     clean_phantom(tmp_path / "clean" / "head.nii.gz")
-    summary = evaluate_low_dose(
-        identity_restorer(), tmp_path / "clean", tmp_path / "eval", degradation=KSpaceTruncate(4), window=None
-    )
-    assert summary["errors"] == [] and summary["protocol"]["low_dose"] == "simulated (KSpaceTruncate)"
-    assert summary["protocol"]["factor"] == 4.0 and "dose_fraction" not in summary["protocol"]
+    summary = evaluate_restoration(identity_restorer(), tmp_path / "clean", tmp_path / "eval", KSpaceTruncate(4))
+    assert summary["errors"] == [] and summary["protocol"]["degraded_input"] == "simulated"
+    assert summary["protocol"]["degradation"] == {"name": "KSpaceTruncate", "factor": 4.0, "spatial_axes": [0, 1]}
     image = read_volume(find_inputs(tmp_path / "clean")[0])
     expected = volume_slice_metrics(KSpaceTruncate(4)(image), image, None)
     with open(tmp_path / "eval" / "metrics.csv") as f:

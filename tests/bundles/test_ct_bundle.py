@@ -123,7 +123,7 @@ def test_bundle_evaluate_with_dataset_and_output_dirs(tmp_path: Path) -> None:
     assert [(r["file"], r["slice"]) for r in rows] == [("disk", "0")]
     summary = json.loads((tmp_path / "eval" / "summary.json").read_text())
     assert summary["model"]["name"] == ConfigParser.load_config_file(str(CONFIGS / "metadata.json"))["name"]
-    assert summary["protocol"]["seed"] == 0 and summary["slices_used"] == 1
+    assert summary["protocol"]["degradation"]["seed"] == 0 and summary["slices_used"] == 1
     assert np.isfinite(summary["input"]["psnr"]["mean"]) and np.isfinite(summary["pred"]["ssim"]["mean"])
 
     missing = bundle_run(configs, tmp_path, "--dataset_dir", tmp_path / "nothing", "--output_dir", tmp_path / "e2")

@@ -412,9 +412,10 @@ def restore_task(
     """
     Read ``task.image``, check it against ``spec``, restore it, write its outputs. The input is only read.
 
-    The NIfTI output keeps the input's affine and shape (``restorer.output_dtype``, physical units). The DICOM output
-    is a derived series mirroring the source slices (new UIDs, ``DERIVED``, the model name and version in the
-    descriptions). Each output is written atomically (complete or absent).
+    The NIfTI output is on the restorer's grid (``restorer.output_dtype``, physical units): the input's affine and
+    shape, unless the pipeline refines the grid (k-space zero-filling). The DICOM output is a derived series
+    mirroring the source slices (new UIDs, ``DERIVED``, the model name and version in the descriptions). Each output
+    is written atomically (complete or absent).
 
     Args:
         restorer: the slice-wise restorer (network, sliding window, intensity range).

@@ -126,19 +126,29 @@ def _fits(vmin: float, vmax: float, slope: float, intercept: float, dtype: np.dt
     return info.min <= lo and hi <= info.max
 
 
-def choose_rescale(vmin: float, vmax: float, modality: str = "", dtype: str | np.dtype = "int16") -> Rescale:
+#: fewest whole units a value range must span to be stored in whole units without a rescale (rounding <= range / 512).
+_MIN_LEVELS = 256
+
+
+def choose_rescale(
+    vmin: float, vmax: float, modality: str = "", dtype: str | np.dtype = "int16", integer_units: bool = False
+) -> Rescale:
     """
     Pick RescaleSlope/Intercept so that physical values in ``[vmin, vmax]`` fit the stored integer type.
 
     - CT: slope 1 (integer HU, quantisation error <= 0.5 HU) with intercept -1024 when the range allows,
       else 0, else the intercept that shifts ``vmin`` to the type's minimum.
-    - Other modalities: slope 1, intercept 0 when ``[vmin, vmax]`` are integers that fit; otherwise a linear
-      map of ``[vmin, vmax]`` onto (nearly) the full integer range, quantisation error <= slope / 2.
+    - Other modalities: slope 1, intercept 0 when ``[vmin, vmax]`` are integers that fit, or, with
+      ``integer_units``, when the rounded range fits and spans at least 256 whole units (values are rounded to
+      whole units, as a source that stores its units directly, e.g. most MR, quantises them; a narrower range would
+      lose precision); otherwise a linear map of ``[vmin, vmax]`` onto (nearly)
+      the full integer range, quantisation error <= slope / 2.
 
     Args:
         vmin, vmax: finite physical value range of the data.
         modality: DICOM Modality of the source (``"CT"`` selects integer HU).
         dtype: ``"int16"`` or ``"uint16"``.
+        integer_units: the source stores whole units with no rescale: keep that representation when it fits.
     """
     dtype = np.dtype(dtype)
     if dtype not in (np.dtype(np.int16), np.dtype(np.uint16)):
@@ -151,6 +161,12 @@ def choose_rescale(vmin: float, vmax: float, modality: str = "", dtype: str | np
             if _fits(vmin, vmax, 1.0, intercept, dtype):
                 return Rescale(dtype, "1", _ds(intercept))
     elif float(vmin).is_integer() and float(vmax).is_integer() and _fits(vmin, vmax, 1.0, 0.0, dtype):
+        return Rescale(dtype, "1", "0")
+    elif (
+        integer_units
+        and vmax - vmin >= _MIN_LEVELS
+        and _fits(float(np.rint(vmin)), float(np.rint(vmax)), 1.0, 0.0, dtype)
+    ):
         return Rescale(dtype, "1", "0")
     span = vmax - vmin
     slope = float(_ds(span / (float(info.max) - float(info.min) - 2.0)))  # 2 levels of margin for DS rounding
@@ -216,8 +232,11 @@ def _resolve_source(source: Any, source_series_uid: str | None) -> list[str]:
     return [os.fspath(f) for f in source]
 
 
-def _as_volume(volume: Any, expected: tuple[int, int, int]) -> np.ndarray:
-    """``volume`` as float64 numpy ``(columns, rows, slices)``; a leading singleton channel is dropped."""
+def _as_volume(volume: Any, expected: tuple[int, int, int]) -> tuple[np.ndarray, tuple[int, int]]:
+    """
+    ``volume`` as float64 numpy ``(columns, rows, slices)`` (a leading singleton channel is dropped) and its in-plane
+    refinement ``(along columns i, along rows j)``: ``(1, 1)`` on the source grid, integers > 1 on a finer one.
+    """
     if isinstance(volume, torch.Tensor):
         volume = volume.detach().cpu().numpy()
     arr = np.asarray(volume, dtype=np.float64)
@@ -225,14 +244,24 @@ def _as_volume(volume: Any, expected: tuple[int, int, int]) -> np.ndarray:
         arr = arr[0]
     if arr.ndim == 2 and expected[2] == 1:
         arr = arr[:, :, None]
-    if arr.shape != expected:
+    refine = (arr.shape[0] // expected[0], arr.shape[1] // expected[1]) if arr.ndim == 3 else (0, 0)
+    if (
+        arr.ndim != 3
+        or arr.shape[2] != expected[2]
+        or min(refine) < 1
+        or arr.shape[:2]
+        != (
+            expected[0] * refine[0],
+            expected[1] * refine[1],
+        )
+    ):
         raise ValueError(
-            f"volume shape {arr.shape} does not match the source series (columns, rows, slices) {expected}; "
-            "pass the array indexed as SimpleITKReader returns it"
+            f"volume shape {arr.shape} does not match the source series (columns, rows, slices) {expected} "
+            "(or an integer multiple of its columns and rows); pass the array indexed as SimpleITKReader returns it"
         )
     if not np.all(np.isfinite(arr)):
         raise ValueError("volume contains NaN or infinite values.")
-    return arr
+    return arr, refine
 
 
 def _check_affine(affine: Any, source_affine_ras: np.ndarray) -> None:
@@ -286,6 +315,7 @@ class _SeriesContext:
     rescale: Rescale
     date: str
     time: str
+    refine: tuple[int, int] = (1, 1)
 
 
 def _decoded_copy(src: Dataset) -> Dataset:
@@ -334,6 +364,9 @@ def _derive_slice(src: Dataset, pixels: np.ndarray, index: int, ctx: _SeriesCont
     if source_ts in _LOSSY_SYNTAXES:
         ds.LossyImageCompression = "01"
     _set_pixels(ds, pixels, ctx.rescale)
+    if ctx.refine != (1, 1):  # PixelSpacing is (between rows, between columns): along j, then along i
+        row_step, column_step = (float(v) for v in src.PixelSpacing)
+        ds.PixelSpacing = [_ds(row_step / ctx.refine[1]), _ds(column_step / ctx.refine[0])]
     ds.file_meta = _file_meta(ds)
     return ds
 
@@ -346,10 +379,17 @@ def _set_pixels(ds: Dataset, pixels: np.ndarray, rescale: Rescale) -> None:
     ds.Rows, ds.Columns = int(pixels.shape[0]), int(pixels.shape[1])
     ds.BitsAllocated, ds.BitsStored, ds.HighBit = 16, 16, 15
     ds.PixelRepresentation = 1 if rescale.dtype == np.dtype(np.int16) else 0
+    identity = rescale.slope_ds == "1" and rescale.intercept_ds == "0"
+    if identity and "RescaleSlope" not in ds and "RescaleIntercept" not in ds and ds.get("Modality") != "CT":
+        return _set_pixel_data(ds, pixels, rescale)  # the source stores its units directly (typical MR): so do we
     ds.RescaleSlope = rescale.slope_ds
     ds.RescaleIntercept = rescale.intercept_ds
     if ds.get("Modality") == "CT":
         ds.RescaleType = "HU"
+    _set_pixel_data(ds, pixels, rescale)
+
+
+def _set_pixel_data(ds: Dataset, pixels: np.ndarray, rescale: Rescale) -> None:
     ds.PixelData = np.ascontiguousarray(pixels, dtype=rescale.dtype.newbyteorder("<")).tobytes()
     ds["PixelData"].VR = "OW"
 
@@ -447,7 +487,9 @@ def write_dicom_series(
     Args:
         volume: restored image in physical units (e.g. HU), shape ``(columns, rows, slices)`` as returned by
             :class:`~monai_rwkv.data.SimpleITKReader` for the source series (a leading channel of size 1 is
-            allowed). A MetaTensor's affine is checked against the source geometry.
+            allowed), or on an integer-times finer in-plane grid (e.g. after k-space zero-filling: voxel 0 in place,
+            PixelSpacing divided, Rows / Columns multiplied). A MetaTensor's affine is checked against the source
+            geometry (refined the same way).
         source: the source series: the reader's meta dict (``meta["dicom_source_files"]``), a list of the
             source files in slice order, or the source series folder (sorted like the reader does).
         output_dir: folder to create (its name is used as given; file names are generated, never taken from tags).
@@ -471,12 +513,15 @@ def write_dicom_series(
     datasets = [pydicom.dcmread(f, stop_before_pixels=True) for f in files]
     first = datasets[0]
     _check_single_frame_grey(files, datasets)
-    vol = _as_volume(volume, (int(first.Columns), int(first.Rows), len(datasets)))
+    vol, refine = _as_volume(volume, (int(first.Columns), int(first.Rows), len(datasets)))
     if affine is None and hasattr(volume, "affine"):
         affine = volume.affine
-    _check_affine(affine, _source_geometry(files, datasets))
+    # a finer in-plane grid (k-space zero-filling): voxel 0 stays, the in-plane steps shrink by the refinement
+    _check_affine(affine, _source_geometry(files, datasets) @ np.diag([1.0 / refine[0], 1.0 / refine[1], 1.0, 1.0]))
+    modality = str(first.get("Modality", ""))
+    stores_units = "RescaleSlope" not in first and "RescaleIntercept" not in first and modality.upper() != "CT"
     rescale = choose_rescale(
-        float(vol.min()), float(vol.max()), str(first.get("Modality", "")), stored_dtype or _default_dtype(first)
+        float(vol.min()), float(vol.max()), modality, stored_dtype or _default_dtype(first), integer_units=stores_units
     )
     stored = rescale.quantise(vol)
     date, time = _now()
@@ -484,7 +529,7 @@ def write_dicom_series(
         model_name, model_version, str(first.get("SeriesDescription", "")), series_description
     )
     ctx = _SeriesContext(
-        generate_uid(), _series_number(first, series_number), series_desc, derivation, rescale, date, time
+        generate_uid(), _series_number(first, series_number), series_desc, derivation, rescale, date, time, refine
     )
     final = Path(output_dir).absolute()
     names = [f"IM{k + 1:06d}.dcm" for k in range(len(datasets))]

@@ -115,7 +115,8 @@ def test_any_source_encoding_gives_explicit_little_endian(name: str, tmp_path: P
     assert ds.file_meta.TransferSyntaxUID == ExplicitVRLittleEndian
     for tag in GEOMETRY_TAGS + KEPT_TAGS:
         assert ds.get(tag) == ref.get(tag), tag
-    np.testing.assert_array_equal(ds.pixel_array.T[:, :, None] * float(ds.RescaleSlope), img.numpy())
+    assert "RescaleSlope" not in ref or ds.RescaleSlope == ref.RescaleSlope  # no Modality LUT added to MR
+    np.testing.assert_array_equal(ds.pixel_array.T[:, :, None] * float(ds.get("RescaleSlope", 1)), img.numpy())
 
 
 def test_no_overwrite_and_atomic_replace(ct5n: Path, tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
@@ -279,3 +280,18 @@ def test_choose_rescale_error_bound(vmin: float, span: float, modality: str, dty
     values = np.array([vmin, vmin + span / 3, vmin + span])
     back = rescale.quantise(values) * rescale.slope + rescale.intercept
     assert np.max(np.abs(back - values)) <= rescale.slope / 2 * (1 + 1e-6) + 1e-9 * max(1.0, abs(vmin) + span)
+
+
+def test_whole_units_are_kept_for_sources_that_store_their_units(seed: int) -> None:
+    """An MR source without a Modality LUT: restored values are rounded to whole units when that loses little."""
+    rng = np.random.default_rng(seed)
+    vmax = float(rng.uniform(300, 60000))
+    vmin = float(rng.uniform(0, vmax - 256))
+    rescale = choose_rescale(vmin + 0.3, vmax - 0.2, "MR", "uint16", integer_units=True)
+    assert (rescale.slope_ds, rescale.intercept_ds) == ("1", "0")
+    values = rng.uniform(vmin, vmax, 100)
+    np.testing.assert_array_equal(rescale.quantise(values), np.rint(values).astype(np.uint16))
+    narrow = choose_rescale(0.01, 4.2, "MR", "uint16", integer_units=True)  # too few whole units: a fine slope
+    assert float(narrow.slope_ds) < 1e-3
+    negative = choose_rescale(-5.5, 900.0, "MR", "uint16", integer_units=True)  # does not fit uint16 as is
+    assert (negative.slope_ds, negative.intercept_ds) != ("1", "0")

@@ -40,22 +40,27 @@ Usage::
 from __future__ import annotations
 
 import argparse
-import gzip
-import hashlib
 import json
-import os
 import plistlib
-import shutil
-import subprocess
 import sys
 import tarfile
-import tempfile
 from dataclasses import dataclass, field
 from pathlib import Path, PurePosixPath
 from typing import Any, Optional
 
 import nibabel as nib
 import numpy as np
+
+sys.path.insert(0, str(Path(__file__).resolve().parent))
+from dataprep import (  # noqa: E402 - the shared helpers live beside this script
+    PrepareError,
+    atomic_write,
+    debian_package_version,
+    ensure_debian_file,
+    nifti_bytes,
+    sha256_bytes,
+    sha256_file,
+)
 
 REPO = Path(__file__).resolve().parents[1]
 DEFAULT_OUT = REPO / "data" / "ct"
@@ -94,10 +99,6 @@ GPL-2 terms of the source package and keep this note with them.
 """
 
 
-class PrepareError(RuntimeError):
-    """A clear, user-facing failure (missing package, malformed archive, ...)."""
-
-
 @dataclass
 class Inv3Volume:
     """A volume read from an InVesalius project.
@@ -116,53 +117,6 @@ class Inv3Volume:
 
 
 # ----------------------------------------------------------------------------------------------------------- source
-def ensure_archive(path: Path, install: bool = True) -> Path:
-    """Return ``path``, installing the Debian package that ships it first when it is missing.
-
-    Raises:
-        PrepareError: when the file is missing and cannot be installed (no apt-get, not root, no network, ...).
-    """
-    if path.is_file():
-        return path
-    if not install:
-        raise PrepareError(f"{path} is missing; install it with: apt-get update && apt-get install {DEBIAN_PACKAGE}")
-    if shutil.which("apt-get") is None:
-        raise PrepareError(f"{path} is missing and apt-get is not available to install {DEBIAN_PACKAGE}.")
-    env = dict(os.environ, DEBIAN_FRONTEND="noninteractive")
-    for cmd in (["apt-get", "update"], ["apt-get", "install", "-y", "--no-install-recommends", DEBIAN_PACKAGE]):
-        print("running:", " ".join(cmd), flush=True)
-        result = subprocess.run(cmd, env=env, capture_output=True, text=True, check=False)
-        if result.returncode != 0:
-            tail = (result.stderr or result.stdout).strip().splitlines()[-5:]
-            raise PrepareError(
-                f"'{' '.join(cmd)}' failed (exit {result.returncode}); apt-get needs root and access to a Debian "
-                f"mirror.\n" + "\n".join(tail)
-            )
-    if not path.is_file():
-        raise PrepareError(f"{DEBIAN_PACKAGE} is installed but {path} does not exist.")
-    return path
-
-
-def debian_package_version(package: str = DEBIAN_PACKAGE) -> str:
-    """The installed version of a Debian package, or ``"version unknown"``."""
-    if shutil.which("dpkg-query") is None:
-        return "version unknown"
-    result = subprocess.run(["dpkg-query", "-W", "-f=${Version}", package], capture_output=True, text=True, check=False)
-    return f"version {result.stdout.strip()}" if result.returncode == 0 and result.stdout.strip() else "version unknown"
-
-
-def sha256_bytes(data: bytes) -> str:
-    return hashlib.sha256(data).hexdigest()
-
-
-def sha256_file(path: Path) -> str:
-    digest = hashlib.sha256()
-    with open(path, "rb") as f:
-        for block in iter(lambda: f.read(1 << 20), b""):
-            digest.update(block)
-    return digest.hexdigest()
-
-
 # ---------------------------------------------------------------------------------------------------------- archive
 def _safe_member_name(name: str) -> PurePosixPath:
     """Validate a tar member name (relative, no ``..``); it is only used as a key, never as a path to write."""
@@ -281,35 +235,6 @@ def to_nifti(voxels_zyx: np.ndarray, spacing: tuple[float, float, float], first_
     return image
 
 
-def nifti_bytes(image: nib.Nifti1Image, compress: bool) -> bytes:
-    """Serialise a NIfTI image; gzip with a zero timestamp so identical data gives identical bytes."""
-    raw = image.to_bytes()
-    return gzip.compress(raw, compresslevel=6, mtime=0) if compress else raw
-
-
-def _umask() -> int:
-    """The process umask (read by setting it and restoring it)."""
-    mask = os.umask(0o022)
-    os.umask(mask)
-    return mask
-
-
-def atomic_write(path: Path, data: bytes) -> None:
-    """Write ``data`` to a temporary file beside ``path``, flush it to disk, then rename it over ``path``."""
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
-    try:
-        with os.fdopen(fd, "wb") as f:
-            f.write(data)
-            f.flush()
-            os.fsync(f.fileno())
-        os.chmod(tmp, 0o666 & ~_umask())  # mkstemp makes 0600 files; give the usual permissions
-        os.replace(tmp, path)
-    except BaseException:
-        Path(tmp).unlink(missing_ok=True)
-        raise
-
-
 # ----------------------------------------------------------------------------------------------------------- split
 def check_split(n_slices: int, ranges: dict[str, tuple[int, int]], gap: int) -> None:
     """Check the ranges are inside the volume, non-empty, ordered apart by at least ``gap`` slices."""
@@ -352,7 +277,7 @@ def license_note(volume: Inv3Volume, archive: Path) -> str:
         archive=archive,
         name=volume.metadata.get("name", "?"),
         modality=volume.metadata.get("modality", "?"),
-        package_version=debian_package_version(),
+        package_version=debian_package_version(DEBIAN_PACKAGE),
         spacing=" x ".join(f"{s:g}" for s in volume.spacing),
     )
 
@@ -402,7 +327,7 @@ def prepare(volume: Inv3Volume, archive: Path, out: Path) -> dict[str, Any]:
         "license_sha256": sha256_bytes(note),
         "source": {
             "debian_package": DEBIAN_PACKAGE,
-            "package_version": debian_package_version(),
+            "package_version": debian_package_version(DEBIAN_PACKAGE),
             "archive": str(archive),
             "archive_sha256": sha256_file(archive),
             "license": "GPL-2 (Debian package)",
@@ -456,7 +381,7 @@ def main(argv: Optional[list[str]] = None) -> int:
         if complete and args.sample is None:
             print(f"{args.out} is complete; nothing to do (use --force to rewrite).")
             return 0
-        archive = ensure_archive(args.archive, install=not args.no_install)
+        archive = ensure_debian_file(args.archive, DEBIAN_PACKAGE, install=not args.no_install)
         volume = read_inv3(archive)
         shape, hu = volume.voxels.shape, (int(volume.voxels.min()), int(volume.voxels.max()))
         print(f"read {archive}: (Z, Y, X) {shape}, spacing {volume.spacing} mm, {volume.orientation}, HU {hu}")

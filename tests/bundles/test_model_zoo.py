@@ -40,7 +40,7 @@ def _relative_error(a: np.ndarray, b: np.ndarray) -> float:
 
 @pytest.mark.parametrize("bundle_dir", BUNDLES, ids=lambda p: p.name)
 def test_verify_export_and_reload(bundle_dir: Path, tmp_path: Path, seed: int) -> None:
-    bundle = make_tiny_bundle(tmp_path / bundle_dir.name)
+    bundle = make_tiny_bundle(tmp_path / bundle_dir.name, bundle=bundle_dir)
     weights = bundle / "models" / "model.pt"
     result = _bundle_command(bundle, "verify_net_in_out")
     assert "verified with no error" in result.stdout + result.stderr

@@ -15,8 +15,8 @@ from monai.bundle import ConfigParser
 
 from monai_rwkv.apps.bundle import load_bundle_config
 from monai_rwkv.apps.cli import main
-from tests.bundles.utils import REPO, TINY_CLI_ARGS, make_tiny_bundle
-from tests.robustness.conftest import write_ct_series
+from tests.bundles.utils import REPO, TINY_CLI_ARGS, input_spec, make_tiny_bundle, random_volume
+from tests.robustness.conftest import write_ct_series, write_mr_series
 
 BUNDLES = sorted(p.parent.parent for p in (REPO / "bundles").glob("*/configs/inference.json"))
 #: the same overrides as TINY_CLI_ARGS, as config ids.
@@ -32,7 +32,7 @@ TINY = {
 
 @pytest.fixture(params=BUNDLES, ids=lambda p: p.name)
 def tiny_bundle(request: pytest.FixtureRequest, tmp_path_factory: pytest.TempPathFactory) -> Path:
-    return make_tiny_bundle(tmp_path_factory.mktemp("pipeline") / request.param.name)
+    return make_tiny_bundle(tmp_path_factory.mktemp("pipeline") / request.param.name, bundle=request.param)
 
 
 def _monai_label_way(bundle: Path, image: Path) -> np.ndarray:
@@ -51,13 +51,14 @@ def _monai_label_way(bundle: Path, image: Path) -> np.ndarray:
 @pytest.mark.parametrize("kind", ["nifti", "dicom"])
 def test_monai_label_way_equals_the_cli(kind, tiny_bundle: Path, tmp_path: Path, capsys) -> None:
     if kind == "nifti":
-        source = tmp_path / "ct.nii.gz"
-        data = np.random.default_rng(0).uniform(-1100, 2000, (23, 19, 3)).astype(np.float32)
+        source = tmp_path / "image.nii.gz"
+        data = random_volume(tiny_bundle, (23, 19, 3))
         data[4, 5, 1] = np.nan
         nib.save(nib.Nifti1Image(data, np.diag([0.7, 0.8, 2.0, 1.0])), source)
     else:
         source = tmp_path / "series"
-        write_ct_series(source, n=3)
+        write_series = write_mr_series if input_spec(tiny_bundle)["modality"] == "MR" else write_ct_series
+        write_series(source, n=3)
     output = tmp_path / "cli.nii.gz"
     assert main(["restore", "--bundle", str(tiny_bundle), str(source), str(output), *TINY_CLI_ARGS]) == 0
     cli = nib.load(output).get_fdata(dtype=np.float32)
@@ -87,7 +88,7 @@ def test_validation_sees_what_deployment_sees(tiny_bundle: Path) -> None:
     assert parser.get_parsed_content("validate#inferer") is parser.get_parsed_content("inferer")
     restorer = parser.get_parsed_content("restorer")
     network = parser.get_parsed_content("train#network").eval()
-    volume = torch.rand(1, 20, 17, 2) * 3500 - 1100
+    volume = torch.from_numpy(random_volume(tiny_bundle, (1, 20, 17, 2)))
     item = parser.get_parsed_content("normalize_keys")({"image": volume.clone(), "label": volume.clone()})
     with torch.no_grad():
         validated = parser.get_parsed_content("validate#inferer")(item["image"][None], network)[0]

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import json
 import shutil
 import sys
 from pathlib import Path
@@ -43,13 +44,26 @@ TINY_CLI_ARGS = [
 ]
 
 
-def make_tiny_bundle(dest: Path, seed: int = 0) -> Path:
-    """Copy the bundle's configs and docs to ``dest`` and save a tiny random network as ``models/model.pt``."""
-    shutil.copytree(CT_BUNDLE, dest, ignore=shutil.ignore_patterns("models", "sample", "__pycache__"))
+def make_tiny_bundle(dest: Path, seed: int = 0, bundle: Path = CT_BUNDLE) -> Path:
+    """Copy a bundle's configs and docs to ``dest`` and save a tiny random network as ``models/model.pt``."""
+    shutil.copytree(bundle, dest, ignore=shutil.ignore_patterns("models", "sample", "__pycache__"))
     (dest / "models").mkdir()
     torch.manual_seed(seed)
     torch.save(RestoreRWKV(**TINY_NETWORK).state_dict(), dest / "models" / "model.pt")
     return dest
+
+
+def input_spec(bundle: Path) -> dict:
+    """The bundle's ``network_data_format.inputs.image`` (modality, value_range, ...)."""
+    meta = json.loads((bundle / "configs" / "metadata.json").read_text())
+    return meta["network_data_format"]["inputs"]["image"]
+
+
+def random_volume(bundle: Path, shape: tuple[int, ...], seed: int = 0) -> np.ndarray:
+    """float32 values the bundle accepts: uniform over its value range, cut to [-1100, 2400]."""
+    low, high = input_spec(bundle).get("value_range", (-1100, 2400))
+    low, high = max(float(low), -1100.0), min(float(high), 2400.0)
+    return np.random.default_rng(seed).uniform(low, high, shape).astype(np.float32)
 
 
 def python() -> str:

@@ -229,6 +229,30 @@ def write_ct_series(
     return paths
 
 
+def write_mr_series(folder: Path, n: int = 4, seed: int = 0, spacing: float = 0.9) -> list[Path]:
+    """
+    Write a single-frame MR series (16 x 16 slices, 3 mm apart, stored uint16 with no Modality LUT, as most MR
+    scanners store their units) from the CT template with MR headers: MR Image Storage, Modality MR, echo and
+    repetition times, field strength.
+    """
+    paths = write_ct_series(folder, n=n, seed=seed, spacing=spacing, description="synthetic T1", step=(0, 0, 3.0))
+    rng = np.random.default_rng(seed)
+    for path in paths:
+        ds = pydicom.dcmread(path)
+        ds.SOPClassUID = ds.file_meta.MediaStorageSOPClassUID = "1.2.840.10008.5.1.4.1.1.4"
+        ds.Modality = "MR"
+        for keyword in ("RescaleSlope", "RescaleIntercept", "RescaleType", "KVP", "ConvolutionKernel"):
+            if keyword in ds:
+                delattr(ds, keyword)
+        ds.PixelRepresentation = 0
+        ds.BitsStored, ds.HighBit = 12, 11
+        ds.EchoTime, ds.RepetitionTime, ds.MagneticFieldStrength = "4.6", "9.8", "3"
+        ds.ScanningSequence, ds.SequenceVariant = "GR", "SP"
+        ds.PixelData = rng.integers(0, 4096, size=(16, 16)).astype("<u2").tobytes()
+        ds.save_as(path, enforce_file_format=True)
+    return paths
+
+
 def compress_slice(path: Path, compressor: str) -> str:
     """
     Re-encode one DICOM file in place with SimpleITK/GDCM's encoder (``"JPEG"``: lossless process 14,

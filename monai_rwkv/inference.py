@@ -83,9 +83,9 @@ def resolve_device(device: str | torch.device | None = "auto") -> torch.device:
     return device
 
 
-#: patches per network call for ``sw_batch_size="auto"``. On an H200 the CT bundle's light net ran 5.4x more slices
-#: per second with 32 than with 4 (a 512^2 slice is 25 patches of 128^2 at overlap 0.25, so 32 takes them in one
-#: call; benchmarks/RESULTS.md); on the CPU a larger batch only costs memory.
+#: patches per network call for ``sw_batch_size="auto"``: on CUDA a large batch fills the card (a 512^2 slice is 25
+#: patches of 128^2 at overlap 0.25, so 32 takes them in one call); on the CPU a larger batch only costs memory.
+#: Measured in benchmarks/NOTES.md ("sw_batch_size").
 AUTO_SW_BATCH_SIZE = {"cuda": 32, "cpu": 4}
 
 

@@ -1140,10 +1140,9 @@ def _all_fast(w: np.ndarray, u: np.ndarray, fast_range: float) -> bool:
 
 def _block_size(w: np.ndarray, u: np.ndarray, shape: tuple[int, ...], fast_range: float) -> int:
     """Channels per task. Where every channel takes the fast path: whole rows, so a task reads k and v
-    contiguously and its channel loops are long (forward 1.7-2.3x, backward 1.1-1.8x faster than 64-channel
-    blocks on a Zen 4 core, benchmarks/RESULTS.md); batch items and chunk ranges (:func:`_split_count`) keep the
-    threads busy. Otherwise :func:`_fast_block_size`, so that only the blocks that need them take the
-    running-maximum kernels."""
+    contiguously and its channel loops are long (faster than blocks of 64-192 channels, forward and backward;
+    benchmarks/NOTES.md); batch items and chunk ranges (:func:`_split_count`) keep the threads busy. Otherwise
+    :func:`_fast_block_size`, so that only the blocks that need them take the running-maximum kernels."""
     batch, _, channels = shape
     return channels if _all_fast(w, u, fast_range) else _fast_block_size(batch, channels)
 

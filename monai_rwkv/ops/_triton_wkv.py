@@ -488,8 +488,7 @@ def _block_channels(channels: int) -> int:
 def _auto_chunk(batch: int, seq_len: int, channels: int) -> int:
     """Chunk length for ``chunk=0``: 128 where few (batch item, channel) rows or a short sequence leave the
     chunk-level scan sequential over few programs, else 64 (the within-chunk sums then cost less per element).
-    From the H200 sweep of eight shapes in benchmarks/RESULTS.md: 128 was 1.2-2.2x faster at B x C <= 192 and at
-    T = 4,096, 64 was 1.25-1.35x faster at B x C >= 384 with T >= 16,384."""
+    Thresholds from a sweep on an H200 (``benchmarks/wkv_cuda.py --sweep``; figures in benchmarks/NOTES.md)."""
     return 128 if batch * channels <= 192 or seq_len <= 8192 else 64
 
 
@@ -497,8 +496,8 @@ def _auto_chunk(batch: int, seq_len: int, channels: int) -> int:
 #: the chunk-level scan with ``scan_block_c`` channels per program (that scan is the only sequential part, so it
 #: takes wide steps over few channels), ``block_c`` channels per program of the chunk kernels (0: the widest of
 #: 32/16 dividing C), ``bounded`` 1 to let blocks of channels within :data:`FAST_RANGE` take the plain-sum chunk
-#: states (0: always the general scan; for comparisons). benchmarks/wkv_cuda.py sweeps them; these were the
-#: fastest of its sweeps on an H200 (benchmarks/RESULTS.md).
+#: states (0: always the general scan; for comparisons). These were the fastest in ``benchmarks/wkv_cuda.py
+#: --sweep`` on an H200 (figures in benchmarks/NOTES.md).
 SETTINGS = {"chunk": 0, "chunk_block": 256, "scan_block_c": 4, "block_c": 0, "bounded": 1}
 
 

@@ -213,7 +213,7 @@ def _numba_bi_wkv(w: torch.Tensor, u: torch.Tensor, k: torch.Tensor, v: torch.Te
 
 def _plain_inference(tensors: tuple[torch.Tensor, ...]) -> bool:
     """True for eager calls on plain tensors that autograd does not track: the kernels may then run without the
-    custom op's dispatch (~35-40 us a call, ~5 % of a 16-channel 128^2 scan; benchmarks/RESULTS.md). Compiling,
+    custom op's dispatch, a fixed cost per call that matters for small scans (benchmarks/NOTES.md). Compiling,
     tensor subclasses (fake tensors) and dispatch modes keep the custom op, which they need."""
     if torch.is_grad_enabled() and any(t.requires_grad for t in tensors):
         return False

@@ -32,9 +32,9 @@ def to_image(tokens: torch.Tensor, spatial_shape: Sequence[int]) -> torch.Tensor
     return image.permute(0, image.ndim - 1, *range(1, image.ndim - 1))
 
 
-#: Fewest multiply-adds for which :func:`pointwise` takes the convolution: each call of oneDNN's convolution costs
-#: ~30-40 us more than the matmul, which made the matmul 1.1-2.9x faster below 2^26 (e.g. 64^2 tokens, 32 -> 32
-#: channels: 0.03 against 0.08 ms) on a 2-thread Intel Xeon (benchmarks/pointwise.py, RESULTS.md).
+#: Fewest multiply-adds for which :func:`pointwise` takes the convolution: oneDNN's convolution has a larger fixed
+#: cost per call than the matmul, so below this the matmul was faster on a 2-thread Intel Xeon
+#: (benchmarks/pointwise.py; reading in benchmarks/NOTES.md).
 _CONV_MIN_MACS = 1 << 26
 
 
@@ -48,10 +48,9 @@ def pointwise(linear: nn.Linear, tokens: torch.Tensor, spatial_shape: Sequence[i
     """``linear`` applied to every token of (B, T, C) ``tokens`` -> (B, T, C_out).
 
     For CPU inference (autograd not tracking ``tokens``) of at least ``_CONV_MIN_MACS`` multiply-adds it runs as a
-    1x1 convolution of the channels-last image: oneDNN's convolution was up to 2.3x (AMD EPYC) and 1.35x (Intel
-    Xeon) faster than the matmul behind ``nn.Linear`` for these tall, thin products (T x C by C x C_out with
-    C = 16-384; benchmarks/pointwise.py), with the same values up to float32 summation order. Smaller products,
-    training and CUDA use ``linear(tokens)``.
+    1x1 convolution of the channels-last image: oneDNN's convolution was mostly faster than the matmul behind
+    ``nn.Linear`` for these tall, thin products (T x C by C x C_out with C = 16-384; benchmarks/pointwise.py), with
+    the same values up to float32 summation order. Smaller products, training and CUDA use ``linear(tokens)``.
     """
     n_tokens = tokens.shape[0] * tokens.shape[1]
     cpu_inference = tokens.device.type == "cpu" and _in_place_ok(tokens)

@@ -79,6 +79,7 @@ class DicomSliceHeader:
         instance_number: InstanceNumber or None (never used for ordering).
         rows / columns: matrix size; frames: NumberOfFrames (1 if absent).
         samples_per_pixel: 1 for grey-level images.
+        photometric: PhotometricInterpretation (e.g. ``"MONOCHROME2"``), ``""`` if absent.
         position: ImagePositionPatient, shape (3,), LPS mm, or None.
         orientation: ImageOrientationPatient, shape (6,) (row cosine, column cosine), or None.
         pixel_spacing: PixelSpacing ``(row spacing, column spacing)`` in mm, or None.
@@ -99,6 +100,7 @@ class DicomSliceHeader:
     columns: int = 0
     frames: int = 1
     samples_per_pixel: int = 1
+    photometric: str = ""
     position: np.ndarray | None = field(default=None, compare=False)
     orientation: np.ndarray | None = field(default=None, compare=False)
     pixel_spacing: tuple[float, float] | None = None
@@ -133,6 +135,7 @@ class DicomSliceHeader:
             columns=_as_int(ds.get("Columns")) or 0,
             frames=_as_int(ds.get("NumberOfFrames")) or 1,
             samples_per_pixel=_as_int(ds.get("SamplesPerPixel")) or 1,
+            photometric=str(ds.get("PhotometricInterpretation", "") or "").strip().upper(),
             position=_as_vector(ds.get("ImagePositionPatient"), 3),
             orientation=_as_vector(ds.get("ImageOrientationPatient"), 6),
             pixel_spacing=_as_pair(ds.get("PixelSpacing")),

@@ -65,6 +65,11 @@ def _sitk() -> ModuleType:
 DEFAULT_MAX_VOXELS = 2**30
 #: meta key holding the per-slice source DICOM files, in volume slice order.
 DICOM_SOURCE_FILES = "dicom_source_files"
+#: meta keys of per-slice header facts (lists parallel to ``DICOM_SOURCE_FILES``): Modality, SamplesPerPixel,
+#: PhotometricInterpretation.
+DICOM_SLICE_MODALITIES = "dicom_slice_modalities"
+DICOM_SLICE_SAMPLES = "dicom_slice_samples_per_pixel"
+DICOM_SLICE_PHOTOMETRIC = "dicom_slice_photometric"
 _FILE_SUFFIXES = (".nii", ".nii.gz", ".dcm", ".dicom", ".ima", ".nrrd", ".nhdr", ".mha", ".mhd")
 
 
@@ -388,10 +393,20 @@ def read_dicom_series_pixels(series: DicomSeries, max_voxels: int = DEFAULT_MAX_
     return _native_dtype(volume)
 
 
+def _slice_facts(headers: Sequence[DicomSliceHeader]) -> dict[str, list]:
+    """Per-slice header facts that input checks need (``monai_rwkv.data.spec``), so nothing is read twice."""
+    return {
+        DICOM_SLICE_MODALITIES: [h.modality for h in headers],
+        DICOM_SLICE_SAMPLES: [h.samples_per_pixel for h in headers],
+        DICOM_SLICE_PHOTOMETRIC: [h.photometric for h in headers],
+    }
+
+
 def _dicom_meta(series: DicomSeries) -> dict[str, Any]:
     """Meta entries that let a derived series be written later (see ``monai_rwkv.data.dicom_writer``)."""
     first = series.slices[0]
     return {
+        **_slice_facts(series.slices),
         DICOM_SOURCE_FILES: series.files,
         "dicom_series_instance_uid": first.series_uid,
         "dicom_sop_instance_uids": [s.sop_instance_uid for s in series.slices],
@@ -525,7 +540,7 @@ class SimpleITKReader(ImageReader):
         if header.frames > 1 or header.samples_per_pixel != 1:
             img = read_with_sitk(path, self.max_voxels)  # multi-frame / colour: SimpleITK's own geometry
             _check_decoded(header, img)
-            img.meta.update({DICOM_SOURCE_FILES: [path], "dicom_modality": header.modality})
+            img.meta.update({DICOM_SOURCE_FILES: [path], "dicom_modality": header.modality, **_slice_facts([header])})
             return img
         return self._series_image(build_series(path, [header]))
 

@@ -31,7 +31,12 @@ import pydicom
 import torch
 
 from monai_rwkv.data.errors import one_line
-from monai_rwkv.data.sitk_reader import DICOM_SOURCE_FILES
+from monai_rwkv.data.sitk_reader import (
+    DICOM_SLICE_MODALITIES,
+    DICOM_SLICE_PHOTOMETRIC,
+    DICOM_SLICE_SAMPLES,
+    DICOM_SOURCE_FILES,
+)
 
 __all__ = ["InputSpec"]
 
@@ -94,7 +99,7 @@ class InputSpec:
         """
         problems = []
         if DICOM_SOURCE_FILES in meta:
-            problems += self._dicom_problems([os.fspath(f) for f in meta[DICOM_SOURCE_FILES]])
+            problems += self._dicom_problems([os.fspath(f) for f in meta[DICOM_SOURCE_FILES]], meta)
         elif os.path.isfile(path):
             components = _file_components(os.fspath(path))
             if components is not None and components != self.num_channels:
@@ -104,19 +109,15 @@ class InputSpec:
         problems += self._value_problems(image)
         return problems
 
-    def _dicom_problems(self, files: Sequence[str]) -> list[str]:
+    def _dicom_problems(self, files: Sequence[str], meta: Mapping[str, Any]) -> list[str]:
         odd: dict[str, list[str]] = {}
-        for file in files:
-            try:
-                ds = pydicom.dcmread(file, stop_before_pixels=True, specific_tags=_DICOM_TAGS)
-            except Exception as e:  # noqa: BLE001 - the reader already parsed these files
-                odd.setdefault(f"unreadable header ({one_line(e, 80)})", []).append(file)
+        for file, facts in zip(files, _slice_facts(files, meta)):
+            if isinstance(facts, str):
+                odd.setdefault(facts, []).append(file)
                 continue
-            modality = str(ds.get("Modality", "") or "").upper()
+            modality, samples, photometric = facts
             if self.modality is not None and modality != self.modality:
                 odd.setdefault(f"Modality {modality or '<none>'}, not {self.modality}", []).append(file)
-            samples = int(ds.get("SamplesPerPixel", 1) or 1)
-            photometric = str(ds.get("PhotometricInterpretation", "") or "").upper()
             if samples != self.num_channels:
                 odd.setdefault(f"{samples} samples per pixel, {self.num_channels} expected", []).append(file)
             elif self.num_channels == 1 and photometric and photometric not in _GREY:
@@ -142,6 +143,33 @@ class InputSpec:
                 "is the image in the model's units?"
             ]
         return []
+
+
+def _slice_facts(files: Sequence[str], meta: Mapping[str, Any]) -> list[tuple[str, int, str] | str]:
+    """
+    ``(Modality, SamplesPerPixel, PhotometricInterpretation)`` of each slice: from the reader's meta when it recorded
+    them (``SimpleITKReader`` does), else from the headers; a string where a header cannot be read.
+    """
+    keys = (DICOM_SLICE_MODALITIES, DICOM_SLICE_SAMPLES, DICOM_SLICE_PHOTOMETRIC)
+    if all(key in meta and len(meta[key]) == len(files) for key in keys):
+        return [
+            (str(m or "").upper(), int(n or 1), str(p or "").upper()) for m, n, p in zip(*(meta[key] for key in keys))
+        ]
+    facts: list[tuple[str, int, str] | str] = []
+    for file in files:
+        try:
+            ds = pydicom.dcmread(file, stop_before_pixels=True, specific_tags=_DICOM_TAGS)
+        except Exception as e:  # noqa: BLE001 - the reader already parsed these files
+            facts.append(f"unreadable header ({one_line(e, 80)})")
+            continue
+        facts.append(
+            (
+                str(ds.get("Modality", "") or "").upper(),
+                int(ds.get("SamplesPerPixel", 1) or 1),
+                str(ds.get("PhotometricInterpretation", "") or "").upper(),
+            )
+        )
+    return facts
 
 
 def _file_components(path: str) -> int | None:

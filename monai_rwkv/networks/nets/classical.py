@@ -1,6 +1,6 @@
 """
 Classical image denoisers as parameter-free ``nn.Module`` s, for baselines that run through the same pipeline as
-the networks (:class:`~monai_rwkv.inference.SliceWiseRestorer`, :func:`~monai_rwkv.apps.evaluate.evaluate_low_dose`).
+the networks (:class:`~monai_rwkv.inference.SliceWiseRestorer`, :func:`~monai_rwkv.apps.evaluate.evaluate_restoration`).
 
 All filters take ``(B, C, H, W)`` images (the restorers give ``(B, 1, H, W)`` in [0, 1]) and return the same
 shape and dtype; channels are filtered independently. Borders use reflect padding (``d c b | a b c d``, the edge
@@ -11,6 +11,11 @@ compute in at least float32 with autocast disabled, and have no weights (empty `
 Intensity parameters (``sigma_range``, ``h``) are in the units of the input. For the CT restorers, which map
 [-1024, 3072] HU to [0, 1] (:data:`~monai_rwkv.inference.CT_INTENSITY_RANGE`), a value in HU converts with
 ``value_hu / 4096`` (e.g. 20 HU -> 0.0048828125).
+
+Two more classes serve the MRI super-resolution baselines (``scripts/mri_baselines.py``) and work on images in any
+intensity range: :class:`TotalVariationDenoiser` (ROF total-variation denoising, Chambolle's dual projection; its
+borders are Neumann: no gradient across the edge) and :class:`KSpaceApodizer` (k-space truncation with a Tukey
+window; its Fourier transform is periodic, no padding).
 """
 
 from __future__ import annotations
@@ -21,7 +26,17 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-__all__ = ["BilateralDenoiser", "GaussianDenoiser", "NonLocalMeansDenoiser", "gaussian_kernel1d", "reflect_pad2d"]
+from monai_rwkv.transforms.kspace import kspace_keep
+
+__all__ = [
+    "BilateralDenoiser",
+    "GaussianDenoiser",
+    "KSpaceApodizer",
+    "NonLocalMeansDenoiser",
+    "TotalVariationDenoiser",
+    "gaussian_kernel1d",
+    "reflect_pad2d",
+]
 
 
 def _reflect_index(size: int, pad: int, device: torch.device) -> torch.Tensor:
@@ -231,3 +246,157 @@ class NonLocalMeansDenoiser(_Filter):
 
     def extra_repr(self) -> str:
         return f"h={self.h}, patch_radius={self.patch_radius}, search_radius={self.search_radius}, sigma={self.sigma}"
+
+
+def _forward_differences(v: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+    """
+    Discrete gradient of ``(..., H, W)`` images: forward differences along rows (``dy``) and columns (``dx``), zero
+    on the last row / column (Neumann border: nothing flows across the edge). Both outputs are ``(..., H, W)``.
+    """
+    dy = F.pad(v[..., 1:, :] - v[..., :-1, :], (0, 0, 0, 1))
+    dx = F.pad(v[..., :, 1:] - v[..., :, :-1], (0, 1, 0, 0))
+    return dy, dx
+
+
+def _divergence(py: torch.Tensor, px: torch.Tensor) -> torch.Tensor:
+    """
+    Discrete divergence of a ``(..., H, W)`` vector field, the negative adjoint of :func:`_forward_differences`
+    (``<grad u, p> = -<u, div p>`` for all ``u``, ``p``): ``div p[i] = p[i] - p[i - 1]`` per axis, with ``p[-1]``
+    and ``p[H - 1]`` (resp. ``W - 1``) taken as 0.
+    """
+    dy = F.pad(py[..., :-1, :], (0, 0, 0, 1)) - F.pad(py[..., :-1, :], (0, 0, 1, 0))
+    dx = F.pad(px[..., :, :-1], (0, 1, 0, 0)) - F.pad(px[..., :, :-1], (1, 0, 0, 0))
+    return dy + dx
+
+
+class TotalVariationDenoiser(_Filter):
+    """
+    Isotropic total-variation (ROF) denoising of each 2D image, by Chambolle's dual projection algorithm
+    (A. Chambolle, "An algorithm for total variation minimization and applications", JMIV 20, 2004).
+
+    For each image ``f`` (one channel of one batch item) the result approximates the unique minimiser of::
+
+        E(u) = 1/2 sum (u - f)^2 + weight * sum_pixels sqrt((D_y u)^2 + (D_x u)^2)
+
+    with ``D_y``, ``D_x`` forward differences that are zero on the last row / column (Neumann border). With
+    ``q = weight * p`` the dual field (``|q| <= weight`` at every pixel) and ``div`` the negative adjoint of
+    ``(D_y, D_x)``, the iteration is::
+
+        g = grad(div q - f)
+        q <- (q + tau g) / (1 + tau |g| / weight)
+        u  = f - div q
+
+    from ``q = 0`` (so iteration 0 gives ``u = f``). Chambolle proves convergence for ``tau <= 1/8`` and notes that
+    ``tau = 1/4`` (the default) converges in practice, faster. The number of iterations is fixed (no stopping rule),
+    so the cost is exactly ``n_iter`` passes of a few element-wise operations over the batch; the result is
+    equivariant to transposing the image, invariant to adding a constant to it (``u(f + c) = u(f) + c``) and scales
+    with the intensities (``u(a f; a weight) = a u(f; weight)`` for ``a > 0``): ``weight`` is in the units of the
+    input.
+
+    Args:
+        weight: regularisation strength ``>= 0`` in intensity units (0: identity; larger: flatter).
+        n_iter: iterations of the dual projection (>= 0).
+        tau: step size, in ``(0, 1/4]``.
+
+    Shapes:
+        ``(N, C, H, W) -> (N, C, H, W)``; float32 or float64 computation in the input's precision (other types in
+        float32), result in the input's dtype.
+    """
+
+    def __init__(self, weight: float, n_iter: int = 100, tau: float = 0.25) -> None:
+        super().__init__()
+        if not weight >= 0:
+            raise ValueError(f"weight must be >= 0, got {weight}.")
+        if isinstance(n_iter, bool) or int(n_iter) != n_iter or n_iter < 0:
+            raise ValueError(f"n_iter must be an integer >= 0, got {n_iter}.")
+        if not 0 < tau <= 0.25:
+            raise ValueError(f"tau must be in (0, 1/4], got {tau}.")
+        self.weight, self.n_iter, self.tau = float(weight), int(n_iter), float(tau)
+
+    def _filter(self, x: torch.Tensor) -> torch.Tensor:
+        if self.weight == 0 or self.n_iter == 0:
+            return x.clone()
+        qy, qx = torch.zeros_like(x), torch.zeros_like(x)
+        step = self.tau / self.weight
+        for _ in range(self.n_iter):
+            gy, gx = _forward_differences(_divergence(qy, qx) - x)
+            denominator = torch.sqrt(gy * gy + gx * gx).mul_(step).add_(1.0)
+            qy = (qy + self.tau * gy).div_(denominator)
+            qx = (qx + self.tau * gx).div_(denominator)
+        return x - _divergence(qy, qx)
+
+    def extra_repr(self) -> str:
+        return f"weight={self.weight}, n_iter={self.n_iter}, tau={self.tau}"
+
+
+class KSpaceApodizer(_Filter):
+    """
+    K-space truncation with a Tukey apodisation window: the classical reduction of the Gibbs ringing of a
+    zero-filled MR image at the price of resolution.
+
+    For each ``(H, W)`` image: ``fftshift(fft2(x))``, multiplied by the separable window
+    ``window(H, factor, alpha)[:, None] * window(W, factor, alpha)[None, :]`` (:meth:`window`:
+    zero outside the central block that :func:`~monai_rwkv.transforms.kspace.truncate_kspace` keeps for ``factor``,
+    a Tukey taper of parameter ``alpha`` over it), ``ifft2`` and magnitude. ``alpha`` 0 gives exactly
+    ``truncate_kspace(x, factor)``. Applied to a zero-filled magnitude image (the output of ``truncate_kspace``),
+    ``alpha`` 0 is not the identity: taking the magnitude put content outside the kept block again, which is removed.
+
+    Args:
+        factor: the truncation factor per axis (>= 1; 4 for the paper's x4 task).
+        alpha: Tukey parameter in [0, 1] (0: rectangular, 1: Hann).
+
+    Shapes:
+        ``(N, C, H, W) -> (N, C, H, W)``, real and non-negative; computed in float64 for float64 input, else float32
+        (result in the input's dtype).
+    """
+
+    def __init__(self, factor: float, alpha: float) -> None:
+        super().__init__()
+        kspace_keep(1, factor)  # validates factor
+        if not 0 <= alpha <= 1:
+            raise ValueError(f"alpha must be in [0, 1], got {alpha}.")
+        self.factor, self.alpha = float(factor), float(alpha)
+
+    @staticmethod
+    def window(n: int, factor: float, alpha: float, dtype: torch.dtype = torch.float64) -> torch.Tensor:
+        """
+        The 1D k-space weights for an axis of ``n`` samples, in ``fftshift`` order: zero outside the kept block of
+        :func:`~monai_rwkv.transforms.kspace.kspace_keep`, and inside it a Tukey window centred on the zero frequency
+        (index ``n // 2``). With ``keep`` the block length, ``h = keep / 2`` and ``u`` the signed frequency (index
+        minus ``n // 2``)::
+
+            w(u) = 1                                                    for |u| <= (1 - alpha) h
+            w(u) = (1 + cos(pi (|u| - (1 - alpha) h) / (alpha h))) / 2  for (1 - alpha) h < |u| <= h
+
+        ``alpha`` 0 is the rectangular window (every kept frequency weight 1: plain zero-filling); ``alpha`` 1 is the
+        Hann window ``(1 + cos(pi u / h)) / 2``, zero at ``|u| = h``. The window is symmetric in ``u``, so for an
+        even ``keep`` the unpaired most negative kept frequency ``u = -h`` gets weight 0 whenever ``alpha > 0`` (the
+        point spread function is then real); ``w(0) = 1``, so the mean intensity is kept.
+
+        Returns:
+            ``(n,)`` tensor of ``dtype``.
+        """
+        if not 0 <= alpha <= 1:
+            raise ValueError(f"alpha must be in [0, 1], got {alpha}.")
+        block = kspace_keep(n, factor)
+        keep = block.stop - block.start
+        w = torch.zeros(n, dtype=torch.float64)
+        u = torch.arange(block.start, block.stop, dtype=torch.float64) - n // 2
+        half = keep / 2.0
+        flat = (1.0 - alpha) * half
+        inside = torch.ones_like(u)
+        if alpha > 0:
+            taper = u.abs() > flat
+            inside[taper] = 0.5 * (1.0 + torch.cos(math.pi * (u[taper].abs() - flat) / (alpha * half)))
+        w[block] = inside
+        return w.to(dtype)
+
+    def _filter(self, x: torch.Tensor) -> torch.Tensor:
+        h, w = x.shape[-2:]
+        window = self.window(h, self.factor, self.alpha)[:, None] * self.window(w, self.factor, self.alpha)[None]
+        spectrum = torch.fft.fftshift(torch.fft.fftn(x, dim=(-2, -1)), dim=(-2, -1))
+        spectrum = spectrum * window.to(device=x.device, dtype=x.dtype)
+        return torch.fft.ifftn(torch.fft.ifftshift(spectrum, dim=(-2, -1)), dim=(-2, -1)).abs()
+
+    def extra_repr(self) -> str:
+        return f"factor={self.factor}, alpha={self.alpha}"

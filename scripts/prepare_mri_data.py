@@ -95,11 +95,12 @@ def read_nifti_bytes(data: bytes) -> nib.Nifti1Image:
     return nib.Nifti1Image.from_bytes(gzip.decompress(data) if data[:2] == b"\x1f\x8b" else data)
 
 
-def mni_wheel_bytes() -> tuple[bytes, str]:
-    """The MNI152 T1 template's bytes from nilearn (installed, or its wheel downloaded without installing)."""
+def mni_wheel_bytes(member: str = MNI_MEMBER) -> tuple[bytes, str]:
+    """A file of the nilearn wheel (default the MNI152 T1 template): from an installed nilearn, else from its wheel
+    downloaded without installing. Returns the bytes and where they came from."""
     spec = importlib.util.find_spec("nilearn")
     if spec is not None and spec.submodule_search_locations:
-        path = Path(next(iter(spec.submodule_search_locations))).parent / MNI_MEMBER
+        path = Path(next(iter(spec.submodule_search_locations))).parent / member
         if path.is_file():
             import nilearn  # noqa: PLC0415
 
@@ -114,9 +115,9 @@ def mni_wheel_bytes() -> tuple[bytes, str]:
             raise PrepareError(f"could not download the nilearn wheel (pip exit {result.returncode}): {reason}")
         with zipfile.ZipFile(wheels[-1]) as wheel:
             try:
-                return wheel.read(MNI_MEMBER), wheels[-1].name
+                return wheel.read(member), wheels[-1].name
             except KeyError:
-                raise PrepareError(f"{wheels[-1].name} has no {MNI_MEMBER}") from None
+                raise PrepareError(f"{wheels[-1].name} has no {member}") from None
 
 
 def load_sources(install: bool = True) -> tuple[dict[str, nib.Nifti1Image], dict[str, str]]:

@@ -7,6 +7,10 @@ transform plus a dictionary version (``...d``).
   for CT, PET and any other measurement of line integrals;
 - ``ct``: the low-dose CT simulator built on them (HU <-> attenuation, photon counts: :class:`LowDoseCT`,
   :class:`RandLowDoseCT`);
+- ``pet``: the PET low-count simulator built on them: an FDG brain phantom from tissue probability maps
+  (:func:`fdg_phantom`, :class:`RandFDGPhantom`, :func:`attenuation_map`) and a 2-D acquisition with attenuation,
+  Poisson counts, randoms/scatter and OSEM reconstruction (:func:`simulate_pet`, :class:`PETAcquisition`,
+  :class:`RandPETAcquisition`);
 - ``kspace``: MRI k-space truncation (:class:`KSpaceTruncate`), the paper's MRI super-resolution degradation, and
   zero-filling onto a finer grid (:class:`KSpaceZeroFill`);
 - ``counts``: count-domain Poisson noise with a flat background (:class:`RandPoissonCounts`), for PET and other
@@ -44,6 +48,22 @@ from .kspace import (
     truncate_kspace,
     zero_fill_kspace,
 )
+from .pet import (
+    FULL_COUNTS_PER_SLICE,
+    LOW_COUNT_FRACTION,
+    MAX_SUV,
+    MU_WATER_511KEV_PER_MM,
+    WHITE_MATTER_SUV,
+    PETAcquisition,
+    PETAcquisitiond,
+    RandFDGPhantom,
+    RandPETAcquisition,
+    RandPETAcquisitiond,
+    attenuation_map,
+    fdg_phantom,
+    pet_geometry,
+    simulate_pet,
+)
 from .sampling import RandSliced, slice_candidates
 from .tomography import (
     FILTER_WINDOWS,
@@ -60,20 +80,29 @@ from .tomography import (
 
 __all__ = [
     "FILTER_WINDOWS",
+    "FULL_COUNTS_PER_SLICE",
     "FilteredBackProject",
     "FilteredBackProjectd",
     "KSpaceTruncate",
     "KSpaceTruncated",
     "KSpaceZeroFill",
     "KSpaceZeroFilld",
+    "LOW_COUNT_FRACTION",
     "LowDoseCT",
     "LowDoseCTd",
+    "MAX_SUV",
+    "MU_WATER_511KEV_PER_MM",
     "MU_WATER_PER_MM",
+    "PETAcquisition",
+    "PETAcquisitiond",
     "ParallelBeamGeometry",
     "Project",
     "Projectd",
+    "RandFDGPhantom",
     "RandLowDoseCT",
     "RandLowDoseCTd",
+    "RandPETAcquisition",
+    "RandPETAcquisitiond",
     "RandPoissonCounts",
     "RandPoissonCountsd",
     "RandSliced",
@@ -82,16 +111,21 @@ __all__ = [
     "SCALE_KEY",
     "ScaleToPercentile",
     "ScaleToPercentiled",
+    "WHITE_MATTER_SUV",
+    "attenuation_map",
     "backproject",
+    "fdg_phantom",
     "hu_to_mu",
     "iradon",
     "kspace_keep",
     "mu_to_hu",
     "percentile_scale",
+    "pet_geometry",
     "poisson_counts",
     "radon",
     "ramp_filter",
     "simulate_low_dose_ct",
+    "simulate_pet",
     "slice_candidates",
     "truncate_kspace",
     "zero_fill_kspace",

@@ -1,11 +1,16 @@
 """
 The ``monai-rwkv`` command line.
 
-``monai-rwkv restore --bundle BUNDLE_DIR INPUT OUTPUT`` restores one image with a bundle: the network, weights and
+``monai-rwkv restore --bundle BUNDLE INPUT OUTPUT`` restores one image with a bundle: the network, weights and
 sliding-window settings come from the bundle's ``configs/inference.json`` (options override them), and the work is
-done by :func:`monai_rwkv.apps.restore.restore_task`, the same function the bundle's ``run`` entry uses.
+done by :func:`monai_rwkv.apps.restore.restore_task`, the same function the bundle's ``run`` entry uses. BUNDLE is a
+bundle folder or the name of a bundle installed with the package (``ct_denoise`` or ``restore_rwkv_ct_denoise``;
+see :func:`monai_rwkv.bundles.find_bundle`).
 
-``monai-rwkv batch --bundle BUNDLE_DIR INPUT_DIR OUTPUT_DIR`` restores every NIfTI file and DICOM series under
+``monai-rwkv bundles`` lists the installed bundles (name, version, task from each ``metadata.json``);
+``--json`` gives the same with each bundle's folder, ``--path NAME`` prints one bundle's folder.
+
+``monai-rwkv batch --bundle BUNDLE INPUT_DIR OUTPUT_DIR`` restores every NIfTI file and DICOM series under
 INPUT_DIR with :func:`monai_rwkv.apps.restore.restore_dataset`, as the bundle's ``run`` does: resumable (studies
 verified finished are skipped, others redone), one failing study does not stop the others, and a per-study summary
 is written to ``OUTPUT_DIR/restore_summary.csv`` (see docs/batch.md).
@@ -50,6 +55,12 @@ class _CommandError(Exception):
     """A failed precondition (missing INPUT, existing OUTPUT, no CUDA): exit status 1, message ``<what>: <problem>``."""
 
 
+_BUNDLE_HELP = (
+    "bundle name (see `monai-rwkv bundles`, e.g. ct_denoise) or bundle folder (configs/, models/); "
+    "a bundle folder of that name in the current directory comes first"
+)
+
+
 def _positive_int(text: str) -> int:
     value = int(text)
     if value < 1:
@@ -74,7 +85,7 @@ def _parser() -> argparse.ArgumentParser:
         "OUTPUT ending with .nii or .nii.gz gets a NIfTI image; any other OUTPUT is a folder that gets a derived "
         "DICOM series (DICOM input only). The input is only read; outputs are written atomically.",
     )
-    restore.add_argument("--bundle", required=True, metavar="BUNDLE_DIR", help="bundle folder (configs/, models/)")
+    restore.add_argument("--bundle", required=True, metavar="BUNDLE", help=_BUNDLE_HELP)
     restore.add_argument("input", metavar="INPUT", help="NIfTI file, DICOM file or DICOM series folder")
     restore.add_argument("output", metavar="OUTPUT", help=".nii/.nii.gz file, or a folder for a DICOM series")
     restore.add_argument("--overwrite", action="store_true", help="replace an existing OUTPUT")
@@ -88,13 +99,23 @@ def _parser() -> argparse.ArgumentParser:
         "Re-running skips the studies verified finished and redoes the others; a failing study does not stop the "
         "others; a per-study summary is written to OUTPUT_DIR/restore_summary.csv. Exit status 1 if any failed.",
     )
-    batch.add_argument("--bundle", required=True, metavar="BUNDLE_DIR", help="bundle folder (configs/, models/)")
+    batch.add_argument("--bundle", required=True, metavar="BUNDLE", help=_BUNDLE_HELP)
     batch.add_argument("input", metavar="INPUT_DIR", help="folder of NIfTI files and DICOM series (or one of them)")
     batch.add_argument("output", metavar="OUTPUT_DIR", help="output folder")
     batch.add_argument("--overwrite", action="store_true", help="redo every study, even those verified finished")
     batch.add_argument("--no-dicom", action="store_true", help="NIfTI outputs only (no DICOM series outputs)")
     batch.add_argument("--summary", metavar="FILE", help="summary CSV (default: OUTPUT_DIR/restore_summary.csv)")
     _add_bundle_options(batch)
+    listing = commands.add_parser(
+        "bundles",
+        help="list the bundles installed with monai-rwkv",
+        description="List the bundles that come with monai-rwkv (name, version and task from each bundle's "
+        "configs/metadata.json). Any of these names is accepted by --bundle, as is the bundle's folder name or a "
+        "path to a bundle folder.",
+    )
+    shown = listing.add_mutually_exclusive_group()
+    shown.add_argument("--json", action="store_true", help="a JSON list with each bundle's folder and title")
+    shown.add_argument("--path", metavar="NAME", help="print the folder of bundle NAME (e.g. for monai.bundle run)")
     return parser
 
 
@@ -292,6 +313,42 @@ def _batch(args: argparse.Namespace) -> int:
     return EXIT_OK
 
 
+def _resolve_bundle(args: argparse.Namespace) -> None:
+    """Replace a bundle name in ``args.bundle`` by the bundle's folder (a folder path is kept as given)."""
+    from monai_rwkv.bundles import BundleNotFoundError, find_bundle
+
+    try:
+        folder = find_bundle(args.bundle)
+    except BundleNotFoundError as e:
+        raise _CommandError(str(e)) from None
+    if folder != Path(args.bundle):  # messages keep a folder as the user spelled it
+        args.bundle = os.fspath(folder)
+
+
+def _bundles(args: argparse.Namespace) -> int:
+    """``monai-rwkv bundles``: a table of name, version and task; ``--json``; ``--path NAME``."""
+    from monai_rwkv.bundles import BundleNotFoundError, find_bundle, list_bundles
+
+    try:
+        if args.path is not None:
+            if not args.path:
+                raise BundleNotFoundError("--path: expected a bundle name")
+            print(os.path.abspath(find_bundle(args.path)))
+            return EXIT_OK
+        bundles = list_bundles()
+    except BundleNotFoundError as e:
+        print(f"error: {e}", file=sys.stderr)
+        return EXIT_ERROR
+    if args.json:
+        print(json.dumps([info.as_dict() for info in bundles], indent=2))
+        return EXIT_OK
+    rows = [("name", "version", "task")] + [(info.name, info.version, info.task) for info in bundles]
+    widths = [max(len(row[i]) for row in rows) for i in range(2)]
+    for name, version, task in rows:
+        print(f"{name:<{widths[0]}}  {version:<{widths[1]}}  {task}".rstrip())
+    return EXIT_OK
+
+
 def _error_line(args: argparse.Namespace, error: BaseException) -> str:
     from monai_rwkv.apps.restore import error_line
 
@@ -327,7 +384,10 @@ def main(argv: Sequence[str] | None = None) -> int:
 
 def _run(parser: argparse.ArgumentParser, args: argparse.Namespace) -> int:
     """Run the command; every failure becomes one ``error: <file>: <problem>`` line and an exit status."""
+    if args.command == "bundles":
+        return _bundles(args)
     try:
+        _resolve_bundle(args)
         if args.command == "batch":
             _check_batch_paths(args)
             return _batch(args)

@@ -105,14 +105,17 @@ def test_main_rows_tuning_reuse_model_and_figure(mri, tmp_path: Path, seed: int,
         "bicubic",
         "k-space apodisation (Tukey)",
         "total variation",
+        "TV reconstruction (data-consistent)",
         "k-space apodisation (Tukey) (oracle: tuned on test)",
         "total variation (oracle: tuned on test)",
+        "TV reconstruction (data-consistent) (oracle: tuned on test)",
     ]
     table_rows = [line for line in text.splitlines() if line.startswith("| ") and not line.startswith("| Method")]
     assert [r.split(" | ")[0].removeprefix("| ") for r in table_rows] == labels
     assert all(f"PSNR {s}" in text for s in SOURCES)
     assert "paired differences" not in text
-    for method in ("zero_filled", "bicubic", "apodization", "tv", "apodization_oracle", "tv_oracle"):
+    tuned = ("apodization", "tv", "tv_recon")
+    for method in ("zero_filled", "bicubic", *tuned, *(f"{m}_oracle" for m in tuned)):
         summary = json.loads((reports / method / "summary.json").read_text())
         assert summary["slices_used"] == 3 * len(SOURCES) and not summary["errors"]
         assert math.isfinite(summary["pred"]["psnr"]["mean"])
@@ -121,8 +124,8 @@ def test_main_rows_tuning_reuse_model_and_figure(mri, tmp_path: Path, seed: int,
     assert zero["pred"]["psnr"] == pytest.approx(zero["input"]["psnr"], rel=1e-9)
     assert json.loads((reports / "bicubic" / "summary.json").read_text())["input"]["rmse"]["mean"] == 0.0
 
-    bounds = {"apodization": (0.0, 1.0), "tv": (0.0, math.inf)}
-    for method, name in (("apodization", "alpha"), ("tv", "weight")):
+    bounds = {"apodization": (0.0, 1.0), "tv": (0.0, math.inf), "tv_recon": (0.0, math.inf)}
+    for method, name in (("apodization", "alpha"), ("tv", "weight"), ("tv_recon", "weight")):
         for folder in (method, f"{method}_oracle"):
             tuning = json.loads((reports / folder / "tuning.json").read_text())
             tried = [t["params"][name] for t in tuning["tried"]]
@@ -134,19 +137,33 @@ def test_main_rows_tuning_reuse_model_and_figure(mri, tmp_path: Path, seed: int,
             summary = json.loads((reports / folder / "summary.json").read_text())
             assert summary["restorer"]["params"] == tuning["best"]
     assert figure.stat().st_size > 0
+    # the TV reconstruction: both starts tried on every grid weight, its fixed settings recorded
+    tuning = json.loads((reports / "tv_recon" / "tuning.json").read_text())
+    tried = {(t["params"]["weight"], t["params"]["start"]) for t in tuning["tried"]}
+    assert {(w, s) for w in tuning["grid"]["weight"] for s in ("zero_filled", "input")} <= tried
+    assert {(t["params"]["n_iter"], t["params"]["tv_iter"]) for t in tuning["tried"]} == {(10, 5)}
+    summary = json.loads((reports / "tv_recon" / "summary.json").read_text())
+    assert summary["restorer"]["settings"]["recon_iter"] == 10 and summary["restorer"]["settings"]["recon_tv_iter"] == 5
+    assert "TV reconstruction: iterated TV step" in text
 
     # second run: every classical row reused, the model scored and compared per slice
     capsys.readouterr()
     model = ["--model-weights", str(weights), "--bundle", str(bundle), "--tv-iter", "20"]
     assert mri.main([*common, *model, "--figure", str(figure)]) == 0
     printed = capsys.readouterr().out
-    assert all(f"{m}: reusing" in printed for m in ("zero_filled", "bicubic", "apodization", "tv"))
+    assert all(f"{m}: reusing" in printed for m in ("zero_filled", "bicubic", "apodization", "tv", "tv_recon"))
     text = out.read_text()
     assert "| Restore-RWKV (bundle) |" in text and "paired differences" in text
     paired = text.split("paired differences")[1]
-    assert all(f"| {label} |" in paired for label in labels[:4])
+    assert all(f"| {label} |" in paired for label in labels[:5])
 
     # another TV setting is not mixed with the reports made with the old one
     assert mri.main([*common, "--methods", "tv", "--tv-iter", "10"]) == 0
     assert "made with other settings; recomputing" in capsys.readouterr().out
     assert json.loads((reports / "tv" / "summary.json").read_text())["restorer"]["settings"]["tv_iter"] == 10
+    assert mri.main([*common, "--methods", "tv_recon", "--recon-iter", "3"]) == 0
+    assert "tv_recon: " + str(reports / "tv_recon" / "summary.json") + " was made with other settings" in (
+        capsys.readouterr().out
+    )
+    tuning = json.loads((reports / "tv_recon" / "tuning.json").read_text())
+    assert {t["params"]["n_iter"] for t in tuning["tried"]} == {3}

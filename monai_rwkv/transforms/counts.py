@@ -104,7 +104,40 @@ class RandPoissonCounts(RandomizableTransform):
         return convert_to_dst_type(out, img, dtype=out.dtype)[0]
 
 
-class RandPoissonCountsd(RandomizableTransform, MapTransform):
+class RandArrayWrapperd(RandomizableTransform, MapTransform):
+    """
+    The pattern every random dictionary transform here shares: one array transform (``self.transform``) seeded with
+    this one, randomised once per call and applied to every key with ``randomize=False`` (each key still gets its
+    own noise stream from the array transform). Subclasses set ``self.transform`` and may pass extra arguments per
+    call through :meth:`call_args`.
+    """
+
+    transform: RandomizableTransform
+
+    def set_random_state(self, seed: int | None = None, state: np.random.RandomState | None = None):  # noqa: ANN201
+        """Seed this transform and its array transform."""
+        super().set_random_state(seed, state)
+        self.transform.set_random_state(seed, state)
+        return self
+
+    def call_args(self, data: Mapping[Hashable, NdarrayOrTensor]) -> tuple:
+        """Extra positional arguments of the array transform for this call (none by default)."""
+        return ()
+
+    def __call__(self, data: Mapping[Hashable, NdarrayOrTensor]) -> dict[Hashable, NdarrayOrTensor]:
+        """Apply the array transform to every key in ``data`` (a copy is returned)."""
+        d = dict(data)
+        self.randomize(None)
+        if not self._do_transform or self.first_key(d) == ():
+            return d
+        extra = self.call_args(d)
+        self.transform.randomize(None)
+        for key in self.key_iterator(d):
+            d[key] = self.transform(d[key], *extra, randomize=False)
+        return d
+
+
+class RandPoissonCountsd(RandArrayWrapperd):
     """
     Dictionary version of :class:`RandPoissonCounts`.
 
@@ -131,23 +164,4 @@ class RandPoissonCountsd(RandomizableTransform, MapTransform):
     ) -> None:
         MapTransform.__init__(self, keys, allow_missing_keys)
         RandomizableTransform.__init__(self, prob)
-        self.noise = RandPoissonCounts(counts_per_unit, background_fraction, prob=1.0)
-
-    def set_random_state(
-        self, seed: int | None = None, state: np.random.RandomState | None = None
-    ) -> RandPoissonCountsd:
-        """Seed this transform and its array transform."""
-        super().set_random_state(seed, state)
-        self.noise.set_random_state(seed, state)
-        return self
-
-    def __call__(self, data: Mapping[Hashable, NdarrayOrTensor]) -> dict[Hashable, NdarrayOrTensor]:
-        """Add noise to every key in ``data`` (a copy is returned)."""
-        d = dict(data)
-        self.randomize(None)
-        if not self._do_transform or self.first_key(d) == ():
-            return d
-        self.noise.randomize(None)
-        for key in self.key_iterator(d):
-            d[key] = self.noise(d[key], randomize=False)
-        return d
+        self.transform = RandPoissonCounts(counts_per_unit, background_fraction, prob=1.0)

@@ -29,7 +29,6 @@ import math
 from collections.abc import Hashable, Mapping, Sequence
 from typing import Optional, Union
 
-import numpy as np
 import torch
 from monai.config import KeysCollection, NdarrayOrTensor
 from monai.data import MetaTensor
@@ -37,7 +36,7 @@ from monai.transforms.transform import MapTransform, RandomizableTransform, Tran
 from monai.utils import TransformBackends, convert_to_dst_type, convert_to_tensor
 from monai.utils.misc import MAX_SEED
 
-from .counts import _stream_seed
+from .counts import RandArrayWrapperd, _stream_seed
 from .tomography import FILTER_WINDOWS, ParallelBeamGeometry, _pair, iradon, radon
 
 __all__ = [
@@ -248,7 +247,7 @@ class RandLowDoseCT(RandomizableTransform):
         return result
 
 
-class RandLowDoseCTd(RandomizableTransform, MapTransform):
+class RandLowDoseCTd(RandArrayWrapperd):
     """Dictionary-based version of :class:`RandLowDoseCT`.
 
     As MONAI's dictionary noise transforms: one :class:`RandLowDoseCT`, randomised once per call, then applied to
@@ -286,7 +285,7 @@ class RandLowDoseCTd(RandomizableTransform, MapTransform):
     ) -> None:
         MapTransform.__init__(self, keys, allow_missing_keys)
         RandomizableTransform.__init__(self, prob)
-        self.simulator = RandLowDoseCT(
+        self.transform = RandLowDoseCT(
             prob=1.0,
             dose_fraction=dose_fraction,
             incident_photons=incident_photons,
@@ -300,25 +299,6 @@ class RandLowDoseCTd(RandomizableTransform, MapTransform):
             cutoff=cutoff,
             mu_water=mu_water,
         )
-
-    def set_random_state(
-        self, seed: Optional[int] = None, state: Optional[np.random.RandomState] = None
-    ) -> RandLowDoseCTd:
-        """Seed this transform and its array transform."""
-        super().set_random_state(seed, state)
-        self.simulator.set_random_state(seed, state)
-        return self
-
-    def __call__(self, data: Mapping[Hashable, NdarrayOrTensor]) -> dict[Hashable, NdarrayOrTensor]:
-        """Degrade every key in ``data`` (a copy is returned)."""
-        d = dict(data)
-        self.randomize(None)
-        if not self._do_transform or self.first_key(d) == ():
-            return d
-        self.simulator.randomize(None)
-        for key in self.key_iterator(d):
-            d[key] = self.simulator(d[key], randomize=False)
-        return d
 
 
 def _axial_slices(volume: torch.Tensor) -> torch.Tensor:

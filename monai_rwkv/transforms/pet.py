@@ -56,7 +56,7 @@ from monai.transforms.transform import MapTransform, RandomizableTransform, Tran
 from monai.utils import TransformBackends, convert_to_dst_type, convert_to_tensor
 from monai.utils.misc import MAX_SEED
 
-from .counts import _stream_seed, poisson_counts
+from .counts import RandArrayWrapperd, _stream_seed, poisson_counts
 from .tomography import ParallelBeamGeometry, _pair, _spatial_axes, backproject, radon
 
 __all__ = [
@@ -742,7 +742,7 @@ class RandPETAcquisition(RandomizableTransform):
         return result
 
 
-class RandPETAcquisitiond(RandomizableTransform, MapTransform):
+class RandPETAcquisitiond(RandArrayWrapperd):
     """Dictionary version of :class:`RandPETAcquisition`.
 
     One :class:`RandPETAcquisition`, randomised once per call, then applied to every key with ``randomize=False``:
@@ -772,27 +772,11 @@ class RandPETAcquisitiond(RandomizableTransform, MapTransform):
         MapTransform.__init__(self, keys, allow_missing_keys)
         RandomizableTransform.__init__(self, prob)
         self.attenuation_key = attenuation_key
-        self.acquisition = RandPETAcquisition(prob=1.0, **acquisition_args)
+        self.transform = RandPETAcquisition(prob=1.0, **acquisition_args)
 
-    def set_random_state(
-        self, seed: Optional[int] = None, state: Optional[np.random.RandomState] = None
-    ) -> RandPETAcquisitiond:
-        """Seed this transform and its array transform."""
-        super().set_random_state(seed, state)
-        self.acquisition.set_random_state(seed, state)
-        return self
-
-    def __call__(self, data: Mapping[Hashable, NdarrayOrTensor]) -> dict[Hashable, NdarrayOrTensor]:
-        """Simulate every key in ``data`` (a copy is returned)."""
-        d = dict(data)
-        self.randomize(None)
-        if not self._do_transform or self.first_key(d) == ():
-            return d
-        mu = _attenuation(d, self.attenuation_key, self.allow_missing_keys, type(self).__name__)
-        self.acquisition.randomize(None)
-        for key in self.key_iterator(d):
-            d[key] = self.acquisition(d[key], mu, randomize=False)
-        return d
+    def call_args(self, data: Mapping[Hashable, NdarrayOrTensor]) -> tuple:
+        """The attenuation map of this call."""
+        return (_attenuation(data, self.attenuation_key, self.allow_missing_keys, type(self).__name__),)
 
 
 def _attenuation(

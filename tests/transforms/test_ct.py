@@ -299,4 +299,4 @@ def test_dict_randomizes_once_per_call_then_each_key_takes_the_next_noise_stream
         assert torch.equal(out["a"], array(img))
         dose = array.dose
         assert torch.equal(out["b"], array(img, randomize=False)) and array.dose == dose
-        assert dictionary.simulator.dose == dose and not torch.equal(out["a"], out["b"])
+        assert dictionary.transform.dose == dose and not torch.equal(out["a"], out["b"])

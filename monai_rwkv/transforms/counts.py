@@ -11,14 +11,14 @@ sampling and subtracted after, as a scanner's randoms/scatter correction does.
 
 from __future__ import annotations
 
-from collections.abc import Hashable, Mapping
-
 import numpy as np
 import torch
 from monai.config import KeysCollection, NdarrayOrTensor
 from monai.transforms.transform import MapTransform, RandomizableTransform
 from monai.utils import TransformBackends, convert_to_dst_type, convert_to_tensor
 from monai.utils.misc import MAX_SEED
+
+from .wrappers import RandArrayWrapperd
 
 __all__ = ["RandPoissonCounts", "RandPoissonCountsd", "poisson_counts"]
 
@@ -102,39 +102,6 @@ class RandPoissonCounts(RandomizableTransform):
         self._stream += 1
         out = poisson_counts(data, self.counts_per_unit, self.background_fraction, generator)
         return convert_to_dst_type(out, img, dtype=out.dtype)[0]
-
-
-class RandArrayWrapperd(RandomizableTransform, MapTransform):
-    """
-    The pattern every random dictionary transform here shares: one array transform (``self.transform``) seeded with
-    this one, randomised once per call and applied to every key with ``randomize=False`` (each key still gets its
-    own noise stream from the array transform). Subclasses set ``self.transform`` and may pass extra arguments per
-    call through :meth:`call_args`.
-    """
-
-    transform: RandomizableTransform
-
-    def set_random_state(self, seed: int | None = None, state: np.random.RandomState | None = None):  # noqa: ANN201
-        """Seed this transform and its array transform."""
-        super().set_random_state(seed, state)
-        self.transform.set_random_state(seed, state)
-        return self
-
-    def call_args(self, data: Mapping[Hashable, NdarrayOrTensor]) -> tuple:
-        """Extra positional arguments of the array transform for this call (none by default)."""
-        return ()
-
-    def __call__(self, data: Mapping[Hashable, NdarrayOrTensor]) -> dict[Hashable, NdarrayOrTensor]:
-        """Apply the array transform to every key in ``data`` (a copy is returned)."""
-        d = dict(data)
-        self.randomize(None)
-        if not self._do_transform or self.first_key(d) == ():
-            return d
-        extra = self.call_args(d)
-        self.transform.randomize(None)
-        for key in self.key_iterator(d):
-            d[key] = self.transform(d[key], *extra, randomize=False)
-        return d
 
 
 class RandPoissonCountsd(RandArrayWrapperd):

@@ -26,7 +26,7 @@ tomography module). Simulate whole slices, so that every ray crosses the whole o
 from __future__ import annotations
 
 import math
-from collections.abc import Hashable, Mapping, Sequence
+from collections.abc import Sequence
 from typing import Optional, Union
 
 import torch
@@ -36,8 +36,9 @@ from monai.transforms.transform import MapTransform, RandomizableTransform, Tran
 from monai.utils import TransformBackends, convert_to_dst_type, convert_to_tensor
 from monai.utils.misc import MAX_SEED
 
-from .counts import RandArrayWrapperd, _stream_seed
+from .counts import _stream_seed
 from .tomography import FILTER_WINDOWS, ParallelBeamGeometry, _pair, iradon, radon
+from .wrappers import ArrayWrapperd, RandArrayWrapperd
 
 __all__ = [
     "MU_WATER_PER_MM",
@@ -359,7 +360,7 @@ class LowDoseCT(Transform):
         return result
 
 
-class LowDoseCTd(MapTransform):
+class LowDoseCTd(ArrayWrapperd):
     """Dictionary-based version of :class:`LowDoseCT`: every key gets the same seed.
 
     Args:
@@ -380,11 +381,4 @@ class LowDoseCTd(MapTransform):
         **simulator_args,
     ) -> None:
         super().__init__(keys, allow_missing_keys)
-        self.simulator = LowDoseCT(dose_fraction, seed, spacing, **simulator_args)
-
-    def __call__(self, data: Mapping[Hashable, NdarrayOrTensor]) -> dict[Hashable, NdarrayOrTensor]:
-        """Degrade every key in ``data`` (a copy is returned)."""
-        d = dict(data)
-        for key in self.key_iterator(d):
-            d[key] = self.simulator(d[key])
-        return d
+        self.transform = LowDoseCT(dose_fraction, seed, spacing, **simulator_args)

@@ -22,13 +22,15 @@ restoration network works on (band-limited interpolation; the affine's in-plane 
 
 from __future__ import annotations
 
-from collections.abc import Hashable, Mapping, Sequence
+from collections.abc import Sequence
 
 import torch
 from monai.config import KeysCollection, NdarrayOrTensor
 from monai.data import MetaTensor
-from monai.transforms.transform import MapTransform, Transform
+from monai.transforms.transform import Transform
 from monai.utils import TransformBackends, convert_to_dst_type, convert_to_tensor
+
+from .wrappers import ArrayWrapperd
 
 __all__ = [
     "KSpaceTruncate",
@@ -105,7 +107,7 @@ class KSpaceTruncate(Transform):
         return convert_to_dst_type(out, img, dtype=out.dtype)[0]
 
 
-class KSpaceTruncated(MapTransform):
+class KSpaceTruncated(ArrayWrapperd):
     """Dictionary version of :class:`KSpaceTruncate` (metadata such as the affine is kept: the grid is unchanged)."""
 
     backend = KSpaceTruncate.backend
@@ -119,12 +121,6 @@ class KSpaceTruncated(MapTransform):
     ) -> None:
         super().__init__(keys, allow_missing_keys)
         self.transform = KSpaceTruncate(factor, spatial_axes)
-
-    def __call__(self, data: Mapping[Hashable, NdarrayOrTensor]) -> dict[Hashable, NdarrayOrTensor]:
-        d = dict(data)
-        for key in self.key_iterator(d):
-            d[key] = self.transform(d[key])
-        return d
 
 
 def zero_fill_kspace(image: torch.Tensor, factor: int, dims: Sequence[int] = (-2, -1)) -> torch.Tensor:
@@ -201,7 +197,7 @@ class KSpaceZeroFill(Transform):
         return convert_to_dst_type(out, img, dtype=out.dtype)[0]
 
 
-class KSpaceZeroFilld(MapTransform):
+class KSpaceZeroFilld(ArrayWrapperd):
     """Dictionary version of :class:`KSpaceZeroFill`."""
 
     backend = KSpaceZeroFill.backend
@@ -215,9 +211,3 @@ class KSpaceZeroFilld(MapTransform):
     ) -> None:
         super().__init__(keys, allow_missing_keys)
         self.transform = KSpaceZeroFill(factor, spatial_axes)
-
-    def __call__(self, data: Mapping[Hashable, NdarrayOrTensor]) -> dict[Hashable, NdarrayOrTensor]:
-        d = dict(data)
-        for key in self.key_iterator(d):
-            d[key] = self.transform(d[key])
-        return d

@@ -56,8 +56,9 @@ from monai.transforms.transform import MapTransform, RandomizableTransform, Tran
 from monai.utils import TransformBackends, convert_to_dst_type, convert_to_tensor
 from monai.utils.misc import MAX_SEED
 
-from .counts import RandArrayWrapperd, _stream_seed, poisson_counts
+from .counts import _stream_seed, poisson_counts
 from .tomography import ParallelBeamGeometry, _pair, _spatial_axes, backproject, radon
+from .wrappers import ArrayWrapperd, RandArrayWrapperd
 
 __all__ = [
     "FULL_COUNTS_PER_SLICE",
@@ -819,7 +820,7 @@ class PETAcquisition(Transform):
         return self.acquisition(img, attenuation)
 
 
-class PETAcquisitiond(MapTransform):
+class PETAcquisitiond(ArrayWrapperd):
     """Dictionary version of :class:`PETAcquisition`: every key is simulated with the same seed.
 
     Args:
@@ -842,14 +843,8 @@ class PETAcquisitiond(MapTransform):
     ) -> None:
         super().__init__(keys, allow_missing_keys)
         self.attenuation_key = attenuation_key
-        self.acquisition = PETAcquisition(count_fraction, seed, **acquisition_args)
+        self.transform = PETAcquisition(count_fraction, seed, **acquisition_args)
 
-    def __call__(self, data: Mapping[Hashable, NdarrayOrTensor]) -> dict[Hashable, NdarrayOrTensor]:
-        """Simulate every key in ``data`` (a copy is returned)."""
-        d = dict(data)
-        if self.first_key(d) == ():
-            return d
-        mu = _attenuation(d, self.attenuation_key, self.allow_missing_keys, type(self).__name__)
-        for key in self.key_iterator(d):
-            d[key] = self.acquisition(d[key], mu)
-        return d
+    def call_args(self, data: Mapping[Hashable, NdarrayOrTensor]) -> tuple:
+        """The attenuation map of this call."""
+        return (_attenuation(data, self.attenuation_key, self.allow_missing_keys, type(self).__name__),)

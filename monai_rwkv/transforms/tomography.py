@@ -30,7 +30,7 @@ whole object, then crop.
 from __future__ import annotations
 
 import math
-from collections.abc import Hashable, Mapping, Sequence
+from collections.abc import Sequence
 from dataclasses import dataclass
 from functools import lru_cache
 from typing import Optional, Union
@@ -40,6 +40,8 @@ import torch.nn.functional as F
 from monai.config import KeysCollection, NdarrayOrTensor
 from monai.transforms.transform import MapTransform, Transform
 from monai.utils import TransformBackends, convert_to_dst_type, convert_to_tensor
+
+from .wrappers import ArrayWrapperd
 
 __all__ = [
     "FILTER_WINDOWS",
@@ -600,7 +602,7 @@ class FilteredBackProject(_SliceWiseTomography):
         return self._output(image, axes, img, out_dtype)
 
 
-class Projectd(MapTransform):
+class Projectd(ArrayWrapperd):
     """Dictionary version of :class:`Project`: every key is projected with the same settings.
 
     Args:
@@ -624,17 +626,10 @@ class Projectd(MapTransform):
         allow_missing_keys: bool = False,
     ) -> None:
         MapTransform.__init__(self, keys, allow_missing_keys)
-        self.projector = Project(geometry, image_shape, spacing, n_views, n_det, det_spacing, spatial_axes)
-
-    def __call__(self, data: Mapping[Hashable, NdarrayOrTensor]) -> dict[Hashable, NdarrayOrTensor]:
-        """Project every key in ``data`` (a copy is returned)."""
-        d = dict(data)
-        for key in self.key_iterator(d):
-            d[key] = self.projector(d[key])
-        return d
+        self.transform = Project(geometry, image_shape, spacing, n_views, n_det, det_spacing, spatial_axes)
 
 
-class FilteredBackProjectd(MapTransform):
+class FilteredBackProjectd(ArrayWrapperd):
     """Dictionary version of :class:`FilteredBackProject`: every key is reconstructed with the same settings.
 
     Args:
@@ -661,13 +656,6 @@ class FilteredBackProjectd(MapTransform):
         allow_missing_keys: bool = False,
     ) -> None:
         MapTransform.__init__(self, keys, allow_missing_keys)
-        self.fbp = FilteredBackProject(
+        self.transform = FilteredBackProject(
             geometry, image_shape, spacing, n_views, n_det, det_spacing, window, cutoff, spatial_axes
         )
-
-    def __call__(self, data: Mapping[Hashable, NdarrayOrTensor]) -> dict[Hashable, NdarrayOrTensor]:
-        """Reconstruct every key in ``data`` (a copy is returned)."""
-        d = dict(data)
-        for key in self.key_iterator(d):
-            d[key] = self.fbp(d[key])
-        return d

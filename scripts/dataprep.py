@@ -94,3 +94,9 @@ def atomic_write(path: Path, data: bytes) -> None:
     except BaseException:
         Path(tmp).unlink(missing_ok=True)
         raise
+
+
+def write_hashed(folder: Path, name: str, data: bytes, files: dict[str, str]) -> None:
+    """Write ``data`` atomically to ``folder / name`` and record its sha256 under ``files[name]``."""
+    atomic_write(folder / name, data)
+    files[name] = sha256_bytes(data)

@@ -57,8 +57,8 @@ from dataprep import (  # noqa: E402 - the shared helpers live beside this scrip
     debian_package_version,
     ensure_debian_file,
     nifti_bytes,
-    sha256_bytes,
     sha256_file,
+    write_hashed,
 )
 
 REPO = Path(__file__).resolve().parents[1]
@@ -201,17 +201,14 @@ def prepare(out: Path, install: bool = True) -> dict[str, Any]:
                 suffix = f"_{part}" if len(parts) > 1 else ""
                 file = f"{name}_{split}{suffix}.nii.gz"
                 data = nifti_bytes(slab(image, start, stop, MAX_VALUE / maximum), compress=True)
-                atomic_write(out / file, data)
-                files[file] = sha256_bytes(data)
+                write_hashed(out, file, data, files)
                 if split != "val" or name in VALIDATION_SOURCES:
                     datalist[DATALIST_KEYS[split]].append({"label": file})
                 slabs[name][f"{split}{suffix}"] = [start, stop]
     license_text = LICENSE_TEXT.format(mricron=provenance["colin1mm"], nilearn=provenance["mni152"]).encode()
-    atomic_write(out / LICENSE_FILE, license_text)
-    files[LICENSE_FILE] = sha256_bytes(license_text)
+    write_hashed(out, LICENSE_FILE, license_text, files)
     datalist_bytes = (json.dumps(datalist, indent=2) + "\n").encode()
-    atomic_write(out / DATALIST_FILE, datalist_bytes)
-    files[DATALIST_FILE] = sha256_bytes(datalist_bytes)
+    write_hashed(out, DATALIST_FILE, datalist_bytes, files)
     info = {
         "format_version": FORMAT_VERSION,
         "sources": provenance,

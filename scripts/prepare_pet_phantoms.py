@@ -56,7 +56,7 @@ import numpy as np
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 import prepare_mri_data  # noqa: E402 - the sibling script that reads the nilearn wheel
-from dataprep import PrepareError, atomic_write, nifti_bytes, sha256_bytes, sha256_file  # noqa: E402
+from dataprep import PrepareError, atomic_write, nifti_bytes, sha256_file, write_hashed  # noqa: E402
 from prepare_mri_data import DATALIST_KEYS, GAP_MM, SPLITS_MM, check_axes, read_nifti_bytes, slab_ranges  # noqa: E402
 
 REPO = Path(__file__).resolve().parents[1]
@@ -266,8 +266,7 @@ def prepare(out: Path, args: argparse.Namespace) -> dict[str, Any]:
 
     def write(name: str, data: np.ndarray, slab_affine: np.ndarray) -> str:
         payload = nifti_bytes(nifti(data, slab_affine), compress=True)
-        atomic_write(out / name, payload)
-        files[name] = sha256_bytes(payload)
+        write_hashed(out, name, payload, files)
         return name
 
     for index, (part, split, (start, stop)) in enumerate(parts):
@@ -295,11 +294,9 @@ def prepare(out: Path, args: argparse.Namespace) -> dict[str, Any]:
             datalist[DATALIST_KEYS[split]].append(item)
             print(f"  {part} variant {v}: {stop - start} slices simulated", flush=True)
     license_text = LICENSE_TEXT.format(source=source).encode()
-    atomic_write(out / LICENSE_FILE, license_text)
-    files[LICENSE_FILE] = sha256_bytes(license_text)
+    write_hashed(out, LICENSE_FILE, license_text, files)
     datalist_bytes = (json.dumps(datalist, indent=2) + "\n").encode()
-    atomic_write(out / DATALIST_FILE, datalist_bytes)
-    files[DATALIST_FILE] = sha256_bytes(datalist_bytes)
+    write_hashed(out, DATALIST_FILE, datalist_bytes, files)
     info = {
         "format_version": FORMAT_VERSION,
         "settings": expected,

@@ -286,7 +286,7 @@ class Restorer:
         source = volume[..., None] if planar else volume
         # the whole volume at once: per-volume statistics (e.g. a percentile scale) and grid changes (e.g. k-space
         # zero-filling onto a finer grid) see all of it, and its meta travels to denormalize
-        normalised = self.normalize(source if isinstance(source, MetaTensor) else MetaTensor(source).float())
+        normalised = self.normalize((source if isinstance(source, MetaTensor) else MetaTensor(source)).float())
         data = normalised.as_tensor() if isinstance(normalised, MetaTensor) else torch.as_tensor(normalised)
         if data.ndim != 4:
             raise ValueError(f"normalize must return a (C, i, j, k) volume, got shape {tuple(data.shape)}.")

@@ -14,33 +14,44 @@ No real PET data is reachable, so the data set is a documented digital phantom (
   ``--fov`` axial slices (default 128: a 256 mm field of view; the head must fit in its inscribed disc).
 * Split by world height z exactly as scripts/prepare_mri_data.py (its ``slab_ranges``): test ``0 <= z < 30`` mm,
   validation ``36 <= z < 56`` mm, training ``z < -6`` and ``z >= 62`` mm (two slabs), 6 mm gaps.
-* Phantoms: ``--variants`` activity volumes per slab from :class:`~monai_rwkv.transforms.pet.RandFDGPhantom`
-  (grey : white uniform in [3, 5], CSF : white in [0, 0.1], white matter 2 SUV, 0-3 spherical lesions of radius
-  2-6 voxels (4-12 mm) and contrast 0.3-3 times the local activity, clipped to [0, 20] SUV), seeded by ``--seed``:
-  variant ``v`` of split part ``p`` uses the seed ``SeedSequence([seed, p, v])`` (parts in the order train_0,
-  train_1, val, test).
-* Attenuation: :func:`~monai_rwkv.transforms.pet.attenuation_map` of the 2 mm volume (water, 0.0096 /mm, inside the
-  brain grown by 8 mm for skull and scalp, smoothed by 4 mm FWHM), computed in 3-D then cut into slabs.
-* Scans (validation and test only; training pairs are simulated on the fly from the phantoms): each axial slice gets
-  the same expected counts (``shared_scale=False``, as 2-D slices simulated one at a time in training), with the
-  defaults of
-  :func:`~monai_rwkv.transforms.pet.simulate_pet`: full count :data:`FULL_COUNTS_PER_SLICE` expected true counts per
-  slice, low count 1/12 of it, 30 % randoms + scatter, OSEM 3 iterations x 16 subsets, 3.5 mm system resolution and
-  3 mm post-filter. The low and full scans have independent noise (seeds ``SeedSequence([seed, p, v, 1])`` and
-  ``[..., 2]``), and both are clipped to the paper's range [0, 20] SUV.
+* Anatomy variants: variant ``v`` deforms the whole 2 mm volume of tissue maps by a random smooth displacement field
+  (:func:`~monai_rwkv.transforms.pet.random_deformation`, largest displacement ``--deform-mm``, default 4 mm, 24 mm
+  FWHM smoothness, seed ``SeedSequence([seed, 1000, v])``) before it is cut into slabs, so phantoms of one slab differ
+  in anatomy as well as in activity.
+* Phantoms: ``--train-variants`` (default 8) per training slab, ``--variants`` (4) per validation and test slab, from
+  :class:`~monai_rwkv.transforms.pet.RandFDGPhantom` on the variant's tissue (grey : white uniform in [3, 5], CSF :
+  white in [0, 0.1], white matter 2 SUV, 0-3 spherical lesions of radius 2-6 voxels (4-12 mm) and contrast 0.3-3
+  times the local activity, clipped to [0, 20] SUV), seeded by ``--seed``: variant ``v`` of split part ``p`` uses
+  the seed ``SeedSequence([seed, p, v])`` (parts in the order train_0, train_1, val, test). The ratios and lesions
+  drawn are recorded in split.json, and the lesions written as a label map
+  (:func:`~monai_rwkv.transforms.pet.lesion_labels`).
+* Attenuation: :func:`~monai_rwkv.transforms.pet.attenuation_map` of the variant's 2 mm volume (water, 0.0096 /mm,
+  inside the brain grown by 8 mm for skull and scalp, smoothed by 4 mm FWHM), computed in 3-D then cut into slabs.
+* Scans: each axial slice gets the same expected counts (``shared_scale=False``, as 2-D slices simulated one at a
+  time), with the defaults of :func:`~monai_rwkv.transforms.pet.simulate_pet`: full count
+  :data:`FULL_COUNTS_PER_SLICE` expected true counts per slice, low count 1/12 of it, 30 % randoms + scatter, OSEM 3
+  iterations x 16 subsets, 3.5 mm system resolution and 3 mm post-filter. Every training phantom is scanned
+  ``--train-scans`` times (default 3: independent noise for the network to learn from), every validation and test
+  phantom once. The low and full scans have independent noise (scan ``n`` seeds ``SeedSequence([seed, p, v,
+  2n + 1])`` and ``[..., 2n + 2]``), and both are clipped to the paper's range [0, 20] SUV.
 
-Outputs, in ``--out`` (default ``data/pet`` under the repository, which git ignores), NIfTI float32 with the slab's own
-2 mm affine, for each part ``<part>`` in train_0, train_1, val, test: ``tissue_<part>.nii.gz`` (4-D, the last axis
-grey, white, CSF), ``mu_<part>.nii.gz`` (1/mm), ``phantom_<part>_v<v>.nii.gz`` (SUV) and, for val and test,
-``low_<part>_v<v>.nii.gz`` and ``full_<part>_v<v>.nii.gz``; ``datalist.json`` (Decathlon style: ``training`` items
-``{"phantom", "mu", "tissue"}``, ``validation`` and ``test`` items ``{"image": low, "label": full, "phantom",
-"mu"}``), ``DATA_LICENSE.txt`` and ``split.json`` (sources, settings, slabs, sha256 of every file), written last: it
+Outputs, in ``--out`` (default ``data/pet`` under the repository, which git ignores), NIfTI with the slab's own 2 mm
+affine, for each part ``<part>`` in train_0, train_1, val, test and variant ``v``: ``tissue_<part>_v<v>.nii.gz`` (4-D,
+the last axis grey, white, CSF), ``mu_<part>_v<v>.nii.gz`` (1/mm), ``phantom_<part>_v<v>.nii.gz`` (SUV),
+``lesions_<part>_v<v>.nii.gz`` (uint8 labels, 0 outside lesions), ``low_<part>_v<v>[_n<n>].nii.gz`` and
+``full_<part>_v<v>[_n<n>].nii.gz`` (SUV; ``_n<n>`` for the training scans); ``datalist.json`` (Decathlon style: every
+item ``{"image": low, "label": full, "phantom", "mu", "tissue", "lesions"}``), ``DATA_LICENSE.txt`` and
+``split.json`` (sources, settings, slabs, each phantom's ratios and lesions, sha256 of every file), written last: it
 marks the folder complete. Re-running is idempotent (nothing is written when split.json has the same settings and
 every file listed exists with its hash; ``--force`` rewrites); every file is written atomically.
 
+``--sample DIR`` also writes a bundle sample (:func:`write_sample`): the middle ``--sample-slices`` slices of the first
+test phantom's low-count and full-count scans as ``DIR/lowcount/`` and ``DIR/fullcount/pet_brain_phantom.nii.gz``.
+
 Usage::
 
-    python scripts/prepare_pet_phantoms.py [--out data/pet] [--variants 4] [--seed 0] [--maps-dir DIR]
+    python scripts/prepare_pet_phantoms.py [--out data/pet] [--variants 4] [--train-variants 8] [--train-scans 3]
+        [--deform-mm 4] [--seed 0] [--maps-dir DIR] [--sample bundles/restore_rwkv_pet_synthesis/sample]
 """
 
 from __future__ import annotations
@@ -65,7 +76,7 @@ WHEEL_DIR = "nilearn/datasets/data/"
 MEMBERS = {name: f"{WHEEL_DIR}mni_icbm152_{name}_tal_nlin_sym_09a_converted.nii.gz" for name in ("gm", "wm", "t1")}
 VOXEL_MM = 2.0
 SPLIT_FILE, DATALIST_FILE, LICENSE_FILE = "split.json", "datalist.json", "DATA_LICENSE.txt"
-FORMAT_VERSION = 1
+FORMAT_VERSION = 2
 
 LICENSE_TEXT = """\
 Data licence note
@@ -161,8 +172,8 @@ def pad_in_plane(maps: dict[str, np.ndarray], affine: np.ndarray, fov: int) -> t
     return out, new
 
 
-def nifti(data: np.ndarray, affine: np.ndarray) -> nib.Nifti1Image:
-    image = nib.Nifti1Image(np.asarray(data, dtype=np.float32), affine)
+def nifti(data: np.ndarray, affine: np.ndarray, dtype: Any = np.float32) -> nib.Nifti1Image:
+    image = nib.Nifti1Image(np.asarray(data, dtype=dtype), affine)
     image.header.set_xyzt_units("mm")
     image.header.set_qform(affine, code=1)
     image.header.set_sform(affine, code=1)
@@ -203,6 +214,9 @@ def settings(args: argparse.Namespace) -> dict[str, Any]:
         "source": source,
         "seed": int(args.seed),
         "variants": int(args.variants),
+        "train_variants": int(args.train_variants),
+        "train_scans": int(args.train_scans),
+        "deform_mm": float(args.deform_mm),
         "fov": int(args.fov),
         "voxel_mm": VOXEL_MM,
         "phantom": {
@@ -245,7 +259,13 @@ def prepare(out: Path, args: argparse.Namespace) -> dict[str, Any]:
     _repo_imports()
     import torch  # noqa: PLC0415
 
-    from monai_rwkv.transforms.pet import LOW_COUNT_FRACTION, RandFDGPhantom, attenuation_map  # noqa: PLC0415
+    from monai_rwkv.transforms.pet import (  # noqa: PLC0415
+        LOW_COUNT_FRACTION,
+        RandFDGPhantom,
+        attenuation_map,
+        lesion_labels,
+        random_deformation,
+    )
 
     expected = settings(args)
     if not args.force and is_complete(out, expected):
@@ -254,45 +274,62 @@ def prepare(out: Path, args: argparse.Namespace) -> dict[str, Any]:
     maps, affine, source = load_dir_maps(args.maps_dir) if args.maps_dir else load_wheel_maps()
     maps, affine = downsample(maps, affine)
     maps, affine = pad_in_plane(maps, affine, args.fov)
-    mu = attenuation_map(maps["gm"], maps["wm"], maps["csf"], spacing=VOXEL_MM)
-    tissue = np.stack([maps["gm"], maps["wm"], maps["csf"]], axis=-1)
+    base_tissue = np.stack([maps["gm"], maps["wm"], maps["csf"]], axis=-1)
     ranges = slab_ranges(nifti(maps["gm"], affine))
     parts = [
         (f"{split}_{i}" if len(r) > 1 else split, split, r[i]) for split, r in ranges.items() for i in range(len(r))
     ]
     files: dict[str, str] = {}
     datalist: dict[str, list[dict[str, str]]] = {key: [] for key in DATALIST_KEYS.values()}
-    slabs: dict[str, list[int]] = {}
+    slabs = {part: [start, stop] for part, _, (start, stop) in parts}
+    phantoms: dict[str, Any] = {}
 
-    def write(name: str, data: np.ndarray, slab_affine: np.ndarray) -> str:
-        payload = nifti_bytes(nifti(data, slab_affine), compress=True)
+    def write(name: str, data: np.ndarray, slab_affine: np.ndarray, dtype: Any = np.float32) -> str:
+        payload = nifti_bytes(nifti(data, slab_affine, dtype), compress=True)
         write_hashed(out, name, payload, files)
         return name
 
-    for index, (part, split, (start, stop)) in enumerate(parts):
-        slab_affine = affine.copy()
-        slab_affine[:3, 3] = affine[:3, :3] @ np.array([0.0, 0.0, float(start)]) + affine[:3, 3]
-        slabs[part] = [start, stop]
-        tissue_file = write(f"tissue_{part}.nii.gz", tissue[:, :, start:stop], slab_affine)
-        mu_slab = mu[:, :, start:stop]
-        mu_file = write(f"mu_{part}.nii.gz", mu_slab, slab_affine)
-        stack = torch.from_numpy(np.moveaxis(tissue[:, :, start:stop], -1, 0).astype(np.float32))
-        for v in range(args.variants):
-            phantom = RandFDGPhantom().set_random_state(part_seed(args.seed, index, v))(stack)[0].numpy()
-            phantom_file = write(f"phantom_{part}_v{v}.nii.gz", phantom, slab_affine)
-            if split == "train":
-                datalist["training"].append({"phantom": phantom_file, "mu": mu_file, "tissue": tissue_file})
+    def variants_of(split: str) -> int:
+        return args.train_variants if split == "train" else args.variants
+
+    for v in range(max(variants_of(split) for _, split, _ in parts)):
+        # one anatomy variant of the whole volume per v (a random smooth deformation), cut into the slabs
+        rng = np.random.default_rng(part_seed(args.seed, 1000, v))
+        tissue = random_deformation(base_tissue, rng, args.deform_mm, spacing=VOXEL_MM)
+        mu = attenuation_map(tissue[..., 0], tissue[..., 1], tissue[..., 2], spacing=VOXEL_MM)
+        for index, (part, split, (start, stop)) in enumerate(parts):
+            if v >= variants_of(split):
                 continue
-            low = simulate_slices(phantom, mu_slab, LOW_COUNT_FRACTION, part_seed(args.seed, index, v, 1))
-            full = simulate_slices(phantom, mu_slab, 1.0, part_seed(args.seed, index, v, 2))
+            slab_affine = affine.copy()
+            slab_affine[:3, 3] = affine[:3, :3] @ np.array([0.0, 0.0, float(start)]) + affine[:3, 3]
+            tissue_slab, mu_slab = tissue[:, :, start:stop], mu[:, :, start:stop]
+            stack = torch.from_numpy(np.moveaxis(tissue_slab, -1, 0).astype(np.float32))
+            generator = RandFDGPhantom().set_random_state(part_seed(args.seed, index, v))
+            phantom = generator(stack)[0].numpy()
+            labels = lesion_labels(phantom.shape, generator.lesions).numpy()
             item = {
-                "image": write(f"low_{part}_v{v}.nii.gz", low, slab_affine),
-                "label": write(f"full_{part}_v{v}.nii.gz", full, slab_affine),
-                "phantom": phantom_file,
-                "mu": mu_file,
+                "phantom": write(f"phantom_{part}_v{v}.nii.gz", phantom, slab_affine),
+                "mu": write(f"mu_{part}_v{v}.nii.gz", mu_slab, slab_affine),
+                "tissue": write(f"tissue_{part}_v{v}.nii.gz", tissue_slab, slab_affine),
+                "lesions": write(f"lesions_{part}_v{v}.nii.gz", labels, slab_affine, np.uint8),
             }
-            datalist[DATALIST_KEYS[split]].append(item)
-            print(f"  {part} variant {v}: {stop - start} slices simulated", flush=True)
+            phantoms[item["phantom"]] = {
+                "ratios_gm_wm_csf": list(generator.ratios),
+                "lesions": [
+                    {"label": i + 1, "centre_voxel": list(c), "radius_voxels": r, "contrast": k}
+                    for i, (c, r, k) in enumerate(generator.lesions)
+                ],
+            }
+            scans = args.train_scans if split == "train" else 1
+            for n in range(scans):
+                tag = f"{part}_v{v}" + (f"_n{n}" if split == "train" else "")
+                seeds = [part_seed(args.seed, index, v, 2 * n + 1), part_seed(args.seed, index, v, 2 * n + 2)]
+                low = simulate_slices(phantom, mu_slab, LOW_COUNT_FRACTION, seeds[0])
+                full = simulate_slices(phantom, mu_slab, 1.0, seeds[1])
+                pair = {"image": write(f"low_{tag}.nii.gz", low, slab_affine)}
+                pair["label"] = write(f"full_{tag}.nii.gz", full, slab_affine)
+                datalist[DATALIST_KEYS[split]].append({**pair, **item})
+            print(f"  {part} variant {v}: {stop - start} slices, {scans} low/full scan pair(s)", flush=True)
     license_text = LICENSE_TEXT.format(source=source).encode()
     write_hashed(out, LICENSE_FILE, license_text, files)
     datalist_bytes = (json.dumps(datalist, indent=2) + "\n").encode()
@@ -304,7 +341,8 @@ def prepare(out: Path, args: argparse.Namespace) -> dict[str, Any]:
         "split_world_z_mm": {"test": SPLITS_MM["test"], "val": SPLITS_MM["val"], "gap": GAP_MM},
         "grid": {"shape": list(maps["gm"].shape), "affine": affine.tolist()},
         "slabs_index_ranges_along_axis_2": slabs,
-        "units": "activity in SUV clipped to [0, 20]; mu in 1/mm; tissue maps are probabilities",
+        "phantoms": phantoms,
+        "units": "activity in SUV clipped to [0, 20]; mu in 1/mm; tissue maps are probabilities; lesions are labels",
         "files": files,
     }
     atomic_write(out / SPLIT_FILE, (json.dumps(info, indent=2) + "\n").encode())
@@ -312,19 +350,55 @@ def prepare(out: Path, args: argparse.Namespace) -> dict[str, Any]:
     return info
 
 
+def write_sample(out: Path, info: dict[str, Any], folder: Path, n_slices: int = 4) -> list[Path]:
+    """A bundle sample from the prepared folder ``out``: the middle ``n_slices`` axial slices of the first test phantom,
+    its low-count scan as ``folder/lowcount/pet_brain_phantom.nii.gz`` and its full-count scan as
+    ``folder/fullcount/pet_brain_phantom.nii.gz`` (same name: evaluation pairs them), with ``folder/DATA_LICENSE.txt``.
+    """
+    start, stop = info["slabs_index_ranges_along_axis_2"]["test"]
+    if not 1 <= n_slices <= stop - start:
+        raise PrepareError(f"--sample-slices must be in 1..{stop - start}, got {n_slices}")
+    first = (stop - start - n_slices) // 2
+    written = []
+    for scan, sub in (("low", "lowcount"), ("full", "fullcount")):
+        image = nib.load(out / f"{scan}_test_v0.nii.gz")
+        affine = image.affine.copy()
+        affine[:3, 3] = image.affine[:3, :3] @ np.array([0.0, 0.0, float(first)]) + image.affine[:3, 3]
+        data = np.asarray(image.dataobj, dtype=np.float32)[:, :, first : first + n_slices]
+        written.append(folder / sub / "pet_brain_phantom.nii.gz")
+        written[-1].parent.mkdir(parents=True, exist_ok=True)
+        atomic_write(written[-1], nifti_bytes(nifti(data, affine), compress=True))
+    note = LICENSE_TEXT.format(source=info["maps"]) + (
+        f"\nThis sample holds axial slices [{first}, {first + n_slices}) of the first test phantom (test slab, variant "
+        "0): lowcount/ its simulated low-count (1/12) scan, fullcount/ its full-count scan, in SUV.\n"
+    )
+    atomic_write(folder / "DATA_LICENSE.txt", note.encode())
+    return written
+
+
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("--out", type=Path, default=DEFAULT_OUT)
     parser.add_argument("--maps-dir", type=Path, default=None, help="read gm/wm/csf.nii.gz here instead of the wheel")
-    parser.add_argument("--variants", type=int, default=4, help="phantoms (and scans) per slab")
+    parser.add_argument("--variants", type=int, default=4, help="phantoms (each scanned once) per validation/test slab")
+    parser.add_argument("--train-variants", type=int, default=8, help="phantoms per training slab")
+    parser.add_argument("--train-scans", type=int, default=3, help="low/full scan pairs per training phantom")
+    parser.add_argument(
+        "--deform-mm", type=float, default=4.0, help="largest displacement of each variant's random anatomy deformation"
+    )
     parser.add_argument("--seed", type=int, default=0, help="base seed of the phantoms and the noise")
     parser.add_argument("--fov", type=int, default=128, help="in-plane size of the slices in 2 mm voxels")
     parser.add_argument("--force", action="store_true", help="rewrite even when the folder is complete")
+    parser.add_argument("--sample", type=Path, default=None, help="also write a bundle sample folder here")
+    parser.add_argument("--sample-slices", type=int, default=4, help="slices in the sample (default 4)")
     args = parser.parse_args(argv)
-    if args.variants < 1 or args.fov < 8:
-        parser.error("--variants must be >= 1 and --fov >= 8")
+    if min(args.variants, args.train_variants, args.train_scans) < 1 or args.fov < 8 or not args.deform_mm >= 0:
+        parser.error("--variants, --train-variants and --train-scans must be >= 1, --fov >= 8, --deform-mm >= 0")
     try:
-        prepare(args.out, args)
+        info = prepare(args.out, args)
+        if args.sample is not None:
+            for path in write_sample(args.out, info, args.sample, args.sample_slices):
+                print(f"wrote sample {path}")
     except PrepareError as e:
         print(f"error: {e}", file=sys.stderr)
         return 1

@@ -67,6 +67,8 @@ __all__ = [
     "MU_WATER_511KEV_PER_MM",
     "WHITE_MATTER_SUV",
     "fdg_phantom",
+    "lesion_labels",
+    "random_deformation",
     "attenuation_map",
     "pet_geometry",
     "simulate_pet",
@@ -194,6 +196,56 @@ def fdg_phantom(
                 activity[inside] = contrast * activity[inside].mean()
     activity = activity.clamp(0.0, float(max_value))
     return convert_to_dst_type(activity, dst=gm, dtype=activity.dtype)[0]
+
+
+def lesion_labels(
+    shape: Sequence[int], lesions: Sequence[tuple[Sequence[float], float, float]], device: Optional[str] = None
+) -> torch.Tensor:
+    """Where each lesion of :func:`fdg_phantom` lies: an int64 map of ``shape``, 0 outside every lesion and
+    ``l + 1`` inside lesion ``l`` (painted in order, so a later lesion covers an earlier one exactly as in the
+    phantom; a lesion entirely covered has no voxel)."""
+    lesion_list = _check_lesions(lesions, len(shape))
+    labels = torch.zeros(tuple(int(s) for s in shape), dtype=torch.int64, device=device)
+    if not lesion_list:
+        return labels
+    grids = torch.meshgrid(*[torch.arange(s, dtype=torch.float64, device=device) for s in labels.shape], indexing="ij")
+    for index, (centre, radius, _) in enumerate(lesion_list):
+        labels[sum((g - c) ** 2 for g, c in zip(grids, centre)) <= radius**2] = index + 1
+    return labels
+
+
+def random_deformation(
+    maps: np.ndarray,
+    rng: np.random.Generator,
+    displacement_mm: float = 4.0,
+    smoothness_mm: float = 24.0,
+    spacing: Union[float, Sequence[float]] = 1.0,
+) -> np.ndarray:
+    """A random smooth deformation of channel-last probability maps ``(..., C)`` (the same for every channel): an
+    anatomy variant for a phantom. Each displacement component is white noise smoothed by a Gaussian of
+    ``smoothness_mm`` FWHM; the field is scaled so that its longest displacement vector is ``displacement_mm``. The
+    maps are resampled linearly (beyond the edges: the nearest edge voxel) and clipped to [0, 1].
+    ``displacement_mm=0`` returns a copy."""
+    from scipy import ndimage  # noqa: PLC0415 - only the phantom needs scipy
+
+    data = np.asarray(maps, dtype=np.float64)
+    spatial = data.shape[:-1]
+    steps = _spacing_n(spacing, len(spatial))
+    if not displacement_mm >= 0 or not smoothness_mm > 0:
+        raise ValueError(
+            f"displacement_mm must be >= 0 and smoothness_mm > 0, got {displacement_mm!r}, {smoothness_mm!r}."
+        )
+    if displacement_mm == 0:
+        return data.copy()
+    sigma = [smoothness_mm * _FWHM_TO_SIGMA / s for s in steps]
+    fields = [ndimage.gaussian_filter(rng.standard_normal(spatial), sigma, mode="wrap") for _ in steps]  # in mm
+    norm = np.sqrt(sum(f**2 for f in fields)).max()
+    grid = np.meshgrid(*[np.arange(n, dtype=np.float64) for n in spatial], indexing="ij")
+    coords = [g + f * (displacement_mm / (norm or 1.0)) / step for g, f, step in zip(grid, fields, steps)]
+    out = np.stack(
+        [ndimage.map_coordinates(data[..., c], coords, order=1, mode="nearest") for c in range(data.shape[-1])], -1
+    )
+    return np.clip(out, 0.0, 1.0)
 
 
 def _spacing_n(spacing: Union[float, Sequence[float]], ndim: int) -> tuple[float, ...]:

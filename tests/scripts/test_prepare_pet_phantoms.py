@@ -48,11 +48,13 @@ def test_prepare_pet_phantoms(prep, tmp_path, seed, capsys):
     maps = write_maps(tmp_path / "maps", seed)
     out = tmp_path / "pet"
     argv = ["--maps-dir", str(maps), "--out", str(out), "--variants", "1", "--fov", str(FOV), "--seed", str(seed)]
+    argv += ["--train-variants", "1", "--train-scans", "2"]
     assert prep.main(argv) == 0
     info = json.loads((out / "split.json").read_text())
     datalist = json.loads((out / "datalist.json").read_text())
     assert set(datalist) == {"training", "validation", "test"}
-    assert len(datalist["training"]) == 2 and len(datalist["validation"]) == 1 and len(datalist["test"]) == 1
+    assert len(datalist["training"]) == 4 and len(datalist["validation"]) == 1 and len(datalist["test"]) == 1
+    assert len({item["image"] for item in datalist["training"]}) == 4  # two slabs, two scans of each phantom
     assert (out / "DATA_LICENSE.txt").read_text().startswith("Data licence note")
     for name, digest in info["files"].items():
         assert prep.sha256_file(out / name) == digest
@@ -60,7 +62,7 @@ def test_prepare_pet_phantoms(prep, tmp_path, seed, capsys):
     slabs = info["slabs_index_ranges_along_axis_2"]
     assert slabs == {"train_0": [0, 7], "train_1": [41, 50], "val": [28, 38], "test": [10, 25]}
     mu_max = 0.0096 * (1 + 1e-6)
-    for split, items in datalist.items():
+    for items in datalist.values():
         for item in items:
             phantom = nib.load(out / item["phantom"])
             mu = np.asarray(nib.load(out / item["mu"]).dataobj)
@@ -73,10 +75,16 @@ def test_prepare_pet_phantoms(prep, tmp_path, seed, capsys):
             act = np.asarray(phantom.dataobj)
             assert act.dtype == np.float32 and act.min() >= 0 and 0 < act.max() <= 20
             assert mu.min() >= 0 and mu.max() <= mu_max and mu.max() > 0.009
-            if split == "training":
-                tissue = np.asarray(nib.load(out / item["tissue"]).dataobj)
-                assert tissue.shape == (FOV, FOV, n, 3) and 0 <= tissue.min() and tissue.sum(-1).max() <= 1 + 1e-5
-                continue
+            tissue = np.asarray(nib.load(out / item["tissue"]).dataobj)
+            assert tissue.shape == (FOV, FOV, n, 3) and 0 <= tissue.min() and tissue.sum(-1).max() <= 1 + 1e-5
+            labels = np.asarray(nib.load(out / item["lesions"]).dataobj)
+            recorded = info["phantoms"][item["phantom"]]
+            assert labels.dtype == np.uint8
+            assert set(np.unique(labels)) <= {0, *(lesion["label"] for lesion in recorded["lesions"])}
+            for lesion in recorded["lesions"]:  # a lesion's voxels hold its contrast x the mean activity there
+                inside = labels == lesion["label"]
+                if inside.any() and act[inside].max() < 20:
+                    assert np.ptp(act[inside]) < 1e-4
             low, full = (np.asarray(nib.load(out / item[k]).dataobj) for k in ("image", "label"))
             assert low.shape == full.shape == act.shape
             assert low.min() >= 0 and full.min() >= 0 and low.max() <= 20 and full.max() <= 20
@@ -93,6 +101,16 @@ def test_prepare_pet_phantoms(prep, tmp_path, seed, capsys):
     assert json.loads((out / "split.json").read_text())["files"] == info["files"]
     # other settings (or other maps) make the folder incomplete; a missing map is a clear error
     assert not prep.is_complete(out, {**info["settings"], "seed": seed + 1})
+    # the bundle sample: the middle slices of the first test phantom's two scans, same name, shifted affine
+    assert prep.main([*argv, "--sample", str(tmp_path / "sample"), "--sample-slices", "3"]) == 0
+    sample = tmp_path / "sample"
+    low_s, full_s = (nib.load(sample / sub / "pet_brain_phantom.nii.gz") for sub in ("lowcount", "fullcount"))
+    low_t = nib.load(out / "low_test_v0.nii.gz")
+    first = (slabs["test"][1] - slabs["test"][0] - 3) // 2
+    np.testing.assert_array_equal(np.asarray(low_s.dataobj), np.asarray(low_t.dataobj)[:, :, first : first + 3])
+    assert full_s.shape == low_s.shape == (FOV, FOV, 3)
+    np.testing.assert_allclose(low_s.affine[:3, 3], low_t.affine[:3, :3] @ [0, 0, first] + low_t.affine[:3, 3])
+    assert (tmp_path / "sample" / "DATA_LICENSE.txt").read_text().startswith("Data licence note")
     (maps / "csf.nii.gz").unlink()
     assert prep.main(argv) == 1
     assert "has no csf.nii.gz" in capsys.readouterr().err

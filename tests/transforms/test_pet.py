@@ -28,7 +28,9 @@ from monai_rwkv.transforms.pet import (
     RandPETAcquisitiond,
     attenuation_map,
     fdg_phantom,
+    lesion_labels,
     pet_geometry,
+    random_deformation,
     simulate_pet,
 )
 from monai_rwkv.transforms.tomography import backproject, radon
@@ -400,3 +402,50 @@ def test_default_levels():
     assert MU_WATER_511KEV_PER_MM == pytest.approx(0.0096)
     geom = pet_geometry((128, 128), 2.0)
     assert (geom.n_views, geom.n_det, geom.det_spacing) == (128, 130, 2.0)
+
+
+def test_lesion_labels_match_the_phantom(seed):
+    rng = np.random.default_rng(seed)
+    shape = (24, 26, 5)
+    gm = rng.uniform(0.2, 0.6, shape)
+    wm, csf = 1.0 - gm, np.zeros(shape)
+    lesions = [((rng.uniform(5, 20), rng.uniform(5, 20), rng.uniform(0, 4)), rng.uniform(2, 5), rng.uniform(0.3, 3))]
+    lesions.append((lesions[0][0], lesions[0][1] * 0.5, 1.7))  # painted last: covers the middle of the first
+    labels = lesion_labels(shape, lesions).numpy()
+    grid = np.stack(np.meshgrid(*[np.arange(n) for n in shape], indexing="ij"), -1)
+    for index, (centre, radius, _) in enumerate(lesions):
+        inside = ((grid - np.asarray(centre)) ** 2).sum(-1) <= radius**2
+        later = np.isin(labels, list(range(index + 2, len(lesions) + 1)))
+        np.testing.assert_array_equal(labels[inside & ~later], index + 1)
+    assert set(np.unique(labels)) == {0, 1, 2}
+    out = fdg_phantom(gm, wm, csf, lesions=lesions)
+    np.testing.assert_array_equal(out[labels == 0], fdg_phantom(gm, wm, csf)[labels == 0])
+    assert np.ptp(out[labels == 2]) == 0 and np.ptp(out[labels == 1]) == 0
+    assert lesion_labels((4, 4), []).sum() == 0
+    with pytest.raises(ValueError, match="coordinates"):
+        lesion_labels((4, 4), [((1.0, 1.0, 1.0), 1.0, 1.0)])
+
+
+def test_random_deformation(seed):
+    rng = np.random.default_rng(seed)
+    shape = (40, 44, 6)
+    yy, xx = np.mgrid[: shape[0], : shape[1]]
+    disc = (((yy - 20) ** 2 + (xx - 22) ** 2) <= 12**2).astype(np.float64)
+    maps = np.stack([np.repeat(disc[..., None], shape[2], -1) * w for w in (0.6, 0.4)], -1)
+    same = random_deformation(maps, rng, displacement_mm=0.0)
+    np.testing.assert_array_equal(same, maps)
+    shift = rng.uniform(2.0, 4.0)
+    out = random_deformation(maps, np.random.default_rng(seed), displacement_mm=shift, spacing=2.0)
+    assert out.shape == maps.shape and out.min() >= 0 and out.max() <= 1
+    assert not np.allclose(out, maps)
+    # the same field moves every channel: their ratio is kept where there is tissue
+    tissue = out[..., 0] > 0.05
+    np.testing.assert_allclose(out[..., 1][tissue] / out[..., 0][tissue], 0.4 / 0.6, rtol=1e-6)
+    # no voxel moves further than the largest displacement (shift mm = shift / 2 voxels): the disc's edge stays
+    # within that distance of the original edge
+    moved = out[..., 0, 0] > 0.3
+    far_out = ndimage.distance_transform_edt(disc == 0) > shift / 2 + 1
+    far_in = ndimage.distance_transform_edt(disc == 1) > shift / 2 + 1
+    assert not (moved & far_out).any() and (moved | ~far_in).all()
+    with pytest.raises(ValueError, match="displacement_mm"):
+        random_deformation(maps, rng, displacement_mm=-1.0)

@@ -68,25 +68,34 @@ Example::
 from __future__ import annotations
 
 import argparse
-import csv
-import itertools
 import json
 import math
 import os
 import shutil
 import sys
 import time
-from collections.abc import Callable, Mapping, Sequence
+from collections.abc import Mapping, Sequence
 from pathlib import Path
 from typing import Any
 
 import numpy as np
 import torch
 import torch.nn.functional as F
-from monai.data import MetaTensor
 from monai.transforms import Identity
 from torch import nn
 
+from monai_rwkv.apps import baselines as baselines_lib
+from monai_rwkv.apps.baselines import (
+    Baseline,
+    SliceFilterRestorer,
+    detail_window,
+    fmt,
+    paired_table,
+    panel_figure,
+    same_scores,
+    tune,
+)
+from monai_rwkv.apps.baselines import display_slice as display
 from monai_rwkv.apps.evaluate import evaluate_restoration, volume_slice_metrics
 from monai_rwkv.apps.restore import find_inputs, read_volume
 from monai_rwkv.networks.nets.classical import KSpaceApodizer, TotalVariationDenoiser, TVKSpaceReconstruction
@@ -136,57 +145,6 @@ class LowResolutionBicubic(nn.Module):
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         small = self.low_resolution(x)
         return F.interpolate(small, size=tuple(x.shape[-2:]), mode="bicubic", align_corners=False).clamp_min(0)
-
-
-class SliceFilterRestorer:
-    """
-    A :class:`~monai_rwkv.inference.VolumeRestorer` that applies a 2D module ``(N, 1, H, W) -> (N, 1, H, W)`` to
-    every slice ``(i, j)`` of a channel-first volume ``(C, i, j, k)`` in physical units, ``slices_per_call`` slices
-    at a time; float32 result with the input's meta (affine).
-    """
-
-    output_dtype = "float32"
-
-    def __init__(self, module: nn.Module, description: Mapping[str, Any], slices_per_call: int = 16) -> None:
-        self.module, self.description, self.slices_per_call = module, dict(description), int(slices_per_call)
-
-    def restore_slices(self, slices: torch.Tensor) -> torch.Tensor:
-        """``(N, 1, H, W)`` float32 -> the module's result, in chunks of ``slices_per_call``."""
-        with torch.no_grad():
-            return torch.cat([self.module(c) for c in slices.split(self.slices_per_call)]).float()
-
-    def __call__(self, volume: torch.Tensor, desc: str | None = None) -> torch.Tensor:
-        data = volume.as_tensor() if isinstance(volume, MetaTensor) else torch.as_tensor(volume)
-        squeeze = data.ndim == 3
-        data = data[..., None] if squeeze else data
-        c, i, j, k = data.shape
-        slices = data.float().permute(0, 3, 1, 2).reshape(c * k, 1, i, j)
-        out = self.restore_slices(slices).reshape(c, k, i, j).permute(0, 2, 3, 1).contiguous()
-        out = out[..., 0] if squeeze else out
-        if isinstance(volume, MetaTensor):
-            return MetaTensor(out, meta=dict(volume.meta))
-        return out
-
-    def describe(self) -> dict[str, Any]:
-        return dict(self.description)
-
-
-class Baseline:
-    """A tunable classical method: its grid, its continuous parameter, bounds and line-search ratio, its module."""
-
-    def __init__(
-        self,
-        name: str,
-        label: str,
-        build: Callable[..., nn.Module],
-        grid: Mapping[str, Sequence[Any]],
-        continuous: str,
-        bounds: tuple[float, float],
-        ratio: float,
-        describe: Callable[[Mapping[str, Any]], str],
-    ) -> None:
-        self.name, self.label, self.build, self.grid = name, label, build, dict(grid)
-        self.continuous, self.bounds, self.ratio, self.describe = continuous, bounds, float(ratio), describe
 
 
 def baselines(tv_iter: int, recon_iter: int = 10, recon_tv_iter: int = 5) -> dict[str, Baseline]:
@@ -340,28 +298,6 @@ class Objective:
         return [{"params": dict(k), **v} for k, v in sorted(self.results.items(), key=lambda kv: -kv[1]["psnr"])]
 
 
-def tune(baseline: Baseline, objective: Objective, max_moves: int = 8) -> dict[str, Any]:
-    """Grid search, then a multiplicative line search on the continuous parameter, clipped to its bounds."""
-    names = list(baseline.grid)
-    grid = [dict(zip(names, values)) for values in itertools.product(*(baseline.grid[n] for n in names))]
-    best = max(grid, key=objective)
-    name, (low, high) = baseline.continuous, baseline.bounds
-    for step in (baseline.ratio, math.sqrt(baseline.ratio), baseline.ratio**0.25):
-        for direction in (step, 1 / step):
-            for _ in range(max_moves):
-                value = min(max(round(best[name] * direction, 4), low), high)
-                if value == best[name]:  # at a bound, or at 0 where multiplying cannot move
-                    break
-                candidate = {**best, name: value}
-                if objective(candidate) <= objective(best):
-                    break
-                best = candidate
-    return best
-
-
-# ---------------------------------------------------------------------------------------------------- evaluation
-
-
 def expected_protocol(method: str) -> dict[str, Any]:
     degradation = Identity() if method == "bicubic" else KSpaceTruncate(FACTOR)
     params = {k: (list(v) if isinstance(v, tuple) else v) for k, v in vars(degradation).items() if k[0] != "_"}
@@ -442,30 +378,12 @@ def run_model(args: argparse.Namespace, test_dir: Path) -> dict[str, Any]:
 # -------------------------------------------------------------------------------------------------------- report
 
 
-class Row:
-    """One table row: its method folder, label, parameters, summary and per-slice metrics."""
-
-    def __init__(self, method: str, label: str, params: str, summary: Mapping[str, Any], output_dir: Path) -> None:
-        self.method, self.label, self.params, self.summary = method, label, params, summary
-        with open(output_dir / method / "metrics.csv", newline="") as f:
-            rows = [r for r in csv.DictReader(f) if not int(r["label_constant"])]
-        self.slices = {(r["file"], int(r["slice"])): {m: float(r[f"{m}_pred"]) for m in METRICS} for r in rows}
-
-    def stats(self, metric: str) -> dict[str, float]:
-        return self.summary["pred"][metric]
+class Row(baselines_lib.Row):
+    """A table row (see :class:`monai_rwkv.apps.baselines.Row`) with the mean PSNR per source."""
 
     def source_psnr(self, source: str) -> float:
         values = [v["psnr"] for (f, _), v in self.slices.items() if f == f"{source}_test"]
         return sum(values) / len(values) if values else math.nan
-
-
-def mean_std(values: Sequence[float]) -> tuple[float, float]:
-    mean = sum(values) / len(values)
-    return mean, math.sqrt(sum((v - mean) ** 2 for v in values) / len(values))
-
-
-def fmt(stats: Mapping[str, float], digits: int) -> str:
-    return f"{stats['mean']:.{digits}f} ± {stats['std']:.{digits}f}"
 
 
 def table(rows: Sequence[Row], sources: Sequence[str], args: argparse.Namespace) -> str:
@@ -497,50 +415,6 @@ def table(rows: Sequence[Row], sources: Sequence[str], args: argparse.Namespace)
     return "\n".join(lines) + "\n"
 
 
-def paired_table(model: Row, others: Sequence[Row]) -> str:
-    """Per-slice differences model minus each other row, over the slices both scored."""
-    lines = [
-        "Per-slice paired differences, model minus row (mean ± std over test slices); wins: fraction of slices "
-        "where the model is better.",
-        "",
-        "| Compared with | ΔPSNR (dB) | ΔSSIM | ΔRMSE | wins PSNR | wins SSIM |",
-        "|---|---|---|---|---|---|",
-    ]
-    for other in others:
-        keys = sorted(model.slices.keys() & other.slices.keys())
-        if not keys:
-            continue
-        diff = {m: [model.slices[k][m] - other.slices[k][m] for k in keys] for m in METRICS}
-        cells = []
-        for m, digits in (("psnr", 2), ("ssim", 4), ("rmse", 1)):
-            mean, std = mean_std(diff[m])
-            cells.append(f"{mean:+.{digits}f} ± {std:.{digits}f}")
-        wins = [sum(d > 0 for d in diff[m]) / len(keys) for m in ("psnr", "ssim")]
-        lines.append(f"| {other.label} | " + " | ".join(cells) + f" | {wins[0]:.0%} | {wins[1]:.0%} |")
-    return "\n".join(lines) + "\n"
-
-
-# -------------------------------------------------------------------------------------------------------- figure
-
-
-def display(volume: torch.Tensor, k: int) -> np.ndarray:
-    """Slice ``k`` of a ``(1, i, j, k)`` volume as an image: rows j (anterior up), columns i."""
-    data = volume.as_tensor() if isinstance(volume, MetaTensor) else torch.as_tensor(volume)
-    return np.flipud(data[0, :, :, k].float().numpy().T).copy()
-
-
-def detail_window(reference: np.ndarray, size: int) -> tuple[int, int, int]:
-    """Top-left corner and side of the ``size x size`` window (clipped to the image) of highest gradient energy."""
-    size = min(size, *reference.shape)
-    energy = np.zeros_like(reference, dtype=np.float64)
-    energy[:-1, :] += np.diff(reference.astype(np.float64), axis=0) ** 2
-    energy[:, :-1] += np.diff(reference.astype(np.float64), axis=1) ** 2
-    integral = np.pad(energy, ((1, 0), (1, 0))).cumsum(0).cumsum(1)
-    sums = integral[size:, size:] - integral[:-size, size:] - integral[size:, :-size] + integral[:-size, :-size]
-    row, col = np.unravel_index(np.argmax(sums), sums.shape)
-    return int(row), int(col), size
-
-
 def slice_psnr(image: np.ndarray, reference: np.ndarray) -> float:
     """PSNR (dB) of one displayed slice in the evaluation window."""
     pred, ref = (torch.from_numpy(a)[None, :, :, None] for a in (image, reference))
@@ -549,7 +423,6 @@ def slice_psnr(image: np.ndarray, reference: np.ndarray) -> float:
 
 def make_figure(rows: Sequence[Row], sources: Sequence[str], test_dir: Path, args: argparse.Namespace) -> None:
     """The PNG of ``--figure`` (see the module docstring)."""
-    from PIL import Image, ImageDraw
 
     name = (args.figure_file or f"{sources[0]}_test").removesuffix(".nii.gz")
     clean = read_volume(find_inputs(test_dir / f"{name}.nii.gz")[0])
@@ -570,36 +443,13 @@ def make_figure(rows: Sequence[Row], sources: Sequence[str], test_dir: Path, arg
         panels.append(("model", display(restored, k)))
     reference = display(one, 0)
     high = float(np.percentile(reference, 99.5)) or WINDOW[1]
-    top, left, size = detail_window(reference, 48)
-    zoom = 3
-    h, w = reference.shape
-    width = max(w, size * zoom)
-    label_h = 26
-    canvas = Image.new("L", ((width + 4) * (len(panels) + 1), label_h + h + 4 + size * zoom), 0)
-    draw = ImageDraw.Draw(canvas)
-    for i, (label, image) in enumerate([*panels, ("reference", reference)]):
-        grey = (np.clip(image / high, 0, 1) * 255).round().astype(np.uint8)
-        x0 = i * (width + 4)
-        canvas.paste(Image.fromarray(grey), (x0, label_h))
-        crop = Image.fromarray(grey[top : top + size, left : left + size])
-        canvas.paste(crop.resize((size * zoom, size * zoom), Image.NEAREST), (x0, label_h + h + 4))
-        draw.rectangle((x0 + left, label_h + top, x0 + left + size - 1, label_h + top + size - 1), outline=255)
-        draw.text((x0 + 2, 1), label[:32], fill=255)
-        if label != "reference":
-            draw.text((x0 + 2, 13), f"PSNR {slice_psnr(image, reference):.2f} dB", fill=255)
-    args.figure.parent.mkdir(parents=True, exist_ok=True)
-    canvas.save(args.figure)
+    shown = [(label, f"PSNR {slice_psnr(image, reference):.2f} dB", image) for label, image in panels]
+    shown.append(("reference", "", reference))
+    panel_figure(shown, (0.0, high), detail_window(reference, 48), args.figure)
     print(f"wrote {args.figure} ({name}, slice {k}; grey scale [0, {high:.0f}])")
 
 
 # ---------------------------------------------------------------------------------------------------------- main
-
-
-def same_scores(a: Mapping[str, Any], b: Mapping[str, Any], rtol: float = 1e-6) -> bool:
-    """Whether two ``{metric: {mean, std}}`` score sets agree (to float rounding across thread counts)."""
-    return a.keys() == b.keys() and all(
-        math.isclose(a[m][s], b[m][s], rel_tol=rtol, abs_tol=1e-9) for m in a for s in ("mean", "std")
-    )
 
 
 def parse_args(argv: Sequence[str] | None) -> argparse.Namespace:

@@ -38,12 +38,15 @@ from monai_rwkv.data.dicom_series import (
     read_slice_header,
 )
 from monai_rwkv.data.errors import ImageReadError, one_line
+from monai_rwkv.data.pet_units import suv_bw_factor
 
 __all__ = [
     "SimpleITKReader",
     "SitkImage",
     "DEFAULT_MAX_VOXELS",
     "DICOM_SOURCE_FILES",
+    "PET_SUV_FACTOR",
+    "PET_SUV_PROBLEM",
     "sitk_load_image",
     "sitk_load_imaged",
 ]
@@ -70,6 +73,9 @@ DICOM_SOURCE_FILES = "dicom_source_files"
 DICOM_SLICE_MODALITIES = "dicom_slice_modalities"
 DICOM_SLICE_SAMPLES = "dicom_slice_samples_per_pixel"
 DICOM_SLICE_PHOTOMETRIC = "dicom_slice_photometric"
+#: meta key of a PET series' body-weight SUV factor (``SUVbw = factor * value``), and of why it has none.
+PET_SUV_FACTOR = "pet_suv_factor"
+PET_SUV_PROBLEM = "pet_suv_problem"
 _FILE_SUFFIXES = (".nii", ".nii.gz", ".dcm", ".dicom", ".ima", ".nrrd", ".nhdr", ".mha", ".mhd")
 
 
@@ -402,10 +408,23 @@ def _slice_facts(headers: Sequence[DicomSliceHeader]) -> dict[str, list]:
     }
 
 
+def _pet_units(first: DicomSliceHeader) -> dict[str, Any]:
+    """For a PET series: ``{PET_SUV_FACTOR: s}`` with ``SUVbw = s * value`` (:func:`~monai_rwkv.data.pet_units.
+    suv_bw_factor`), or ``{PET_SUV_PROBLEM: why not}``; nothing for other modalities."""
+    if first.modality.upper() != "PT":
+        return {}
+    try:
+        ds = read_slice_header(first.path)
+        return {PET_SUV_FACTOR: suv_bw_factor(ds) if ds is not None else 1.0}
+    except ValueError as e:
+        return {PET_SUV_PROBLEM: f"{first.path}: {one_line(e)}"}
+
+
 def _dicom_meta(series: DicomSeries) -> dict[str, Any]:
     """Meta entries that let a derived series be written later (see ``monai_rwkv.data.dicom_writer``)."""
     first = series.slices[0]
     return {
+        **_pet_units(first),
         **_slice_facts(series.slices),
         DICOM_SOURCE_FILES: series.files,
         "dicom_series_instance_uid": first.series_uid,
@@ -541,6 +560,7 @@ class SimpleITKReader(ImageReader):
             img = read_with_sitk(path, self.max_voxels)  # multi-frame / colour: SimpleITK's own geometry
             _check_decoded(header, img)
             img.meta.update({DICOM_SOURCE_FILES: [path], "dicom_modality": header.modality, **_slice_facts([header])})
+            img.meta.update(_pet_units(header))
             return img
         return self._series_image(build_series(path, [header]))
 

@@ -16,7 +16,8 @@ A bundle's ``metadata.json`` declares its input in ``network_data_format.inputs.
 and ``value_range`` (the physical values the model was trained on). :class:`InputSpec` holds these and
 :meth:`InputSpec.problems` says, from the file headers and the values, why an image does not fit: DICOM slices of
 another modality (also a few MR slices mixed into a CT series), colour or palette images, a vector / RGB NIfTI,
-or values mostly outside the range (an image in other units).
+or values mostly outside the range (an image in other units; checked after a unit conversion the reader found in
+the headers, such as a PET series' Bq/ml to SUV).
 """
 
 from __future__ import annotations
@@ -36,9 +37,16 @@ from monai_rwkv.data.sitk_reader import (
     DICOM_SLICE_PHOTOMETRIC,
     DICOM_SLICE_SAMPLES,
     DICOM_SOURCE_FILES,
+    PET_SUV_FACTOR,
+    PET_SUV_PROBLEM,
 )
 
-__all__ = ["InputSpec"]
+__all__ = ["InputSpec", "UNIT_FACTOR_KEYS"]
+
+#: meta keys of unit conversions a reader derived from the headers (``value * factor`` is in the model's units, e.g.
+#: a PET series in Bq/ml to SUV); the value range is checked after the conversion, and a reader's explanation of why
+#: it could not convert (the ``*_problem`` key beside it) is a problem of the input.
+UNIT_FACTOR_KEYS = {PET_SUV_FACTOR: PET_SUV_PROBLEM}
 
 _GREY = ("MONOCHROME1", "MONOCHROME2")
 _DICOM_TAGS = ["Modality", "SamplesPerPixel", "PhotometricInterpretation"]
@@ -94,7 +102,7 @@ class InputSpec:
 
         Args:
             image: the image as read, channel first ``(C, i, j[, k])``, in physical units.
-            meta: its meta dict (``SimpleITKReader``'s: DICOM source files, ``original_channel_dim``).
+            meta: its meta dict (``SimpleITKReader``'s: DICOM source files, ``original_channel_dim``, unit factors).
             path: the input file or folder (its headers are read for NIfTI and other single files).
         """
         problems = []
@@ -106,7 +114,12 @@ class InputSpec:
                 problems.append(
                     f"{components} values per voxel (a colour or vector image), {self.num_channels} expected"
                 )
-        problems += self._value_problems(image)
+        factor = 1.0
+        for key, problem_key in UNIT_FACTOR_KEYS.items():
+            if meta.get(problem_key):
+                problems.append(str(meta[problem_key]))
+            factor *= float(meta.get(key, 1.0))
+        problems += self._value_problems(image, factor)
         return problems
 
     def _dicom_problems(self, files: Sequence[str], meta: Mapping[str, Any]) -> list[str]:
@@ -128,10 +141,11 @@ class InputSpec:
             lines.append(f"{count}: {problem} (e.g. {os.path.basename(bad[0])})")
         return lines
 
-    def _value_problems(self, image: torch.Tensor | np.ndarray) -> list[str]:
+    def _value_problems(self, image: torch.Tensor | np.ndarray, factor: float = 1.0) -> list[str]:
         if self.value_range is None:
             return []
         data = image.as_tensor() if hasattr(image, "as_tensor") else torch.as_tensor(image)
+        data = data * factor if factor != 1.0 else data
         low, high = self.value_range
         finite = torch.isfinite(data) if data.is_floating_point() else torch.ones_like(data, dtype=torch.bool)
         count = int(finite.sum())

@@ -1,7 +1,8 @@
 """
-Per-volume intensity scaling for modalities without physical units (MRI): a robust high percentile of the volume is
-mapped to ``target``, and the scale factor travels with the image (``meta["intensity_scale"]``) so that the network's
-output can be returned to the input's units exactly.
+Per-volume intensity scaling whose factor travels with the image (``meta["intensity_scale"]``), so that the
+network's output can be returned to the input's units exactly: for modalities without physical units (MRI) a robust
+high percentile of the volume is mapped to ``target`` (:class:`ScaleToPercentile`); for units a header converts
+(PET activity concentration to SUV) the reader's factor is applied (:class:`ScaleFromMeta`).
 
 Why not a fixed range: a fixed window such as the paper's MRI range [0, 4095] assumes every scanner exports the same
 units; real MR exports range from [0, 1] to tens of thousands. Dividing by a high percentile of the volume itself is
@@ -21,6 +22,7 @@ from monai.utils import TransformBackends, convert_to_tensor
 
 __all__ = [
     "SCALE_KEY",
+    "ScaleFromMeta",
     "RestoreIntensityScale",
     "RestoreIntensityScaled",
     "ScaleToPercentile",
@@ -89,6 +91,46 @@ class ScaleToPercentile(Transform):
         meta = dict(img.meta) if isinstance(img, MetaTensor) else {}
         meta[SCALE_KEY] = scale
         return MetaTensor(out, meta=meta)
+
+
+class ScaleFromMeta(Transform):
+    """
+    Array transform: ``image * s`` with ``s`` a factor the reader recorded in the image's meta (e.g. the body-weight
+    SUV factor of a DICOM PET series, ``meta["pet_suv_factor"]``), recorded again as ``meta["intensity_scale"]`` so
+    that :class:`RestoreIntensityScale` returns the result to the input's units. Returns a float32
+    :class:`~monai.data.MetaTensor`.
+
+    Args:
+        meta_key: where the factor is.
+        problem_key: where the reader explains why it could not compute the factor; when present (and the factor is
+            not), the call raises ``ValueError`` with that explanation.
+        default: the factor when neither key is present (e.g. 1 for inputs already in the right units, such as a
+            NIfTI file); None raises ``ValueError`` instead.
+    """
+
+    backend = [TransformBackends.TORCH]
+
+    def __init__(self, meta_key: str, problem_key: str | None = None, default: float | None = None) -> None:
+        if default is not None and not float(default) > 0:
+            raise ValueError(f"default must be > 0 (or None), got {default!r}.")
+        self.meta_key, self.problem_key = meta_key, problem_key
+        self.default = None if default is None else float(default)
+
+    def __call__(self, img: NdarrayOrTensor) -> MetaTensor:
+        meta = dict(img.meta) if isinstance(img, MetaTensor) else {}
+        scale = meta.get(self.meta_key)
+        if scale is None:
+            if self.problem_key is not None and meta.get(self.problem_key):
+                raise ValueError(str(meta[self.problem_key]))
+            if self.default is None:
+                raise ValueError(f"the image's meta has no {self.meta_key!r} (set by the reader).")
+            scale = self.default
+        scale = float(scale)
+        if not scale > 0 or not torch.isfinite(torch.tensor(scale)):
+            raise ValueError(f"{self.meta_key} must be a positive number, got {scale!r}.")
+        data = convert_to_tensor(img, track_meta=False, dtype=torch.float32)
+        meta[SCALE_KEY] = scale
+        return MetaTensor(data * scale, meta=meta)
 
 
 class RestoreIntensityScale(Transform):

@@ -16,7 +16,7 @@ from monai.bundle import ConfigParser
 from monai_rwkv.apps.bundle import load_bundle_config
 from monai_rwkv.apps.cli import main
 from tests.bundles.utils import REPO, TINY_CLI_ARGS, input_spec, make_tiny_bundle, random_volume
-from tests.robustness.conftest import write_ct_series, write_mr_series
+from tests.robustness.conftest import write_ct_series, write_mr_series, write_pet_series
 
 BUNDLES = sorted(p.parent.parent for p in (REPO / "bundles").glob("*/configs/inference.json"))
 #: the same overrides as TINY_CLI_ARGS, as config ids.
@@ -57,8 +57,11 @@ def test_monai_label_way_equals_the_cli(kind, tiny_bundle: Path, tmp_path: Path,
         nib.save(nib.Nifti1Image(data, np.diag([0.7, 0.8, 2.0, 1.0])), source)
     else:
         source = tmp_path / "series"
-        write_series = write_mr_series if input_spec(tiny_bundle)["modality"] == "MR" else write_ct_series
-        write_series(source, n=3)
+        modality = input_spec(tiny_bundle)["modality"]
+        if modality == "PT":
+            write_pet_series(source, np.random.default_rng(0).gamma(2.0, 2.0, (16, 16, 3)))
+        else:
+            (write_mr_series if modality == "MR" else write_ct_series)(source, n=3)
     output = tmp_path / "cli.nii.gz"
     assert main(["restore", "--bundle", str(tiny_bundle), str(source), str(output), *TINY_CLI_ARGS]) == 0
     cli = nib.load(output).get_fdata(dtype=np.float32)

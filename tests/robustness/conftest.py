@@ -19,6 +19,7 @@ import pydicom
 import pytest
 import SimpleITK as sitk
 from pydicom.dataset import Dataset, FileMetaDataset
+from pydicom.sequence import Sequence as DicomSequence
 from pydicom.uid import ExplicitVRLittleEndian, generate_uid
 
 from monai_rwkv.apps.cli import main
@@ -251,6 +252,55 @@ def write_mr_series(folder: Path, n: int = 4, seed: int = 0, spacing: float = 0.
         ds.PixelData = rng.integers(0, 4096, size=(16, 16)).astype("<u2").tobytes()
         ds.save_as(path, enforce_file_format=True)
     return paths
+
+
+#: half-life of fluorine-18 in seconds (the PET headers of write_pet_series).
+F18_HALF_LIFE_S = 6586.2
+
+
+def pet_header(ds: Dataset, weight_kg: float, dose_bq: float, minutes: float, decay: str = "START") -> None:
+    """PET Series and PET Isotope attributes: injection at 09:00:00, the series ``minutes`` later."""
+    ds.Units, ds.DecayCorrection, ds.PatientWeight = "BQML", decay, f"{weight_kg:g}"
+    ds.SeriesDate = "20261202"
+    start = 9 * 3600 + int(round(minutes * 60))
+    ds.SeriesTime = f"{start // 3600:02d}{start % 3600 // 60:02d}{start % 60:02d}.000000"
+    drug = Dataset()
+    drug.RadiopharmaceuticalStartTime = "090000.00"
+    drug.RadionuclideTotalDose = f"{dose_bq:g}"
+    drug.RadionuclideHalfLife = f"{F18_HALF_LIFE_S:g}"
+    ds.RadiopharmaceuticalInformationSequence = DicomSequence([drug])
+
+
+def write_pet_series(
+    folder: Path, suv: np.ndarray, weight_kg: float = 70.0, dose_bq: float = 3e8, minutes: float = 60.0
+) -> float:
+    """
+    A PET series of the ``(16, 16, n)`` SUV volume (index ``[i, j, k]`` = column, row, slice), stored uint16 in
+    Bq/ml with its own RescaleSlope per slice, as PET scanners write it. Returns the factor Bq/ml -> SUV.
+    """
+    paths = write_ct_series(folder, n=suv.shape[2], step=(0, 0, 3.0), spacing=2.0, description="synthetic PET")
+    factor = 1000.0 * weight_kg / (dose_bq * 2.0 ** (-minutes * 60.0 / F18_HALF_LIFE_S))
+    positions = []
+    for path in paths:
+        ds = pydicom.dcmread(path)
+        positions.append(float(ds.ImagePositionPatient[2]))
+    order = np.argsort(positions)  # slice k of the volume is the k-th lowest position
+    for rank, index in enumerate(order):
+        path = paths[index]
+        ds = pydicom.dcmread(path)
+        ds.SOPClassUID = ds.file_meta.MediaStorageSOPClassUID = "1.2.840.10008.5.1.4.1.1.128"  # PET Image Storage
+        ds.Modality = "PT"
+        for keyword in ("RescaleType", "KVP", "ConvolutionKernel"):
+            if keyword in ds:
+                delattr(ds, keyword)
+        pet_header(ds, weight_kg, dose_bq, minutes)
+        bqml = suv[:, :, rank].T / factor  # (rows, columns)
+        slope = float(bqml.max()) / 30000.0 or 1.0
+        ds.RescaleSlope, ds.RescaleIntercept = f"{slope:.10g}", "0"
+        ds.PixelRepresentation, ds.BitsStored, ds.HighBit = 0, 16, 15
+        ds.PixelData = np.rint(bqml / float(ds.RescaleSlope)).astype("<u2").tobytes()
+        ds.save_as(path, enforce_file_format=True)
+    return factor
 
 
 def compress_slice(path: Path, compressor: str) -> str:

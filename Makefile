@@ -6,7 +6,7 @@ PIP := $(PY) -m pip
 CONSTRAINTS := constraints.txt
 STAMP := $(VENV)/.installed
 
-.PHONY: install demo test test-all lint bench clean
+.PHONY: install demo test test-all lint bench clean monailabel-env test-monailabel
 
 $(STAMP): setup.cfg pyproject.toml $(CONSTRAINTS)
 	$(PYTHON) -m venv $(VENV)
@@ -14,6 +14,30 @@ $(STAMP): setup.cfg pyproject.toml $(CONSTRAINTS)
 	touch $(STAMP)
 
 install: $(STAMP)
+
+# MONAI Label (docs/monailabel.md): an environment of its own, since its pins (numpy<2, pydicom<3, jsonschema<4)
+# conflict with ours (pydicom>=3); torch is the same CPU build as in .venv. Our package goes in with --no-deps: the
+# environment has everything else it needs, and DICOM input is refused there (our reader needs pydicom 3).
+ML_VENV := .venv-monailabel
+ML_PY := $(ML_VENV)/bin/python
+ML_CONSTRAINTS := constraints-monailabel.txt
+ML_STAMP := $(ML_VENV)/.installed
+
+$(ML_STAMP): setup.cfg pyproject.toml $(ML_CONSTRAINTS) requirements-monailabel.txt
+	rm -rf $(ML_VENV)
+	$(PYTHON) -m venv $(ML_VENV)
+	$(ML_PY) -m pip install --quiet -c $(ML_CONSTRAINTS) torch torchvision -r requirements-monailabel.txt
+	$(ML_PY) -m pip install --quiet --no-deps -c $(ML_CONSTRAINTS) monailabel
+	$(ML_PY) -m pip install --quiet -c $(ML_CONSTRAINTS) numba pytorch-ignite
+	$(ML_PY) -m pip install --quiet --no-deps -e .
+	$(ML_PY) -m monai_rwkv.monailabel_app.torchvision_shim --install
+	$(ML_PY) -c "import torchvision.utils, monailabel.tasks.infer.bundle, monai_rwkv.monailabel_app.lib"
+	touch $(ML_STAMP)
+
+monailabel-env: $(ML_STAMP)
+
+test-monailabel: $(STAMP) $(ML_STAMP)
+	$(PY) -m pytest -q -p no:cacheprovider -m monailabel tests/monailabel
 
 demo: $(STAMP)
 	$(PY) scripts/demo.py
@@ -33,4 +57,4 @@ bench: $(STAMP)
 	$(PY) benchmarks/network.py --write benchmarks/RESULTS.md
 
 clean:
-	rm -rf $(VENV) build *.egg-info
+	rm -rf $(VENV) $(ML_VENV) build *.egg-info

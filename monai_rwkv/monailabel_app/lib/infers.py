@@ -1,0 +1,130 @@
+"""A bundle as a MONAI Label infer task: the restored volume, float32 in physical units, on the input's grid."""
+
+from __future__ import annotations
+
+import copy
+import json
+import logging
+import os
+import tempfile
+from pathlib import Path
+from typing import Any
+
+import pydicom
+import torch
+from monai.transforms import SaveImaged
+from monailabel.interfaces.exception import MONAILabelError, MONAILabelException
+from monailabel.interfaces.tasks.infer_v2 import InferType
+from monailabel.tasks.infer.bundle import BundleInferTask
+
+from monai_rwkv.apps.bundle import load_bundle_config
+from monai_rwkv.data import write_nifti
+from monai_rwkv.inference import load_network, resolve_device
+
+__all__ = ["RestorationInferTask"]
+
+logger = logging.getLogger(__name__)
+
+#: monai_rwkv's DICOM reader needs pydicom 3 (deferred pixel data left unread); MONAI Label 0.8.5 needs pydicom 2
+#: (pydicom-seg, pynetdicom 2.1), so in its environment DICOM inputs are refused with this message.
+DICOM_NEEDS_PYDICOM_3 = (
+    "DICOM input needs pydicom>=3 for monai_rwkv's reader, and MONAI Label 0.8.5 needs pydicom<3 "
+    f"(this environment has {pydicom.__version__}): convert the series to NIfTI, or use `monai-rwkv restore`"
+)
+
+
+def _is_dicom(image: str) -> bool:
+    return os.path.isdir(image) or image.lower().endswith((".dcm", ".dicom"))
+
+
+class RestorationInferTask(BundleInferTask):
+    """
+    MONAI Label's :class:`BundleInferTask` for one of this project's bundles, of type ``"others"``.
+
+    The bundle's model-zoo keys do the work as in any bundle task: ``preprocessing`` (our SimpleITK reader, float32,
+    intensity normalisation), ``inferer`` (slice-wise sliding window) on the network ``network_def`` with the
+    weights, and ``postprocessing`` (back to physical units). What differs from a segmentation bundle:
+
+    * the result is an image, not a label map: it is written as float32 NIfTI (HU, MR units, SUV: the bundle's
+      units) with the input's affine by :func:`monai_rwkv.data.write_nifti`, the writer ``monai-rwkv restore`` uses.
+      MONAI Label's own writer would take the file type from the input (a DICOM series has none, so no file would
+      be written) and applies ``result_dtype`` (e.g. ``uint8`` for label maps);
+    * no ``Restored`` post-transform (nothing is resampled, so there is nothing to undo);
+    * the weights are loaded with :func:`monai_rwkv.inference.load_network` (strict: a checkpoint that does not fit
+      ``network_def`` is an error, not a warning); the train task's fine-tuned weights are used when they exist.
+
+    The result JSON has ``bundle``, ``version``, ``units``, ``modality``, ``dtype``, ``shape`` and ``weights``.
+    """
+
+    def __init__(self, bundle: str | os.PathLike, conf: dict[str, str], finetuned: str | os.PathLike | None = None):
+        self.finetuned = Path(finetuned) if finetuned is not None else None
+        super().__init__(
+            os.fspath(bundle),
+            conf,
+            type=InferType.OTHERS,
+            post_filter=[SaveImaged],
+            extend_load_image=False,
+            add_post_restore=False,
+            load_strict=True,
+        )
+        if self.valid and self.network is None:  # only a TorchScript models/model.ts: not what our bundles ship
+            logger.warning("%s: no models/model.pt; not served", bundle)
+            self.valid = False
+        if not self.valid:
+            return
+        meta = json.loads((Path(bundle) / "configs" / "metadata.json").read_text(encoding="utf-8"))
+        self.metadata = meta
+        self.dimension = 3  # 2D networks, applied slice by slice: the task takes and returns volumes
+        self.labels = {}
+        self._config.pop("model_filename", None)  # one weights file per bundle (plus the fine-tuned one)
+        shipped = Path(bundle) / "models" / self.const.model_pytorch()
+        # BasicInferTask uses the last existing path: the fine-tuned weights once the train task wrote them
+        self.path = [os.fspath(shipped)] + ([os.fspath(self.finetuned)] if self.finetuned is not None else [])
+
+    def pre_transforms(self, data: Any = None) -> Any:
+        image = (data or {}).get("image")
+        if isinstance(image, str) and _is_dicom(image) and int(pydicom.__version__.split(".")[0]) < 3:
+            raise MONAILabelException(MONAILabelError.INVALID_INPUT, f"{image}: {DICOM_NEEDS_PYDICOM_3}")
+        return super().pre_transforms(data)
+
+    def _load_bundle_config(self, path: str, config: str) -> Any:
+        # as `monai-rwkv restore` parses it: with metadata.json as _meta_ and bundle_root = the bundle folder
+        return load_bundle_config(path, Path(config).name)
+
+    def info(self) -> dict[str, Any]:
+        info = super().info()
+        info["bundle"] = os.path.basename(self.bundle_path)
+        return info
+
+    def _get_network(self, device: str, data: Any) -> torch.nn.Module:
+        path = self.get_path()
+        mtime = os.stat(path).st_mtime if path else 0.0
+        cached = self._networks.get(device)
+        if cached is not None and cached[1] == mtime and cached[2] == path:
+            return cached[0]
+        if cached is not None:
+            logger.info("%s: loading weights %s (changed since the last request)", self.bundle_path, path)
+        network = load_network(copy.deepcopy(self.network), path, resolve_device(device))
+        self._networks[device] = (network, mtime, path)
+        return network
+
+    def writer(self, data: dict[str, Any], extension: Any = None, dtype: Any = None) -> tuple[Any, Any]:
+        pred = data[self.output_label_key]
+        image = data[self.input_key]
+        handle, name = tempfile.mkstemp(suffix=".nii.gz", prefix="restore_rwkv_")
+        os.close(handle)
+        path = write_nifti(pred, name, affine=image.affine, dtype="float32", overwrite=True, channel_first=True)
+        spec = self.metadata["network_data_format"]["outputs"][self.key_pred]
+        result = dict(data.get(self.output_json_key) or {})
+        result.update(
+            {
+                "bundle": os.path.basename(self.bundle_path),
+                "version": self.version,
+                "units": spec.get("format"),
+                "modality": spec.get("modality"),
+                "dtype": "float32",
+                "shape": [int(s) for s in pred.shape[1:]],
+                "weights": self.get_path(),
+            }
+        )
+        return os.fspath(path), result

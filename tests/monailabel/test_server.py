@@ -1,0 +1,276 @@
+"""
+A real MONAI Label server (``.venv-monailabel``, built by ``make monailabel-env``) serving this project's app on
+127.0.0.1: /info lists every bundle as an infer task of type "others", /infer returns the restored volume (float32
+NIfTI in physical units, the input's shape and affine) equal to ``monai-rwkv restore`` with the same bundle, and
+/train fine-tunes a bundle on the datastore, after which /infer uses the fine-tuned weights.
+
+The bundles are copies with a tiny random network (plumbing only). Run with ``make test-monailabel``.
+"""
+
+from __future__ import annotations
+
+import email
+import email.policy
+import json
+import os
+import shutil
+import signal
+import socket
+import subprocess
+import sys
+import time
+import urllib.error
+import urllib.request
+from pathlib import Path
+
+import nibabel as nib
+import numpy as np
+import pytest
+import torch
+
+from monai_rwkv.apps.bundle import load_bundle_config
+from monai_rwkv.apps.cli import main as cli
+from monai_rwkv.bundles import short_name
+from tests.bundles.utils import REPO, TINY_NETWORK, random_volume
+
+ML_VENV = REPO / ".venv-monailabel"
+ML_PYTHON = ML_VENV / "bin" / "python"
+MONAILABEL = ML_VENV / "bin" / "monailabel"
+
+pytestmark = [
+    pytest.mark.slow,
+    pytest.mark.monailabel,
+    pytest.mark.skipif(
+        not (ML_VENV / ".installed").is_file(),
+        reason=f"no MONAI Label environment {ML_VENV.name}: run `make test-monailabel` (it builds it first)",
+    ),
+]
+
+BUNDLES = sorted(p.parent.parent for p in (REPO / "bundles").glob("*/configs/inference.json"))
+NAMES = [short_name(b.name) for b in BUNDLES]
+#: a clean target for the sample input of these bundles (a training pair for the train test).
+TARGETS = {"ct_denoise": "fulldose/ct_head.nii.gz", "mri_sr": "reference/colin_t1.nii.gz"}
+#: written into the copies' inference.json, so the server and the CLI both use them (a 256 x 256 window: one per
+#: slice of the samples, several times faster on CPU than many small windows; blending is tested in tests/bundles).
+TINY_CONFIG = {"network_def": TINY_NETWORK, "roi_size": [256, 256], "progress": False, "device": "cpu"}
+STARTUP_S = 300
+REQUEST_S = 300
+
+
+def _tiny_copy(bundle: Path, dest: Path) -> Path:
+    """The bundle with a tiny network (its network_def with TINY_NETWORK) and random weights, sample left out."""
+    shutil.copytree(bundle, dest, ignore=shutil.ignore_patterns("models", "sample", "__pycache__"))
+    config_file = dest / "configs" / "inference.json"
+    config = json.loads(config_file.read_text())
+    config["network_def"].update(TINY_CONFIG["network_def"])
+    config.update({k: v for k, v in TINY_CONFIG.items() if k != "network_def"})
+    config_file.write_text(json.dumps(config, indent=4))
+    (dest / "models").mkdir()
+    torch.manual_seed(0)
+    network = load_bundle_config(dest).get_parsed_content("network_def")
+    torch.save(network.state_dict(), dest / "models" / "model.pt")
+    return dest
+
+
+def _sample_input(bundle: Path, dest: Path) -> Path:
+    """The bundle's sample input (its inference.json ``dataset_dir``), or a random volume when it has none yet."""
+    sample_dir = Path(load_bundle_config(bundle).get_parsed_content("dataset_dir"))
+    samples = sorted(sample_dir.glob("*.nii*")) if sample_dir.is_dir() else []
+    if samples:
+        shutil.copyfile(samples[0], dest)
+    else:
+        affine = np.diag([0.9, 0.8, 2.0, 1.0])
+        nib.save(nib.Nifti1Image(random_volume(bundle, (64, 48, 3)), affine), dest)
+    return dest
+
+
+def _free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+class Server:
+    def __init__(self, url: str, process: subprocess.Popen, log: Path, root: Path) -> None:
+        self.url, self.process, self.log, self.root = url, process, log, root
+
+    def tail(self, n: int = 60) -> str:
+        return "\n".join(self.log.read_text(errors="replace").splitlines()[-n:])
+
+    def request(self, method: str, path: str, body: dict | None = None, timeout: float = REQUEST_S):
+        data = json.dumps(body).encode() if body is not None else None
+        req = urllib.request.Request(self.url + path, data=data, method=method)
+        if data is not None:
+            req.add_header("Content-Type", "application/json")
+        try:
+            with urllib.request.urlopen(req, timeout=timeout) as response:
+                return response.headers, response.read()
+        except urllib.error.HTTPError as e:
+            raise AssertionError(f"{method} {path}: HTTP {e.code} {e.read()[:2000]!r}\n{self.tail()}") from None
+
+    def infer(self, model: str, image: str) -> tuple[dict, Path, float]:
+        """``(result json, result NIfTI, seconds)`` of POST /infer/<model>?image=<id>&output=all."""
+        start = time.perf_counter()
+        headers, body = self.request("POST", f"/infer/{model}?image={image}&output=all")
+        seconds = time.perf_counter() - start
+        message = email.message_from_bytes(
+            b"Content-Type: " + headers["Content-Type"].encode() + b"\r\n\r\n" + body, policy=email.policy.HTTP
+        )
+        params, image_bytes = None, None
+        for part in message.iter_parts():
+            name = part.get_param("name", header="content-disposition")
+            if name == "params":
+                params = json.loads(part.get_payload(decode=True))
+            elif name == "image":
+                image_bytes = part.get_payload(decode=True)
+        assert params is not None and image_bytes is not None, f"multipart parts: {[p for p in message.iter_parts()]}"
+        path = self.root / f"result_{model}_{time.monotonic_ns()}.nii.gz"
+        path.write_bytes(image_bytes)
+        return params, path, seconds
+
+
+@pytest.fixture(scope="module")
+def setup(tmp_path_factory: pytest.TempPathFactory) -> dict:
+    root = tmp_path_factory.mktemp("monailabel")
+    bundles, studies = root / "bundles", root / "studies"
+    (studies / "labels" / "final").mkdir(parents=True)
+    inputs = {}
+    for bundle in BUNDLES:
+        name = short_name(bundle.name)
+        _tiny_copy(bundle, bundles / bundle.name)
+        inputs[name] = _sample_input(bundle, studies / f"{name}.nii.gz")
+        target = bundle / "sample" / TARGETS.get(name, "-")
+        if target.is_file():
+            shutil.copyfile(target, studies / "labels" / "final" / f"{name}.nii.gz")
+    return {"root": root, "bundles": bundles, "studies": studies, "inputs": inputs}
+
+
+@pytest.fixture(scope="module")
+def server(setup: dict) -> Server:
+    root = setup["root"]
+    app = root / "app"
+    subprocess.run([str(ML_PYTHON), "-m", "monai_rwkv.monailabel_app", str(app)], check=True, cwd=root)
+    port = _free_port()
+    log = root / "server.log"
+    # the `monailabel` script runs `$MONAILABEL_PYEXE -m monailabel.main` (default: `python` from PATH)
+    env = {
+        **os.environ,
+        "PATH": f"{ML_VENV / 'bin'}{os.pathsep}{os.environ.get('PATH', '')}",
+        "MONAILABEL_PYEXE": str(ML_PYTHON),
+        "OMP_NUM_THREADS": "1",
+        "MKL_NUM_THREADS": "1",
+        "PYTHONUNBUFFERED": "1",
+    }
+    env.pop("PYTHONPATH", None)
+    command = [
+        str(MONAILABEL), "start_server", "--app", str(app), "--studies", str(setup["studies"]),
+        "--conf", "zoo_source", "local", "--conf", "bundles", str(setup["bundles"]),
+        "--conf", "model_dir", str(root / "finetuned"), "--host", "127.0.0.1", "--port", str(port),
+    ]  # fmt: skip
+    start = time.perf_counter()
+    with open(log, "wb") as out:
+        process = subprocess.Popen(
+            command, cwd=root, env=env, stdout=out, stderr=subprocess.STDOUT, start_new_session=True
+        )
+    server = Server(f"http://127.0.0.1:{port}", process, log, root)
+    try:
+        while True:
+            if process.poll() is not None:
+                pytest.fail(f"monailabel start_server exited with {process.returncode}:\n{server.tail()}")
+            if time.perf_counter() - start > STARTUP_S:
+                pytest.fail(f"no /info/ within {STARTUP_S} s:\n{server.tail()}")
+            try:
+                with urllib.request.urlopen(server.url + "/info/", timeout=10) as response:
+                    server.info = json.loads(response.read())
+                    break
+            except (urllib.error.URLError, ConnectionError, TimeoutError):
+                time.sleep(1)
+        server.startup_s = time.perf_counter() - start
+        print(f"\nmonailabel server ready in {server.startup_s:.1f} s", file=sys.stderr)
+        yield server
+    finally:
+        if process.poll() is None:
+            os.killpg(process.pid, signal.SIGTERM)
+            try:
+                process.wait(timeout=20)
+            except subprocess.TimeoutExpired:
+                os.killpg(process.pid, signal.SIGKILL)
+                process.wait(timeout=20)
+
+
+def _cli(bundle: Path, source: Path, output: Path, *args: str) -> np.ndarray:
+    assert cli(["restore", "--bundle", str(bundle), str(source), str(output), "--no-progress", *args]) == 0
+    return nib.load(output).get_fdata(dtype=np.float32)
+
+
+def test_info_lists_every_bundle(server: Server) -> None:
+    models, trainers = server.info["models"], server.info["trainers"]
+    assert sorted(models) == sorted(NAMES), server.info
+    for name in NAMES:
+        assert models[name]["type"] == "others", models[name]
+        assert models[name]["labels"] == {}
+        assert models[name]["dimension"] == 3
+    assert {n for n in NAMES if (REPO / "bundles" / f"restore_rwkv_{n}" / "configs" / "train.json").is_file()} == set(
+        trainers
+    )
+
+
+@pytest.mark.parametrize("name", NAMES)
+def test_infer_equals_the_cli(name: str, setup: dict, server: Server, tmp_path: Path) -> None:
+    source = setup["inputs"][name]
+    params, result, seconds = server.infer(name, name)
+    print(f"\n/infer/{name}: {seconds:.2f} s (server: {params['latencies']})", file=sys.stderr)
+    bundle = setup["bundles"] / f"restore_rwkv_{name}"
+    meta = json.loads((bundle / "configs" / "metadata.json").read_text())
+    assert params["units"] == meta["network_data_format"]["outputs"]["pred"]["format"]
+    assert params["dtype"] == "float32" and params["bundle"] == bundle.name
+    assert params["weights"] == str(bundle / "models" / "model.pt")
+    restored, original = nib.load(result), nib.load(source)
+    assert restored.get_data_dtype() == np.float32
+    assert restored.shape == original.shape
+    np.testing.assert_allclose(restored.affine, original.affine, atol=1e-4)
+    expected = _cli(bundle, source, tmp_path / "cli.nii.gz")
+    assert list(expected.shape) == params["shape"]
+    served = restored.get_fdata(dtype=np.float32)
+    print(f"/infer/{name} vs monai-rwkv restore: max |difference| {np.abs(served - expected).max()}", file=sys.stderr)
+    np.testing.assert_allclose(served, expected, rtol=1e-5, atol=1e-3)
+
+
+@pytest.mark.parametrize("name", [n for n in NAMES if n in TARGETS])
+def test_train_then_infer_uses_the_finetuned_weights(name: str, setup: dict, server: Server, tmp_path: Path) -> None:
+    request = {"max_epochs": 1, "epoch_length": 2, "device": "cpu", "images": name}
+    start = time.perf_counter()
+    _, body = server.request("POST", f"/train/{name}?run_sync=true", request)
+    seconds = time.perf_counter() - start
+    summary = json.loads(body)
+    print(f"\n/train/{name}: {seconds:.2f} s: {summary}", file=sys.stderr)
+    weights = setup["root"] / "finetuned" / name / "model.pt"
+    assert summary["model"] == str(weights) and weights.is_file()
+    assert summary["iterations"] == 2 and summary["epochs"] == 1
+    bundle = setup["bundles"] / f"restore_rwkv_{name}"
+    supports_pairs = "paired" in json.loads((bundle / "configs" / "train.json").read_text())
+    assert summary["mode"] == ("pairs" if supports_pairs else "labels")
+    assert summary["init_weights"] == str(bundle / "models" / "model.pt")
+    assert np.isfinite(summary["best_val_psnr"])
+
+    params, result, _ = server.infer(name, name)
+    assert params["weights"] == str(weights)
+    source = setup["inputs"][name]
+    finetuned = _cli(bundle, source, tmp_path / "cli.nii.gz", "--set", f"weights={weights}")
+    np.testing.assert_allclose(nib.load(result).get_fdata(dtype=np.float32), finetuned, rtol=1e-5, atol=1e-3)
+    shipped = _cli(bundle, source, tmp_path / "shipped.nii.gz")
+    assert not np.allclose(finetuned, shipped, atol=1e-3), "the fine-tuned weights changed nothing"
+
+
+def test_dicom_input_is_refused_with_a_reason(server: Server, tmp_path: Path) -> None:
+    """Our DICOM reader needs pydicom 3, MONAI Label 0.8.5 pydicom 2: a DICOM series gets a clear refusal."""
+    from tests.robustness.conftest import write_ct_series
+
+    series = tmp_path / "series"
+    write_ct_series(series, n=3)
+    with pytest.raises(AssertionError, match="HTTP 500"):
+        server.request("POST", f"/infer/{NAMES[0]}?image={series}&output=json")
+    deadline = time.monotonic() + 30  # the traceback reaches the log after the response
+    while "DICOM input needs pydicom>=3" not in server.log.read_text(errors="replace"):
+        assert time.monotonic() < deadline, server.tail()
+        time.sleep(0.5)

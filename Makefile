@@ -6,7 +6,7 @@ PIP := $(PY) -m pip
 CONSTRAINTS := constraints.txt
 STAMP := $(VENV)/.installed
 
-.PHONY: install demo test test-all lint bench clean monailabel-env test-monailabel
+.PHONY: install demo test test-all lint bench docs clean monailabel-env test-monailabel
 
 $(STAMP): setup.cfg pyproject.toml $(CONSTRAINTS)
 	$(PYTHON) -m venv $(VENV)
@@ -55,6 +55,9 @@ lint: $(STAMP)
 bench: $(STAMP)
 	$(PY) benchmarks/wkv.py --write benchmarks/RESULTS.md
 	$(PY) benchmarks/network.py --write benchmarks/RESULTS.md
+
+docs: $(STAMP)
+	$(PY) scripts/build_docs.py --out build/docs
 
 clean:
 	rm -rf $(VENV) $(ML_VENV) build *.egg-info

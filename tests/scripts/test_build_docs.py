@@ -1,0 +1,49 @@
+"""scripts/build_docs.py: the documentation site builds offline in MkDocs' strict mode (no broken links), with a page
+and figure for every bundle, the generated command-line reference and the pages of docs/."""
+
+from __future__ import annotations
+
+import importlib.util
+import re
+from pathlib import Path
+
+import pytest
+
+ROOT = Path(__file__).resolve().parents[2]
+SCRIPT = ROOT / "scripts" / "build_docs.py"
+
+pytest.importorskip("mkdocs", reason="the docs site needs mkdocs (the dev extra)")
+
+
+@pytest.fixture(scope="module")
+def site(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    spec = importlib.util.spec_from_file_location("build_docs", SCRIPT)
+    module = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(module)
+    index = module.build(tmp_path_factory.mktemp("docs"))
+    assert index.is_file()
+    return index.parent
+
+
+def test_every_bundle_has_a_page_with_its_results_and_figures(site: Path) -> None:
+    bundles = sorted(p.parents[1].name for p in (ROOT / "bundles").glob("*/docs/README.md"))
+    assert bundles
+    for folder in bundles:
+        page = site / "bundles" / f"{folder.removeprefix('restore_rwkv_')}.html"
+        html = page.read_text()
+        assert "<table>" in html, f"{page.name}: no results table"
+        for image in re.findall(r'<img[^>]+src="([^"]+)"', html):
+            assert (page.parent / image).is_file(), f"{page.name}: image {image} missing"
+
+
+def test_the_landing_page_and_the_references(site: Path) -> None:
+    index = (site / "index.html").read_text()
+    assert "make demo" in index and "make test" in index
+    cli = (site / "cli.html").read_text()
+    for command in ("monai-rwkv restore", "monai-rwkv batch", "monai-rwkv bundles"):
+        assert command in cli
+    for page in ("networks", "robustness", "batch", "bundles", "monailabel", "benchmarks", "benchmark-notes"):
+        assert (site / f"{page}.html").is_file(), page
+    # offline: nothing is loaded from another host
+    for page in site.rglob("*.html"):
+        assert not re.search(r'<(script|link)[^>]+(src|href)="https?://', page.read_text()), page.name

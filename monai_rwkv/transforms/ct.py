@@ -80,6 +80,7 @@ def simulate_low_dose_ct(
     cutoff: float = 1.0,
     mu_water: float = MU_WATER_PER_MM,
     generator: Optional[torch.Generator] = None,
+    detector_blur_fwhm: float = 0.0,
 ) -> torch.Tensor:
     """Simulate a low-dose acquisition of ``image_hu`` and reconstruct it (see the module docstring).
 
@@ -97,14 +98,18 @@ def simulate_low_dose_ct(
         cutoff: filter cutoff as a fraction of the detector Nyquist frequency (see :func:`iradon`).
         mu_water: attenuation of water in 1/mm.
         generator: random generator on ``image_hu.device``; None uses torch's global one.
+        detector_blur_fwhm: FWHM in detector bins of a Gaussian blur of the line integrals along the detector
+            (detector cross-talk and focal-spot size: the reconstruction is softer, the noise is not), 0 for none.
 
     Returns:
         ``(..., H, W)`` reconstructed low-dose image in HU, same dtype and device as ``image_hu``.
     """
     if dose_fraction <= 0 or incident_photons <= 0 or min_counts <= 0 or electronic_noise_var < 0:
         raise ValueError("dose_fraction, incident_photons and min_counts must be > 0, electronic_noise_var >= 0.")
+    if not detector_blur_fwhm >= 0:
+        raise ValueError(f"detector_blur_fwhm must be >= 0, got {detector_blur_fwhm!r}.")
     blank = incident_photons * dose_fraction
-    sino = radon(hu_to_mu(image_hu, mu_water), geometry)
+    sino = _detector_blur(radon(hu_to_mu(image_hu, mu_water), geometry), detector_blur_fwhm)
     expected = blank * torch.exp(-sino)
     counts = torch.poisson(expected, generator=generator)
     if electronic_noise_var > 0:
@@ -112,6 +117,30 @@ def simulate_low_dose_ct(
         counts = counts + math.sqrt(electronic_noise_var) * noise
     noisy_sino = -torch.log(counts.clamp_min(min_counts) / blank)
     return mu_to_hu(iradon(noisy_sino, geometry, window, cutoff), mu_water)
+
+
+def _detector_blur(sinogram: torch.Tensor, fwhm: float) -> torch.Tensor:
+    """A Gaussian blur of ``fwhm`` bins along the last (detector) axis, edges replicated; 0 returns the input."""
+    if fwhm <= 0:
+        return sinogram
+    sigma = fwhm / (2.0 * math.sqrt(2.0 * math.log(2.0)))
+    radius = max(1, int(math.ceil(3.0 * sigma)))
+    offsets = torch.arange(-radius, radius + 1, dtype=torch.float64)
+    kernel = torch.exp(-0.5 * (offsets / sigma) ** 2)
+    kernel = (kernel / kernel.sum()).to(sinogram.dtype).to(sinogram.device)
+    flat = sinogram.reshape(-1, 1, sinogram.shape[-1])
+    padded = torch.nn.functional.pad(flat, (radius, radius), mode="replicate")
+    return torch.nn.functional.conv1d(padded, kernel.view(1, 1, -1)).reshape(sinogram.shape)
+
+
+def _range(value: Union[float, Sequence[float]], name: str, low: float, strict: bool) -> tuple[float, float]:
+    """``(value, value)`` for a number, else the ``(low, high)`` pair, checked: ``low <= high`` and above ``low``."""
+    pair = (float(value), float(value)) if isinstance(value, (int, float)) else tuple(float(v) for v in value)
+    if len(pair) != 2 or not pair[0] <= pair[1] or not math.isfinite(pair[1]):
+        raise ValueError(f"{name} must be a number or a (low, high) pair with low <= high, got {value!r}.")
+    if (pair[0] <= low) if strict else (pair[0] < low):
+        raise ValueError(f"{name} must be {'>' if strict else '>='} {low:g}, got {value!r}.")
+    return pair[0], pair[1]
 
 
 def _image_spacing(img: NdarrayOrTensor, spacing: Union[float, Sequence[float], None]) -> tuple[float, float]:
@@ -131,31 +160,41 @@ class RandLowDoseCT(RandomizableTransform):
     Input: a 2-D slice ``(H, W)``, channel-first ``(C, H, W)`` or a batch ``(B, C, H, W)`` in HU, as a numpy array,
     torch tensor or MetaTensor on any device; the last two dimensions are always the slice. Output: the simulated
     low-dose reconstruction in HU, of the same shape and kind (numpy in, numpy out), float (float32 for integer
-    input). All channels and batch items share one dose and geometry but get independent noise.
+    input). All channels and batch items share one dose and scanner but get independent noise.
+
+    A scanner, not only a dose: ``dose_fraction``, ``incident_photons``, ``electronic_noise_var``, ``n_views``,
+    ``window``, ``cutoff`` and ``detector_blur_fwhm`` each take one value or a range (a ``(low, high)`` pair; a
+    sequence of windows), drawn per call by :meth:`randomize` (the photons log-uniformly, the views as integers, the
+    window uniformly from the list, the rest uniformly), so that training sees the grain and streaks of many dose
+    levels, detectors and reconstruction kernels. The values of the last draw are in :attr:`params`.
 
     The noise comes from ``torch`` generators seeded from this transform's ``self.R``, so
     ``set_random_state(seed)`` makes the output deterministic on a given device type. :meth:`randomize` draws the
-    dose and a seed; each call then takes the next noise stream of that seed (stream 0 is the seed itself), so with
-    ``randomize=False`` the dose is kept and the noise is new, as :class:`RandLowDoseCTd` uses it for its keys.
+    settings (only those given as ranges, in the order of the arguments) and a seed; each call then takes the next
+    noise stream of that seed (stream 0 is the seed itself), so with ``randomize=False`` the settings are kept and
+    the noise is new, as :class:`RandLowDoseCTd` uses it for its keys.
 
     Args:
         prob: probability of applying the transform.
-        dose_fraction: relative dose, a number or a ``(low, high)`` range sampled uniformly per call.
+        dose_fraction: relative dose, or a ``(low, high)`` range.
         incident_photons: ``I0``, photons per detector bin per view at full dose (default 2e6: about 13 HU noise std
-            at full dose, 27 HU at quarter dose, in the brain of the 0.957 mm head slices).
-        electronic_noise_var: Gaussian electronic noise variance in counts^2.
+            at full dose, 27 HU at quarter dose, in the brain of the 0.957 mm head slices), or a range.
+        electronic_noise_var: Gaussian electronic noise variance in counts^2, or a range.
         min_counts: lower clamp of the noisy counts before the log.
         spacing: pixel size ``(dy, dx)`` or a number, in mm; None reads a MetaTensor's ``pixdim`` or uses 1 mm.
-        n_views: number of views over 180 degrees (None: see :meth:`ParallelBeamGeometry.create`).
+        n_views: number of views over 180 degrees, or an integer range (None: see
+            :meth:`ParallelBeamGeometry.create`); fewer views give streaks.
         n_det: number of detector bins (None: cover the image diagonal).
         det_spacing: detector bin width in mm (None: half the smaller pixel size).
-        window: ramp filter window, one of :data:`FILTER_WINDOWS`.
-        cutoff: filter cutoff as a fraction of the detector Nyquist frequency (see :func:`iradon`).
+        window: ramp filter window, one of :data:`FILTER_WINDOWS`, or a sequence of them to draw from.
+        cutoff: filter cutoff as a fraction of the detector Nyquist frequency (see :func:`iradon`), or a range.
         mu_water: attenuation of water in 1/mm.
+        detector_blur_fwhm: Gaussian blur of the line integrals along the detector, FWHM in bins, or a range
+            (see :func:`simulate_low_dose_ct`).
 
     Example::
 
-        ld = RandLowDoseCT(dose_fraction=(0.1, 0.5), spacing=0.957)
+        ld = RandLowDoseCT(dose_fraction=(0.1, 0.5), window=("ram-lak", "shepp-logan", "hann"), spacing=0.957)
         ld.set_random_state(0)
         noisy = ld(slice_hu)  # (1, 256, 256) -> (1, 256, 256)
     """
@@ -166,49 +205,80 @@ class RandLowDoseCT(RandomizableTransform):
         self,
         prob: float = 1.0,
         dose_fraction: Union[float, Sequence[float]] = 0.25,
-        incident_photons: float = 2e6,
-        electronic_noise_var: float = 10.0,
+        incident_photons: Union[float, Sequence[float]] = 2e6,
+        electronic_noise_var: Union[float, Sequence[float]] = 10.0,
         min_counts: float = 1.0,
         spacing: Union[float, Sequence[float], None] = None,
-        n_views: Optional[int] = None,
+        n_views: Union[int, Sequence[int], None] = None,
         n_det: Optional[int] = None,
         det_spacing: Optional[float] = None,
-        window: str = "ram-lak",
-        cutoff: float = 1.0,
+        window: Union[str, Sequence[str]] = "ram-lak",
+        cutoff: Union[float, Sequence[float]] = 1.0,
         mu_water: float = MU_WATER_PER_MM,
+        detector_blur_fwhm: Union[float, Sequence[float]] = 0.0,
     ) -> None:
         RandomizableTransform.__init__(self, prob)
-        if isinstance(dose_fraction, (int, float)):
-            self.dose_range = (float(dose_fraction), float(dose_fraction))
-        else:
-            self.dose_range = _pair(dose_fraction, "dose_fraction")
-        if not 0 < self.dose_range[0] <= self.dose_range[1]:
-            raise ValueError(f"dose_fraction must be positive with low <= high, got {dose_fraction!r}.")
-        if window not in FILTER_WINDOWS:
-            raise ValueError(f"unknown filter window {window!r}, expected one of {FILTER_WINDOWS}.")
-        if not 0 < cutoff <= 1:
+        self.dose_range = _range(dose_fraction, "dose_fraction", 0.0, strict=True)
+        self.photons_range = _range(incident_photons, "incident_photons", 0.0, strict=True)
+        self.electronic_range = _range(electronic_noise_var, "electronic_noise_var", 0.0, strict=False)
+        self.views_range = None if n_views is None else tuple(int(v) for v in _range(n_views, "n_views", 1, False))
+        self.windows = (window,) if isinstance(window, str) else tuple(window)
+        for name in self.windows:
+            if name not in FILTER_WINDOWS:
+                raise ValueError(f"unknown filter window {name!r}, expected one of {FILTER_WINDOWS}.")
+        if not self.windows:
+            raise ValueError("window must name at least one filter window.")
+        self.cutoff_range = _range(cutoff, "cutoff", 0.0, strict=True)
+        if self.cutoff_range[1] > 1:
             raise ValueError(f"cutoff must be in (0, 1], got {cutoff!r}.")
-        self.incident_photons = incident_photons
-        self.electronic_noise_var = electronic_noise_var
+        self.blur_range = _range(detector_blur_fwhm, "detector_blur_fwhm", 0.0, strict=False)
         self.min_counts = min_counts
         self.spacing = spacing
-        self.n_views, self.n_det, self.det_spacing = n_views, n_det, det_spacing
-        self.window = window
-        self.cutoff = cutoff
+        self.n_det, self.det_spacing = n_det, det_spacing
         self.mu_water = mu_water
         self.dose: float = self.dose_range[0]
+        self.incident_photons: float = self.photons_range[0]
+        self.electronic_noise_var: float = self.electronic_range[0]
+        self.n_views: Optional[int] = None if self.views_range is None else self.views_range[0]
+        self.window: str = self.windows[0]
+        self.cutoff: float = self.cutoff_range[0]
+        self.detector_blur_fwhm: float = self.blur_range[0]
         self.seed: int = 0
         self._stream = 0  # noise streams of ``seed`` used since the last randomize()
 
     def randomize(self, data: Optional[object] = None) -> None:
-        """Decide whether to apply, and draw the dose and the seed of the torch noise generator from ``self.R``."""
+        """Decide whether to apply; draw the settings given as ranges and the seed of the noise from ``self.R``."""
         super().randomize(None)
         self._stream = 0
         if not self._do_transform:
             return
-        low, high = self.dose_range
-        self.dose = float(self.R.uniform(low, high)) if high > low else low
+        self.dose = self._uniform(self.dose_range)
+        low, high = self.photons_range
+        self.incident_photons = float(math.exp(self.R.uniform(math.log(low), math.log(high)))) if high > low else low
+        self.electronic_noise_var = self._uniform(self.electronic_range)
+        if self.views_range is not None and self.views_range[1] > self.views_range[0]:
+            self.n_views = int(self.R.randint(self.views_range[0], self.views_range[1] + 1))
+        if len(self.windows) > 1:
+            self.window = self.windows[int(self.R.randint(len(self.windows)))]
+        self.cutoff = self._uniform(self.cutoff_range)
+        self.detector_blur_fwhm = self._uniform(self.blur_range)
         self.seed = int(self.R.randint(MAX_SEED))
+
+    def _uniform(self, pair: tuple[float, float]) -> float:
+        return float(self.R.uniform(*pair)) if pair[1] > pair[0] else pair[0]
+
+    @property
+    def params(self) -> dict[str, object]:
+        """The settings of the last draw (what the next call simulates)."""
+        return {
+            "dose_fraction": self.dose,
+            "incident_photons": self.incident_photons,
+            "electronic_noise_var": self.electronic_noise_var,
+            "n_views": self.n_views,
+            "window": self.window,
+            "cutoff": self.cutoff,
+            "detector_blur_fwhm": self.detector_blur_fwhm,
+        }
 
     def geometry(self, img: NdarrayOrTensor) -> ParallelBeamGeometry:
         """The scan geometry used for ``img`` (shape ``(..., H, W)``)."""
@@ -219,7 +289,7 @@ class RandLowDoseCT(RandomizableTransform):
     def __call__(self, img: NdarrayOrTensor, randomize: bool = True) -> NdarrayOrTensor:
         """Return the simulated low-dose image (same shape and kind as ``img``; see the class docstring).
 
-        ``randomize=False`` keeps the dose and seed drawn last and uses the next noise stream of that seed.
+        ``randomize=False`` keeps the settings and seed drawn last and uses the next noise stream of that seed.
         """
         if randomize:
             self.randomize()
@@ -243,6 +313,7 @@ class RandLowDoseCT(RandomizableTransform):
             cutoff=self.cutoff,
             mu_water=self.mu_water,
             generator=generator,
+            detector_blur_fwhm=self.detector_blur_fwhm,
         )
         result, *_ = convert_to_dst_type(out, dst=img, dtype=out_dtype)
         return result
@@ -261,7 +332,7 @@ class RandLowDoseCTd(RandArrayWrapperd):
         keys: keys of the images (HU) to degrade.
         prob: probability of applying the transform (to all keys at once).
         dose_fraction, incident_photons, electronic_noise_var, min_counts, spacing, n_views, n_det, det_spacing,
-        window, cutoff, mu_water: as for :class:`RandLowDoseCT`.
+        window, cutoff, mu_water, detector_blur_fwhm: as for :class:`RandLowDoseCT` (values or ranges).
         allow_missing_keys: don't raise if a key is missing.
     """
 
@@ -272,16 +343,17 @@ class RandLowDoseCTd(RandArrayWrapperd):
         keys: KeysCollection,
         prob: float = 1.0,
         dose_fraction: Union[float, Sequence[float]] = 0.25,
-        incident_photons: float = 2e6,
-        electronic_noise_var: float = 10.0,
+        incident_photons: Union[float, Sequence[float]] = 2e6,
+        electronic_noise_var: Union[float, Sequence[float]] = 10.0,
         min_counts: float = 1.0,
         spacing: Union[float, Sequence[float], None] = None,
-        n_views: Optional[int] = None,
+        n_views: Union[int, Sequence[int], None] = None,
         n_det: Optional[int] = None,
         det_spacing: Optional[float] = None,
-        window: str = "ram-lak",
-        cutoff: float = 1.0,
+        window: Union[str, Sequence[str]] = "ram-lak",
+        cutoff: Union[float, Sequence[float]] = 1.0,
         mu_water: float = MU_WATER_PER_MM,
+        detector_blur_fwhm: Union[float, Sequence[float]] = 0.0,
         allow_missing_keys: bool = False,
     ) -> None:
         MapTransform.__init__(self, keys, allow_missing_keys)
@@ -299,6 +371,7 @@ class RandLowDoseCTd(RandArrayWrapperd):
             window=window,
             cutoff=cutoff,
             mu_water=mu_water,
+            detector_blur_fwhm=detector_blur_fwhm,
         )
 
 

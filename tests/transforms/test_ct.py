@@ -28,6 +28,7 @@ from monai_rwkv.transforms import (
     iradon,
     mu_to_hu,
     radon,
+    simulate_low_dose_ct,
 )
 
 SPACING = 1.6  # mm; 128 x 128 pixels -> a 205 mm field of view, a head-sized phantom
@@ -300,3 +301,70 @@ def test_dict_randomizes_once_per_call_then_each_key_takes_the_next_noise_stream
         dose = array.dose
         assert torch.equal(out["b"], array(img, randomize=False)) and array.dose == dose
         assert dictionary.transform.dose == dose and not torch.equal(out["a"], out["b"])
+
+
+def test_scanner_settings_drawn_from_ranges(seed: int) -> None:
+    """Ranges are drawn per call within their bounds (photons log-uniformly), windows from the list, views as integers;
+    ``params`` reports the draw; the same seed gives the same draws and images; values alone keep the old draws."""
+    rng = np.random.default_rng(seed)
+    image = torch.from_numpy(rng.uniform(-1000, 1500, (1, 24, 20)).astype(np.float32))
+    settings = {
+        "dose_fraction": (0.05, 0.5),
+        "incident_photons": (2e5, 2e7),
+        "electronic_noise_var": (0.0, 40.0),
+        "n_views": (32, 96),
+        "window": ("ram-lak", "shepp-logan", "hann"),
+        "cutoff": (0.5, 1.0),
+        "detector_blur_fwhm": (0.0, 2.0),
+    }
+    ct = RandLowDoseCT(spacing=1.0, **settings)
+    ct.set_random_state(seed)
+    seen = []
+    for _ in range(30):
+        ct.randomize()
+        seen.append(ct.params)
+    for key, bounds in settings.items():
+        values = [p[key] for p in seen]
+        if key == "window":
+            assert set(values) == set(bounds)
+            continue
+        assert min(values) >= bounds[0] and max(values) <= bounds[1] and len(set(values)) > 10, key
+    assert all(isinstance(p["n_views"], int) for p in seen)
+    photons = np.log10([p["incident_photons"] for p in seen])
+    assert photons.min() < 6.0 < photons.max()  # log-uniform over 5.3 .. 7.3 decades
+    first = RandLowDoseCT(spacing=1.0, **settings).set_random_state(seed)
+    second = RandLowDoseCT(spacing=1.0, **settings).set_random_state(seed)
+    np.testing.assert_array_equal(first(image).numpy(), second(image).numpy())
+    assert first.params == second.params
+    # fixed values draw only the dose range and the seed, as before the scanner settings existed
+    old = RandLowDoseCT(dose_fraction=(0.1, 0.5), spacing=1.0).set_random_state(seed)
+    old.randomize()
+    reference = np.random.RandomState(seed)
+    reference.rand()  # RandomizableTransform's draw for prob
+    assert old.dose == reference.uniform(0.1, 0.5) and old.seed == reference.randint(2**32)
+    for bad in ({"window": ("ram-lak", "box")}, {"cutoff": (0.5, 1.5)}, {"n_views": (90, 30)}, {"incident_photons": 0}):
+        with pytest.raises(ValueError):
+            RandLowDoseCT(**bad)
+
+
+def test_detector_blur_softens_the_image_not_the_noise(seed: int) -> None:
+    """Noise-free scans: the blur lowers the image's high frequencies and keeps its mean."""
+    rng = np.random.default_rng(seed)
+    image = torch.full((1, 48, 48), -1000.0)
+    image[:, 8:40, 8:40] = 40.0
+    image[:, 20:28, 14:34] = float(rng.uniform(600, 1200))
+    geometry = ParallelBeamGeometry.create((48, 48), 1.0)
+
+    def scan(blur: float, photons: float, gen_seed: int) -> torch.Tensor:
+        generator = torch.Generator().manual_seed(gen_seed)
+        out = simulate_low_dose_ct(image, geometry, 1.0, photons, 0.0, generator=generator, detector_blur_fwhm=blur)
+        return out
+
+    def high_frequency(x: torch.Tensor) -> float:
+        return float((x[..., 1:, :] - x[..., :-1, :]).abs().mean() + (x[..., :, 1:] - x[..., :, :-1]).abs().mean())
+
+    sharp, soft = scan(0.0, 1e12, 0), scan(float(rng.uniform(2.0, 3.0)), 1e12, 0)
+    assert high_frequency(soft) < 0.9 * high_frequency(sharp)
+    assert abs(float(soft.mean() - sharp.mean())) < 5.0  # a blur moves no attenuation
+    with pytest.raises(ValueError, match="detector_blur_fwhm"):
+        scan(-1.0, 1e6, 0)

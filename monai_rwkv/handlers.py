@@ -9,6 +9,10 @@ Ignite metrics and handlers for training restoration networks with MONAI engines
 - :class:`BestModelSaver`: writes the network's plain state_dict whenever the validation metric improves.
 - :class:`ResumableCheckpoint`: saves the whole training state (network, optimizer, scheduler, trainer, best
   metric) every epoch and, when a run is started again, continues from the latest one.
+
+Distributed training (``torchrun``, a ``torch.distributed`` process group): every process keeps the same state
+(a resume loads the checkpoint in every process), only rank 0 writes files, and :class:`SliceMetric` adds up the
+slices of all processes (each validating its part of the validation set).
 """
 
 from __future__ import annotations
@@ -25,14 +29,29 @@ from typing import Any
 import torch
 from ignite.engine import Engine, Events
 from ignite.metrics import Metric
+from ignite.metrics.metric import reinit__is_reduced, sync_all_reduce
 from monai.handlers import CheckpointLoader, CheckpointSaver
 
 from monai_rwkv.inference import CT_INTENSITY_RANGE, denormalize_intensity
 from monai_rwkv.metrics import slice_metrics
 
-__all__ = ["BestModelSaver", "ResumableCheckpoint", "SliceMetric", "TrainingLogCSV", "latest_checkpoint"]
+__all__ = [
+    "BestModelSaver",
+    "ResumableCheckpoint",
+    "SliceMetric",
+    "TrainingLogCSV",
+    "is_main_process",
+    "latest_checkpoint",
+]
 
 logger = logging.getLogger(__name__)
+
+
+def is_main_process() -> bool:
+    """True without a ``torch.distributed`` process group, and in its rank 0: the process that writes files."""
+    return not (torch.distributed.is_available() and torch.distributed.is_initialized()) or (
+        torch.distributed.get_rank() == 0
+    )
 
 
 def _as_slices(x: torch.Tensor) -> torch.Tensor:
@@ -51,7 +70,9 @@ class SliceMetric(Metric):
     ``pred`` and ``label`` are network-scale images (``intensity_range`` mapped to [0, 1]); they are mapped back to
     physical units, truncated to ``window`` and compared slice by slice with
     :func:`~monai_rwkv.metrics.slice_metrics`. Slices whose windowed label is constant (air above the head) have
-    no PSNR and are skipped; the value is the mean over the remaining slices of the whole run.
+    no PSNR and are skipped; the value is the mean over the remaining slices of the whole run. In a distributed
+    run (each process evaluating a part of the data), the sums and counts of all processes are added up, so every
+    process gets the mean over all slices.
 
     Args:
         metric: ``"psnr"``, ``"ssim"`` or ``"rmse"``.
@@ -74,9 +95,11 @@ class SliceMetric(Metric):
         self.intensity_range = tuple(float(v) for v in intensity_range)
         super().__init__(output_transform=output_transform)
 
+    @reinit__is_reduced
     def reset(self) -> None:
-        self._values: list[torch.Tensor] = []
+        self._sum, self._count = 0.0, 0
 
+    @reinit__is_reduced
     def update(self, output: Sequence[torch.Tensor]) -> None:
         pred, label = (
             _as_slices(denormalize_intensity(x.detach().float().cpu(), self.intensity_range)) for x in output
@@ -84,12 +107,15 @@ class SliceMetric(Metric):
         reference = label if self.window is None else label.clamp(*self.window)
         keep = reference.amax(dim=(1, 2)) > reference.amin(dim=(1, 2))
         if keep.any():
-            self._values.append(slice_metrics(pred[keep], label[keep], self.window)[self.metric])
+            values = slice_metrics(pred[keep], label[keep], self.window)[self.metric]
+            self._sum += values.double().sum().item()
+            self._count += values.numel()
 
+    @sync_all_reduce("_sum", "_count")
     def compute(self) -> float:
-        if not self._values:
+        if not self._count:
             raise RuntimeError("SliceMetric: no slice with a non-constant label was seen.")
-        return torch.cat(self._values).mean().item()
+        return self._sum / self._count
 
 
 class TrainingLogCSV:
@@ -97,7 +123,8 @@ class TrainingLogCSV:
     Append one CSV row per training epoch: ``epoch, iteration, seconds, lr, train_loss`` and the metrics
     ``metric_names`` of ``validator`` (empty cells when it did not run that epoch). Attach it after the
     ``ValidationHandler`` so that a row holds the validation of its epoch. An existing file with the same columns
-    (a resumed run) is appended to; ``seconds`` counts from the start of the current run.
+    (a resumed run) is appended to; ``seconds`` counts from the start of the current run. In a distributed run only
+    rank 0 writes (the training loss of its own batches; the validation metrics of all processes).
 
     Args:
         path: the CSV file.
@@ -166,6 +193,9 @@ class TrainingLogCSV:
         if self._loss_count:
             row["train_loss"] = f"{self._loss_sum / self._loss_count:.6f}"
         row.update({name: f"{metrics[name]:.6g}" for name in self.columns[5:] if name in metrics})
+        self._loss_sum, self._loss_count = 0.0, 0
+        if not is_main_process():
+            return
         new = not self.path.is_file() or self.path.stat().st_size == 0
         self.path.parent.mkdir(parents=True, exist_ok=True)
         with self.path.open("a", newline="") as f:
@@ -173,7 +203,6 @@ class TrainingLogCSV:
             if new:
                 writer.writeheader()
             writer.writerow(row)
-        self._loss_sum, self._loss_count = 0.0, 0
 
 
 _STEP = re.compile(r"(\d+)\.pt$")
@@ -191,7 +220,8 @@ class BestModelSaver:
     ``metric`` beats the best value so far; the file is written to a temporary name and renamed.
 
     It has ``state_dict`` / ``load_state_dict`` (the best value and its trainer epoch), so adding it to the objects
-    of :class:`ResumableCheckpoint` keeps a resumed run from replacing a better model with a worse one.
+    of :class:`ResumableCheckpoint` keeps a resumed run from replacing a better model with a worse one. In a
+    distributed run every process keeps track of the best value and only rank 0 writes the file.
 
     Args:
         path: the model file, e.g. ``<output_dir>/model.pt``.
@@ -219,6 +249,8 @@ class BestModelSaver:
         if self.best is not None and not self.sign * value > self.sign * self.best:
             return
         self.best, self.best_epoch = value, int(engine.state.epoch)
+        if not is_main_process():
+            return
         self.path.parent.mkdir(parents=True, exist_ok=True)
         tmp = self.path.with_name(f".{self.path.name}.tmp")
         torch.save(self.network.state_dict(), tmp)
@@ -240,6 +272,9 @@ class ResumableCheckpoint:
 
     The trainer itself is added to ``objects`` when this handler is attached to it (its epoch and iteration are
     part of the state), so configs need not refer to the trainer from inside its own handler list.
+
+    In a distributed run every process loads the checkpoint (all of them continue from the same state) and only
+    rank 0 writes and removes files (ignite's saver writes on rank 0 only).
 
     Args:
         save_dir: folder of the checkpoints.
@@ -281,6 +316,8 @@ class ResumableCheckpoint:
 
     def _remove_older(self, _: Engine) -> None:
         """Keep only the latest state (ignite forgets the files of a run before a resume)."""
+        if not is_main_process():
+            return
         latest = latest_checkpoint(self.save_dir)
         for path in self.save_dir.glob(f"{self.prefix}_*.pt"):
             if path != latest:

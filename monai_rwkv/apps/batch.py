@@ -56,8 +56,9 @@ SUMMARY_NAME = "restore_summary.csv"
 #: columns of the summary: the study's output name, its input, what happened, seconds spent, outputs (``;``-joined),
 #: and a detail: why it was redone, or the one-line error of a failure.
 SUMMARY_COLUMNS = ("name", "input", "status", "seconds", "outputs", "detail")
-#: the outcomes of a study.
-STATUSES = ("written", "skipped", "redone", "failed")
+#: the outcomes of a study (``claimed``: being restored by another live process, left to it; see
+#: :mod:`monai_rwkv.apps.claims`).
+STATUSES = ("written", "skipped", "redone", "failed", "claimed")
 _CHUNK = 1 << 20
 
 
@@ -70,10 +71,12 @@ class StudyOutcome:
         name: the input's output base name (unique in a batch).
         input: the input path.
         status: ``"written"`` (new), ``"skipped"`` (verified finished), ``"redone"`` (an existing output was not
-            verified finished, or ``overwrite``), ``"failed"``.
+            verified finished, or ``overwrite``), ``"failed"``, ``"claimed"`` (another live process holds the
+            study's claim: left to it by this run, not a failure).
         seconds: wall time spent on the study (verification included).
         outputs: the study's outputs (written, or skipped).
-        detail: why it was redone, or the one-line error of a failure; "" otherwise.
+        detail: why it was redone, the one-line error of a failure, who holds a claimed study, or which stale
+            claim was taken over; "" otherwise.
     """
 
     name: str

@@ -39,18 +39,26 @@ __all__ = [
 logger = logging.getLogger(__name__)
 
 
-def _workflow_bundle_root() -> Path | None:
-    """The bundle folder of the ``monai.bundle`` ``ConfigWorkflow`` on the call stack, if any."""
+def _workflow() -> Any:
+    """The ``monai.bundle`` ``ConfigWorkflow`` on the call stack that has a config folder, if any."""
     from monai.bundle import ConfigWorkflow
 
     frame = inspect.currentframe()
     while frame is not None:
         candidate = frame.f_locals.get("self")
         if isinstance(candidate, ConfigWorkflow) and getattr(candidate, "config_root_path", None) is not None:
-            root = Path(candidate.config_root_path)
-            return root.parent if root.name == "configs" else root
+            return candidate
         frame = frame.f_back
     return None
+
+
+def _workflow_bundle_root() -> Path | None:
+    """The bundle folder of the ``monai.bundle`` ``ConfigWorkflow`` on the call stack, if any."""
+    workflow = _workflow()
+    if workflow is None:
+        return None
+    root = Path(workflow.config_root_path)
+    return root.parent if root.name == "configs" else root
 
 
 def bundle_root(default: str | os.PathLike = ".") -> str:
@@ -140,6 +148,32 @@ def exit_on_errors(report: RestoreReport) -> RestoreReport:
     raise SystemExit(f"error: {len(report.errors)} input(s) failed: {summary}")
 
 
+def _count(value: Any, name: str) -> int:
+    """A positive integer config value (``--workers 2`` may reach a config as the string ``"2"``)."""
+    try:
+        number = int(str(value).strip())
+    except ValueError:
+        number = 0
+    if number < 1 or isinstance(value, bool) or (isinstance(value, float) and not value.is_integer()):
+        raise SystemExit(f"error: --{name}: expected a positive integer, got {value!r}")
+    return number
+
+
+def _worker_factory(restorer: Any) -> Any:
+    """The factory each worker builds the restorer with: ``restorer`` itself, or the running bundle's config."""
+    from monai_rwkv.apps.workers import BundleRestorerFactory, RestorerFactory
+
+    if isinstance(restorer, RestorerFactory):
+        return restorer
+    workflow = _workflow()
+    if workflow is None:
+        raise SystemExit(
+            "error: workers > 1 needs a bundle run (python -m monai.bundle run) or a RestorerFactory: each worker "
+            "builds its own model"
+        )
+    return BundleRestorerFactory.from_parser(workflow.parser)
+
+
 def run_restore(
     restorer: VolumeRestorer,
     dataset_dir: str | os.PathLike,
@@ -149,6 +183,8 @@ def run_restore(
     dicom_output: bool = True,
     summary_file: str | os.PathLike | None = None,
     allow_mismatch: bool = False,
+    workers: int | str | None = None,
+    worker_threads: int | str | None = None,
 ) -> RestoreReport:
     """
     The ``run`` entry of the restoration bundles: :func:`~monai_rwkv.apps.restore.restore_dataset` with the model
@@ -156,10 +192,26 @@ def run_restore(
     in ``<output_dir>/restore_summary.csv`` unless ``summary_file``), exiting with status 1 and one line after all
     studies ran when any failed. Inputs that do not fit the spec fail unless ``allow_mismatch``. SIGTERM and
     SIGHUP stop the run like Ctrl-C (nothing partial is left) with exit status ``128 + signal``.
+
+    ``workers`` > 1 restores studies in that many worker processes (see :mod:`monai_rwkv.apps.workers`), each
+    building the restorer from the running bundle's config (with the command line's overrides), or from
+    ``restorer`` when it is a :class:`~monai_rwkv.apps.workers.RestorerFactory`. None: the running bundle config's
+    ``workers`` item if it has one (``--workers N`` on the ``monai.bundle run`` command line), else 1.
+    ``worker_threads``: torch threads per worker (None: the config's ``worker_threads``, else torch's thread count
+    divided by ``workers``).
     """
     name, version = model_name_version(metadata)
     overwrite, dicom_output = flag(overwrite, "overwrite"), flag(dicom_output, "dicom_output")
     allow_mismatch = flag(allow_mismatch, "allow_mismatch")
+    workflow = _workflow()
+    config = workflow.parser if workflow is not None else ConfigParser()
+    workers = _count(config.get("workers", 1) if workers is None else workers, "workers")
+    worker_threads = config.get("worker_threads") if worker_threads is None else worker_threads
+    worker_threads = None if worker_threads is None else _count(worker_threads, "worker_threads")
+    progress = False
+    if workers > 1:  # a bar over studies in this process (the workers show none)
+        restorer = _worker_factory(restorer)
+        progress = flag(config.get("progress", False), "progress")
     try:
         with terminate_as_interrupt():
             report = restore_dataset(
@@ -173,6 +225,9 @@ def run_restore(
                 summary_file=summary_file,
                 spec=InputSpec.from_metadata(metadata),
                 allow_mismatch=allow_mismatch,
+                workers=workers,
+                worker_threads=worker_threads,
+                progress=progress,
             )
     except Terminated as e:
         print(f"error: {dataset_dir}: terminated ({e.name}); finished studies are kept", file=sys.stderr, flush=True)

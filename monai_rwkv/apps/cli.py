@@ -13,7 +13,9 @@ see :func:`monai_rwkv.bundles.find_bundle`).
 ``monai-rwkv batch --bundle BUNDLE INPUT_DIR OUTPUT_DIR`` restores every NIfTI file and DICOM series under
 INPUT_DIR with :func:`monai_rwkv.apps.restore.restore_dataset`, as the bundle's ``run`` does: resumable (studies
 verified finished are skipped, others redone), one failing study does not stop the others, and a per-study summary
-is written to ``OUTPUT_DIR/restore_summary.csv`` (see docs/batch.md).
+is written to ``OUTPUT_DIR/restore_summary.csv`` (see docs/batch.md). ``--workers N`` restores N studies at a
+time in worker processes (one model each; :mod:`monai_rwkv.apps.workers`); each study is claimed while it is
+restored, so runs sharing OUTPUT_DIR never restore a study twice (:mod:`monai_rwkv.apps.claims`).
 
 Exit status: 0 success, 1 error (one line ``error: <file>: <problem>`` on stderr), 2 usage error, 130 interrupted
 (Ctrl-C), 143 / 129 terminated (SIGTERM: ``docker stop``, ``kill``, SLURM; SIGHUP). Warnings (e.g. NaN voxels, gaps
@@ -97,7 +99,10 @@ def _parser() -> argparse.ArgumentParser:
         description="Restore every NIfTI file and DICOM series under INPUT_DIR into OUTPUT_DIR, as the bundle's run "
         "does: <name>_restored.nii.gz for each input, plus a <name>_restored/ DICOM series for DICOM inputs. "
         "Re-running skips the studies verified finished and redoes the others; a failing study does not stop the "
-        "others; a per-study summary is written to OUTPUT_DIR/restore_summary.csv. Exit status 1 if any failed.",
+        "others; a per-study summary is written to OUTPUT_DIR/restore_summary.csv. Exit status 1 if any failed. "
+        "Each study is claimed while it is restored (a hidden .<name>_restored.lock), so runs that share OUTPUT_DIR "
+        "never restore the same study twice: a study another live run holds is reported 'claimed' and left to it; "
+        "the claim of a process that is gone is taken over.",
     )
     batch.add_argument("--bundle", required=True, metavar="BUNDLE", help=_BUNDLE_HELP)
     batch.add_argument("input", metavar="INPUT_DIR", help="folder of NIfTI files and DICOM series (or one of them)")
@@ -105,6 +110,20 @@ def _parser() -> argparse.ArgumentParser:
     batch.add_argument("--overwrite", action="store_true", help="redo every study, even those verified finished")
     batch.add_argument("--no-dicom", action="store_true", help="NIfTI outputs only (no DICOM series outputs)")
     batch.add_argument("--summary", metavar="FILE", help="summary CSV (default: OUTPUT_DIR/restore_summary.csv)")
+    batch.add_argument(
+        "--workers",
+        type=_positive_int,
+        default=1,
+        metavar="N",
+        help="restore N studies at a time in N worker processes, each loading the model once (on CUDA they share "
+        "the GPU); default 1: all in this process",
+    )
+    batch.add_argument(
+        "--worker-threads",
+        type=_positive_int,
+        metavar="T",
+        help="torch threads per worker (default: torch's thread count divided by --workers, at least 1)",
+    )
     _add_bundle_options(batch)
     listing = commands.add_parser(
         "bundles",
@@ -272,6 +291,7 @@ def _batch(args: argparse.Namespace) -> int:
     from monai_rwkv.apps.bundle import load_bundle_config, model_name_version
     from monai_rwkv.apps.restore import logger as restore_logger
     from monai_rwkv.apps.restore import restore_dataset
+    from monai_rwkv.apps.workers import BundleRestorerFactory
     from monai_rwkv.data import InputSpec
     from monai_rwkv.inference import resolve_device
 
@@ -281,7 +301,10 @@ def _batch(args: argparse.Namespace) -> int:
     except ValueError as e:
         raise _CommandError(f"--device {args.device}: {e}") from None
     parser = load_bundle_config(args.bundle, "inference.json", overrides)
-    restorer = parser.get_parsed_content("restorer")
+    if args.workers > 1:  # each worker builds the model from the same config and overrides
+        restorer = BundleRestorerFactory.from_parser(parser, args.bundle)
+    else:
+        restorer = parser.get_parsed_content("restorer")
     metadata = parser.get("_meta_", {})
     name, version = model_name_version(metadata)
 
@@ -304,9 +327,11 @@ def _batch(args: argparse.Namespace) -> int:
         show,
         spec=InputSpec.from_metadata(metadata),
         allow_mismatch=args.allow_mismatch,
+        workers=args.workers,
+        worker_threads=args.worker_threads,
+        progress=not args.no_progress,
     )
-    counts = ", ".join(f"{n} {status}" for status, n in report.counts().items())
-    print(f"{len(report.studies)} studies: {counts}; summary: {report.summary}")
+    print(f"{len(report.studies)} studies: {report.counts_line()}; summary: {report.summary}")
     if report.errors:
         print(f"error: {len(report.errors)} input(s) failed (see {report.summary})", file=sys.stderr)
         return EXIT_ERROR

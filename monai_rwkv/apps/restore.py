@@ -16,6 +16,7 @@ import warnings
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field, replace
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 import torch
 from monai.data import MetaTensor
@@ -30,6 +31,7 @@ from monai_rwkv.apps.batch import (
     write_manifest,
     write_summary,
 )
+from monai_rwkv.apps.claims import CLAIM_TIMEOUT, StudyClaimed, acquire_claim, claim_path
 from monai_rwkv.data import (
     DICOM_SOURCE_FILES,
     ImageReadError,
@@ -45,6 +47,9 @@ from monai_rwkv.data.errors import one_line
 from monai_rwkv.data.outputs import InputGuard, check_replaceable, real_path
 from monai_rwkv.data.spec import InputSpec
 from monai_rwkv.inference import VolumeRestorer
+
+if TYPE_CHECKING:
+    from monai_rwkv.apps.workers import RestorerFactory
 
 __all__ = [
     "NIFTI_SUFFIXES",
@@ -65,6 +70,7 @@ __all__ = [
     "restore_dataset",
     "restore_task",
     "restore_tasks",
+    "run_study",
 ]
 
 NIFTI_SUFFIXES = (".nii", ".nii.gz")
@@ -191,8 +197,15 @@ class RestoreReport:
         return not self.errors
 
     def counts(self) -> dict[str, int]:
-        """Number of studies per status (``written``, ``skipped``, ``redone``, ``failed``)."""
+        """Number of studies per status (``written``, ``skipped``, ``redone``, ``failed``, ``claimed``)."""
         return {status: sum(s.status == status for s in self.studies) for status in STATUSES}
+
+    def counts_line(self) -> str:
+        """``"W written, S skipped, R redone, F failed"``, then ``", C claimed"`` when some studies were claimed."""
+        counts = self.counts()
+        if not counts["claimed"]:
+            del counts["claimed"]
+        return ", ".join(f"{n} {status}" for status, n in counts.items())
 
 
 def _safe_parts(relative: Path) -> list[str]:
@@ -490,11 +503,31 @@ def _restore_study(
     guard: InputGuard | None = None,
     spec: InputSpec | None = None,
     allow_mismatch: bool = False,
+    claim_timeout: float = CLAIM_TIMEOUT,
 ) -> StudyOutcome:
-    """Verify, (re)do and record one study; raises on failure (the caller records it)."""
+    """
+    Claim, verify, (re)do and record one study; raises on failure (the caller records it), and
+    :class:`~monai_rwkv.apps.claims.StudyClaimed` when another live process holds the study.
+    """
     if task.image.problem is not None:
         raise ImageReadError(task.image.path, task.image.problem)
     check_outputs(task, guard, overwrite=True)  # where and what the outputs are; whether they may be replaced: below
+    with acquire_claim(claim_path(task.outputs), claim_timeout, task.outputs) as claim:
+        outcome = _verify_and_restore(restorer, task, model, overwrite, spec, allow_mismatch)
+    if claim.note:
+        outcome.detail = f"{claim.note}; {outcome.detail}" if outcome.detail else claim.note
+    return outcome
+
+
+def _verify_and_restore(
+    restorer: VolumeRestorer,
+    task: RestoreTask,
+    model: tuple[str, str],
+    overwrite: bool,
+    spec: InputSpec | None,
+    allow_mismatch: bool,
+) -> StudyOutcome:
+    """The claimed part of :func:`_restore_study`: skip a verified study, or restore it and write its manifest."""
     outcome = StudyOutcome(task.image.name, task.image.path, "written", outputs=list(task.outputs))
     manifest = manifest_path(task.outputs)
     source = _input_fingerprint(task.image)  # before reading: a change while restoring is seen next time
@@ -531,8 +564,33 @@ def _restore_study(
     return outcome
 
 
-def restore_tasks(
+def run_study(
     restorer: VolumeRestorer,
+    task: RestoreTask,
+    model: tuple[str, str],
+    overwrite: bool = False,
+    guard: InputGuard | None = None,
+    spec: InputSpec | None = None,
+    allow_mismatch: bool = False,
+    claim_timeout: float = CLAIM_TIMEOUT,
+) -> StudyOutcome:
+    """
+    One study of a batch, never raising for the study's own problems: its outcome (``failed`` with the one-line
+    error, ``claimed`` when another live process holds it), with the seconds spent. Nothing is logged here.
+    """
+    start = time.perf_counter()
+    try:
+        outcome = _restore_study(restorer, task, model, overwrite, guard, spec, allow_mismatch, claim_timeout)
+    except StudyClaimed as e:
+        outcome = StudyOutcome(task.image.name, task.image.path, "claimed", detail=str(e))
+    except Exception as e:  # noqa: BLE001 - one failing study must not stop the others
+        outcome = StudyOutcome(task.image.name, task.image.path, "failed", detail=error_line(task.image.path, e))
+    outcome.seconds = time.perf_counter() - start
+    return outcome
+
+
+def restore_tasks(
+    restorer: VolumeRestorer | RestorerFactory,
     tasks: Sequence[RestoreTask],
     model_name: str,
     model_version: str,
@@ -542,17 +600,24 @@ def restore_tasks(
     spec: InputSpec | None = None,
     allow_mismatch: bool = False,
     guard: InputGuard | None = None,
+    workers: int = 1,
+    worker_threads: int | None = None,
+    progress: bool = False,
+    claim_timeout: float = CLAIM_TIMEOUT,
 ) -> RestoreReport:
     """
     Run :func:`restore_task` on every task (a study), resumably; a study that fails is logged as one line
-    (``error: <file>: <problem>``) and the others still run.
+    (``error: <file>: <problem>``) and the others still run. Each study is claimed exclusively while it is
+    verified and restored (see :mod:`monai_rwkv.apps.claims`): one that another live process holds is
+    ``claimed`` (left to that process, not a failure).
 
     A study whose outputs exist is skipped only when it is verified finished by its manifest (input, model and
     every output unchanged; see :mod:`monai_rwkv.apps.batch`), otherwise it is redone: its outputs are replaced
     atomically. ``overwrite`` redoes every study.
 
     Args:
-        restorer: the slice-wise restorer.
+        restorer: the slice-wise restorer, or a :class:`~monai_rwkv.apps.workers.RestorerFactory` that builds it
+            (required for ``workers > 1``: each worker process builds its own).
         tasks: the studies, each with its outputs.
         model_name, model_version: recorded in DICOM descriptions and in the manifests.
         overwrite: redo every study, even those verified finished.
@@ -562,34 +627,65 @@ def restore_tasks(
         spec: what the model accepts; an input that does not fit fails (see :func:`check_input`).
         allow_mismatch: restore such inputs anyway, with a warning.
         guard: refuses outputs that would touch an input (default: built from the tasks' inputs).
+        workers: worker processes (``spawn``), each building the model once from the factory and pulling studies
+            from a shared queue; 1: every study in this process (see :mod:`monai_rwkv.apps.workers`).
+        worker_threads: torch threads per worker (default: this process's torch threads / ``workers``, at least 1).
+        progress: with ``workers > 1``, a progress bar over studies (the workers show none).
+        claim_timeout: seconds after which another host's claim on a study is stale.
 
     Returns:
-        the report; ``report.studies`` has one outcome per task, in order.
+        the report; ``report.studies`` has one outcome per task, in the tasks' order (``callback`` is called in
+        the order studies finish).
     """
     report = RestoreReport()
     model = (model_name, model_version)
     guard = InputGuard(t.image.path for t in tasks) if guard is None else guard
     if summary_file is not None:
         guard.check(summary_file)
-    for index, task in enumerate(tasks):
-        start = time.perf_counter()
-        try:
-            outcome = _restore_study(restorer, task, model, overwrite, guard, spec, allow_mismatch)
-        except Exception as e:  # noqa: BLE001 - one failing study must not stop the others
-            line = error_line(task.image.path, e)
-            outcome = StudyOutcome(task.image.name, task.image.path, "failed", detail=line)
-            report.errors.append(line)
-            logger.error("error: %s", line)
-        outcome.seconds = time.perf_counter() - start
-        if outcome.status == "skipped":
-            report.skipped += outcome.outputs
-        elif outcome.status != "failed":
-            report.written += outcome.outputs
-        report.studies.append(outcome)
-        if outcome.status != "failed":
-            logger.info("[%d/%d] %s", index + 1, len(tasks), outcome.line())
+    done = 0
+
+    def record(outcome: StudyOutcome) -> None:
+        nonlocal done
+        done += 1
+        if outcome.status == "failed":
+            logger.error("error: %s", outcome.detail)
+        else:
+            logger.info("[%d/%d] %s", done, len(tasks), outcome.line())
         if callback is not None:
             callback(outcome)
+
+    from monai_rwkv.apps.workers import RestorerFactory, restore_in_workers
+
+    if workers > 1:
+        studies = restore_in_workers(
+            restorer,
+            tasks,
+            model,
+            overwrite,
+            guard,
+            spec,
+            allow_mismatch,
+            claim_timeout,
+            workers,
+            worker_threads,
+            progress,
+            record,
+        )
+    else:
+        if isinstance(restorer, RestorerFactory):
+            restorer = restorer.build()  # a RestorerFactory: build the model here, once
+        studies = []
+        for task in tasks:
+            outcome = run_study(restorer, task, model, overwrite, guard, spec, allow_mismatch, claim_timeout)
+            studies.append(outcome)
+            record(outcome)
+    for outcome in studies:
+        if outcome.status == "skipped":
+            report.skipped += outcome.outputs
+        elif outcome.status in ("written", "redone"):
+            report.written += outcome.outputs
+    report.studies = studies
+    report.errors = [s.detail for s in studies if s.status == "failed"]
     if summary_file is not None and tasks:
         report.summary = write_summary(summary_file, report.studies)
     _log_summary(report)
@@ -597,8 +693,8 @@ def restore_tasks(
 
 
 def _log_summary(report: RestoreReport) -> None:
-    counts = ", ".join(f"{n} {status}" for status, n in report.counts().items())
-    logger.info("%d stud%s: %s", len(report.studies), "y" if len(report.studies) == 1 else "ies", counts)
+    n = len(report.studies)
+    logger.info("%d stud%s: %s", n, "y" if n == 1 else "ies", report.counts_line())
     for outcome in report.studies:
         if outcome.status == "failed":
             logger.info("failed: %s", outcome.detail)
@@ -618,6 +714,10 @@ def restore_dataset(
     callback: Callable[[StudyOutcome], None] | None = None,
     spec: InputSpec | None = None,
     allow_mismatch: bool = False,
+    workers: int = 1,
+    worker_threads: int | None = None,
+    progress: bool = False,
+    claim_timeout: float = CLAIM_TIMEOUT,
 ) -> RestoreReport:
     """
     Restore every NIfTI file and DICOM series under ``dataset_dir`` (or the single file / series it names) into
@@ -627,7 +727,9 @@ def restore_dataset(
     ``output_dir`` are not inputs (a re-run does not restore the outputs again).
 
     Inputs that cannot be followed or read, outputs that would touch an input (see :func:`check_outputs`) and
-    inputs that do not fit ``spec`` are failed studies; the others still run.
+    inputs that do not fit ``spec`` are failed studies; the others still run. ``restorer`` may be a
+    :class:`~monai_rwkv.apps.workers.RestorerFactory`; ``workers``, ``worker_threads``, ``progress`` and
+    ``claim_timeout`` are those of :func:`restore_tasks`.
 
     Raises:
         ImageReadError: ``dataset_dir`` does not exist or holds no images.
@@ -644,5 +746,18 @@ def restore_dataset(
     logger.info("restoring %d input(s) from %s into %s", len(tasks), dataset_dir, output_dir)
     summary = Path(output_dir) / SUMMARY_NAME if summary_file is None else summary_file
     return restore_tasks(
-        restorer, tasks, model_name, model_version, overwrite, summary, callback, spec, allow_mismatch, guard
+        restorer,
+        tasks,
+        model_name,
+        model_version,
+        overwrite,
+        summary,
+        callback,
+        spec,
+        allow_mismatch,
+        guard,
+        workers=workers,
+        worker_threads=worker_threads,
+        progress=progress,
+        claim_timeout=claim_timeout,
     )

@@ -57,7 +57,9 @@ def pointwise(linear: nn.Linear, tokens: torch.Tensor, spatial_shape: Sequence[i
     if not cpu_inference or not _convolution_pays(n_tokens, linear.in_features, linear.out_features):
         return linear(tokens)
     weight = linear.weight.reshape(*linear.weight.shape, *(1,) * len(spatial_shape))
-    return to_tokens(_CONV_FN[len(spatial_shape)](to_image(tokens, spatial_shape), weight, linear.bias))
+    out = to_tokens(_CONV_FN[len(spatial_shape)](to_image(tokens, spatial_shape), weight, linear.bias))
+    # oneDNN may return a channel-first result (seen for 3D with one thread): the tokens are then a transposed view
+    return out if out.is_contiguous() else out.contiguous()
 
 
 def scan_order(spatial_dims: int, index: int) -> tuple[int, ...]:

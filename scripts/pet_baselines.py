@@ -397,7 +397,9 @@ def make_figure(rows: Sequence[Row], records: Sequence[Mapping[str, Any]], scans
     for method in ("gaussian", "model"):
         if method in by_method:
             restored = read(args.output_dir / method / "images" / f"{scan.name}_restored.nii.gz")
-            panels.append((by_method[method].label, display_slice(restored, k)))
+            panels.append(
+                ({"gaussian": "Gaussian (tuned)", "model": "Restore-RWKV"}[method], display_slice(restored, k))
+            )
     reference = display_slice(scan.full, k)
     phantom = display_slice(read(scan.paths["phantom"]), k)
     high = float(np.percentile(phantom, 99.5)) or WINDOW[1]
@@ -418,7 +420,7 @@ def make_figure(rows: Sequence[Row], records: Sequence[Mapping[str, Any]], scans
             )["psnr"][0]
         )
         shown.append((label, f"PSNR {psnr:.2f} dB", image))
-    shown += [("full count (reference)", "", reference), ("phantom", "", phantom)]
+    shown += [("full count (ref.)", "", reference), ("phantom", "", phantom)]
     panel_figure(shown, (0.0, high), (top, left, size), args.figure, zoom=4)
     print(f"wrote {args.figure} ({scan.name}, slice {k}; grey scale [0, {high:.1f}] SUV)")
 

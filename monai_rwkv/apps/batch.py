@@ -45,6 +45,7 @@ __all__ = [
     "fingerprint",
     "manifest_path",
     "read_manifest_problem",
+    "study_file",
     "write_manifest",
     "write_summary",
 ]
@@ -148,13 +149,19 @@ def manifest_path(outputs: Sequence[Path]) -> Path:
     The manifest of a study with these outputs: ``<dir>/.<base>.restore.json`` beside the first output, where
     ``<base>`` is its name without ``.nii`` / ``.nii.gz`` (so a study's NIfTI and DICOM outputs share one).
     """
+    return study_file(outputs, MANIFEST_SUFFIX)
+
+
+def study_file(outputs: Sequence[Path], suffix: str) -> Path:
+    """The hidden file ``<dir>/.<base><suffix>`` of a study beside its first output, ``<base>`` being that output's
+    name without ``.nii`` / ``.nii.gz`` (the study's manifest, its claim)."""
     first = Path(outputs[0])
     base = first.name
-    for suffix in (".nii.gz", ".nii"):
-        if base.lower().endswith(suffix):
-            base = base[: -len(suffix)]
+    for extension in (".nii.gz", ".nii"):
+        if base.lower().endswith(extension):
+            base = base[: -len(extension)]
             break
-    return first.with_name(f".{base}{MANIFEST_SUFFIX}")
+    return first.with_name(f".{base}{suffix}")
 
 
 def write_manifest(

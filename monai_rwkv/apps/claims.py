@@ -36,6 +36,8 @@ from collections.abc import Sequence
 from dataclasses import asdict, dataclass
 from pathlib import Path
 
+from monai_rwkv.apps.batch import study_file
+
 __all__ = ["CLAIM_SUFFIX", "CLAIM_TIMEOUT", "Claim", "ClaimHolder", "StudyClaimed", "acquire_claim", "claim_path"]
 
 CLAIM_SUFFIX = ".lock"
@@ -55,13 +57,7 @@ def claim_path(outputs: Sequence[Path]) -> Path:
     The claim of a study with these outputs: ``<dir>/.<base>.lock`` beside the first output, where ``<base>`` is
     its name without ``.nii`` / ``.nii.gz`` (like the study's manifest, ``.<base>.restore.json``).
     """
-    first = Path(outputs[0])
-    base = first.name
-    for suffix in (".nii.gz", ".nii"):
-        if base.lower().endswith(suffix):
-            base = base[: -len(suffix)]
-            break
-    return first.with_name(f".{base}{CLAIM_SUFFIX}")
+    return study_file(outputs, CLAIM_SUFFIX)
 
 
 def _boot_id() -> str | None:

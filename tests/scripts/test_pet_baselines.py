@@ -1,0 +1,93 @@
+"""scripts/pet_baselines.py on a tiny phantom data set (scripts/prepare_pet_phantoms.py on synthetic tissue maps):
+rows, tuning, the model row through a tiny bundle, paired differences, lesion and noise table, reuse, figure."""
+
+from __future__ import annotations
+
+import csv
+import importlib.util
+import json
+import math
+from pathlib import Path
+
+import pytest
+import torch
+
+from tests.scripts.test_prepare_pet_phantoms import write_maps
+
+ROOT = Path(__file__).resolve().parents[2]
+BUNDLE = ROOT / "bundles" / "restore_rwkv_pet_synthesis"
+
+
+def _load(name: str):
+    spec = importlib.util.spec_from_file_location(name, ROOT / "scripts" / f"{name}.py")
+    module = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(module)
+    return module
+
+
+def _tiny_bundle(folder: Path) -> tuple[Path, Path]:
+    """The PET bundle's inference config with a tiny network and its random weights."""
+    from monai_rwkv.apps import load_bundle_config
+
+    configs = folder / "configs"
+    configs.mkdir(parents=True)
+    config = json.loads((BUNDLE / "configs" / "inference.json").read_text())
+    config["network_def"].update({"dim": 8, "num_blocks": [1, 1, 1, 1], "num_refinement_blocks": 1})
+    config["roi_size"] = [32, 32]
+    (configs / "inference.json").write_text(json.dumps(config))
+    (configs / "metadata.json").write_text((BUNDLE / "configs" / "metadata.json").read_text())
+    weights = folder / "model.pt"
+    torch.save(load_bundle_config(folder, "inference.json").get_parsed_content("network_def").state_dict(), weights)
+    return folder, weights
+
+
+def test_main_rows_tuning_model_lesions_reuse_and_figure(tmp_path: Path, seed: int, capsys) -> None:
+    prep, baselines = _load("prepare_pet_phantoms"), _load("pet_baselines")
+    data = tmp_path / "pet"
+    maps = write_maps(tmp_path / "maps", seed)
+    argv = ["--maps-dir", str(maps), "--out", str(data), "--fov", "32", "--seed", str(seed)]
+    assert prep.main([*argv, "--variants", "2", "--train-variants", "1", "--train-scans", "1"]) == 0
+    bundle, weights = _tiny_bundle(tmp_path / "bundle")
+    out, reports, figure = tmp_path / "table.md", tmp_path / "runs", tmp_path / "figure.png"
+    common = ["--data-dir", str(data), "--out", str(out), "--output-dir", str(reports), "--threads", "1"]
+    model = ["--model-weights", str(weights), "--bundle", str(bundle)]
+    assert baselines.main([*common, "--oracle", *model, "--figure", str(figure)]) == 0
+
+    text = out.read_text()
+    labels = [
+        "low-count input",
+        "Gaussian post-filter",
+        "non-local means",
+        "Gaussian post-filter (oracle: tuned on test)",
+        "non-local means (oracle: tuned on test)",
+        "Restore-RWKV (bundle)",
+    ]
+    first_table = text.split("\n\n")[1].splitlines()[2:]
+    assert [line.split(" | ")[0].removeprefix("| ") for line in first_table] == labels
+    assert "paired differences" in text and "| Compared with |" in text
+    assert "full-count scan (reference)" in text and "| phantom |" in text
+    for method in ("low_count", "gaussian", "nlm", "gaussian_oracle", "nlm_oracle", "model"):
+        summary = json.loads((reports / method / "summary.json").read_text())
+        assert summary["protocol"]["degraded_input"] == "real" and summary["protocol"]["window"] == [0.0, 20.0]
+        assert summary["slices_used"] > 0 and not summary["errors"]
+        assert math.isfinite(summary["pred"]["psnr"]["mean"])
+    low = json.loads((reports / "low_count" / "summary.json").read_text())
+    assert low["pred"]["psnr"] == pytest.approx(low["input"]["psnr"], rel=1e-9)  # the input row is the input
+    for method, name in (("gaussian", "fwhm_mm"), ("nlm", "h")):
+        tuning = json.loads((reports / method / "tuning.json").read_text())
+        tried = [t["params"][name] for t in tuning["tried"]]
+        assert tuning["best"][name] in tried and tuning["tried"][0]["params"] == tuning["best"]
+    gaussian = json.loads((reports / "gaussian" / "summary.json").read_text())
+    assert gaussian["pred"]["psnr"]["mean"] > low["pred"]["psnr"]["mean"]  # smoothing a noisy scan helps
+    with open(reports / "lesions.csv", newline="") as f:
+        lesions = list(csv.DictReader(f))
+    phantom = [r for r in lesions if r["method"] == "phantom"]
+    assert all(float(r["recovery"]) == pytest.approx(1.0) for r in phantom)  # the phantom recovers itself exactly
+    if phantom:  # every image is scored on the same lesions
+        methods = {"phantom", "full_count", "low_count", "gaussian", "nlm", "gaussian_oracle", "nlm_oracle", "model"}
+        assert {r["method"] for r in lesions} == methods
+    assert figure.stat().st_size > 0
+
+    capsys.readouterr()
+    assert baselines.main([*common, "--oracle"]) == 0  # the classical rows are reused
+    assert capsys.readouterr().out.count("reusing") == 5

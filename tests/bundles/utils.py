@@ -82,3 +82,20 @@ def phantom_ct_volume(rng: np.random.Generator, slices: int, size: int = 48) -> 
         img[blob] = rng.uniform(-100, 100)
         vol[..., k] = img.T
     return vol.astype(np.int16)
+
+
+def tiny_inference_bundle(folder: Path, bundle: Path) -> tuple[Path, Path]:
+    """``folder``: ``bundle``'s inference.json and metadata.json with the tiny network and a 32 x 32 window, and the
+    path of that network's random weights (saved as ``folder/model.pt``, outside ``models/``: pass it explicitly)."""
+    from monai_rwkv.apps import load_bundle_config
+
+    configs = folder / "configs"
+    configs.mkdir(parents=True)
+    config = json.loads((bundle / "configs" / "inference.json").read_text())
+    config["network_def"].update(TINY_NETWORK)
+    config["roi_size"] = [32, 32]
+    (configs / "inference.json").write_text(json.dumps(config))
+    (configs / "metadata.json").write_text((bundle / "configs" / "metadata.json").read_text())
+    weights = folder / "model.pt"
+    torch.save(load_bundle_config(folder, "inference.json").get_parsed_content("network_def").state_dict(), weights)
+    return folder, weights

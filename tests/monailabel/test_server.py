@@ -37,7 +37,8 @@ ML_VENV = REPO / ".venv-monailabel"
 ML_PYTHON = ML_VENV / "bin" / "python"
 MONAILABEL = ML_VENV / "bin" / "monailabel"
 
-pytestmark = [
+#: the marks of every test that runs in the MONAI Label environment (skipped, with the reason, where it is missing).
+NEEDS_ML_ENV = [
     pytest.mark.slow,
     pytest.mark.monailabel,
     pytest.mark.skipif(
@@ -45,6 +46,7 @@ pytestmark = [
         reason=f"no MONAI Label environment {ML_VENV.name}: run `make test-monailabel` (it builds it first)",
     ),
 ]
+pytestmark = NEEDS_ML_ENV
 
 BUNDLES = sorted(p.parent.parent for p in (REPO / "bundles").glob("*/configs/inference.json"))
 NAMES = [short_name(b.name) for b in BUNDLES]

@@ -9,18 +9,9 @@ from __future__ import annotations
 import json
 import subprocess
 
-import pytest
+from tests.monailabel.test_server import ML_PYTHON, NEEDS_ML_ENV
 
-from tests.monailabel.test_server import ML_PYTHON, ML_VENV
-
-pytestmark = [
-    pytest.mark.slow,
-    pytest.mark.monailabel,
-    pytest.mark.skipif(
-        not (ML_VENV / ".installed").is_file(),
-        reason=f"no MONAI Label environment {ML_VENV.name}: run `make test-monailabel` (it builds it first)",
-    ),
-]
+pytestmark = NEEDS_ML_ENV
 
 WITH_SHIM = """
 import json, torch, torchvision, torchvision.extension

@@ -13,6 +13,7 @@ import torch
 from scipy import ndimage
 
 from monai_rwkv.data import write_nifti
+from tests.bundles.utils import tiny_inference_bundle
 
 ROOT = Path(__file__).resolve().parents[2]
 SCRIPT = ROOT / "scripts" / "mri_baselines.py"
@@ -50,22 +51,6 @@ def _dataset(folder: Path, seed: int) -> Path:
     return folder
 
 
-def _tiny_bundle(folder: Path) -> tuple[Path, Path]:
-    """A copy of the MRI bundle's inference config with a tiny network (fast on a CPU) and its random weights."""
-    from monai_rwkv.apps import load_bundle_config
-
-    configs = folder / "configs"
-    configs.mkdir(parents=True)
-    config = json.loads((BUNDLE / "configs" / "inference.json").read_text())
-    config["network_def"].update({"dim": 8, "num_blocks": [1, 1, 1, 1], "num_refinement_blocks": 1})
-    config["roi_size"] = [32, 32]
-    (configs / "inference.json").write_text(json.dumps(config))
-    (configs / "metadata.json").write_text((BUNDLE / "configs" / "metadata.json").read_text())
-    weights = folder / "model.pt"
-    torch.save(load_bundle_config(folder, "inference.json").get_parsed_content("network_def").state_dict(), weights)
-    return folder, weights
-
-
 @pytest.mark.parametrize("shape", [(32, 32), (45, 52), (181, 217), (7, 6)])
 def test_bicubic_keeps_a_constant(mri, shape: tuple[int, int]) -> None:
     const = torch.full((2, 1, *shape), 1234.5, dtype=torch.float64)
@@ -94,7 +79,7 @@ def test_bicubic_low_resolution_voxel_centres(mri, shape: tuple[int, int]) -> No
 
 def test_main_rows_tuning_reuse_model_and_figure(mri, tmp_path: Path, seed: int, capsys) -> None:
     data = _dataset(tmp_path / "data", seed)
-    bundle, weights = _tiny_bundle(tmp_path / "bundle")
+    bundle, weights = tiny_inference_bundle(tmp_path / "bundle", BUNDLE)
     out, reports, figure = tmp_path / "table.md", tmp_path / "runs", tmp_path / "figure.png"
     common = ["--data-dir", str(data), "--out", str(out), "--output-dir", str(reports), "--threads", "1"]
     assert mri.main([*common, "--oracle", "--tv-iter", "20", "--figure", str(figure)]) == 0

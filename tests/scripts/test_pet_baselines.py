@@ -10,8 +10,8 @@ import math
 from pathlib import Path
 
 import pytest
-import torch
 
+from tests.bundles.utils import tiny_inference_bundle
 from tests.scripts.test_prepare_pet_phantoms import write_maps
 
 ROOT = Path(__file__).resolve().parents[2]
@@ -25,29 +25,13 @@ def _load(name: str):
     return module
 
 
-def _tiny_bundle(folder: Path) -> tuple[Path, Path]:
-    """The PET bundle's inference config with a tiny network and its random weights."""
-    from monai_rwkv.apps import load_bundle_config
-
-    configs = folder / "configs"
-    configs.mkdir(parents=True)
-    config = json.loads((BUNDLE / "configs" / "inference.json").read_text())
-    config["network_def"].update({"dim": 8, "num_blocks": [1, 1, 1, 1], "num_refinement_blocks": 1})
-    config["roi_size"] = [32, 32]
-    (configs / "inference.json").write_text(json.dumps(config))
-    (configs / "metadata.json").write_text((BUNDLE / "configs" / "metadata.json").read_text())
-    weights = folder / "model.pt"
-    torch.save(load_bundle_config(folder, "inference.json").get_parsed_content("network_def").state_dict(), weights)
-    return folder, weights
-
-
 def test_main_rows_tuning_model_lesions_reuse_and_figure(tmp_path: Path, seed: int, capsys) -> None:
     prep, baselines = _load("prepare_pet_phantoms"), _load("pet_baselines")
     data = tmp_path / "pet"
     maps = write_maps(tmp_path / "maps", seed)
     argv = ["--maps-dir", str(maps), "--out", str(data), "--fov", "32", "--seed", str(seed)]
     assert prep.main([*argv, "--variants", "2", "--train-variants", "1", "--train-scans", "1"]) == 0
-    bundle, weights = _tiny_bundle(tmp_path / "bundle")
+    bundle, weights = tiny_inference_bundle(tmp_path / "bundle", BUNDLE)
     out, reports, figure = tmp_path / "table.md", tmp_path / "runs", tmp_path / "figure.png"
     common = ["--data-dir", str(data), "--out", str(out), "--output-dir", str(reports), "--threads", "1"]
     model = ["--model-weights", str(weights), "--bundle", str(bundle)]

@@ -17,7 +17,9 @@ transform plus a dictionary version (``...d``).
   counting measurements.
 
 Also the pipeline pieces the bundles share: ``intensity`` (per-volume percentile scaling, :class:`ScaleToPercentile`,
-and its exact inverse) and ``sampling`` (random axial, coronal or sagittal training slices, :class:`RandSliced`).
+and its exact inverse), ``sampling`` (random axial, coronal or sagittal training slices, :class:`RandSliced`,
+resampled to a random pixel size, :class:`RandPixelSized`) and ``synthetic_ct`` (synthetic head, thorax and
+abdomen CT slices in HU, :class:`RandSyntheticCT`, for training on more anatomy than the data holds).
 """
 
 from .counts import RandPoissonCounts, RandPoissonCountsd, poisson_counts
@@ -65,7 +67,8 @@ from .pet import (
     pet_geometry,
     simulate_pet,
 )
-from .sampling import RandSliced, slice_candidates
+from .sampling import RandPixelSized, RandSliced, slice_candidates
+from .synthetic_ct import SYNTHETIC_CT_REGIONS, RandSyntheticCT, RandSyntheticCTd, synthetic_ct
 from .tomography import (
     FILTER_WINDOWS,
     FilteredBackProject,
@@ -106,7 +109,11 @@ __all__ = [
     "RandPETAcquisitiond",
     "RandPoissonCounts",
     "RandPoissonCountsd",
+    "RandPixelSized",
     "RandSliced",
+    "RandSyntheticCT",
+    "RandSyntheticCTd",
+    "SYNTHETIC_CT_REGIONS",
     "RestoreIntensityScale",
     "RestoreIntensityScaled",
     "SCALE_KEY",
@@ -129,6 +136,7 @@ __all__ = [
     "simulate_low_dose_ct",
     "simulate_pet",
     "slice_candidates",
+    "synthetic_ct",
     "truncate_kspace",
     "zero_fill_kspace",
 ]

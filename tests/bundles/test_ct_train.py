@@ -73,7 +73,7 @@ def _tiny_network() -> RestoreRWKV:
 def test_train_config_is_merged_over_inference_json() -> None:
     train = json.loads((CONFIGS / "train.json").read_text())
     assert "network_def" not in train  # one network definition per bundle: inference.json's
-    assert train["dose_fraction"] == 0.25 and train["eval_window"] == [-160.0, 240.0]
+    assert train["dose_fraction"] == [0.1, 0.5] and train["eval_window"] == [-160.0, 240.0]
 
 
 def test_trains_on_simulated_low_dose_validates_saves_and_resumes(tmp_path: Path, seed: int) -> None:

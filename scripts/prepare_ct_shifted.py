@@ -1,0 +1,160 @@
+#!/usr/bin/env python
+"""Build the shifted CT validation and test sets: scanners and anatomy the CT bundle's training never sees.
+
+Run after ``scripts/prepare_ct_data.py``. It reads the validation and test head volumes of ``--data`` (default
+``data/ct``) and writes, into ``<data>/shifted/``, low-dose / full-dose pairs for each split:
+
+* ``{split}_head_{low,full}.nii.gz``: every axial slice of the split's head volume (regions of the head that the
+  training volume does not contain), the grid and affine of the split volume;
+* ``{split}_body_{low,full}.nii.gz``: synthetic adult thorax, abdomen and head slices
+  (:func:`monai_rwkv.transforms.synthetic_ct`) of 512 x 512 pixels of 0.7 mm (a 358 mm field of view: finer
+  pixels and larger bodies than any training image), seeds disjoint from training's random stream;
+
+each slice scanned by one of two scanners outside the training ranges of ``configs/train.json`` (alternating by
+slice, recorded in ``datalist_shifted.json``):
+
+* ``soft``: a Hamming-windowed filter (no training filter), cutoff 0.85, 960 views, photons x dose = 6e4 with
+  electronic noise variance 60 and a 2-bin detector blur: much noise, smooth grain;
+* ``sharp``: Ram-Lak at full cutoff, 180 views (fewer than any training scan: view-aliasing streaks), photons x
+  dose = 2.4e6, electronic noise variance 5, no blur: little noise, streaks.
+
+``<data>/datalist_shifted.json`` lists the pairs (``validation`` and ``test``, paths relative to ``--data``), the
+scanners and the seeds; select checkpoints on its ``validation`` list with
+``--val_datalist_file <data>/datalist_shifted.json --val_paired True``. Files are written to temporary names and
+renamed; the datalist is written last and marks the set as complete (``--force`` rebuilds it).
+
+Usage::
+
+    python scripts/prepare_ct_shifted.py [--data data/ct] [--force]
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import sys
+import time
+from pathlib import Path
+from typing import Optional
+
+import nibabel as nib
+import numpy as np
+import torch
+
+sys.path.insert(0, str(Path(__file__).resolve().parent))
+from dataprep import PrepareError, atomic_write, nifti_bytes  # noqa: E402
+
+from monai_rwkv.transforms import SYNTHETIC_CT_REGIONS, RandLowDoseCT, synthetic_ct  # noqa: E402
+
+SCANNERS = {
+    "soft": {
+        "dose_fraction": 0.2,
+        "incident_photons": 3e5,
+        "electronic_noise_var": 60.0,
+        "n_views": 960,
+        "window": "hamming",
+        "cutoff": 0.85,
+        "detector_blur_fwhm": 2.0,
+    },
+    "sharp": {
+        "dose_fraction": 0.3,
+        "incident_photons": 8e6,
+        "electronic_noise_var": 5.0,
+        "n_views": 180,
+        "window": "ram-lak",
+        "cutoff": 1.0,
+        "detector_blur_fwhm": 0.0,
+    },
+}
+SPLITS = {"validation": ("val", 8, 1000), "test": ("test", 12, 2000)}  # file tag, body slices, first seed
+BODY_SHAPE, BODY_PIXEL = (512, 512), 0.7
+FORMAT_VERSION = 1
+DATALIST_FILE = "datalist_shifted.json"
+
+
+def scan(slice_hu: torch.Tensor, spacing: tuple[float, float], scanner: str, seed: int) -> torch.Tensor:
+    """The low-dose scan of one ``(H, W)`` slice by a named scanner, noise seeded by ``seed``."""
+    simulator = RandLowDoseCT(spacing=spacing, **SCANNERS[scanner])
+    simulator.set_random_state(seed)
+    return simulator(slice_hu[None].double())[0].float()
+
+
+def head_pairs(volume: nib.Nifti1Image, seed: int) -> tuple[np.ndarray, np.ndarray, list[str]]:
+    """Full and low-dose ``(i, j, k)`` volumes; each axial slice scanned as an image of rows j and columns i."""
+    full = np.asarray(volume.dataobj, dtype=np.float32)
+    sx, sy = (float(z) for z in volume.header.get_zooms()[:2])
+    low, scanners = np.empty_like(full), []
+    for k in range(full.shape[2]):
+        scanner = ("soft", "sharp")[k % 2]
+        low[:, :, k] = scan(torch.from_numpy(full[:, :, k].T.copy()), (sy, sx), scanner, seed + k).numpy().T
+        scanners.append(scanner)
+    return full, low, scanners
+
+
+def body_pairs(n: int, seed: int) -> tuple[np.ndarray, np.ndarray, list[dict]]:
+    """``n`` synthetic slices and their scans as ``(i, j, k)`` volumes (rows j anterior to posterior)."""
+    full = np.empty((BODY_SHAPE[1], BODY_SHAPE[0], n), np.float32)
+    low, slices = np.empty_like(full), []
+    for k in range(n):
+        rng = np.random.RandomState(seed + k)
+        region = SYNTHETIC_CT_REGIONS[(k + 1) % len(SYNTHETIC_CT_REGIONS)]
+        contrast, couch = bool(rng.uniform() < 0.5), bool(rng.uniform() < 0.5)
+        hu = synthetic_ct(BODY_SHAPE, BODY_PIXEL, region, rng, contrast, couch, blur=float(rng.uniform(0.3, 0.9)))
+        scanner = ("soft", "sharp")[k % 2]
+        full[:, :, k] = hu.numpy().T
+        low[:, :, k] = scan(hu, (BODY_PIXEL, BODY_PIXEL), scanner, seed + 500 + k).numpy().T
+        slices.append({"region": region, "contrast": contrast, "couch": couch, "scanner": scanner})
+    return full, low, slices
+
+
+def prepare(data: Path, force: bool = False) -> dict:
+    """Write the shifted pairs and ``datalist_shifted.json`` (last) under ``data``; returns the datalist."""
+    target = data / DATALIST_FILE
+    if target.is_file() and not force:
+        info = json.loads(target.read_text())
+        files = [data / item[key] for split in SPLITS for item in info[split] for key in ("image", "label")]
+        if info.get("format_version") == FORMAT_VERSION and all(f.is_file() for f in files):
+            return info
+    split_info = json.loads((data / "split.json").read_text()) if (data / "split.json").is_file() else None
+    if split_info is None:
+        raise PrepareError(f"{data / 'split.json'}: missing: run scripts/prepare_ct_data.py first")
+    (data / "shifted").mkdir(exist_ok=True)
+    info: dict = {"format_version": FORMAT_VERSION, "scanners": SCANNERS, "slices": {}}
+    for split, (tag, n_body, seed) in SPLITS.items():
+        volume = nib.load(data / split_info["splits"]["val" if split == "validation" else "test"]["file"])
+        items, records = [], {}
+        full, low, scanners = head_pairs(volume, seed)
+        records["head"] = scanners
+        pairs = [("head", full, low, volume.affine)]
+        full, low, slices = body_pairs(n_body, seed + 100)
+        records["body"] = slices
+        pairs.append(("body", full, low, np.diag([-BODY_PIXEL, BODY_PIXEL, 5.0, 1.0])))
+        for name, full_v, low_v, affine in pairs:
+            for kind, array in (("full", full_v), ("low", low_v)):
+                path = f"shifted/{tag}_{name}_{kind}.nii.gz"
+                atomic_write(data / path, nifti_bytes(nib.Nifti1Image(array, affine), compress=True))
+            items.append({"image": f"shifted/{tag}_{name}_low.nii.gz", "label": f"shifted/{tag}_{name}_full.nii.gz"})
+        info[split] = items
+        info["slices"][split] = records
+    atomic_write(target, (json.dumps(info, indent=2) + "\n").encode())
+    return info
+
+
+def main(argv: Optional[list[str]] = None) -> int:
+    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    parser.add_argument("--data", type=Path, default=Path("data/ct"), help="prepare_ct_data.py's output folder")
+    parser.add_argument("--force", action="store_true", help="rebuild even when the set is complete")
+    args = parser.parse_args(argv)
+    torch.set_num_threads(1)
+    start = time.time()
+    try:
+        prepare(args.data, args.force)
+    except PrepareError as e:
+        print(f"error: {e}", file=sys.stderr)
+        return 1
+    print(f"{args.data / DATALIST_FILE}: written in {time.time() - start:.0f} s")
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,81 @@
+"""Synthetic CT slices (monai_rwkv/transforms/synthetic_ct.py): tissue values, reproducibility, the transforms."""
+
+from __future__ import annotations
+
+import numpy as np
+import pytest
+import torch
+from monai.data import MetaTensor
+
+from monai_rwkv.transforms import RandLowDoseCT, RandSyntheticCT, RandSyntheticCTd, synthetic_ct
+
+
+def _fraction(image: torch.Tensor, low: float, high: float) -> float:
+    return float(((image >= low) & (image <= high)).float().mean())
+
+
+@pytest.mark.parametrize("region", ["head", "thorax", "abdomen"])
+def test_each_region_holds_its_tissues_within_the_hu_range(region: str, seed: int) -> None:
+    image = synthetic_ct((160, 160), 1.6, region, np.random.RandomState(seed), blur=0.0)
+    assert image.shape == (160, 160) and image.dtype == torch.float32
+    assert image.min() >= -1024 and image.max() <= 3071
+    assert _fraction(image, -1000, -1000) > 0.1  # air around the body
+    assert _fraction(image, 150, 3071) > 0.002  # bone
+    if region == "head":
+        assert _fraction(image, 20, 50) > 0.15  # brain
+    if region == "thorax":
+        assert _fraction(image, -900, -820) > 0.05  # lung parenchyma
+    if region == "abdomen":
+        assert _fraction(image, -120, -70) > 0.02 and _fraction(image, 20, 200) > 0.1  # fat, organs and muscle
+        assert _fraction(image, -900, -820) == 0.0  # no lungs
+
+
+def test_the_anatomy_is_sized_in_millimetres_and_reproducible(seed: int) -> None:
+    coarse = synthetic_ct((100, 100), 3.0, "head", np.random.RandomState(seed), blur=0.0)
+    fine = synthetic_ct((100, 100), 2.4, "head", np.random.RandomState(seed), blur=0.0)
+    # the same head on finer pixels covers the same area in mm^2 (more pixels)
+    area_coarse, area_fine = float((coarse > -500).float().sum()) * 9, float((fine > -500).float().sum()) * 2.4**2
+    assert area_fine == pytest.approx(area_coarse, rel=0.05)
+    assert 0.7 * np.pi * 65 * 65 * 1.1 < area_fine < 1.3 * np.pi * 80 * 80 * 1.3  # an adult head's cross-section
+    squeezed = synthetic_ct((100, 100), 1.0, "abdomen", np.random.RandomState(seed), blur=0.0)
+    assert (squeezed[:, [0, -1]] == -1000).all() and (squeezed[[0, -1], :] > -1000).sum() <= 20  # shrunk to fit
+    again = synthetic_ct((100, 100), 2.4, "head", np.random.RandomState(seed), blur=0.0)
+    torch.testing.assert_close(fine, again)
+    blurred = synthetic_ct((100, 100), 2.0, "abdomen", np.random.RandomState(seed), blur=1.0)
+    assert blurred.diff(dim=1).abs().max() < fine.diff(dim=1).abs().max()  # partial volume softens the edges
+
+
+def test_random_slices_carry_their_pixel_size_for_the_simulator(seed: int) -> None:
+    generator = RandSyntheticCT(spatial_size=(48, 64), pixel_size=(5.0, 6.0), couch_prob=1.0).set_random_state(seed)
+    image = generator()
+    assert isinstance(image, MetaTensor) and image.shape == (1, 48, 64)
+    pixel = float(image.pixdim[0])
+    assert 5.0 <= pixel <= 6.0 and float(image.pixdim[1]) == pixel
+    assert RandLowDoseCT(n_views=64).set_random_state(seed).geometry(image).spacing == (pixel, pixel)
+    again = RandSyntheticCT(spatial_size=(48, 64), pixel_size=(5.0, 6.0), couch_prob=1.0).set_random_state(seed)
+    torch.testing.assert_close(again().as_tensor(), image.as_tensor())
+
+
+def test_the_dictionary_transform_replaces_all_keys_with_one_slice_at_the_given_rate(seed: int) -> None:
+    data = {"label": torch.zeros(1, 8, 8), "other": torch.ones(1, 8, 8)}
+    assert RandSyntheticCTd(["label", "other"], prob=0.0)(data)["label"] is data["label"]
+    transform = RandSyntheticCTd(["label", "other"], prob=1.0, spatial_size=(32, 32), pixel_size=8.0)
+    out = transform.set_random_state(seed)(data)
+    assert out["label"].shape == (1, 32, 32)
+    torch.testing.assert_close(out["label"].as_tensor(), out["other"].as_tensor())
+    half = RandSyntheticCTd("label", prob=0.5, spatial_size=(16, 16), pixel_size=12.0).set_random_state(seed)
+    replaced = sum(half(data)["label"].shape[-1] == 16 for _ in range(60))
+    assert 15 < replaced < 45
+
+
+def test_bad_arguments_are_refused() -> None:
+    with pytest.raises(ValueError, match="region"):
+        synthetic_ct((32, 32), 1.0, "knee")
+    with pytest.raises(ValueError, match="shape"):
+        synthetic_ct((8, 32), 1.0)
+    with pytest.raises(ValueError, match="spacing"):
+        synthetic_ct((32, 32), 0.0)
+    with pytest.raises(ValueError, match="pixel_size"):
+        RandSyntheticCT(pixel_size=(2.0, 1.0))
+    with pytest.raises(ValueError, match="regions"):
+        RandSyntheticCT(regions=("knee",))

@@ -4,9 +4,9 @@
 Run after ``scripts/prepare_ct_data.py``. It reads the validation and test head volumes of ``--data`` (default
 ``data/ct``) and writes, into ``<data>/shifted/``, low-dose / full-dose pairs for each split:
 
-* ``{split}_head_{low,full}.nii.gz``: every axial slice of the split's head volume (regions of the head that the
+* ``{split}/{full,low}/head.nii.gz``: every axial slice of the split's head volume (regions of the head that the
   training volume does not contain), the grid and affine of the split volume;
-* ``{split}_body_{low,full}.nii.gz``: synthetic adult thorax, abdomen and head slices
+* ``{split}/{full,low}/body.nii.gz``: synthetic adult thorax, abdomen and head slices
   (:func:`monai_rwkv.transforms.synthetic_ct`) of 512 x 512 pixels of 0.7 mm (a 358 mm field of view: finer
   pixels and larger bodies than any training image), seeds disjoint from training's random stream;
 
@@ -19,7 +19,8 @@ slice, recorded in ``datalist_shifted.json``):
   dose = 2.4e6, electronic noise variance 5, no blur: little noise, streaks.
 
 ``<data>/datalist_shifted.json`` lists the pairs (``validation`` and ``test``, paths relative to ``--data``), the
-scanners and the seeds; select checkpoints on its ``validation`` list with
+scanners and the slices (``full`` and ``low`` folders also pair by file name, as
+:func:`monai_rwkv.apps.evaluate.evaluate_restoration` with ``degraded_dir`` reads them); select checkpoints on its ``validation`` list with
 ``--val_datalist_file <data>/datalist_shifted.json --val_paired True``. Files are written to temporary names and
 renamed; the datalist is written last and marks the set as complete (``--force`` rebuilds it).
 
@@ -66,7 +67,7 @@ SCANNERS = {
         "detector_blur_fwhm": 0.0,
     },
 }
-SPLITS = {"validation": ("val", 8, 1000), "test": ("test", 12, 2000)}  # file tag, body slices, first seed
+SPLITS = {"validation": ("validation", 8, 1000), "test": ("test", 12, 2000)}  # folder, body slices, first seed
 BODY_SHAPE, BODY_PIXEL = (512, 512), 0.7
 FORMAT_VERSION = 1
 DATALIST_FILE = "datalist_shifted.json"
@@ -118,7 +119,6 @@ def prepare(data: Path, force: bool = False) -> dict:
     split_info = json.loads((data / "split.json").read_text()) if (data / "split.json").is_file() else None
     if split_info is None:
         raise PrepareError(f"{data / 'split.json'}: missing: run scripts/prepare_ct_data.py first")
-    (data / "shifted").mkdir(exist_ok=True)
     info: dict = {"format_version": FORMAT_VERSION, "scanners": SCANNERS, "slices": {}}
     for split, (tag, n_body, seed) in SPLITS.items():
         volume = nib.load(data / split_info["splits"]["val" if split == "validation" else "test"]["file"])
@@ -131,9 +131,10 @@ def prepare(data: Path, force: bool = False) -> dict:
         pairs.append(("body", full, low, np.diag([-BODY_PIXEL, BODY_PIXEL, 5.0, 1.0])))
         for name, full_v, low_v, affine in pairs:
             for kind, array in (("full", full_v), ("low", low_v)):
-                path = f"shifted/{tag}_{name}_{kind}.nii.gz"
+                (data / "shifted" / tag / kind).mkdir(parents=True, exist_ok=True)
+                path = f"shifted/{tag}/{kind}/{name}.nii.gz"
                 atomic_write(data / path, nifti_bytes(nib.Nifti1Image(array, affine), compress=True))
-            items.append({"image": f"shifted/{tag}_{name}_low.nii.gz", "label": f"shifted/{tag}_{name}_full.nii.gz"})
+            items.append({"image": f"shifted/{tag}/low/{name}.nii.gz", "label": f"shifted/{tag}/full/{name}.nii.gz"})
         info[split] = items
         info["slices"][split] = records
     atomic_write(target, (json.dumps(info, indent=2) + "\n").encode())

@@ -4,7 +4,9 @@
 The simulator follows the usual projection-domain recipe for making low-dose CT from a normal-dose image:
 
 1. HU -> linear attenuation ``mu = mu_water * (1 + HU / 1000)`` (1/mm), negative values clipped to 0 (air).
-2. Parallel-beam forward projection (Joseph's method, see :func:`radon`): line integrals ``p`` (dimensionless).
+2. Forward projection (Joseph's method, see :func:`radon`): line integrals ``p`` (dimensionless) of parallel rays,
+   or of the rays of a fan-beam scanner (:mod:`~monai_rwkv.transforms.fanbeam`, rebinned to parallel rays after
+   step 4).
 3. Expected photon counts ``I = I0 * dose_fraction * exp(-p)``; Poisson quantum noise plus Gaussian electronic
    noise of variance ``electronic_noise_var`` (counts^2); counts clamped to at least ``min_counts``.
 4. ``p_noisy = -log(I_noisy / (I0 * dose_fraction))``.
@@ -37,10 +39,12 @@ from monai.utils import TransformBackends, convert_to_dst_type, convert_to_tenso
 from monai.utils.misc import MAX_SEED
 
 from .counts import _stream_seed
+from .fanbeam import FanBeamGeometry, fan_project, rebin_to_parallel
 from .tomography import FILTER_WINDOWS, ParallelBeamGeometry, _pair, iradon, radon
 from .wrappers import ArrayWrapperd, RandArrayWrapperd
 
 __all__ = [
+    "BEAMS",
     "MU_WATER_PER_MM",
     "hu_to_mu",
     "mu_to_hu",
@@ -50,6 +54,10 @@ __all__ = [
     "LowDoseCT",
     "LowDoseCTd",
 ]
+
+BEAMS = ("parallel", "fan")
+"""Scan geometries of the simulator: parallel beam over 180 degrees, or an equiangular fan beam over 360 degrees
+rebinned to parallel rays before reconstruction (:mod:`monai_rwkv.transforms.fanbeam`)."""
 
 MU_WATER_PER_MM = 0.0192
 """Linear attenuation of water in 1/mm at an effective energy of about 70 keV (NIST XCOM: 0.193 cm^2/g)."""
@@ -71,7 +79,7 @@ def mu_to_hu(mu: torch.Tensor, mu_water: float = MU_WATER_PER_MM) -> torch.Tenso
 
 def simulate_low_dose_ct(
     image_hu: torch.Tensor,
-    geometry: ParallelBeamGeometry,
+    geometry: Union[ParallelBeamGeometry, FanBeamGeometry],
     dose_fraction: float = 0.25,
     incident_photons: float = 2e6,
     electronic_noise_var: float = 10.0,
@@ -86,7 +94,8 @@ def simulate_low_dose_ct(
 
     Args:
         image_hu: ``(..., H, W)`` float tensor in HU.
-        geometry: the scan geometry (pixel spacing included).
+        geometry: the scan geometry (pixel spacing included): parallel beam, or fan beam (the counts are drawn per
+            fan ray, then the noisy line integrals are rebinned to parallel rays and reconstructed).
         dose_fraction: dose relative to the reference (``incident_photons``); e.g. 0.25 for quarter dose.
         incident_photons: ``I0``, expected photons per detector bin per view at full dose (unattenuated ray).
             The noise depends on it and on the geometry; the default 2e6 with the default geometry and filter
@@ -109,13 +118,21 @@ def simulate_low_dose_ct(
     if not detector_blur_fwhm >= 0:
         raise ValueError(f"detector_blur_fwhm must be >= 0, got {detector_blur_fwhm!r}.")
     blank = incident_photons * dose_fraction
-    sino = _detector_blur(radon(hu_to_mu(image_hu, mu_water), geometry), detector_blur_fwhm)
+    mu = hu_to_mu(image_hu, mu_water)
+    if isinstance(geometry, FanBeamGeometry):
+        fine = ParallelBeamGeometry.create(geometry.image_shape, geometry.spacing)
+        sino = fan_project(radon(mu, fine), fine, geometry)
+    else:
+        sino = radon(mu, geometry)
+    sino = _detector_blur(sino, detector_blur_fwhm)
     expected = blank * torch.exp(-sino)
     counts = torch.poisson(expected, generator=generator)
     if electronic_noise_var > 0:
         noise = torch.randn(counts.shape, generator=generator, device=counts.device, dtype=counts.dtype)
         counts = counts + math.sqrt(electronic_noise_var) * noise
     noisy_sino = -torch.log(counts.clamp_min(min_counts) / blank)
+    if isinstance(geometry, FanBeamGeometry):
+        return mu_to_hu(iradon(rebin_to_parallel(noisy_sino, geometry), geometry.parallel(), window, cutoff), mu_water)
     return mu_to_hu(iradon(noisy_sino, geometry, window, cutoff), mu_water)
 
 
@@ -163,9 +180,10 @@ class RandLowDoseCT(RandomizableTransform):
     input). All channels and batch items share one dose and scanner but get independent noise.
 
     A scanner, not only a dose: ``dose_fraction``, ``incident_photons``, ``electronic_noise_var``, ``n_views``,
-    ``window``, ``cutoff`` and ``detector_blur_fwhm`` each take one value or a range (a ``(low, high)`` pair; a
-    sequence of windows), drawn per call by :meth:`randomize` (the photons log-uniformly, the views as integers, the
-    window uniformly from the list, the rest uniformly), so that training sees the grain and streaks of many dose
+    ``window``, ``cutoff``, ``detector_blur_fwhm`` and ``beam`` each take one value or a range (a ``(low, high)``
+    pair; a sequence of windows or beams), drawn per call by :meth:`randomize` (the photons log-uniformly, the views
+    as integers, the window and the beam uniformly from their lists, the rest uniformly), so that training sees the
+    grain and streaks of many dose
     levels, detectors and reconstruction kernels. The values of the last draw are in :attr:`params`.
 
     The noise comes from ``torch`` generators seeded from this transform's ``self.R``, so
@@ -182,8 +200,9 @@ class RandLowDoseCT(RandomizableTransform):
         electronic_noise_var: Gaussian electronic noise variance in counts^2, or a range.
         min_counts: lower clamp of the noisy counts before the log.
         spacing: pixel size ``(dy, dx)`` or a number, in mm; None reads a MetaTensor's ``pixdim`` or uses 1 mm.
-        n_views: number of views over 180 degrees, or an integer range (None: see
-            :meth:`ParallelBeamGeometry.create`); fewer views give streaks.
+        n_views: number of views per 180 degrees, or an integer range (None: see
+            :meth:`ParallelBeamGeometry.create`); fewer views give streaks. A fan-beam scan takes twice as many over
+            its full rotation.
         n_det: number of detector bins (None: cover the image diagonal).
         det_spacing: detector bin width in mm (None: half the smaller pixel size).
         window: ramp filter window, one of :data:`FILTER_WINDOWS`, or a sequence of them to draw from.
@@ -191,6 +210,8 @@ class RandLowDoseCT(RandomizableTransform):
         mu_water: attenuation of water in 1/mm.
         detector_blur_fwhm: Gaussian blur of the line integrals along the detector, FWHM in bins, or a range
             (see :func:`simulate_low_dose_ct`).
+        beam: ``"parallel"``, ``"fan"`` (:data:`BEAMS`; fan: :meth:`FanBeamGeometry.create`'s defaults, detector
+            pitch ``det_spacing`` at the rotation centre), or a sequence of them to draw from.
 
     Example::
 
@@ -216,6 +237,7 @@ class RandLowDoseCT(RandomizableTransform):
         cutoff: Union[float, Sequence[float]] = 1.0,
         mu_water: float = MU_WATER_PER_MM,
         detector_blur_fwhm: Union[float, Sequence[float]] = 0.0,
+        beam: Union[str, Sequence[str]] = "parallel",
     ) -> None:
         RandomizableTransform.__init__(self, prob)
         self.dose_range = _range(dose_fraction, "dose_fraction", 0.0, strict=True)
@@ -232,6 +254,9 @@ class RandLowDoseCT(RandomizableTransform):
         if self.cutoff_range[1] > 1:
             raise ValueError(f"cutoff must be in (0, 1], got {cutoff!r}.")
         self.blur_range = _range(detector_blur_fwhm, "detector_blur_fwhm", 0.0, strict=False)
+        self.beams = (beam,) if isinstance(beam, str) else tuple(beam)
+        if not self.beams or any(b not in BEAMS for b in self.beams):
+            raise ValueError(f"beam must be one of {BEAMS} or a sequence of them, got {beam!r}.")
         self.min_counts = min_counts
         self.spacing = spacing
         self.n_det, self.det_spacing = n_det, det_spacing
@@ -243,6 +268,7 @@ class RandLowDoseCT(RandomizableTransform):
         self.window: str = self.windows[0]
         self.cutoff: float = self.cutoff_range[0]
         self.detector_blur_fwhm: float = self.blur_range[0]
+        self.beam: str = self.beams[0]
         self.seed: int = 0
         self._stream = 0  # noise streams of ``seed`` used since the last randomize()
 
@@ -262,6 +288,8 @@ class RandLowDoseCT(RandomizableTransform):
             self.window = self.windows[int(self.R.randint(len(self.windows)))]
         self.cutoff = self._uniform(self.cutoff_range)
         self.detector_blur_fwhm = self._uniform(self.blur_range)
+        if len(self.beams) > 1:
+            self.beam = self.beams[int(self.R.randint(len(self.beams)))]
         self.seed = int(self.R.randint(MAX_SEED))
 
     def _uniform(self, pair: tuple[float, float]) -> float:
@@ -278,13 +306,21 @@ class RandLowDoseCT(RandomizableTransform):
             "window": self.window,
             "cutoff": self.cutoff,
             "detector_blur_fwhm": self.detector_blur_fwhm,
+            "beam": self.beam,
         }
 
-    def geometry(self, img: NdarrayOrTensor) -> ParallelBeamGeometry:
+    def geometry(self, img: NdarrayOrTensor) -> Union[ParallelBeamGeometry, FanBeamGeometry]:
         """The scan geometry used for ``img`` (shape ``(..., H, W)``)."""
-        return ParallelBeamGeometry.create(
-            tuple(img.shape[-2:]), _image_spacing(img, self.spacing), self.n_views, self.n_det, self.det_spacing
-        )
+        shape, spacing = tuple(img.shape[-2:]), _image_spacing(img, self.spacing)
+        if self.beam == "fan":
+            views = None if self.n_views is None else 2 * self.n_views
+            fan = FanBeamGeometry.create(shape, spacing, views, n_det=self.n_det)
+            if self.det_spacing is None:
+                return fan
+            return FanBeamGeometry.create(
+                shape, spacing, views, n_det=self.n_det, det_angle=self.det_spacing / fan.source_distance
+            )
+        return ParallelBeamGeometry.create(shape, spacing, self.n_views, self.n_det, self.det_spacing)
 
     def __call__(self, img: NdarrayOrTensor, randomize: bool = True) -> NdarrayOrTensor:
         """Return the simulated low-dose image (same shape and kind as ``img``; see the class docstring).
@@ -332,7 +368,7 @@ class RandLowDoseCTd(RandArrayWrapperd):
         keys: keys of the images (HU) to degrade.
         prob: probability of applying the transform (to all keys at once).
         dose_fraction, incident_photons, electronic_noise_var, min_counts, spacing, n_views, n_det, det_spacing,
-        window, cutoff, mu_water, detector_blur_fwhm: as for :class:`RandLowDoseCT` (values or ranges).
+        window, cutoff, mu_water, detector_blur_fwhm, beam: as for :class:`RandLowDoseCT` (values or ranges).
         allow_missing_keys: don't raise if a key is missing.
     """
 
@@ -354,6 +390,7 @@ class RandLowDoseCTd(RandArrayWrapperd):
         cutoff: Union[float, Sequence[float]] = 1.0,
         mu_water: float = MU_WATER_PER_MM,
         detector_blur_fwhm: Union[float, Sequence[float]] = 0.0,
+        beam: Union[str, Sequence[str]] = "parallel",
         allow_missing_keys: bool = False,
     ) -> None:
         MapTransform.__init__(self, keys, allow_missing_keys)
@@ -372,6 +409,7 @@ class RandLowDoseCTd(RandArrayWrapperd):
             cutoff=cutoff,
             mu_water=mu_water,
             detector_blur_fwhm=detector_blur_fwhm,
+            beam=beam,
         )
 
 

@@ -19,10 +19,11 @@ slice, recorded in ``datalist_shifted.json``):
   dose = 2.4e6, electronic noise variance 5, no blur: little noise, streaks.
 
 ``<data>/datalist_shifted.json`` lists the pairs (``validation`` and ``test``, paths relative to ``--data``), the
-scanners and the slices (``full`` and ``low`` folders also pair by file name, as
-:func:`monai_rwkv.apps.evaluate.evaluate_restoration` with ``degraded_dir`` reads them); select checkpoints on its ``validation`` list with
-``--val_datalist_file <data>/datalist_shifted.json --val_paired True``. Files are written to temporary names and
-renamed; the datalist is written last and marks the set as complete (``--force`` rebuilds it).
+scanners and the slices; the ``full`` and ``low`` folders also pair by file name, as
+:func:`monai_rwkv.apps.evaluate.evaluate_restoration` with ``degraded_dir`` reads them. Select checkpoints on its
+``validation`` list with ``--val_datalist_file <data>/datalist_shifted.json --val_paired True``. Files are written
+to temporary names and renamed; the datalist is written last and marks the set as complete (``--force`` rebuilds
+it).
 
 Usage::
 

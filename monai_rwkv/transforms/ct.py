@@ -183,8 +183,8 @@ class RandLowDoseCT(RandomizableTransform):
     ``window``, ``cutoff``, ``detector_blur_fwhm`` and ``beam`` each take one value or a range (a ``(low, high)``
     pair; a sequence of windows or beams), drawn per call by :meth:`randomize` (the photons log-uniformly, the views
     as integers, the window and the beam uniformly from their lists, the rest uniformly), so that training sees the
-    grain and streaks of many dose
-    levels, detectors and reconstruction kernels. The values of the last draw are in :attr:`params`.
+    grain and streaks of many dose levels, detectors, geometries and reconstruction kernels. The values of the last
+    draw are in :attr:`params`.
 
     The noise comes from ``torch`` generators seeded from this transform's ``self.R``, so
     ``set_random_state(seed)`` makes the output deterministic on a given device type. :meth:`randomize` draws the

@@ -1,374 +1,289 @@
 #!/usr/bin/env python
-"""Classical low-dose CT denoising baselines, tuned on validation, scored on test with the bundle's protocol.
+"""Low-dose CT denoising report: classical baselines and the CT bundle's network, in distribution and shifted.
 
-Baselines (pure torch, :mod:`monai_rwkv.networks.nets.classical`): Gaussian smoothing, the bilateral filter and
-pixel-wise non-local means. They run through exactly the pipeline of the network
-(:class:`~monai_rwkv.inference.SliceWiseRestorer`: [-1024, 3072] HU -> [0, 1], filter, clip, back to HU), with the
-whole slice as the sliding-window ROI so that their result does not depend on patching.
+Two test settings, each with its own validation set for tuning (the paper's protocol: whole slices, PSNR / SSIM /
+RMSE in the window [-160, 240] HU, mean over slices whose windowed reference is not constant):
 
-1. Tuning, on the VALIDATION split of ``scripts/prepare_ct_data.py`` (``<data-dir>/split.json``): one simulated
-   low-dose scan (:class:`~monai_rwkv.transforms.LowDoseCT`, ``--dose``, seed ``--val-seed``),
-   objective the mean PSNR in the CT window [-160, 240] HU over slices whose windowed label is not constant. A grid
-   search, then a line search on each continuous parameter from the best grid point (multiplicative steps, going
-   on while it improves, so an optimum beyond the grid's edge is still found).
-2. Test, on the TEST split: :func:`~monai_rwkv.apps.evaluate.evaluate_restoration` with ``--dose`` and ``--seed`` (the
-   bundle's evaluation defaults 0.25 and 0), so every method, and the low-dose input row, sees the same noisy scan.
-   With ``--model-weights`` the trained network (``RestoreRWKV.from_preset(--preset)``) is scored too, with the
-   bundle's inference settings (ROI 128 x 128, overlap 0.25, Gaussian blending).
-3. With ``--oracle`` also rows of each baseline tuned on the test scan itself (the very noise realisation it is
-   scored on): an upper bound of what the filter can do here, not a fair baseline. Worth showing because the
-   validation split (upper brain to vertex) holds far less soft tissue than the test split, so validation-tuned
-   parameters favour edges over noise removal (Gaussian smoothing is tuned to almost nothing).
+* ``in-distribution``: the head CT's test split (``scripts/prepare_ct_data.py``) scanned by the bundle's evaluation
+  scanner (:class:`~monai_rwkv.transforms.LowDoseCT`, quarter dose, seed ``--seed``); tuning on the validation
+  split (seed ``--val-seed``).
+* ``shifted``: the pairs of ``scripts/prepare_ct_shifted.py`` (head regions and synthetic bodies, two scanners
+  outside the training ranges): tuning on its ``validation`` pairs, scoring on its ``test`` pairs.
 
-Outputs: ``<output-dir>/<method>/{summary.json,metrics.csv}`` (per-slice CSV and summary of evaluate_restoration),
-``<output-dir>/<method>/tuning.json`` (every parameter set tried and its validation PSNR) and the markdown table
-``--out`` (also printed): method, parameters, PSNR / SSIM / RMSE as mean +- std over the test slices.
+Rows: the low-dose input; Gaussian smoothing, the bilateral filter and non-local means
+(:mod:`monai_rwkv.networks.nets.classical`, slice by slice in HU) tuned on validation (a grid search, then a line
+search on the continuous parameter: :func:`monai_rwkv.apps.baselines.tune`); with ``--oracle`` the same filters
+tuned on the test pairs themselves (an upper bound for the filter, not a fair baseline); and one row per
+``--model LABEL=WEIGHTS``, restored by the bundle's own inference pipeline (``configs/inference.json``'s
+``restorer`` with those weights). The first model row is compared slice by slice with every other row.
 
-A baseline whose ``summary.json`` already exists (same dose and seed) is reused, not recomputed, unless
-``--overwrite``: adding the model row later only evaluates the model (which is always recomputed).
+Outputs, under ``--output-dir``: ``<set>/pairs/{validation,test}/{full,low}/`` (the in-distribution scans, written
+once), ``<set>/<method>/{summary.json,metrics.csv,tuning.json}``, ``<set>/figure.png`` and the markdown report
+``--out`` (also printed). Baseline rows whose ``summary.json`` exists are reused (``--overwrite`` recomputes them);
+model rows are always recomputed.
 
 Example::
 
-    python scripts/ct_baselines.py --out runs/ct_baselines.md --output-dir runs/ct_baselines --threads 1
-    python scripts/ct_baselines.py --out runs/ct_baselines.md --output-dir runs/ct_baselines \\
-        --model-weights runs/ct_light/model.pt --threads 1
+    python scripts/ct_baselines.py --oracle --model "Restore-RWKV light=bundles/restore_rwkv_ct_denoise/models/model.pt"
 """
 
 from __future__ import annotations
 
 import argparse
-import itertools
 import json
-import math
+import os
 import sys
 import time
-from collections.abc import Callable, Mapping, Sequence
+from collections.abc import Mapping, Sequence
 from pathlib import Path
 from typing import Any
 
+import nibabel as nib
+import numpy as np
 import torch
-from torch import nn
 
+from monai_rwkv.apps import baselines as lib
 from monai_rwkv.apps.evaluate import evaluate_restoration, volume_slice_metrics
 from monai_rwkv.apps.restore import find_inputs, read_volume
-from monai_rwkv.inference import CT_INTENSITY_RANGE, SliceWiseRestorer, load_network
 from monai_rwkv.metrics import CT_EVAL_WINDOW
-from monai_rwkv.networks.nets import BilateralDenoiser, GaussianDenoiser, NonLocalMeansDenoiser, RestoreRWKV
+from monai_rwkv.networks.nets import BilateralDenoiser, GaussianDenoiser, NonLocalMeansDenoiser
 from monai_rwkv.transforms import LowDoseCT
 
-#: one HU in the restorers' normalised units.
-HU = 1.0 / (CT_INTENSITY_RANGE[1] - CT_INTENSITY_RANGE[0])
-#: the bundle's inference settings (bundles/restore_rwkv_ct_denoise/configs/inference.json) for the model row.
-MODEL_ROI, MODEL_OVERLAP, MODEL_SW_BATCH = (128, 128), 0.25, 4
+BUNDLE = Path(__file__).resolve().parents[1] / "bundles" / "restore_rwkv_ct_denoise"
 
-
-class Baseline:
-    """A tunable classical denoiser: its grid, which parameters are continuous, and how to build it."""
-
-    def __init__(
-        self,
-        name: str,
-        label: str,
-        build: Callable[..., nn.Module],
-        grid: Mapping[str, Sequence[Any]],
-        continuous: Sequence[str],
-        describe: Callable[[Mapping[str, Any]], str],
-    ) -> None:
-        self.name, self.label, self.build, self.grid = name, label, build, dict(grid)
-        self.continuous, self.describe = tuple(continuous), describe
-
-
-# Intensity parameters are tuned in HU (the noise of the quarter-dose scans is about 20 HU in soft tissue) and
-# converted to the normalised units of the filters (x / 4096).
+# Filters run on HU: intensity parameters are in HU.
 BASELINES = {
-    "gaussian": Baseline(
+    "gaussian": lib.Baseline(
         "gaussian",
         "Gaussian smoothing",
         lambda sigma: GaussianDenoiser(sigma),
-        {"sigma": [0.5, 0.75, 1.0, 1.25, 1.5, 2.0, 2.5, 3.0]},
-        ["sigma"],
-        lambda p: f"sigma = {p['sigma']:.3g} px",
+        {"sigma": [0.5, 0.75, 1.0, 1.5, 2.0, 3.0]},
+        "sigma",
+        (0.05, 20.0),
+        1.5,
+        lambda p: f"sigma {p['sigma']:.3g} px",
     ),
-    "bilateral": Baseline(
+    "bilateral": lib.Baseline(
         "bilateral",
         "Bilateral filter",
-        lambda sigma_spatial, sigma_range_hu: BilateralDenoiser(sigma_spatial, sigma_range_hu * HU),
-        {"sigma_spatial": [1.0, 1.5, 2.0, 3.0], "sigma_range_hu": [10.0, 15.0, 20.0, 30.0, 40.0, 60.0, 80.0]},
-        ["sigma_spatial", "sigma_range_hu"],
-        lambda p: (
-            f"sigma_spatial = {p['sigma_spatial']:.3g} px, sigma_range = {p['sigma_range_hu']:.3g} HU, "
-            f"radius = {math.ceil(2 * p['sigma_spatial'])} px"
-        ),
+        lambda sigma_spatial, sigma_range_hu: BilateralDenoiser(sigma_spatial, sigma_range_hu),
+        {"sigma_spatial": [1.0, 1.5, 2.0, 3.0], "sigma_range_hu": [10.0, 20.0, 40.0, 80.0]},
+        "sigma_range_hu",
+        (1.0, 1000.0),
+        2.0,
+        lambda p: f"sigma {p['sigma_spatial']:.3g} px, range {p['sigma_range_hu']:.3g} HU",
     ),
-    "nlm": Baseline(
+    "nlm": lib.Baseline(
         "nlm",
         "Non-local means",
-        lambda h_hu, patch_radius, search_radius: NonLocalMeansDenoiser(h_hu * HU, patch_radius, search_radius),
+        lambda h_hu, patch_radius, search_radius: NonLocalMeansDenoiser(h_hu, patch_radius, search_radius),
         {"h_hu": [10.0, 14.0, 20.0, 28.0, 40.0, 56.0], "patch_radius": [1, 2], "search_radius": [5]},
-        ["h_hu"],
-        lambda p: (
-            f"h = {p['h_hu']:.3g} HU, patch {2 * p['patch_radius'] + 1}x{2 * p['patch_radius'] + 1}, "
-            f"search {2 * p['search_radius'] + 1}x{2 * p['search_radius'] + 1}"
-        ),
+        "h_hu",
+        (1.0, 1000.0),
+        1.4,
+        lambda p: f"h {p['h_hu']:.3g} HU, patch {2 * p['patch_radius'] + 1}, search {2 * p['search_radius'] + 1}",
     ),
 }
+SETS = ("in-distribution", "shifted")
 
 
-def split_file(data_dir: Path, split: str) -> Path:
-    """The NIfTI file of ``split`` listed in ``<data_dir>/split.json``."""
-    return data_dir / json.loads((data_dir / "split.json").read_text())["splits"][split]["file"]
+# ------------------------------------------------------------------------------------------------------ the pairs
 
 
-def read_clean(path: Path):
-    """``(1, i, j, k)`` HU MetaTensor of a split file."""
-    return read_volume(find_inputs(path)[0])
+def _write(volume: torch.Tensor, affine: np.ndarray, path: Path) -> None:
+    path.parent.mkdir(parents=True, exist_ok=True)
+    tmp = path.with_name(f".{path.name}.tmp.nii.gz")
+    nib.save(nib.Nifti1Image(np.asarray(volume[0], dtype=np.float32), affine), tmp)
+    os.replace(tmp, path)
 
 
-def slice_roi(volume: torch.Tensor) -> tuple[int, int]:
-    """The whole axial slice as restorer ROI: ``(rows, columns) = (j, i)``."""
-    return int(volume.shape[2]), int(volume.shape[1])
-
-
-def whole_slice_restorer(module: nn.Module, roi: tuple[int, int], device: str) -> SliceWiseRestorer:
-    return SliceWiseRestorer(module, roi_size=roi, overlap=0.0, sw_batch_size=1, device=device, progress=False)
+def pair_folders(args: argparse.Namespace, set_name: str, split: str) -> tuple[Path, Path]:
+    """``(full, low)`` folders of one set's split; the in-distribution scans are simulated and written once."""
+    if set_name == "shifted":
+        root = args.data_dir / "shifted" / split
+        if not (args.data_dir / "datalist_shifted.json").is_file():
+            raise SystemExit(f"error: {args.data_dir / 'datalist_shifted.json'}: run scripts/prepare_ct_shifted.py")
+        return root / "full", root / "low"
+    root = args.output_dir / set_name / "pairs" / split
+    full, low = root / "full", root / "low"
+    if not (low / "head.nii.gz").is_file():
+        split_info = json.loads((args.data_dir / "split.json").read_text())["splits"]
+        source = args.data_dir / split_info["val" if split == "validation" else "test"]["file"]
+        clean = read_volume(find_inputs(source)[0])
+        seed = args.val_seed if split == "validation" else args.seed
+        affine = np.asarray(clean.affine, dtype=np.float64)
+        _write(clean, affine, full / "head.nii.gz")
+        _write(LowDoseCT(args.dose, seed)(clean), affine, low / "head.nii.gz")
+    return full, low
 
 
 class Objective:
-    """Mean windowed PSNR over the non-constant slices of the validation split, memoised per parameter set."""
+    """Mean windowed PSNR over the non-constant slices of a set's pairs, memoised per parameter set."""
 
-    def __init__(self, baseline: Baseline, clean, low, device: str) -> None:
-        self.baseline, self.clean, self.low, self.device = baseline, clean, low, device
-        windowed = clean.as_tensor().clamp(*CT_EVAL_WINDOW)
-        self.keep = windowed.amax(dim=(0, 1, 2)) > windowed.amin(dim=(0, 1, 2))  # (k,)
-        self.roi = slice_roi(clean)
-        self.results: dict[tuple, dict[str, float]] = {}
+    def __init__(self, baseline: lib.Baseline, full: Path, low: Path) -> None:
+        self.baseline = baseline
+        self.pairs = [(read_volume(i), read_volume(find_inputs(low / i.path.name)[0])) for i in find_inputs(full)]
+        self.results: dict[tuple, float] = {}
 
     def __call__(self, params: Mapping[str, Any]) -> float:
         key = tuple(sorted(params.items()))
         if key not in self.results:
-            t0 = time.time()
-            restorer = whole_slice_restorer(self.baseline.build(**params), self.roi, self.device)
-            metrics = volume_slice_metrics(restorer(self.low), self.clean, CT_EVAL_WINDOW)
-            self.results[key] = {m: float(v[self.keep].mean()) for m, v in metrics.items()}
-            psnr = self.results[key]["psnr"]
-            print(f"  {self.baseline.name} {dict(params)}: PSNR {psnr:.3f} dB ({time.time() - t0:.1f} s)", flush=True)
-        return self.results[key]["psnr"]
-
-    def records(self) -> list[dict[str, Any]]:
-        return [{"params": dict(k), **v} for k, v in sorted(self.results.items(), key=lambda kv: -kv[1]["psnr"])]
-
-
-def tune(baseline: Baseline, objective: Objective, max_moves: int = 6) -> dict[str, Any]:
-    """Grid search, then a multiplicative line search on each continuous parameter (two step sizes)."""
-    names = list(baseline.grid)
-    grid = [dict(zip(names, values)) for values in itertools.product(*(baseline.grid[n] for n in names))]
-    best = max(grid, key=objective)
-    for name in baseline.continuous:
-        values = sorted(baseline.grid[name])
-        ratio = max(b / a for a, b in zip(values, values[1:])) if len(values) > 1 else 1.5
-        for step in (ratio, math.sqrt(ratio), ratio**0.25):
-            for direction in (step, 1 / step):
-                for _ in range(max_moves):
-                    candidate = {**best, name: round(best[name] * direction, 4)}
-                    if objective(candidate) <= objective(best):
-                        break
-                    best = candidate
-    return best
+            restorer = lib.SliceFilterRestorer(self.baseline.build(**params), {})
+            values = []
+            for clean, low in self.pairs:
+                windowed = clean.as_tensor().clamp(*CT_EVAL_WINDOW)
+                keep = windowed.amax(dim=(0, 1, 2)) > windowed.amin(dim=(0, 1, 2))
+                values += volume_slice_metrics(restorer(low), clean, CT_EVAL_WINDOW)["psnr"][keep].tolist()
+            self.results[key] = sum(values) / len(values)
+            print(f"  {self.baseline.name} {dict(params)}: {self.results[key]:.3f} dB", flush=True)
+        return self.results[key]
 
 
-def summary_path(output_dir: Path, method: str) -> Path:
-    return output_dir / method / "summary.json"
+FIGURE_METHODS = ("nlm", "oracle_nlm")  # with the models: the rows whose restored test images are kept
 
 
-def same_scores(a: dict[str, Any], b: dict[str, Any], rtol: float = 1e-6) -> bool:
-    """Whether two ``{metric: {mean, std}}`` score sets agree (to float rounding across thread counts)."""
-    return a.keys() == b.keys() and all(
-        math.isclose(a[m][s], b[m][s], rel_tol=rtol, abs_tol=1e-9) for m in a for s in ("mean", "std")
-    )
-
-
-def reusable(output_dir: Path, method: str, args: argparse.Namespace) -> dict[str, Any] | None:
-    """The existing summary of ``method`` when it matches the protocol and ``--overwrite`` is not set."""
-    path = summary_path(output_dir, method)
-    if args.overwrite or not path.exists():
-        return None
-    summary = json.loads(path.read_text())
-    protocol = summary["protocol"]
-    if protocol.get("dose_fraction") != args.dose or protocol.get("seed") != args.seed:
-        raise SystemExit(f"{path}: made with another dose or seed ({protocol}); use --overwrite to recompute")
-    print(f"{method}: reusing {path}")
-    return summary
-
-
-def tuning_set(args: argparse.Namespace, split: str) -> dict[str, Any]:
-    """Clean volume and its simulated low-dose scan used for tuning: ``val`` (seed ``--val-seed``) or ``test``
-    (seed ``--seed``: exactly the scan of the test evaluation, for the oracle rows)."""
-    path = split_file(args.data_dir, split)
-    seed = args.val_seed if split == "val" else args.seed
-    clean = read_clean(path)
-    return {
-        "split": split,
-        "file": path,
-        "seed": seed,
-        "clean": clean,
-        "low": LowDoseCT(args.dose, seed)(clean),
-    }
-
-
-def run_baseline(
-    baseline: Baseline, args: argparse.Namespace, tuning: dict[str, Any], test_file: Path, name: str, label: str
-) -> dict[str, Any]:
-    """Tune ``baseline`` on ``tuning``, evaluate it on test: the summary (parameters in ``model.version``)."""
-    out = args.output_dir / name
-    t0 = time.time()
-    objective = Objective(baseline, tuning["clean"], tuning["low"], args.device)
-    best = tune(baseline, objective)
-    description = baseline.describe(best)
-    print(f"{name}: tuned {best} -> {tuning['split']} PSNR {objective(best):.3f} dB ({time.time() - t0:.0f} s)")
-    out.mkdir(parents=True, exist_ok=True)
-    record = {
-        "method": baseline.name,
-        "objective": f"mean PSNR (dB) in the CT window over non-constant {tuning['split']} slices",
-        "tuning_scan": {
-            "split": tuning["split"],
-            "file": str(tuning["file"]),
-            "dose_fraction": args.dose,
-            "seed": tuning["seed"],
-        },
-        "grid": baseline.grid,
-        "best": best,
-        "best_metrics": objective.results[tuple(sorted(best.items()))],
-        "tried": objective.records(),
-    }
-    (out / "tuning.json").write_text(json.dumps(record, indent=2) + "\n")
-    restorer = whole_slice_restorer(baseline.build(**best), slice_roi(tuning["clean"]), args.device)
+def evaluate(restorer, method: str, label: str, version: str, args, set_name: str) -> dict[str, Any]:
+    full, low = pair_folders(args, set_name, "test")
+    keep_images = method in FIGURE_METHODS or method.startswith("model")
     return evaluate_restoration(
         restorer,
-        test_file,
-        out,
+        full,
+        args.output_dir / set_name / method,
+        degradation=None,
         model_name=label,
-        model_version=description,
-        degradation=LowDoseCT(args.dose, args.seed),
+        model_version=version,
         window=CT_EVAL_WINDOW,
+        degraded_dir=low,
+        save_images=keep_images,
         overwrite=True,
     )
 
 
-def run_model(args: argparse.Namespace, test_file: Path) -> dict[str, Any]:
-    """Evaluate the trained network on test (always recomputed: the weights file may have changed)."""
-    network = load_network(RestoreRWKV.from_preset(args.preset), args.model_weights, device=args.device)
-    restorer = SliceWiseRestorer(
-        network,
-        roi_size=MODEL_ROI,
-        overlap=MODEL_OVERLAP,
-        sw_batch_size=MODEL_SW_BATCH,
-        device=args.device,
-        progress=False,
-    )
-    return evaluate_restoration(
-        restorer,
-        test_file,
-        args.output_dir / "model",
-        model_name=f"Restore-RWKV ({args.preset})",
-        model_version=str(args.model_weights),
-        degradation=LowDoseCT(args.dose, args.seed),
-        window=CT_EVAL_WINDOW,
-        overwrite=True,
-    )
+def run_baseline(baseline: lib.Baseline, tuning_split: str, method: str, label: str, args, set_name: str) -> lib.Row:
+    out = args.output_dir / set_name / method
+    if (out / "summary.json").is_file() and (out / "tuning.json").is_file() and not args.overwrite:
+        print(f"{set_name}/{method}: reusing {out / 'summary.json'}")
+        summary, tuning = json.loads((out / "summary.json").read_text()), json.loads((out / "tuning.json").read_text())
+        return lib.Row(method, label, baseline.describe(tuning["best"]), summary, args.output_dir / set_name)
+    start = time.time()
+    objective = Objective(baseline, *pair_folders(args, set_name, tuning_split))
+    best = lib.tune(baseline, objective)
+    out.mkdir(parents=True, exist_ok=True)
+    record = {"method": baseline.name, "tuned_on": f"{set_name} {tuning_split}", "objective": "mean windowed PSNR"}
+    record.update(best=best, tried=[{"params": dict(k), "psnr": v} for k, v in objective.results.items()])
+    (out / "tuning.json").write_text(json.dumps(record, indent=2) + "\n")
+    restorer = lib.SliceFilterRestorer(baseline.build(**best), {"method": baseline.name, **best})
+    summary = evaluate(restorer, method, label, baseline.describe(best), args, set_name)
+    print(f"{set_name}/{method}: {best} in {time.time() - start:.0f} s")
+    return lib.Row(method, label, baseline.describe(best), summary, args.output_dir / set_name)
 
 
-def fmt(stats: Mapping[str, float], digits: int) -> str:
-    return f"{stats['mean']:.{digits}f} ± {stats['std']:.{digits}f}"
+def run_model(label: str, weights: Path, index: int, args, set_name: str) -> lib.Row:
+    from monai_rwkv.apps import load_bundle_config  # noqa: PLC0415
+
+    overrides = {"weights": os.fspath(weights), "device": "cpu", "progress": False}
+    restorer = load_bundle_config(args.bundle, "inference.json", overrides=overrides).get_parsed_content("restorer")
+    method = f"model{index}"
+    summary = evaluate(restorer, method, label, os.fspath(weights), args, set_name)
+    return lib.Row(method, label, f"`{weights.name}`", summary, args.output_dir / set_name)
 
 
-def table(rows: Sequence[tuple[str, str, Mapping[str, Any]]], first: Mapping[str, Any], args) -> str:
-    """Markdown table: the low-dose input row, then one row per method (``pred`` statistics)."""
+# ---------------------------------------------------------------------------------------------------- the report
+
+
+def set_table(set_name: str, rows: Sequence[lib.Row], models: Sequence[lib.Row], args) -> str:
+    first = rows[0].summary
     lines = [
-        f"Low-dose CT denoising, test split ({first['slices_used']} slices used, "
-        f"{first['slices_excluded_constant_label']} excluded: constant windowed label), simulated dose "
-        f"{args.dose:g}, seed {args.seed}; metrics in the window [{CT_EVAL_WINDOW[0]:g}, {CT_EVAL_WINDOW[1]:g}] HU, "
-        "mean ± std over slices. Baselines tuned on the validation split (seed "
-        f"{args.val_seed}), run on the whole slice"
-        + ("; oracle rows: tuned on this very test scan (upper bound)." if args.oracle else "."),
+        f"### {set_name}",
+        "",
+        f"{first['slices_used']} test slices ({first['slices_excluded_constant_label']} excluded: constant windowed "
+        f"reference); window [{CT_EVAL_WINDOW[0]:g}, {CT_EVAL_WINDOW[1]:g}] HU; mean ± std over slices.",
         "",
         "| Method | Parameters | PSNR (dB) | SSIM | RMSE (HU) |",
         "|---|---|---|---|---|",
+        f"| Low-dose input | | {lib.fmt(first['input']['psnr'], 2)} | {lib.fmt(first['input']['ssim'], 4)} | "
+        f"{lib.fmt(first['input']['rmse'], 1)} |",
     ]
-    cells = [("Low-dose input", "", first["input"])] + [(label, params, s["pred"]) for label, params, s in rows]
-    for label, params, stats in cells:
+    for row in rows:
         lines.append(
-            f"| {label} | {params} | {fmt(stats['psnr'], 2)} | {fmt(stats['ssim'], 4)} | {fmt(stats['rmse'], 2)} |"
+            f"| {row.label} | {row.params} | {lib.fmt(row.stats('psnr'), 2)} | "
+            f"{lib.fmt(row.stats('ssim'), 4)} | {lib.fmt(row.stats('rmse'), 1)} |"
         )
-    return "\n".join(lines) + "\n"
+    lines += ["", lib.paired_table(models[0], [r for r in rows if r is not models[0]])]
+    return "\n".join(lines)
 
 
-def main() -> None:
-    p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    p.add_argument("--data-dir", type=Path, default=Path("data/ct"), help="output of scripts/prepare_ct_data.py")
-    p.add_argument("--out", type=Path, default=Path("runs/ct_baselines.md"), help="markdown table")
+def figure(set_name: str, rows: Sequence[lib.Row], args) -> Path:
+    """Low-dose input, the val-tuned and oracle NLM rows, the model rows and the reference for one test slice of the
+    set's last file (the shifted set's synthetic bodies): the slice of median PSNR for the first model."""
+    full, low = pair_folders(args, set_name, "test")
+    files = find_inputs(full)
+    image = files[-1]  # the shifted set's synthetic bodies; the head for in-distribution
+    clean = read_volume(image)
+    noisy = read_volume(find_inputs(low / image.path.name)[0])
+    model = next(r for r in rows if r.method.startswith("model"))
+    gains = sorted((v["psnr"], k) for (f, k), v in model.slices.items() if f == image.name)
+    k = gains[len(gains) // 2][1]
+    panels = [("Low-dose input", "", lib.display_slice(noisy, k))]
+    for row in rows:
+        if row.method in ("nlm", "oracle_nlm") or row.method.startswith("model"):
+            images = args.output_dir / set_name / row.method / "images"
+            restored = read_volume(find_inputs(images / f"{image.name}_restored.nii.gz")[0])
+            panels.append((row.label, f"{row.slices[(image.name, k)]['psnr']:.2f} dB", lib.display_slice(restored, k)))
+    panels.append(("Full dose", "", lib.display_slice(clean, k)))
+    reference = panels[-1][2]
+    path = args.output_dir / set_name / "figure.png"
+    lib.panel_figure(panels, CT_EVAL_WINDOW, lib.detail_window(reference.clip(*CT_EVAL_WINDOW), 64), path)
+    return path
+
+
+def parse_args(argv: Sequence[str] | None) -> argparse.Namespace:
+    p = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    p.add_argument("--data-dir", type=Path, default=Path("data/ct"), help="prepare_ct_data.py / _shifted.py output")
     p.add_argument("--output-dir", type=Path, default=Path("runs/ct_baselines"), help="per-method reports")
+    p.add_argument("--out", type=Path, default=Path("runs/ct_baselines.md"), help="the markdown report")
+    p.add_argument("--bundle", type=Path, default=BUNDLE, help="the bundle whose inference pipeline runs the models")
+    p.add_argument("--model", action="append", default=[], metavar="LABEL=WEIGHTS", help="a model row (repeatable)")
+    p.add_argument("--sets", default=",".join(SETS), help=f"comma-separated subset of {','.join(SETS)}")
     p.add_argument("--methods", default=",".join(BASELINES), help=f"comma-separated subset of {','.join(BASELINES)}")
-    p.add_argument("--model-weights", type=Path, default=None, help="also score this RestoreRWKV state dict")
-    p.add_argument("--preset", default="light", help="RestoreRWKV preset of --model-weights")
-    p.add_argument("--dose", type=float, default=0.25, help="simulated dose fraction (validation and test)")
-    p.add_argument("--seed", type=int, default=0, help="noise seed of the test scan (bundle evaluation default)")
-    p.add_argument("--val-seed", type=int, default=1, help="noise seed of the validation scan used for tuning")
-    p.add_argument("--device", default="cpu", help="cpu, cuda or auto")
+    p.add_argument("--oracle", action="store_true", help="also rows tuned on the test pairs (upper bounds)")
+    p.add_argument("--dose", type=float, default=0.25, help="in-distribution dose fraction")
+    p.add_argument("--seed", type=int, default=0, help="in-distribution test scan seed")
+    p.add_argument("--val-seed", type=int, default=1, help="in-distribution validation scan seed")
     p.add_argument("--threads", type=int, default=torch.get_num_threads())
-    p.add_argument(
-        "--oracle",
-        action="store_true",
-        help="also rows of each baseline tuned on the test scan itself (an upper bound, not a fair baseline)",
-    )
-    p.add_argument("--overwrite", action="store_true", help="recompute methods whose reports exist")
-    args = p.parse_args()
-    torch.set_num_threads(args.threads)
-    methods = [m.strip() for m in args.methods.split(",") if m.strip()]
-    unknown = sorted(set(methods) - set(BASELINES))
-    if unknown:
-        raise SystemExit(f"unknown methods {unknown}; choose from {sorted(BASELINES)}")
-    if args.model_weights is not None and not args.model_weights.is_file():
-        raise SystemExit(f"{args.model_weights}: model weights not found")
+    p.add_argument("--overwrite", action="store_true", help="recompute baseline rows whose reports exist")
+    args = p.parse_args(argv)
+    args.models = []
+    for spec in args.model:
+        label, sep, path = spec.partition("=")
+        if not sep or not Path(path).is_file():
+            p.error(f"--model {spec!r}: expected LABEL=WEIGHTS with an existing weights file")
+        args.models.append((label, Path(path)))
+    if not args.models:
+        p.error("give at least one --model LABEL=WEIGHTS")
+    return args
 
-    test_file = split_file(args.data_dir, "test")
-    scans: dict[str, dict[str, Any]] = {}
-    rows: list[tuple[str, str, dict[str, Any]]] = []
-    for split in ("val", "test") if args.oracle else ("val",):
-        for method in methods:
-            name = method if split == "val" else f"{method}_oracle"
-            label = BASELINES[method].label + ("" if split == "val" else " (oracle: tuned on test)")
-            summary = reusable(args.output_dir, name, args)
-            if summary is None:
-                if split not in scans:
-                    scans[split] = tuning_set(args, split)
-                summary = run_baseline(BASELINES[method], args, scans[split], test_file, name, label)
-            rows.append((summary["model"]["name"], summary["model"]["version"], summary))
-    if args.model_weights is not None:
-        summary = run_model(args, test_file)
-        rows.append((summary["model"]["name"], f"weights {args.model_weights}", summary))
-    if not rows:
-        raise SystemExit("nothing to evaluate")
-    for _, _, s in rows:
-        if s["errors"]:
-            raise SystemExit(f"{s['model']['name']}: evaluation errors {s['errors']}")
-        if not same_scores(s["input"], rows[0][2]["input"]):
-            raise SystemExit("the methods saw different low-dose inputs (reports from another run?); use --overwrite")
-    text = table(rows, rows[0][2], args)
+
+def main(argv: Sequence[str] | None = None) -> int:
+    args = parse_args(argv)
+    torch.set_num_threads(args.threads)
+    report = ["## Low-dose CT denoising: classical baselines and Restore-RWKV", ""]
+    for set_name in args.sets.split(","):
+        rows = []
+        for name in args.methods.split(","):
+            rows.append(run_baseline(BASELINES[name], "validation", name, BASELINES[name].label, args, set_name))
+        if args.oracle:
+            for name in args.methods.split(","):
+                label = f"{BASELINES[name].label}, oracle"
+                rows.append(run_baseline(BASELINES[name], "test", f"oracle_{name}", label, args, set_name))
+        models = [run_model(label, path, i, args, set_name) for i, (label, path) in enumerate(args.models)]
+        report.append(set_table(set_name, models + rows, models, args))
+        report.append(f"![{set_name}]({figure(set_name, models + rows, args).resolve()})\n")
+    text = "\n".join(report)
     args.out.parent.mkdir(parents=True, exist_ok=True)
     args.out.write_text(text)
-    print()
     print(text)
-    if args.model_weights is not None:
-        model = rows[-1][2]["pred"]
-        for oracle in (False, True) if args.oracle else (False,):
-            baselines = [s["pred"] for label, _, s in rows[:-1] if ("(oracle" in label) == oracle]
-            kind = "oracle (test-tuned) baseline" if oracle else "baseline (tuned on validation)"
-            if not baselines:
-                print(f"no {kind} rows to compare the model with")
-                continue
-            ok = all(model[m]["mean"] > b[m]["mean"] for b in baselines for m in ("psnr", "ssim"))
-            print(f"model beats every {kind} on mean PSNR and SSIM: {'yes' if ok else 'NO'}")
-    print(f"wrote {args.out} and the reports under {args.output_dir}")
+    return 0
 
 
 if __name__ == "__main__":

@@ -39,7 +39,10 @@ import sys
 import warnings
 from collections.abc import Sequence
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
+
+if TYPE_CHECKING:
+    import torch
 
 from monai_rwkv.apps.signals import Terminated, terminate_as_interrupt
 
@@ -152,6 +155,9 @@ def _add_bundle_options(command: argparse.ArgumentParser) -> None:
     command.add_argument("--dtype", choices=("float32", "int16"), help="NIfTI output type (default: the bundle's)")
     command.add_argument("--no-progress", action="store_true", help="no progress bar")
     command.add_argument(
+        "-v", "--verbose", action="store_true", help="say on stderr which device and Bi-WKV kernels run, and threads"
+    )
+    command.add_argument(
         "--allow-mismatch",
         action="store_true",
         help="restore inputs that do not fit the bundle's input (another modality, colour, other units) with a "
@@ -239,9 +245,10 @@ def _restore(args: argparse.Namespace) -> list[Path]:
 
     overrides = _config_overrides(args)
     try:
-        resolve_device(args.device)
+        device = resolve_device(args.device)
     except ValueError as e:
         raise _CommandError(f"--device {args.device}: {e}") from None
+    _say_backend(args, device)
     parser = load_bundle_config(args.bundle, "inference.json", overrides)  # parsed only: no network is built yet
     spec = InputSpec.from_metadata(parser.get("_meta_", {}))
     source, output = Path(args.input), Path(args.output)
@@ -271,6 +278,18 @@ def _restore(args: argparse.Namespace) -> list[Path]:
     return restore_task(restorer, task, name, version, overwrite=args.overwrite, volume=volume)
 
 
+def _say_backend(args: argparse.Namespace, device: torch.device) -> None:
+    """With ``--verbose``: one ``info:`` line on stderr naming the device, the Bi-WKV kernels and the threads."""
+    if not args.verbose:
+        return
+    import torch  # noqa: F811 - imported lazily: the CLI starts without torch
+
+    from monai_rwkv.ops import describe_backend
+
+    threads = f", {torch.get_num_threads()} CPU threads" if device.type == "cpu" else ""
+    print(f"info: device {device}{threads}; Bi-WKV kernels: {describe_backend(device)}", file=sys.stderr)
+
+
 def _check_batch_paths(args: argparse.Namespace) -> None:
     """Cheap checks of the bundle and INPUT_DIR before anything is loaded."""
     if not (Path(args.bundle) / "configs" / "inference.json").is_file():
@@ -297,9 +316,10 @@ def _batch(args: argparse.Namespace) -> int:
 
     overrides = _config_overrides(args)
     try:
-        resolve_device(args.device)
+        device = resolve_device(args.device)
     except ValueError as e:
         raise _CommandError(f"--device {args.device}: {e}") from None
+    _say_backend(args, device)
     parser = load_bundle_config(args.bundle, "inference.json", overrides)
     if args.workers > 1:  # each worker builds the model from the same config and overrides
         restorer = BundleRestorerFactory.from_parser(parser, args.bundle)

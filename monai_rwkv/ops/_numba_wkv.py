@@ -1,7 +1,7 @@
 """Fused CPU kernels for the exact Bi-WKV of Restore-RWKV (paper Eq. 8), written with numba.
 
-This module imports numba at import time; :mod:`monai_rwkv.ops.wkv` only imports it when numba is installed
-(extra ``monai-rwkv[fast]``).
+This module imports numba at import time; :mod:`monai_rwkv.ops.wkv` imports it on first use and falls back to the
+pure PyTorch path when that fails (numba is a dependency of the package, but may not load on every platform).
 
 Maths. For one channel (decay ``w``, bonus ``u``, keys ``k``, values ``v``) the output is
 

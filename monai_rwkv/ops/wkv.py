@@ -18,7 +18,7 @@ Restore-RWKV parameterisation (``|w| T`` is the learned decay, of order 1-60) wi
 No subtraction of large partial sums is ever performed, so accuracy does not degrade with T.
 
 Backends. ``bi_wkv(..., backend="auto")`` runs the fused numba kernels of :mod:`monai_rwkv.ops._numba_wkv`
-(extra ``monai-rwkv[fast]``; same equation, float64 carried state, custom exact O(T) backward) when numba
+(numba is a dependency; same equation, float64 carried state, custom exact O(T) backward) when numba
 imports and every input is a CPU tensor, except while tracing, scripting or exporting (TorchScript, ONNX,
 ``torch.export``), which need the pure PyTorch graph below; the kernels are a ``torch.library`` custom op
 (``monai_rwkv::bi_wkv_numba``), so ``torch.compile`` keeps them as one call. On CUDA tensors of dtype float32,
@@ -26,7 +26,9 @@ float16 or bfloat16 it runs the Triton kernels of :mod:`monai_rwkv.ops._triton_w
 exponent-carrying scans, forward and backward; triton ships with PyTorch's CUDA builds), also custom ops
 (``monai_rwkv::bi_wkv_triton`` and its backward) that ``torch.compile`` keeps. ``backend="torch"`` always uses
 the pure path; ``backend="numba"`` and ``backend="triton"`` insist on their kernels (``"triton"`` also runs CPU
-tensors under ``TRITON_INTERPRET=1``, which is how the tests check it without a GPU).
+tensors under ``TRITON_INTERPRET=1``, which is how the tests check it without a GPU). When numba cannot be
+imported (an unsupported platform, a broken install) ``"auto"`` falls back to the pure path;
+:func:`describe_backend` says which kernels run and why.
 """
 
 from __future__ import annotations
@@ -34,11 +36,11 @@ from __future__ import annotations
 import importlib
 import os
 from types import ModuleType
-from typing import Any, Optional
+from typing import Any, Optional, Union
 
 import torch
 
-__all__ = ["BACKENDS", "bi_wkv", "numba_available", "triton_available"]
+__all__ = ["BACKENDS", "bi_wkv", "describe_backend", "numba_available", "triton_available"]
 
 BACKENDS = ("auto", "torch", "numba", "triton")
 
@@ -287,6 +289,19 @@ def _triton_supported(tensors: tuple[torch.Tensor, ...]) -> bool:
     return device_ok and same_device and k.dtype in _TRITON_DTYPES and v.dtype in _TRITON_DTYPES
 
 
+def describe_backend(device: Union[str, torch.device] = "cpu") -> str:
+    """One line naming the Bi-WKV kernels ``backend="auto"`` runs for float32 inputs on ``device`` (and, when it
+    falls back to the pure PyTorch path, why), e.g. ``"numba (fused CPU kernels)"``."""
+    device = torch.device(device)
+    if device.type == "cuda":
+        if triton_available():
+            return "triton (fused CUDA kernels)"
+        return f"torch (pure PyTorch: triton could not be imported: {_TRITON.error!r})"
+    if numba_available():
+        return "numba (fused CPU kernels)"
+    return f"torch (pure PyTorch, several times slower: numba could not be imported: {_NUMBA.error!r})"
+
+
 def _choose(backend: str, tensors: tuple[torch.Tensor, ...]) -> str:
     """The backend that runs: ``backend`` itself, or for ``"auto"`` the fastest one that applies."""
     if backend not in BACKENDS:
@@ -303,7 +318,7 @@ def _choose(backend: str, tensors: tuple[torch.Tensor, ...]) -> str:
     if backend == "numba":
         if not numba_available():
             raise RuntimeError(
-                "backend='numba' needs numba (pip install 'monai-rwkv[fast]');"
+                "backend='numba' needs numba (a dependency of monai-rwkv: pip install numba);"
                 f" importing it failed with: {_NUMBA.error!r}"
             )
         if not _numba_supported(tensors):

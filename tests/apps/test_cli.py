@@ -51,6 +51,19 @@ def test_nifti_in_nifti_out(bundle: Path, tmp_path: Path) -> None:
     assert tree_digest(source.parent) == digest
 
 
+def test_verbose_names_the_device_and_the_bi_wkv_kernels(bundle: Path, tmp_path: Path) -> None:
+    source = tmp_path / "head.nii.gz"
+    data = np.random.default_rng(1).integers(-1000, 1500, size=(16, 12, 2)).astype(np.int16)
+    nib.save(nib.Nifti1Image(data, np.diag([0.9, 0.9, 1.5, 1.0])), source)
+    result = cli(source, tmp_path / "out.nii.gz", "--verbose", "--device", "cpu", bundle=bundle)
+    assert result.returncode == 0, result.stderr
+    info = [line for line in result.stderr.splitlines() if line.startswith("info: ")]
+    assert len(info) == 1 and info[0].startswith("info: device cpu, ") and "CPU threads" in info[0]
+    assert info[0].endswith("Bi-WKV kernels: numba (fused CPU kernels)")
+    quiet = cli(source, tmp_path / "out2.nii.gz", "--device", "cpu", bundle=bundle)
+    assert quiet.returncode == 0 and "info: " not in quiet.stderr
+
+
 def test_dicom_series_in_dicom_series_out(bundle: Path, tmp_path: Path) -> None:
     series = copy_series(CT5N, tmp_path / "CT5N")
     digest = tree_digest(series)

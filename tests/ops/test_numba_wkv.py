@@ -245,6 +245,14 @@ def test_missing_numba(monkeypatch: pytest.MonkeyPatch, seed: int) -> None:
     assert "bi_wkv_numba" not in type(bi_wkv(w, u, k, v).grad_fn).__name__
     with pytest.raises(RuntimeError, match="numba"):
         bi_wkv(w, u, k, v, backend="numba")
+    assert wkv_mod.describe_backend("cpu").startswith("torch (pure PyTorch")
+    assert "numba could not be imported" in wkv_mod.describe_backend("cpu")
+
+
+def test_numba_is_installed_and_described_as_the_cpu_backend() -> None:
+    """numba is a dependency, not an extra: a default install runs the fused kernels and says so."""
+    assert wkv_mod.numba_available()
+    assert wkv_mod.describe_backend("cpu") == "numba (fused CPU kernels)"
 
 
 def test_concurrent_calls_from_python_threads(seed: int) -> None:

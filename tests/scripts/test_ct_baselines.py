@@ -1,0 +1,88 @@
+"""scripts/ct_baselines.py on tiny CT data: both sets (simulated in-distribution pairs and stored shifted pairs),
+tuning, oracle rows, model rows through a tiny bundle, paired differences, reuse, figure."""
+
+from __future__ import annotations
+
+import importlib.util
+import json
+import math
+from pathlib import Path
+
+import numpy as np
+
+from monai_rwkv.data import write_nifti
+from tests.bundles.utils import CT_BUNDLE, phantom_ct_volume, tiny_inference_bundle
+
+ROOT = Path(__file__).resolve().parents[2]
+AFFINE = np.diag([-3.0, 3.0, 5.0, 1.0])
+
+
+def _load(name: str):
+    spec = importlib.util.spec_from_file_location(name, ROOT / "scripts" / f"{name}.py")
+    module = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(module)
+    return module
+
+
+def _data(root: Path, seed: int) -> Path:
+    """split.json with validation and test volumes, and shifted pairs (noisy copies) with datalist_shifted.json."""
+    rng = np.random.default_rng(seed)
+    splits = {}
+    for split in ("val", "test"):
+        write_nifti(phantom_ct_volume(rng, 2, size=32), root / f"{split}.nii.gz", AFFINE, dtype="int16")
+        splits[split] = {"file": f"{split}.nii.gz"}
+    (root / "split.json").write_text(json.dumps({"splits": splits}))
+    for split in ("validation", "test"):
+        for name in ("head", "body"):
+            clean = phantom_ct_volume(rng, 2, size=32).astype(np.float32)
+            write_nifti(clean, root / "shifted" / split / "full" / f"{name}.nii.gz", AFFINE)
+            noisy = clean + rng.normal(0, 40, clean.shape).astype(np.float32)
+            write_nifti(noisy, root / "shifted" / split / "low" / f"{name}.nii.gz", AFFINE)
+    (root / "datalist_shifted.json").write_text("{}")
+    return root
+
+
+def test_both_sets_rows_models_reuse_and_figures(tmp_path: Path, seed: int, capsys) -> None:
+    script = _load("ct_baselines")
+    data = _data(tmp_path / "ct", seed)
+    bundle, weights = tiny_inference_bundle(tmp_path / "bundle", CT_BUNDLE)
+    reports, out = tmp_path / "runs", tmp_path / "report.md"
+    argv = ["--data-dir", str(data), "--output-dir", str(reports), "--out", str(out), "--bundle", str(bundle)]
+    argv += ["--methods", "gaussian", "--oracle", "--threads", "1"]
+    argv += ["--model", f"tiny A={weights}", "--model", f"tiny B={weights}"]
+    assert script.main(argv) == 0
+
+    text = out.read_text()
+    for set_name in ("in-distribution", "shifted"):
+        section = text.split(f"### {set_name}")[1].split("###")[0]
+        table = [line for line in section.splitlines() if line.startswith("| ") and "---" not in line]
+        labels = [line.split(" | ")[0].removeprefix("| ") for line in table[:6]]
+        assert labels == [
+            "Method",
+            "Low-dose input",
+            "tiny A",
+            "tiny B",
+            "Gaussian smoothing",
+            "Gaussian smoothing, oracle",
+        ]
+        assert "| Compared with |" in section and "| tiny B |" in section  # the first model against the others
+        for method in ("gaussian", "oracle_gaussian", "model0", "model1"):
+            summary = json.loads((reports / set_name / method / "summary.json").read_text())
+            assert summary["protocol"]["degraded_input"] == "real" and summary["protocol"]["window"] == [-160.0, 240.0]
+            assert summary["slices_used"] > 0 and not summary["errors"]
+            assert math.isfinite(summary["pred"]["psnr"]["mean"])
+        tuned = json.loads((reports / set_name / "gaussian" / "tuning.json").read_text())
+        oracle = json.loads((reports / set_name / "oracle_gaussian" / "tuning.json").read_text())
+        assert tuned["tuned_on"] == f"{set_name} validation" and oracle["tuned_on"] == f"{set_name} test"
+        best = max(oracle["tried"], key=lambda t: t["psnr"])
+        assert best["params"] == oracle["best"]  # the line search keeps the best point it tried
+        assert (reports / set_name / "figure.png").stat().st_size > 1000
+    same = json.loads((reports / "shifted" / "model0" / "summary.json").read_text())["pred"]
+    assert same == json.loads((reports / "shifted" / "model1" / "summary.json").read_text())["pred"]
+    # in-distribution pairs were simulated once from the split volumes
+    assert sorted(p.name for p in (reports / "in-distribution" / "pairs" / "test").iterdir()) == ["full", "low"]
+
+    capsys.readouterr()
+    assert script.main(argv) == 0  # baselines are reused, models recomputed
+    printed = capsys.readouterr().out
+    assert printed.count("reusing") == 4 and out.read_text() == text

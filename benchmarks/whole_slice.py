@@ -1,0 +1,103 @@
+#!/usr/bin/env python
+"""Does restoring whole slices instead of 128 x 128 patches change the CT bundle's accuracy?
+
+The network is linear in pixels, so on a GPU a whole 512 x 512 slice in one call is the cheapest way to run it; the
+bundle's default is a 128 x 128 sliding window with 25 % overlap and Gaussian blending. This script restores the
+same low-dose test pairs both ways with the bundle's own inference pipeline (``configs/inference.json``'s
+``restorer``, only ``roi_size`` and ``overlap`` overridden) and reports, per set, the mean PSNR / SSIM of each in
+the paper's window, the per-slice PSNR difference (whole minus patches) and the largest voxel difference in HU.
+Speed is not measured here (see ``benchmarks/run_cuda.sh`` on a GPU); this is the accuracy half of the decision.
+
+Pairs: folders of ``full/`` and ``low/`` NIfTI volumes matched by name, e.g. the shifted CT sets of
+``scripts/prepare_ct_shifted.py`` (``data/ct/shifted/test``) and the in-distribution pairs that
+``scripts/ct_baselines.py`` writes (``runs/ct_baselines/in-distribution/pairs/test``).
+
+Usage::
+
+    python benchmarks/whole_slice.py --pairs data/ct/shifted/test runs/ct_baselines/in-distribution/pairs/test \\
+        --write benchmarks/RESULTS.md
+"""
+
+from __future__ import annotations
+
+import argparse
+import os
+import sys
+from pathlib import Path
+from typing import Optional
+
+import torch
+
+REPO = Path(__file__).resolve().parents[1]
+sys.path.insert(0, str(REPO))
+
+from benchmarks.common import header_lines, write_section  # noqa: E402
+from monai_rwkv.apps import load_bundle_config  # noqa: E402
+from monai_rwkv.apps.evaluate import volume_slice_metrics  # noqa: E402
+from monai_rwkv.apps.restore import find_inputs, read_volume  # noqa: E402
+from monai_rwkv.metrics import CT_EVAL_WINDOW  # noqa: E402
+
+SECTION = "## Whole-slice against patch-wise CT restoration (benchmarks/whole_slice.py)"
+
+
+def restorer(bundle: Path, roi: Optional[list[int]], overlap: Optional[float]):
+    overrides = {"device": "cpu", "progress": False}
+    if roi is not None:
+        overrides.update(roi_size=roi, overlap=overlap)
+    return load_bundle_config(bundle, "inference.json", overrides=overrides).get_parsed_content("restorer")
+
+
+def compare(bundle: Path, pairs: Path) -> list[str]:
+    """Table rows for one folder of pairs."""
+    default = restorer(bundle, None, None)
+    psnr = {"patches": [], "whole": []}
+    ssim = {"patches": [], "whole": []}
+    largest = 0.0
+    for image in find_inputs(pairs / "full"):
+        clean = read_volume(image)
+        low = read_volume(find_inputs(pairs / "low" / image.path.name)[0])
+        whole = restorer(bundle, [int(clean.shape[2]), int(clean.shape[1])], 0.0)  # rows j, columns i
+        outputs = {"patches": default(low), "whole": whole(low)}
+        windowed = clean.as_tensor().clamp(*CT_EVAL_WINDOW)
+        keep = windowed.amax(dim=(0, 1, 2)) > windowed.amin(dim=(0, 1, 2))
+        for name, out in outputs.items():
+            metrics = volume_slice_metrics(out, clean, CT_EVAL_WINDOW)
+            psnr[name] += metrics["psnr"][keep].tolist()
+            ssim[name] += metrics["ssim"][keep].tolist()
+        largest = max(largest, float((outputs["whole"].as_tensor() - outputs["patches"].as_tensor()).abs().max()))
+    diff = torch.tensor(psnr["whole"]) - torch.tensor(psnr["patches"])
+    mean = {k: sum(v) / len(v) for k, v in psnr.items()}
+    mean_ssim = {k: sum(v) / len(v) for k, v in ssim.items()}
+    return [
+        f"| {os.path.relpath(pairs, REPO)} | {len(diff)} | {mean['patches']:.3f} / {mean_ssim['patches']:.4f} | "
+        f"{mean['whole']:.3f} / {mean_ssim['whole']:.4f} | {float(diff.mean()):+.3f} ± {float(diff.std()):.3f} | "
+        f"{float(diff.min()):+.3f} .. {float(diff.max()):+.3f} | {largest:.1f} |"
+    ]
+
+
+def main(argv: Optional[list[str]] = None) -> None:
+    p = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    p.add_argument("--bundle", type=Path, default=REPO / "bundles" / "restore_rwkv_ct_denoise")
+    p.add_argument("--pairs", type=Path, nargs="+", required=True, help="folders holding full/ and low/")
+    p.add_argument("--write", type=Path, default=None, help="replace this script's section of RESULTS.md")
+    opts = p.parse_args(argv)
+    load_before = os.getloadavg()
+    rows = [line for pairs in opts.pairs for line in compare(opts.bundle, pairs)]
+    lines = header_lines(torch.device("cpu"), load_before, os.getloadavg())
+    lines += [
+        f"- bundle: {os.path.relpath(opts.bundle, REPO)} (weights models/model.pt); patches: its default ROI and "
+        "overlap; whole: ROI = the slice, overlap 0",
+        f"- metrics: PSNR (dB) / SSIM per slice in the window [{CT_EVAL_WINDOW[0]:g}, {CT_EVAL_WINDOW[1]:g}] HU",
+        "",
+        "| pairs | slices | patches PSNR / SSIM | whole PSNR / SSIM | ΔPSNR whole - patches (mean ± std) | "
+        "ΔPSNR range | largest voxel difference (HU) |",
+        "|---|---|---|---|---|---|---|",
+        *rows,
+    ]
+    print("\n".join(lines))
+    if opts.write:
+        write_section(opts.write, SECTION, lines)
+
+
+if __name__ == "__main__":
+    main()

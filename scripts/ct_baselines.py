@@ -215,10 +215,11 @@ def set_table(set_name: str, rows: Sequence[lib.Row], models: Sequence[lib.Row],
 
 def figure(set_name: str, rows: Sequence[lib.Row], args) -> Path:
     """Low-dose input, the val-tuned and oracle NLM rows, the model rows and the reference for one test slice of the
-    set's last file (the shifted set's synthetic bodies): the slice of median PSNR for the first model."""
+    set's ``body`` file when it has one (the shifted set's synthetic bodies), else its first: the slice of median
+    PSNR for the first model; the zoomed detail is the most structured soft-tissue window."""
     full, low = pair_folders(args, set_name, "test")
     files = find_inputs(full)
-    image = files[-1]  # the shifted set's synthetic bodies; the head for in-distribution
+    image = next((f for f in files if f.name == "body"), files[0])
     clean = read_volume(image)
     noisy = read_volume(find_inputs(low / image.path.name)[0])
     model = next(r for r in rows if r.method.startswith("model"))
@@ -232,8 +233,9 @@ def figure(set_name: str, rows: Sequence[lib.Row], args) -> Path:
             panels.append((row.label, f"{row.slices[(image.name, k)]['psnr']:.2f} dB", lib.display_slice(restored, k)))
     panels.append(("Full dose", "", lib.display_slice(clean, k)))
     reference = panels[-1][2]
+    soft = np.where((reference > -150) & (reference < 230), reference, np.median(reference[reference > -150]))
     path = args.output_dir / set_name / "figure.png"
-    lib.panel_figure(panels, CT_EVAL_WINDOW, lib.detail_window(reference.clip(*CT_EVAL_WINDOW), 64), path)
+    lib.panel_figure(panels, CT_EVAL_WINDOW, lib.detail_window(soft, 64), path)
     return path
 
 

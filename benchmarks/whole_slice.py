@@ -33,7 +33,7 @@ sys.path.insert(0, str(REPO))
 
 from benchmarks.common import header_lines, write_section  # noqa: E402
 from monai_rwkv.apps import load_bundle_config  # noqa: E402
-from monai_rwkv.apps.evaluate import volume_slice_metrics  # noqa: E402
+from monai_rwkv.apps.evaluate import constant_slices, volume_slice_metrics  # noqa: E402
 from monai_rwkv.apps.restore import find_inputs, read_volume  # noqa: E402
 from monai_rwkv.metrics import CT_EVAL_WINDOW  # noqa: E402
 
@@ -58,8 +58,7 @@ def compare(bundle: Path, pairs: Path) -> list[str]:
         low = read_volume(find_inputs(pairs / "low" / image.path.name)[0])
         whole = restorer(bundle, [int(clean.shape[2]), int(clean.shape[1])], 0.0)  # rows j, columns i
         outputs = {"patches": default(low), "whole": whole(low)}
-        windowed = clean.as_tensor().clamp(*CT_EVAL_WINDOW)
-        keep = windowed.amax(dim=(0, 1, 2)) > windowed.amin(dim=(0, 1, 2))
+        keep = ~constant_slices(clean, CT_EVAL_WINDOW)
         for name, out in outputs.items():
             metrics = volume_slice_metrics(out, clean, CT_EVAL_WINDOW)
             psnr[name] += metrics["psnr"][keep].tolist()

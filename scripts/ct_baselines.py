@@ -43,7 +43,7 @@ import numpy as np
 import torch
 
 from monai_rwkv.apps import baselines as lib
-from monai_rwkv.apps.evaluate import evaluate_restoration, volume_slice_metrics
+from monai_rwkv.apps.evaluate import constant_slices, evaluate_restoration, volume_slice_metrics
 from monai_rwkv.apps.restore import find_inputs, read_volume
 from monai_rwkv.metrics import CT_EVAL_WINDOW
 from monai_rwkv.networks.nets import BilateralDenoiser, GaussianDenoiser, NonLocalMeansDenoiser
@@ -131,8 +131,7 @@ class Objective:
             restorer = lib.SliceFilterRestorer(self.baseline.build(**params), {})
             values = []
             for clean, low in self.pairs:
-                windowed = clean.as_tensor().clamp(*CT_EVAL_WINDOW)
-                keep = windowed.amax(dim=(0, 1, 2)) > windowed.amin(dim=(0, 1, 2))
+                keep = ~constant_slices(clean, CT_EVAL_WINDOW)
                 values += volume_slice_metrics(restorer(low), clean, CT_EVAL_WINDOW)["psnr"][keep].tolist()
             self.results[key] = sum(values) / len(values)
             print(f"  {self.baseline.name} {dict(params)}: {self.results[key]:.3f} dB", flush=True)

@@ -30,7 +30,7 @@ from monai_rwkv.data import atomic_output_file, write_nifti
 from monai_rwkv.inference import VolumeRestorer
 from monai_rwkv.metrics import slice_metrics
 
-__all__ = ["METRICS", "evaluate_restoration", "volume_slice_metrics"]
+__all__ = ["METRICS", "constant_slices", "evaluate_restoration", "volume_slice_metrics"]
 
 METRICS = ("psnr", "ssim", "rmse")
 _CSV_FIELDS = ["file", "slice", "label_constant"] + [f"{m}_{w}" for w in ("input", "pred") for m in METRICS]
@@ -54,7 +54,7 @@ def volume_slice_metrics(
     return slice_metrics(_slices(pred), _slices(label), window)
 
 
-def _constant_slices(label: torch.Tensor, window: Sequence[float] | None) -> torch.Tensor:
+def constant_slices(label: torch.Tensor, window: Sequence[float] | None) -> torch.Tensor:
     """(k,) True where the (windowed) label slice is constant: PSNR/SSIM are meaningless there."""
     slices = _slices(label)
     if window is not None:
@@ -237,4 +237,4 @@ def _evaluate_one(restorer: VolumeRestorer, image: InputImage, out: Path, p: _Pr
             write_nifti(volume, path, affine=clean.affine, overwrite=p.overwrite, channel_first=True)
     inp_metrics = volume_slice_metrics(low, clean, p.window)
     pred_metrics = volume_slice_metrics(pred, clean, p.window)
-    return _rows(image.name, _constant_slices(clean, p.window), inp_metrics, pred_metrics)
+    return _rows(image.name, constant_slices(clean, p.window), inp_metrics, pred_metrics)

@@ -1,8 +1,9 @@
 #!/usr/bin/env python
-"""Classical MRI super-resolution (x4 k-space truncation) baselines, tuned on validation, scored on test.
+"""Classical MRI super-resolution (k-space truncation, x4 or x2) baselines, tuned on validation, scored on test.
 
-The task (bundle ``bundles/restore_rwkv_mri_sr``): each axial slice keeps the central 1/4 x 1/4 of its 2D k-space
-(:class:`~monai_rwkv.transforms.KSpaceTruncate` ``(4.0)``), zero-filled, inverse FFT, magnitude, same matrix size.
+The task (bundle ``bundles/restore_rwkv_mri_sr``): each axial slice keeps the central 1/s x 1/s of its 2D k-space
+(:class:`~monai_rwkv.transforms.KSpaceTruncate` ``(s)``, ``--factor`` s, 4 by default), zero-filled, inverse FFT,
+magnitude, same matrix size.
 Data: ``scripts/prepare_mri_data.py`` (``<data-dir>/split.json``, slabs ``<source>_<split>.nii.gz`` of the sources
 colin1mm, colin05mm and mni152 in [0, 4095]). Every row is scored with
 :func:`~monai_rwkv.apps.evaluate.evaluate_restoration` on the axial slices (last axis) of the three TEST slabs,
@@ -20,13 +21,13 @@ Rows:
   magnitude image). It is run as a restorer of the clean volume with an identity degradation, so the "input"
   columns of its own summary (clean against clean: PSNR inf) are meaningless; only its prediction is reported.
 - ``apodization``, "k-space apodisation (Tukey)": :class:`~monai_rwkv.networks.nets.classical.KSpaceApodizer`
-  ``(4, alpha)`` on the zero-filled input, ``alpha`` in [0, 1] tuned. Note that ``alpha`` 0 is not the identity
+  ``(s, alpha)`` on the zero-filled input, ``alpha`` in [0, 1] tuned. Note that ``alpha`` 0 is not the identity
   here: the magnitude of the zero-filled image is no longer band-limited, and re-truncating it removes that part.
 - ``tv``, "total variation": :class:`~monai_rwkv.networks.nets.classical.TotalVariationDenoiser` on the zero-filled
   input, ``weight`` tuned in the intensity units of the data ([0, 4095] scale, no per-slice normalisation),
   ``--tv-iter`` iterations.
 - ``tv_recon``, "TV reconstruction (data-consistent)": :class:`~monai_rwkv.networks.nets.classical.
-  TVKSpaceReconstruction` ``(4, weight, --recon-iter, --recon-tv-iter, start)`` on the zero-filled input, a
+  TVKSpaceReconstruction` ``(s, weight, --recon-iter, --recon-tv-iter, start)`` on the zero-filled input, a
   compressed-sensing style reconstruction (POCS variant): ``--recon-iter`` times a TV denoising step of
   ``--recon-tv-iter`` Chambolle iterations (clipped at 0), then the projection that puts the measured central k-space
   block back (taken from the FFT of the zero-filled magnitude input itself, the only data a restorer sees); the
@@ -35,7 +36,7 @@ Rows:
 - with ``--oracle``: ``apodization_oracle``, ``tv_oracle`` and ``tv_recon_oracle``, the same baselines tuned on the
   test slabs themselves (an upper bound of what the method can do here, not a fair baseline).
 - with ``--model-weights``: ``model``, the trained network through the bundle's own ``restorer`` (``--bundle``'s
-  ``inference.json``: percentile scaling, 128 x 128 sliding window; device cpu), degradation ``KSpaceTruncate(4.0)``.
+  ``inference.json``: percentile scaling, 128 x 128 sliding window; device cpu), degradation ``KSpaceTruncate(s)``.
 
 The classical restorers apply their 2D module to every axial slice ``(i, j)`` of the ``(1, i, j, k)`` volume in
 physical units (float32, ``--slices-per-call`` slices at a time); they are equivariant to transposing the slice.
@@ -147,7 +148,9 @@ class LowResolutionBicubic(nn.Module):
         return F.interpolate(small, size=tuple(x.shape[-2:]), mode="bicubic", align_corners=False).clamp_min(0)
 
 
-def baselines(tv_iter: int, recon_iter: int = 10, recon_tv_iter: int = 5) -> dict[str, Baseline]:
+def baselines(
+    tv_iter: int, recon_iter: int = 10, recon_tv_iter: int = 5, factor: float = FACTOR
+) -> dict[str, Baseline]:
     """
     The tuned baselines (``tv_iter``: iterations of the TV solver; ``recon_iter``, ``recon_tv_iter``: outer
     iterations of the TV reconstruction and Chambolle iterations of each of its TV steps; fixed settings recorded
@@ -157,7 +160,7 @@ def baselines(tv_iter: int, recon_iter: int = 10, recon_tv_iter: int = 5) -> dic
         "apodization": Baseline(
             "apodization",
             "k-space apodisation (Tukey)",
-            lambda alpha: KSpaceApodizer(FACTOR, alpha),
+            lambda alpha: KSpaceApodizer(factor, alpha),
             {"alpha": [0.0, 0.1, 0.25, 0.5, 0.75, 1.0]},
             "alpha",
             (0.0, 1.0),
@@ -177,7 +180,7 @@ def baselines(tv_iter: int, recon_iter: int = 10, recon_tv_iter: int = 5) -> dic
         "tv_recon": Baseline(
             "tv_recon",
             "TV reconstruction (data-consistent)",
-            lambda weight, n_iter, tv_iter, start: TVKSpaceReconstruction(FACTOR, weight, n_iter, tv_iter, start),
+            lambda weight, n_iter, tv_iter, start: TVKSpaceReconstruction(factor, weight, n_iter, tv_iter, start),
             {
                 "weight": [16.0, 32.0, 64.0, 128.0, 256.0, 512.0],
                 "n_iter": [int(recon_iter)],
@@ -195,18 +198,18 @@ def baselines(tv_iter: int, recon_iter: int = 10, recon_tv_iter: int = 5) -> dic
     }
 
 
-def module_for(method: str, params: Mapping[str, Any], tv_iter: int) -> nn.Module:
+def module_for(method: str, params: Mapping[str, Any], tv_iter: int, factor: float) -> nn.Module:
     """The 2D module of a row from its recorded parameters (``params`` empty for the untuned rows)."""
     if method == "zero_filled":
         return nn.Identity()
     if method == "bicubic":
-        return LowResolutionBicubic(FACTOR)
-    return baselines(tv_iter)[method.removesuffix("_oracle")].build(**params)
+        return LowResolutionBicubic(factor)
+    return baselines(tv_iter, factor=factor)[method.removesuffix("_oracle")].build(**params)
 
 
 def settings_for(method: str, args: argparse.Namespace) -> dict[str, Any]:
     """The fixed settings of a row (recorded in its summary: a report made with others is not reused)."""
-    settings = {"data_dir": os.fspath(args.data_dir.resolve()), "factor": FACTOR}
+    settings = {"data_dir": os.fspath(args.data_dir.resolve()), "factor": args.factor}
     if method.removesuffix("_oracle") == "tv":
         settings["tv_iter"] = args.tv_iter
     if method.removesuffix("_oracle") == "tv_recon":
@@ -216,7 +219,7 @@ def settings_for(method: str, args: argparse.Namespace) -> dict[str, Any]:
 
 def restorer_for(method: str, params: Mapping[str, Any], args: argparse.Namespace) -> SliceFilterRestorer:
     description = {"method": method, "params": dict(params), "settings": settings_for(method, args)}
-    return SliceFilterRestorer(module_for(method, params, args.tv_iter), description, args.slices_per_call)
+    return SliceFilterRestorer(module_for(method, params, args.tv_iter, args.factor), description, args.slices_per_call)
 
 
 # ---------------------------------------------------------------------------------------------------------- data
@@ -261,10 +264,10 @@ def link_test_slabs(args: argparse.Namespace, sources: Sequence[str]) -> Path:
 class Slab:
     """A clean slab, its degraded version and which of its slices count (windowed reference not constant)."""
 
-    def __init__(self, path: Path) -> None:
+    def __init__(self, path: Path, factor: float) -> None:
         self.path = path
         self.clean = read_volume(find_inputs(path)[0])
-        self.low = KSpaceTruncate(FACTOR)(self.clean)
+        self.low = KSpaceTruncate(factor)(self.clean)
         windowed = self.clean.as_tensor().clamp(*WINDOW)
         self.keep = windowed.amax(dim=(0, 1, 2)) > windowed.amin(dim=(0, 1, 2))  # (k,)
 
@@ -298,8 +301,8 @@ class Objective:
         return [{"params": dict(k), **v} for k, v in sorted(self.results.items(), key=lambda kv: -kv[1]["psnr"])]
 
 
-def expected_protocol(method: str) -> dict[str, Any]:
-    degradation = Identity() if method == "bicubic" else KSpaceTruncate(FACTOR)
+def expected_protocol(method: str, factor: float) -> dict[str, Any]:
+    degradation = Identity() if method == "bicubic" else KSpaceTruncate(factor)
     params = {k: (list(v) if isinstance(v, tuple) else v) for k, v in vars(degradation).items() if k[0] != "_"}
     return {"degradation": {"name": type(degradation).__name__, **params}, "window": list(WINDOW)}
 
@@ -311,7 +314,9 @@ def reusable(method: str, args: argparse.Namespace) -> dict[str, Any] | None:
         return None
     summary = json.loads(path.read_text())
     protocol = {k: summary["protocol"].get(k) for k in ("degradation", "window")}
-    if protocol != expected_protocol(method) or summary["restorer"].get("settings") != settings_for(method, args):
+    if protocol != expected_protocol(method, args.factor) or summary["restorer"].get("settings") != settings_for(
+        method, args
+    ):
         print(f"{method}: {path} was made with other settings; recomputing")
         return None
     print(f"{method}: reusing {path}")
@@ -320,7 +325,7 @@ def reusable(method: str, args: argparse.Namespace) -> dict[str, Any] | None:
 
 def evaluate(method: str, label: str, params: Mapping[str, Any], description: str, args, test_dir: Path):
     """Score a classical row on the test slabs (its restorer applied to the degraded, or for bicubic clean, slabs)."""
-    degradation = Identity() if method == "bicubic" else KSpaceTruncate(FACTOR)
+    degradation = Identity() if method == "bicubic" else KSpaceTruncate(args.factor)
     return evaluate_restoration(
         restorer_for(method, params, args),
         test_dir,
@@ -366,7 +371,7 @@ def run_model(args: argparse.Namespace, test_dir: Path) -> dict[str, Any]:
         restorer,
         test_dir,
         args.output_dir / "model",
-        degradation=KSpaceTruncate(FACTOR),
+        degradation=KSpaceTruncate(args.factor),
         model_name=f"Restore-RWKV ({Path(args.bundle).name})",
         model_version=os.fspath(args.model_weights),
         window=WINDOW,
@@ -389,7 +394,8 @@ class Row(baselines_lib.Row):
 def table(rows: Sequence[Row], sources: Sequence[str], args: argparse.Namespace) -> str:
     first = rows[0].summary
     lines = [
-        f"MRI super-resolution x{FACTOR:g} (central 1/{FACTOR:g} x 1/{FACTOR:g} of k-space, zero-filled magnitude), "
+        f"MRI super-resolution x{args.factor:g} (central 1/{args.factor:g} x 1/{args.factor:g} of k-space, zero-filled "
+        "magnitude), "
         f"axial slices of the test slabs of {', '.join(sources)} ({first['slices_used']} slices used, "
         f"{first['slices_excluded_constant_label']} excluded: constant reference); window [{WINDOW[0]:g}, "
         f"{WINDOW[1]:g}], mean ± std over slices. Tuned rows: mean validation PSNR"
@@ -430,14 +436,14 @@ def make_figure(rows: Sequence[Row], sources: Sequence[str], test_dir: Path, arg
     one = clean[..., k : k + 1]
     by_method = {r.method: r for r in rows}
     panels: list[tuple[str, np.ndarray]] = []
-    zero = SliceFilterRestorer(nn.Identity(), {})(KSpaceTruncate(FACTOR)(one))
+    zero = SliceFilterRestorer(nn.Identity(), {})(KSpaceTruncate(args.factor)(one))
     panels.append(("zero-filled input", display(zero, 0)))
-    panels.append(("bicubic", display(SliceFilterRestorer(LowResolutionBicubic(FACTOR), {})(one), 0)))
+    panels.append(("bicubic", display(SliceFilterRestorer(LowResolutionBicubic(args.factor), {})(one), 0)))
     tuned = [r for r in rows if r.method in baselines(args.tv_iter)]
     if tuned:
         best = max(tuned, key=lambda r: r.stats("psnr")["mean"])
-        module = module_for(best.method, best.summary["restorer"]["params"], args.tv_iter)
-        panels.append((best.label, display(SliceFilterRestorer(module, {})(KSpaceTruncate(FACTOR)(one)), 0)))
+        module = module_for(best.method, best.summary["restorer"]["params"], args.tv_iter, args.factor)
+        panels.append((best.label, display(SliceFilterRestorer(module, {})(KSpaceTruncate(args.factor)(one)), 0)))
     if "model" in by_method:
         restored = read_volume(find_inputs(args.output_dir / "model" / "images" / f"{name}_restored.nii.gz")[0])
         panels.append(("model", display(restored, k)))
@@ -460,6 +466,7 @@ def parse_args(argv: Sequence[str] | None) -> argparse.Namespace:
     p.add_argument("--methods", default="apodization,tv,tv_recon", help="comma-separated subset of the tuned baselines")
     p.add_argument("--model-weights", type=Path, default=None, help="also score this checkpoint with --bundle")
     p.add_argument("--bundle", type=Path, default=Path("bundles/restore_rwkv_mri_sr"), help="bundle of the model")
+    p.add_argument("--factor", type=float, default=FACTOR, help="k-space truncation factor s (central 1/s x 1/s kept)")
     p.add_argument("--tv-iter", type=int, default=50, help="iterations of the total-variation solver")
     p.add_argument("--recon-iter", type=int, default=10, help="outer iterations of the TV reconstruction")
     p.add_argument(
@@ -479,7 +486,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     args = parse_args(argv)
     torch.set_num_threads(args.threads)
     t_start = time.time()
-    tuned = baselines(args.tv_iter, args.recon_iter, args.recon_tv_iter)
+    tuned = baselines(args.tv_iter, args.recon_iter, args.recon_tv_iter, args.factor)
     methods = [m.strip() for m in args.methods.split(",") if m.strip()]
     unknown = sorted(set(methods) - set(tuned))
     if unknown:
@@ -491,8 +498,8 @@ def main(argv: Sequence[str] | None = None) -> int:
 
     rows: list[Row] = []
     untuned = {
-        "zero_filled": ("zero-filled input", f"central 1/{FACTOR:g} x 1/{FACTOR:g} of k-space, magnitude"),
-        "bicubic": ("bicubic", f"{FACTOR:g}x smaller matrix (from the clean slice), bicubic"),
+        "zero_filled": ("zero-filled input", f"central 1/{args.factor:g} x 1/{args.factor:g} of k-space, magnitude"),
+        "bicubic": ("bicubic", f"{args.factor:g}x smaller matrix (from the clean slice), bicubic"),
     }
     for method, (label, description) in untuned.items():
         summary = reusable(method, args) or evaluate(method, label, {}, description, args, test_dir)
@@ -505,7 +512,7 @@ def main(argv: Sequence[str] | None = None) -> int:
             summary = reusable(name, args)
             if summary is None:
                 if split not in slabs:
-                    slabs[split] = [Slab(args.data_dir / f"{s}_{split}.nii.gz") for s in sources]
+                    slabs[split] = [Slab(args.data_dir / f"{s}_{split}.nii.gz", args.factor) for s in sources]
                 summary = run_baseline(tuned[method], slabs[split], split, name, label, args, test_dir)
             rows.append(Row(name, label, summary["model"]["version"], summary, args.output_dir))
     if args.model_weights is not None:

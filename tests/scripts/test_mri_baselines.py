@@ -152,3 +152,16 @@ def test_main_rows_tuning_reuse_model_and_figure(mri, tmp_path: Path, seed: int,
     )
     tuning = json.loads((reports / "tv_recon" / "tuning.json").read_text())
     assert {t["params"]["n_iter"] for t in tuning["tried"]} == {3}
+
+    # another factor: no report of x4 is reused, degradation, model row and table follow --factor
+    assert mri.main([*common, "--methods", "tv", "--tv-iter", "10", "--factor", "2", *model[:4]]) == 0
+    printed = capsys.readouterr().out
+    assert all(
+        f"{m}: {reports / m / 'summary.json'} was made with other settings" in printed for m in ("zero_filled", "tv")
+    )
+    for method in ("zero_filled", "tv", "model"):
+        summary = json.loads((reports / method / "summary.json").read_text())
+        assert summary["protocol"]["degradation"] == {"name": "KSpaceTruncate", "factor": 2.0, "spatial_axes": [0, 1]}
+    zero2 = json.loads((reports / "zero_filled" / "summary.json").read_text())
+    assert zero2["input"]["psnr"]["mean"] > zero["input"]["psnr"]["mean"]  # half the k-space lost, not 15/16
+    assert "MRI super-resolution x2 (central 1/2 x 1/2 of k-space" in out.read_text()

@@ -290,7 +290,8 @@ def synthetic_ct(
         shape: ``(H, W)`` in pixels.
         spacing: pixel size in mm (square pixels). The anatomy is sized in mm (adult head, thorax and abdomen
             widths), so the field of view ``shape * spacing`` decides how much of the slice the body fills; a body
-            larger than the field of view is shrunk to fit it.
+            larger than the field of view is shrunk to 92 % of it (its random offset and rough outline may still
+            touch the edge, as a large patient does).
         region: one of :data:`SYNTHETIC_CT_REGIONS`.
         rng: the random state to draw from (None: a fresh unseeded one).
         contrast: iodinated contrast in the vessels and organs.

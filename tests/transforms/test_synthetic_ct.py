@@ -38,7 +38,11 @@ def test_the_anatomy_is_sized_in_millimetres_and_reproducible(seed: int) -> None
     assert area_fine == pytest.approx(area_coarse, rel=0.05)
     assert 0.7 * np.pi * 65 * 65 * 1.1 < area_fine < 1.3 * np.pi * 80 * 80 * 1.3  # an adult head's cross-section
     squeezed = synthetic_ct((100, 100), 1.0, "abdomen", np.random.RandomState(seed), blur=0.0)
-    assert (squeezed[:, [0, -1]] == -1000).all() and (squeezed[[0, -1], :] > -1000).sum() <= 20  # shrunk to fit
+    # a 240-400 mm wide abdomen in a 100 mm field of view is shrunk to about its width, not cut off: mostly air on
+    # the border (its offset and rough outline may touch the edge)
+    body = squeezed > -500
+    width = int(body.any(dim=0).sum())
+    assert 80 <= width <= 100 and body[:, [0, -1]].float().mean() < 0.4 and body[[0, -1], :].float().mean() < 0.4
     again = synthetic_ct((100, 100), 2.4, "head", np.random.RandomState(seed), blur=0.0)
     torch.testing.assert_close(fine, again)
     blurred = synthetic_ct((100, 100), 2.0, "abdomen", np.random.RandomState(seed), blur=1.0)

@@ -42,11 +42,14 @@ test-monailabel: $(STAMP) $(ML_STAMP)
 demo: $(STAMP)
 	$(PY) scripts/demo.py
 
+# pytest-xdist workers (the CI machine kind has 2 cores); TEST_WORKERS=0 runs the suite in one process
+TEST_WORKERS ?= 2
+
 test: $(STAMP)
-	$(PY) -m pytest -q -p no:cacheprovider
+	$(PY) -m pytest -q -p no:cacheprovider -n $(TEST_WORKERS)
 
 test-all: $(STAMP)
-	$(PY) -m pytest -q -p no:cacheprovider -m "slow or not slow"
+	$(PY) -m pytest -q -p no:cacheprovider -n $(TEST_WORKERS) -m "slow or not slow"
 
 lint: $(STAMP)
 	$(VENV)/bin/ruff check monai_rwkv tests scripts benchmarks

@@ -19,6 +19,7 @@ _EXPORTS = {
     "model_name_version": "bundle",
     "run_evaluate": "bundle",
     "run_restore": "bundle",
+    "weights_for": "bundle",
     "evaluate_restoration": "evaluate",
     "volume_slice_metrics": "evaluate",
     "InputImage": "restore",

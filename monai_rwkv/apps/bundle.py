@@ -34,6 +34,7 @@ __all__ = [
     "model_name_version",
     "run_evaluate",
     "run_restore",
+    "weights_for",
 ]
 
 logger = logging.getLogger(__name__)
@@ -110,6 +111,25 @@ def load_bundle_network(
         raise SystemExit(f"error: {os.fspath(weights)}: {problem}") from None
     except (OSError, ValueError) as e:
         raise SystemExit(f"error: {error_line(weights, e)}") from None
+
+
+def weights_for(bundle_root: str | os.PathLike, files: Mapping[str, str], value: Any, name: str = "factor") -> str:
+    """
+    The checkpoint of a bundle that ships one set of weights per value of a setting (one per super-resolution
+    factor, say). ``files`` maps the value written as ``f"{float(value):g}"`` (``"4"``, ``"2"``, ``"2.5"``) to a
+    path relative to ``bundle_root``. A value without weights exits with one line naming the values that have them.
+    """
+    try:
+        key = f"{float(value):g}"
+    except (TypeError, ValueError):
+        raise SystemExit(f"error: {name} {value!r} is not a number") from None
+    if key not in files:
+        have = ", ".join(sorted(files, key=float))
+        raise SystemExit(
+            f"error: {os.fspath(bundle_root)}: no trained weights for {name} {key} (weights exist for {name} "
+            f"{have}); pass --weights <checkpoint> to use weights of your own"
+        )
+    return os.path.join(os.fspath(bundle_root), files[key])
 
 
 _TRUE, _FALSE = ("true", "yes", "on", "1"), ("false", "no", "off", "0")

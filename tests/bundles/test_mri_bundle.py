@@ -165,3 +165,41 @@ def test_a_low_resolution_acquisition_is_zero_filled_onto_a_finer_grid(tmp_path:
     np.testing.assert_allclose(np.abs(np.diag(nifti.affine))[:3], (0.9, 0.9, source.GetSpacing()[2]), atol=1e-5)
     ds = pydicom.dcmread(sorted((tmp_path / "out" / "T1_lowres_restored").iterdir())[0])
     assert (ds.Rows, ds.Columns) == (32, 32) and [float(v) for v in ds.PixelSpacing] == [0.9, 0.9]
+
+
+def test_each_factor_restores_with_its_own_shipped_weights(tmp_path: Path) -> None:
+    """``factor`` picks the checkpoint (x4: models/model.pt, x2: models/model_x2.pt); each ships and fits."""
+    from monai_rwkv.inference import load_network
+
+    for factor, name in (
+        (None, "model.pt"),
+        (4, "model.pt"),
+        (2, "model_x2.pt"),
+        (2.0, "model_x2.pt"),
+        ("2", "model_x2.pt"),
+    ):
+        overrides = {} if factor is None else {"factor": factor}
+        parser = load_bundle_config(MRI_BUNDLE, "inference.json", overrides=overrides)
+        assert Path(parser.get_parsed_content("weights")) == MRI_BUNDLE.absolute() / "models" / name
+    files = json.loads((CONFIGS / "inference.json").read_text())["weights_files"]
+    assert sorted(files, key=float) == ["2", "4"]
+    network_def = load_bundle_config(MRI_BUNDLE, "inference.json").get_parsed_content("network_def")
+    outputs = []
+    for name in files.values():
+        net = load_network(network_def, MRI_BUNDLE / name, device="cpu")
+        with torch.no_grad():
+            outputs.append(net(torch.rand(1, 1, 32, 32, generator=torch.Generator().manual_seed(0))))
+    assert not torch.equal(*outputs)  # two trained networks, not one file twice
+
+
+def test_a_factor_without_weights_is_one_line_error(tmp_path: Path) -> None:
+    bundle = make_tiny_bundle(tmp_path / "bundle", bundle=MRI_BUNDLE)
+    inputs = tmp_path / "in"
+    inputs.mkdir()
+    nib.save(nib.Nifti1Image(np.ones((16, 16, 2), np.float32), np.eye(4)), inputs / "t1.nii.gz")
+    args = ("--dataset_dir", inputs, "--output_dir", tmp_path / "out", "--factor", "3")
+    result = bundle_run(str(bundle / "configs" / "inference.json"), tmp_path, *args)
+    assert result.returncode != 0
+    last = result.stderr.strip().splitlines()[-1]
+    assert "no trained weights for factor 3 (weights exist for factor 2, 4)" in last and str(bundle) in last
+    assert not (tmp_path / "out").exists() or not any((tmp_path / "out").glob("*.nii.gz"))

@@ -128,11 +128,9 @@ def test_sigint_while_restoring_exits_130_and_leaves_nothing(bundle: Path, tmp_p
     source = _nifti(tmp_path / "big.nii.gz", shape=(256, 256, 160))  # restoring takes seconds, not a blink
     digest, output = tree_digest(source), tmp_path / "out" / "restored.nii.gz"
     args = [a for a in TINY_CLI_ARGS if a != "--no-progress"]
+    # a slice in a few patches: the first one is done within seconds, on a loaded machine too
     roi = args.index("--roi")
-    args[roi + 1 : roi + 3] = [
-        "64",
-        "64",
-    ]  # a slice in a few patches: the first one is done soon, on a loaded machine too
+    args[roi + 1 : roi + 3] = ["64", "64"]
     command = [sys.executable, "-m", "monai_rwkv.apps.cli", "restore", "--bundle", str(bundle), str(source)]
     process = subprocess.Popen(
         [*command, str(output), *args],

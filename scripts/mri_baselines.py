@@ -97,7 +97,7 @@ from monai_rwkv.apps.baselines import (
     tune,
 )
 from monai_rwkv.apps.baselines import display_slice as display
-from monai_rwkv.apps.evaluate import evaluate_restoration, volume_slice_metrics
+from monai_rwkv.apps.evaluate import constant_slices, evaluate_restoration, volume_slice_metrics
 from monai_rwkv.apps.restore import find_inputs, read_volume
 from monai_rwkv.networks.nets.classical import KSpaceApodizer, TotalVariationDenoiser, TVKSpaceReconstruction
 from monai_rwkv.transforms import KSpaceTruncate
@@ -268,8 +268,7 @@ class Slab:
         self.path = path
         self.clean = read_volume(find_inputs(path)[0])
         self.low = KSpaceTruncate(factor)(self.clean)
-        windowed = self.clean.as_tensor().clamp(*WINDOW)
-        self.keep = windowed.amax(dim=(0, 1, 2)) > windowed.amin(dim=(0, 1, 2))  # (k,)
+        self.keep = ~constant_slices(self.clean, WINDOW)  # (k,)
 
 
 # -------------------------------------------------------------------------------------------------------- tuning
@@ -301,8 +300,13 @@ class Objective:
         return [{"params": dict(k), **v} for k, v in sorted(self.results.items(), key=lambda kv: -kv[1]["psnr"])]
 
 
+def degradation_for(method: str, factor: float) -> Identity | KSpaceTruncate:
+    """What a row's restorer is fed: the clean slab for bicubic (it degrades it itself), else the truncated one."""
+    return Identity() if method == "bicubic" else KSpaceTruncate(factor)
+
+
 def expected_protocol(method: str, factor: float) -> dict[str, Any]:
-    degradation = Identity() if method == "bicubic" else KSpaceTruncate(factor)
+    degradation = degradation_for(method, factor)
     params = {k: (list(v) if isinstance(v, tuple) else v) for k, v in vars(degradation).items() if k[0] != "_"}
     return {"degradation": {"name": type(degradation).__name__, **params}, "window": list(WINDOW)}
 
@@ -325,12 +329,11 @@ def reusable(method: str, args: argparse.Namespace) -> dict[str, Any] | None:
 
 def evaluate(method: str, label: str, params: Mapping[str, Any], description: str, args, test_dir: Path):
     """Score a classical row on the test slabs (its restorer applied to the degraded, or for bicubic clean, slabs)."""
-    degradation = Identity() if method == "bicubic" else KSpaceTruncate(args.factor)
     return evaluate_restoration(
         restorer_for(method, params, args),
         test_dir,
         args.output_dir / method,
-        degradation=degradation,
+        degradation=degradation_for(method, args.factor),
         model_name=label,
         model_version=description,
         window=WINDOW,

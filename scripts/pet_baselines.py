@@ -84,7 +84,7 @@ from monai_rwkv.apps.baselines import (
     same_scores,
     tune,
 )
-from monai_rwkv.apps.evaluate import evaluate_restoration, volume_slice_metrics
+from monai_rwkv.apps.evaluate import constant_slices, evaluate_restoration, volume_slice_metrics
 from monai_rwkv.apps.restore import find_inputs, read_volume
 from monai_rwkv.networks.nets.classical import GaussianDenoiser, NonLocalMeansDenoiser
 
@@ -185,8 +185,7 @@ class Objective:
             values: dict[str, list[torch.Tensor]] = {m: [] for m in METRICS}
             for scan in self.scans:
                 metrics = volume_slice_metrics(restorer(scan.low), scan.full, WINDOW)
-                windowed = scan.full.as_tensor().clamp(*WINDOW)
-                keep = windowed.amax(dim=(0, 1, 2)) > windowed.amin(dim=(0, 1, 2))
+                keep = ~constant_slices(scan.full, WINDOW)
                 for m in METRICS:
                     values[m].append(metrics[m][keep])
             self.results[key] = {m: float(torch.cat(v).mean()) for m, v in values.items()}

@@ -167,7 +167,7 @@ def test_a_low_resolution_acquisition_is_zero_filled_onto_a_finer_grid(tmp_path:
     assert (ds.Rows, ds.Columns) == (32, 32) and [float(v) for v in ds.PixelSpacing] == [0.9, 0.9]
 
 
-def test_each_factor_restores_with_its_own_shipped_weights(tmp_path: Path) -> None:
+def test_each_factor_restores_with_its_own_shipped_weights() -> None:
     """``factor`` picks the checkpoint (x4: models/model.pt, x2: models/model_x2.pt); each ships and fits."""
     from monai_rwkv.inference import load_network
 

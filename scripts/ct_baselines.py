@@ -10,10 +10,11 @@ RMSE in the window [-160, 240] HU, mean over slices whose windowed reference is 
 * ``shifted``: the pairs of ``scripts/prepare_ct_shifted.py`` (head regions and synthetic bodies, two scanners
   outside the training ranges): tuning on its ``validation`` pairs, scoring on its ``test`` pairs.
 
-Rows: the low-dose input; Gaussian smoothing, the bilateral filter and non-local means
-(:mod:`monai_rwkv.networks.nets.classical`, slice by slice in HU) tuned on validation (a grid search, then a line
-search on the continuous parameter: :func:`monai_rwkv.apps.baselines.tune`); with ``--oracle`` the same filters
-tuned on the test pairs themselves (an upper bound for the filter, not a fair baseline); and one row per
+Rows: the low-dose input; Gaussian smoothing, the bilateral filter, non-local means and, when the optional ``bm3d``
+package is installed, BM3D (:mod:`monai_rwkv.networks.nets.classical`, slice by slice in HU) tuned on validation (a
+grid search, then a line search on the continuous parameter: :func:`monai_rwkv.apps.baselines.tune`); with
+``--oracle`` the same filters tuned on the test pairs themselves (an upper bound for the filter, not a fair
+baseline); and one row per
 ``--model LABEL=WEIGHTS``, restored by the bundle's own inference pipeline (``configs/inference.json``'s
 ``restorer`` with those weights). The first model row is compared slice by slice with every other row.
 
@@ -30,6 +31,7 @@ Example::
 from __future__ import annotations
 
 import argparse
+import importlib.util
 import json
 import os
 import sys
@@ -46,7 +48,7 @@ from monai_rwkv.apps import baselines as lib
 from monai_rwkv.apps.evaluate import constant_slices, evaluate_restoration, volume_slice_metrics
 from monai_rwkv.apps.restore import find_inputs, read_volume
 from monai_rwkv.metrics import CT_EVAL_WINDOW
-from monai_rwkv.networks.nets import BilateralDenoiser, GaussianDenoiser, NonLocalMeansDenoiser
+from monai_rwkv.networks.nets import BilateralDenoiser, BM3DDenoiser, GaussianDenoiser, NonLocalMeansDenoiser
 from monai_rwkv.transforms import LowDoseCT
 
 BUNDLE = Path(__file__).resolve().parents[1] / "bundles" / "restore_rwkv_ct_denoise"
@@ -83,7 +85,18 @@ BASELINES = {
         1.4,
         lambda p: f"h {p['h_hu']:.3g} HU, patch {2 * p['patch_radius'] + 1}, search {2 * p['search_radius'] + 1}",
     ),
+    "bm3d": lib.Baseline(
+        "bm3d",
+        "BM3D",
+        lambda sigma_hu: BM3DDenoiser(sigma_hu),
+        {"sigma_hu": [15.0, 30.0, 60.0]},
+        "sigma_hu",
+        (1.0, 1000.0),
+        1.4,
+        lambda p: f"sigma {p['sigma_hu']:.3g} HU",
+    ),
 }
+DEFAULT_METHODS = [name for name in BASELINES if name != "bm3d" or importlib.util.find_spec("bm3d") is not None]
 SETS = ("in-distribution", "shifted")
 
 
@@ -246,7 +259,11 @@ def parse_args(argv: Sequence[str] | None) -> argparse.Namespace:
     p.add_argument("--bundle", type=Path, default=BUNDLE, help="the bundle whose inference pipeline runs the models")
     p.add_argument("--model", action="append", default=[], metavar="LABEL=WEIGHTS", help="a model row (repeatable)")
     p.add_argument("--sets", default=",".join(SETS), help=f"comma-separated subset of {','.join(SETS)}")
-    p.add_argument("--methods", default=",".join(BASELINES), help=f"comma-separated subset of {','.join(BASELINES)}")
+    p.add_argument(
+        "--methods",
+        default=",".join(DEFAULT_METHODS),
+        help=f"comma-separated subset of {','.join(BASELINES)} (default: those installed)",
+    )
     p.add_argument("--oracle", action="store_true", help="also rows tuned on the test pairs (upper bounds)")
     p.add_argument("--dose", type=float, default=0.25, help="in-distribution dose fraction")
     p.add_argument("--seed", type=int, default=0, help="in-distribution test scan seed")
@@ -262,6 +279,11 @@ def parse_args(argv: Sequence[str] | None) -> argparse.Namespace:
         args.models.append((label, Path(path)))
     if not args.models:
         p.error("give at least one --model LABEL=WEIGHTS")
+    for name in args.methods.split(","):
+        if name not in BASELINES:
+            p.error(f"--methods: unknown method {name!r}; choose from {','.join(BASELINES)}")
+        if name == "bm3d" and importlib.util.find_spec("bm3d") is None:
+            p.error("--methods bm3d needs the optional bm3d package: pip install bm3d")
     return args
 
 

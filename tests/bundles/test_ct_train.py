@@ -76,6 +76,19 @@ def test_train_config_is_merged_over_inference_json() -> None:
     assert train["dose_fraction"] == [0.1, 0.5] and train["eval_window"] == [-160.0, 240.0]
 
 
+def test_loss_is_l1_with_an_optional_ssim_term_in_the_evaluation_window() -> None:
+    from monai.bundle import ConfigParser  # noqa: PLC0415
+
+    parser = ConfigParser()
+    parser.read_config([str(CONFIGS / "inference.json"), str(CONFIGS / "train.json")])
+    loss = parser.get_parsed_content("loss")
+    assert loss.ssim_weight == 0.0  # the default recipe: plain L1
+    # [-160, 240] HU in the network's units ([-1024, 3072] HU -> [0, 1])
+    assert (loss.low, loss.high) == pytest.approx(((-160 + 1024) / 4096, (240 + 1024) / 4096))
+    parser["ssim_weight"] = 0.05
+    assert parser.get_parsed_content("loss", lazy=False).ssim_weight == 0.05
+
+
 def test_trains_on_simulated_low_dose_validates_saves_and_resumes(tmp_path: Path, seed: int) -> None:
     data, out = _clean_dataset(tmp_path / "data", seed), tmp_path / "run"
     first = _train(data, out, epochs=2)
@@ -98,7 +111,7 @@ def test_trains_on_simulated_low_dose_validates_saves_and_resumes(tmp_path: Path
 
 def test_trains_on_real_pairs_by_override(tmp_path: Path, seed: int) -> None:
     data, out = _paired_dataset(tmp_path / "data", seed), tmp_path / "run"
-    result = _train(data, out, 1, "--paired", "true", "--resume", "false")
+    result = _train(data, out, 1, "--paired", "true", "--resume", "false", "--ssim_weight", "0.05")
     assert result.returncode == 0, result.stderr[-3000:]
     (row,) = _log(out)
     assert float(row["val_psnr"]) > 10

@@ -86,3 +86,29 @@ def test_both_sets_rows_models_reuse_and_figures(tmp_path: Path, seed: int, caps
     assert script.main(argv) == 0  # baselines are reused, models recomputed
     printed = capsys.readouterr().out
     assert printed.count("reusing") == 4 and out.read_text() == text
+
+
+def test_bm3d_row_and_method_errors(tmp_path: Path, seed: int, capsys) -> None:
+    import pytest  # noqa: PLC0415
+
+    script = _load("ct_baselines")
+    data = _data(tmp_path / "ct", seed)
+    bundle, weights = tiny_inference_bundle(tmp_path / "bundle", CT_BUNDLE)
+    argv = ["--data-dir", str(data), "--output-dir", str(tmp_path / "runs"), "--out", str(tmp_path / "r.md")]
+    argv += ["--bundle", str(bundle), "--model", f"tiny={weights}", "--sets", "shifted", "--threads", "1"]
+    with pytest.raises(SystemExit):
+        script.main([*argv, "--methods", "gaussian,median"])
+    assert "unknown method 'median'" in capsys.readouterr().err
+    if importlib.util.find_spec("bm3d") is None:
+        assert "bm3d" not in script.DEFAULT_METHODS
+        with pytest.raises(SystemExit):
+            script.main([*argv, "--methods", "bm3d"])
+        assert "pip install bm3d" in capsys.readouterr().err
+        return
+    assert script.DEFAULT_METHODS[-1] == "bm3d"
+    assert script.main([*argv, "--methods", "bm3d"]) == 0
+    tuning = json.loads((tmp_path / "runs" / "shifted" / "bm3d" / "tuning.json").read_text())
+    assert tuning["best"]["sigma_hu"] > 0 and len(tuning["tried"]) >= 3
+    summary = json.loads((tmp_path / "runs" / "shifted" / "bm3d" / "summary.json").read_text())
+    assert summary["pred"]["psnr"]["mean"] > summary["input"]["psnr"]["mean"]  # noise std 40 HU is removed in part
+    assert "| BM3D | sigma " in (tmp_path / "r.md").read_text()

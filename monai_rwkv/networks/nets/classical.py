@@ -17,6 +17,10 @@ intensity range: :class:`TotalVariationDenoiser` (ROF total-variation denoising,
 borders are Neumann: no gradient across the edge) and :class:`KSpaceApodizer` (k-space truncation with a Tukey
 window; its Fourier transform is periodic, no padding). :class:`TVKSpaceReconstruction` combines the two ideas: a
 data-consistent total-variation reconstruction that keeps the measured central k-space block exactly.
+
+:class:`BM3DDenoiser` is the exception to "pure torch": it calls the optional ``bm3d`` package (binary wheels on
+PyPI, free for non-commercial use only; ``pip install bm3d``) on the CPU, one image at a time, as a reference
+baseline for the reports.
 """
 
 from __future__ import annotations
@@ -30,6 +34,7 @@ from torch import nn
 from monai_rwkv.transforms.kspace import kspace_keep
 
 __all__ = [
+    "BM3DDenoiser",
     "BilateralDenoiser",
     "GaussianDenoiser",
     "KSpaceApodizer",
@@ -248,6 +253,45 @@ class NonLocalMeansDenoiser(_Filter):
 
     def extra_repr(self) -> str:
         return f"h={self.h}, patch_radius={self.patch_radius}, search_radius={self.search_radius}, sigma={self.sigma}"
+
+
+class BM3DDenoiser(_Filter):
+    """
+    BM3D (Dabov et al. 2007, in the implementation of Makinen, Azzari and Foi 2020) of each image for additive
+    white Gaussian noise of standard deviation ``sigma``, through the optional ``bm3d`` package. Runs on the CPU
+    in float64, one ``(H, W)`` image at a time; the result returns to the input's device.
+
+    Args:
+        sigma: noise standard deviation in the units of the input (> 0); the filter's strength.
+
+    Shapes:
+        ``(B, C, H, W) -> (B, C, H, W)``.
+
+    Raises:
+        ImportError: at construction, when ``bm3d`` is not installed (the message says how to install it).
+    """
+
+    def __init__(self, sigma: float) -> None:
+        super().__init__()
+        if not sigma > 0:
+            raise ValueError(f"sigma must be > 0, got {sigma}.")
+        try:
+            import bm3d  # noqa: PLC0415  (optional, non-commercial licence: imported only when asked for)
+        except ImportError as e:
+            raise ImportError("BM3DDenoiser needs the optional bm3d package: pip install bm3d") from e
+        self._bm3d = bm3d.bm3d
+        self.sigma = float(sigma)
+
+    def _filter(self, x: torch.Tensor) -> torch.Tensor:
+        images = x.detach().double().cpu().numpy()
+        out = torch.empty(x.shape, dtype=torch.float64)
+        for b in range(x.shape[0]):
+            for c in range(x.shape[1]):
+                out[b, c] = torch.from_numpy(self._bm3d(images[b, c], sigma_psd=self.sigma).reshape(x.shape[-2:]))
+        return out.to(device=x.device, dtype=x.dtype)
+
+    def extra_repr(self) -> str:
+        return f"sigma={self.sigma}"
 
 
 def _forward_differences(v: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:

@@ -38,6 +38,7 @@ from monai.transforms.transform import MapTransform, RandomizableTransform, Tran
 from monai.utils import TransformBackends, convert_to_dst_type, convert_to_tensor
 from monai.utils.misc import MAX_SEED
 
+from ._util import FWHM_TO_SIGMA, gaussian_blur, value_range
 from .counts import _stream_seed
 from .fanbeam import FanBeamGeometry, fan_project, rebin_to_parallel
 from .tomography import FILTER_WINDOWS, ParallelBeamGeometry, _pair, iradon, radon
@@ -138,26 +139,7 @@ def simulate_low_dose_ct(
 
 def _detector_blur(sinogram: torch.Tensor, fwhm: float) -> torch.Tensor:
     """A Gaussian blur of ``fwhm`` bins along the last (detector) axis, edges replicated; 0 returns the input."""
-    if fwhm <= 0:
-        return sinogram
-    sigma = fwhm / (2.0 * math.sqrt(2.0 * math.log(2.0)))
-    radius = max(1, int(math.ceil(3.0 * sigma)))
-    offsets = torch.arange(-radius, radius + 1, dtype=torch.float64)
-    kernel = torch.exp(-0.5 * (offsets / sigma) ** 2)
-    kernel = (kernel / kernel.sum()).to(sinogram.dtype).to(sinogram.device)
-    flat = sinogram.reshape(-1, 1, sinogram.shape[-1])
-    padded = torch.nn.functional.pad(flat, (radius, radius), mode="replicate")
-    return torch.nn.functional.conv1d(padded, kernel.view(1, 1, -1)).reshape(sinogram.shape)
-
-
-def _range(value: Union[float, Sequence[float]], name: str, low: float, strict: bool) -> tuple[float, float]:
-    """``(value, value)`` for a number, else the ``(low, high)`` pair, checked: ``low <= high`` and above ``low``."""
-    pair = (float(value), float(value)) if isinstance(value, (int, float)) else tuple(float(v) for v in value)
-    if len(pair) != 2 or not pair[0] <= pair[1] or not math.isfinite(pair[1]):
-        raise ValueError(f"{name} must be a number or a (low, high) pair with low <= high, got {value!r}.")
-    if (pair[0] <= low) if strict else (pair[0] < low):
-        raise ValueError(f"{name} must be {'>' if strict else '>='} {low:g}, got {value!r}.")
-    return pair[0], pair[1]
+    return gaussian_blur(sinogram, [fwhm * FWHM_TO_SIGMA]) if fwhm > 0 else sinogram
 
 
 def _image_spacing(img: NdarrayOrTensor, spacing: Union[float, Sequence[float], None]) -> tuple[float, float]:
@@ -240,20 +222,20 @@ class RandLowDoseCT(RandomizableTransform):
         beam: Union[str, Sequence[str]] = "parallel",
     ) -> None:
         RandomizableTransform.__init__(self, prob)
-        self.dose_range = _range(dose_fraction, "dose_fraction", 0.0, strict=True)
-        self.photons_range = _range(incident_photons, "incident_photons", 0.0, strict=True)
-        self.electronic_range = _range(electronic_noise_var, "electronic_noise_var", 0.0, strict=False)
-        self.views_range = None if n_views is None else tuple(int(v) for v in _range(n_views, "n_views", 1, False))
+        self.dose_range = value_range(dose_fraction, "dose_fraction", 0.0, strict=True)
+        self.photons_range = value_range(incident_photons, "incident_photons", 0.0, strict=True)
+        self.electronic_range = value_range(electronic_noise_var, "electronic_noise_var", 0.0, strict=False)
+        self.views_range = None if n_views is None else tuple(int(v) for v in value_range(n_views, "n_views", 1, False))
         self.windows = (window,) if isinstance(window, str) else tuple(window)
         for name in self.windows:
             if name not in FILTER_WINDOWS:
                 raise ValueError(f"unknown filter window {name!r}, expected one of {FILTER_WINDOWS}.")
         if not self.windows:
             raise ValueError("window must name at least one filter window.")
-        self.cutoff_range = _range(cutoff, "cutoff", 0.0, strict=True)
+        self.cutoff_range = value_range(cutoff, "cutoff", 0.0, strict=True)
         if self.cutoff_range[1] > 1:
             raise ValueError(f"cutoff must be in (0, 1], got {cutoff!r}.")
-        self.blur_range = _range(detector_blur_fwhm, "detector_blur_fwhm", 0.0, strict=False)
+        self.blur_range = value_range(detector_blur_fwhm, "detector_blur_fwhm", 0.0, strict=False)
         self.beams = (beam,) if isinstance(beam, str) else tuple(beam)
         if not self.beams or any(b not in BEAMS for b in self.beams):
             raise ValueError(f"beam must be one of {BEAMS} or a sequence of them, got {beam!r}.")
@@ -314,12 +296,7 @@ class RandLowDoseCT(RandomizableTransform):
         shape, spacing = tuple(img.shape[-2:]), _image_spacing(img, self.spacing)
         if self.beam == "fan":
             views = None if self.n_views is None else 2 * self.n_views
-            fan = FanBeamGeometry.create(shape, spacing, views, n_det=self.n_det)
-            if self.det_spacing is None:
-                return fan
-            return FanBeamGeometry.create(
-                shape, spacing, views, n_det=self.n_det, det_angle=self.det_spacing / fan.source_distance
-            )
+            return FanBeamGeometry.create(shape, spacing, views, n_det=self.n_det, det_spacing=self.det_spacing)
         return ParallelBeamGeometry.create(shape, spacing, self.n_views, self.n_det, self.det_spacing)
 
     def __call__(self, img: NdarrayOrTensor, randomize: bool = True) -> NdarrayOrTensor:

@@ -67,6 +67,7 @@ class FanBeamGeometry:
         source_distance: Optional[float] = None,
         n_det: Optional[int] = None,
         det_angle: Optional[float] = None,
+        det_spacing: Optional[float] = None,
     ) -> FanBeamGeometry:
         """Build a geometry whose fan covers the image diagonal.
 
@@ -78,6 +79,8 @@ class FanBeamGeometry:
             source_distance: in mm; default :data:`SOURCE_DISTANCE_RATIO` times the radius of the image diagonal.
             n_det: detector elements; default: enough to cover the image diagonal plus one either side.
             det_angle: element pitch in radians; default: half the smaller pixel size at the rotation centre.
+            det_spacing: or the element pitch in mm at the rotation centre (``det_angle = det_spacing /
+                source_distance``); give at most one of the two.
         """
         parallel = ParallelBeamGeometry.create(image_shape, spacing)
         (h, w), (dy, dx) = parallel.image_shape, parallel.spacing
@@ -88,6 +91,10 @@ class FanBeamGeometry:
                 f"source_distance must be larger than the radius of the image diagonal ({radius:.1f} mm): the source "
                 f"would be inside the image; got {source_distance!r}."
             )
+        if det_angle is not None and det_spacing is not None:
+            raise ValueError("give det_angle or det_spacing, not both.")
+        if det_spacing is not None:
+            det_angle = float(det_spacing) / distance
         pitch = float(det_angle) if det_angle is not None else min(dy, dx) / 2 / distance
         if not pitch > 0:
             raise ValueError(f"det_angle must be positive, got {det_angle!r}.")

@@ -49,13 +49,13 @@ from typing import Optional, Union
 
 import numpy as np
 import torch
-import torch.nn.functional as F
 from monai.config import KeysCollection, NdarrayOrTensor
 from monai.data import MetaTensor
 from monai.transforms.transform import MapTransform, RandomizableTransform, Transform
 from monai.utils import TransformBackends, convert_to_dst_type, convert_to_tensor
 from monai.utils.misc import MAX_SEED
 
+from ._util import FWHM_TO_SIGMA, gaussian_blur, value_range
 from .counts import _stream_seed, poisson_counts
 from .tomography import ParallelBeamGeometry, _pair, _spatial_axes, backproject, radon
 from .wrappers import ArrayWrapperd, RandArrayWrapperd
@@ -97,8 +97,6 @@ MNI phantom (scripts/prepare_pet_phantoms.py), and about 19 % at the low-count l
 
 LOW_COUNT_FRACTION = 1.0 / 12.0
 """The paper's low-count level as a fraction of the full count (1/12)."""
-
-_FWHM_TO_SIGMA = 1.0 / (2.0 * math.sqrt(2.0 * math.log(2.0)))
 
 # ----------------------------------------------------------------------------------------------------------------
 # phantom
@@ -237,7 +235,7 @@ def random_deformation(
         )
     if displacement_mm == 0:
         return data.copy()
-    sigma = [smoothness_mm * _FWHM_TO_SIGMA / s for s in steps]
+    sigma = [smoothness_mm * FWHM_TO_SIGMA / s for s in steps]
     fields = [ndimage.gaussian_filter(rng.standard_normal(spatial), sigma, mode="wrap") for _ in steps]  # in mm
     norm = np.sqrt(sum(f**2 for f in fields)).max()
     grid = np.meshgrid(*[np.arange(n, dtype=np.float64) for n in spatial], indexing="ij")
@@ -303,7 +301,7 @@ def attenuation_map(
         mask = ndimage.distance_transform_edt(~mask, sampling=steps) <= head_margin_mm
     out = mask.astype(np.float64) * float(mu)
     if smooth_fwhm_mm > 0:
-        sigma = [smooth_fwhm_mm * _FWHM_TO_SIGMA / s for s in steps]
+        sigma = [smooth_fwhm_mm * FWHM_TO_SIGMA / s for s in steps]
         out = ndimage.gaussian_filter(out, sigma, mode="constant", truncate=3.0)
     result = torch.from_numpy(out).to(device=maps[0].device, dtype=maps[0].dtype)
     return convert_to_dst_type(result, dst=gm, dtype=result.dtype)[0]
@@ -345,10 +343,10 @@ class RandFDGPhantom(RandomizableTransform):
         max_value: float = MAX_SUV,
     ) -> None:
         RandomizableTransform.__init__(self, prob)
-        self.gm_ratio_range = self._range(gm_ratio_range, "gm_ratio_range", 0.0)
-        self.csf_ratio_range = self._range(csf_ratio_range, "csf_ratio_range", 0.0)
-        self.lesion_radius_range = self._range(lesion_radius_range, "lesion_radius_range", 0.0, strict=True)
-        self.lesion_contrast_range = self._range(lesion_contrast_range, "lesion_contrast_range", 0.0, strict=True)
+        self.gm_ratio_range = value_range(gm_ratio_range, "gm_ratio_range", 0.0)
+        self.csf_ratio_range = value_range(csf_ratio_range, "csf_ratio_range", 0.0)
+        self.lesion_radius_range = value_range(lesion_radius_range, "lesion_radius_range", 0.0, strict=True)
+        self.lesion_contrast_range = value_range(lesion_contrast_range, "lesion_contrast_range", 0.0, strict=True)
         if int(max_lesions) != max_lesions or max_lesions < 0:
             raise ValueError(f"max_lesions must be an integer >= 0, got {max_lesions!r}.")
         if not white_matter_suv > 0 or not max_value > 0:
@@ -358,17 +356,6 @@ class RandFDGPhantom(RandomizableTransform):
         self.max_value = float(max_value)
         self.ratios: tuple[float, float, float] = (4.0, 1.0, 0.05)
         self.lesions: list[tuple[tuple[float, ...], float, float]] = []
-
-    @staticmethod
-    def _range(value: Sequence[float], name: str, low: float, strict: bool = False) -> tuple[float, float]:
-        try:
-            a, b = (float(v) for v in value)
-        except (TypeError, ValueError):
-            raise ValueError(f"{name} must be a pair (low, high), got {value!r}.") from None
-        if not (a > low if strict else a >= low) or not b >= a or not math.isfinite(b):
-            bound = ">" if strict else ">="
-            raise ValueError(f"{name} must be (low, high) with {low:g} {bound} ... low <= high, got {value!r}.")
-        return a, b
 
     def randomize(self, data: Optional[torch.Tensor] = None) -> None:
         """Draw the ratios and lesions; ``data`` is the ``(3, ...)`` tissue stack (its brain holds the lesions)."""
@@ -484,20 +471,7 @@ def _gaussian_blur(images: torch.Tensor, fwhm_mm: float, spacing: tuple[float, f
     """Separable Gaussian blur of ``(..., H, W)`` images (replicated edges); FWHM in mm, spacing ``(dy, dx)``."""
     if fwhm_mm <= 0:
         return images
-    shape = images.shape
-    out = images.reshape(-1, 1, *shape[-2:])
-    for axis, step in ((0, spacing[0]), (1, spacing[1])):
-        sigma = fwhm_mm * _FWHM_TO_SIGMA / step
-        radius = max(1, int(math.ceil(3.0 * sigma)))
-        x = torch.arange(-radius, radius + 1, dtype=images.dtype, device=images.device)
-        kernel = torch.exp(-0.5 * (x / sigma) ** 2)
-        kernel = kernel / kernel.sum()
-        if axis == 0:
-            pad, weight = (0, 0, radius, radius), kernel.reshape(1, 1, -1, 1)
-        else:
-            pad, weight = (radius, radius, 0, 0), kernel.reshape(1, 1, 1, -1)
-        out = F.conv2d(F.pad(out, pad, mode="replicate"), weight)
-    return out.reshape(shape)
+    return gaussian_blur(images, [fwhm_mm * FWHM_TO_SIGMA / step for step in spacing])
 
 
 def _check_settings(

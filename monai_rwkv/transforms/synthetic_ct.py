@@ -28,11 +28,12 @@ from typing import Optional, Union
 
 import numpy as np
 import torch
-import torch.nn.functional as F
 from monai.config import KeysCollection, NdarrayOrTensor
 from monai.data import MetaTensor
 from monai.transforms.transform import MapTransform, RandomizableTransform
 from monai.utils.misc import MAX_SEED
+
+from ._util import gaussian_blur, value_range
 
 __all__ = ["SYNTHETIC_CT_REGIONS", "synthetic_ct", "RandSyntheticCT", "RandSyntheticCTd"]
 
@@ -98,7 +99,7 @@ class _Canvas:
         """Unit-variance Gaussian noise smoothed with a Gaussian of ``correlation_mm`` mm standard deviation."""
         sigma = max(correlation_mm / self.spacing, 0.5)
         noise = torch.from_numpy(self.rng.standard_normal(self.hu.shape))
-        smooth = _gaussian_blur(noise, sigma)
+        smooth = gaussian_blur(noise, [sigma, sigma])
         return smooth / smooth.std().clamp_min(1e-12)
 
     def point(self, spread_y: float, spread_x: float) -> tuple[float, float]:
@@ -107,18 +108,6 @@ class _Canvas:
             self.rng.uniform(-spread_y, spread_y) * self.half_height,
             self.rng.uniform(-spread_x, spread_x) * self.half_width,
         )
-
-
-def _gaussian_blur(image: torch.Tensor, sigma: float) -> torch.Tensor:
-    """Separable Gaussian blur of an ``(H, W)`` tensor (edges replicated); ``sigma`` in pixels."""
-    radius = max(1, int(math.ceil(3 * sigma)))
-    offsets = torch.arange(-radius, radius + 1, dtype=image.dtype)
-    kernel = torch.exp(-0.5 * (offsets / sigma) ** 2)
-    kernel = kernel / kernel.sum()
-    out = image[None, None]
-    out = F.conv2d(F.pad(out, (radius, radius, 0, 0), mode="replicate"), kernel.view(1, 1, 1, -1))
-    out = F.conv2d(F.pad(out, (0, 0, radius, radius), mode="replicate"), kernel.view(1, 1, -1, 1))
-    return out[0, 0]
 
 
 def _fit(canvas: _Canvas, half_width: float, aspect: float) -> tuple[float, float]:
@@ -313,15 +302,8 @@ def synthetic_ct(
     _PAINTERS[region](canvas, contrast)
     if couch:
         _couch(canvas)
-    hu = _gaussian_blur(canvas.hu, blur) if blur > 0 else canvas.hu
+    hu = gaussian_blur(canvas.hu, [blur, blur])
     return hu.clamp(-1024.0, 3071.0).float()
-
-
-def _interval(value: Union[float, Sequence[float]], name: str) -> tuple[float, float]:
-    pair = (float(value), float(value)) if isinstance(value, (int, float)) else tuple(float(v) for v in value)
-    if len(pair) != 2 or not 0 < pair[0] <= pair[1]:
-        raise ValueError(f"{name} must be a positive number or a (low, high) pair with low <= high, got {value!r}.")
-    return pair[0], pair[1]
 
 
 class RandSyntheticCT(RandomizableTransform):
@@ -353,7 +335,7 @@ class RandSyntheticCT(RandomizableTransform):
         self.spatial_size = tuple(int(s) for s in spatial_size)
         if len(self.spatial_size) != 2 or min(self.spatial_size) < 16:
             raise ValueError(f"spatial_size must be (H, W) with H, W >= 16, got {spatial_size!r}.")
-        self.pixel_range = _interval(pixel_size, "pixel_size")
+        self.pixel_range = value_range(pixel_size, "pixel_size", 0.0, strict=True)
         self.regions = (regions,) if isinstance(regions, str) else tuple(regions)
         if not self.regions or any(r not in SYNTHETIC_CT_REGIONS for r in self.regions):
             raise ValueError(f"regions must name some of {SYNTHETIC_CT_REGIONS}, got {regions!r}.")

@@ -47,6 +47,11 @@ def test_geometry_covers_the_image_and_refuses_a_source_inside_it() -> None:
     assert parallel.n_views == fan.n_views // 2 and parallel.det_spacing == pytest.approx(SPACING / 2)
     with pytest.raises(ValueError, match="source_distance"):
         FanBeamGeometry.create(SHAPE, SPACING, source_distance=radius * 0.9)
+    coarse = FanBeamGeometry.create(SHAPE, SPACING, det_spacing=2 * SPACING)  # pitch in mm at the rotation centre
+    assert coarse.det_angle * coarse.source_distance == pytest.approx(2 * SPACING)
+    assert coarse.parallel().det_spacing == pytest.approx(2 * SPACING)
+    with pytest.raises(ValueError, match="not both"):
+        FanBeamGeometry.create(SHAPE, SPACING, det_angle=0.001, det_spacing=1.0)
 
 
 def test_fan_rays_match_the_analytic_line_integrals(seed: int) -> None:

@@ -127,7 +127,8 @@ def weights_for(bundle_root: str | os.PathLike, files: Mapping[str, str], value:
         have = ", ".join(sorted(files, key=float))
         raise SystemExit(
             f"error: {os.fspath(bundle_root)}: no trained weights for {name} {key} (weights exist for {name} "
-            f"{have}); pass --weights <checkpoint> to use weights of your own"
+            f"{have}); set weights to a checkpoint of your own (--weights FILE with monai.bundle run, "
+            f"--set weights=FILE with monai-rwkv)"
         )
     return os.path.join(os.fspath(bundle_root), files[key])
 

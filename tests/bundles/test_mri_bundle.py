@@ -202,4 +202,10 @@ def test_a_factor_without_weights_is_one_line_error(tmp_path: Path) -> None:
     assert result.returncode != 0
     last = result.stderr.strip().splitlines()[-1]
     assert "no trained weights for factor 3 (weights exist for factor 2, 4)" in last and str(bundle) in last
+    assert "--weights FILE with monai.bundle run" in last and "--set weights=FILE with monai-rwkv" in last
     assert not (tmp_path / "out").exists() or not any((tmp_path / "out").glob("*.nii.gz"))
+    # the advice works: weights of one's own serve any factor
+    own = ("--weights", bundle / "models" / "model.pt", "--progress", "False")
+    result = bundle_run(str(bundle / "configs" / "inference.json"), tmp_path, *args, *own)
+    assert result.returncode == 0, result.stderr[-2000:]
+    assert len(list((tmp_path / "out").rglob("*.nii.gz"))) == 1

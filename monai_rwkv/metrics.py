@@ -2,12 +2,13 @@
 
 from __future__ import annotations
 
+import math
 from collections.abc import Sequence
 
 import torch
 from monai.metrics.regression import compute_ssim_and_cs
 
-__all__ = ["CT_EVAL_WINDOW", "slice_metrics"]
+__all__ = ["CT_EVAL_WINDOW", "flat_region_rmse", "slice_metrics"]
 
 #: Hounsfield window the paper truncates CT to before computing metrics.
 CT_EVAL_WINDOW = (-160.0, 240.0)
@@ -57,3 +58,39 @@ def slice_metrics(
         ]
     )
     return {"psnr": psnr, "ssim": ssim, "rmse": mse.sqrt()}
+
+
+def flat_region_rmse(
+    pred: torch.Tensor, label: torch.Tensor, window: Sequence[float], max_gradient: float
+) -> torch.Tensor:
+    """RMSE of each 2D slice over its flat region: where residual noise and streaks are most visible.
+
+    The flat region of a slice holds the pixels whose label lies strictly inside ``window`` and whose Sobel
+    gradient magnitude (per pixel, the Sobel responses divided by 8, replicated edges) is below ``max_gradient``;
+    both are in the label's units (e.g. HU and HU per pixel). Nothing is truncated: the error is the full one.
+
+    Args:
+        pred: (N, H, W) or (N, 1, H, W) restored slices.
+        label: reference slices of the same shape.
+        window: ``(low, high)`` range of the label values that count (e.g. :data:`CT_EVAL_WINDOW`).
+        max_gradient: gradient threshold of the flat region.
+
+    Returns:
+        float64 tensor (N,): the RMSE per slice, NaN where a slice has no flat pixel.
+    """
+    if pred.shape != label.shape:
+        raise ValueError(f"pred and label shapes differ: {tuple(pred.shape)} vs {tuple(label.shape)}.")
+    if not max_gradient > 0:
+        raise ValueError(f"max_gradient must be > 0, got {max_gradient!r}.")
+    pred, label = pred.double(), label.double()
+    if pred.dim() == 3:
+        pred, label = pred.unsqueeze(1), label.unsqueeze(1)
+    smooth = torch.tensor([1.0, 2.0, 1.0], dtype=torch.float64)
+    diff = torch.tensor([-1.0, 0.0, 1.0], dtype=torch.float64)
+    padded = torch.nn.functional.pad(label, (1, 1, 1, 1), mode="replicate")
+    gy = torch.nn.functional.conv2d(padded, torch.outer(diff, smooth)[None, None]) / 8
+    gx = torch.nn.functional.conv2d(padded, torch.outer(smooth, diff)[None, None]) / 8
+    flat = (label > window[0]) & (label < window[1]) & (torch.hypot(gy, gx) < max_gradient)
+    squared = torch.where(flat, (pred - label) ** 2, torch.zeros_like(pred)).sum(dim=(1, 2, 3))
+    count = flat.sum(dim=(1, 2, 3))
+    return torch.where(count > 0, (squared / count.clamp_min(1)).sqrt(), torch.full_like(squared, math.nan))

@@ -33,6 +33,7 @@ from __future__ import annotations
 import argparse
 import importlib.util
 import json
+import math
 import os
 import sys
 import time
@@ -47,7 +48,7 @@ import torch
 from monai_rwkv.apps import baselines as lib
 from monai_rwkv.apps.evaluate import constant_slices, evaluate_restoration, volume_slice_metrics
 from monai_rwkv.apps.restore import find_inputs, read_volume
-from monai_rwkv.metrics import CT_EVAL_WINDOW
+from monai_rwkv.metrics import CT_EVAL_WINDOW, flat_region_rmse
 from monai_rwkv.networks.nets import BilateralDenoiser, BM3DDenoiser, GaussianDenoiser, NonLocalMeansDenoiser
 from monai_rwkv.transforms import LowDoseCT
 
@@ -151,12 +152,11 @@ class Objective:
         return self.results[key]
 
 
-FIGURE_METHODS = ("nlm", "oracle_nlm")  # with the models: the rows whose restored test images are kept
+FLAT_GRADIENT_HU = 20.0  # HU per pixel: the flat soft tissue of the residual-noise table (edges are steeper)
 
 
 def evaluate(restorer, method: str, label: str, version: str, args, set_name: str) -> dict[str, Any]:
     full, low = pair_folders(args, set_name, "test")
-    keep_images = method in FIGURE_METHODS or method.startswith("model")
     return evaluate_restoration(
         restorer,
         full,
@@ -166,7 +166,7 @@ def evaluate(restorer, method: str, label: str, version: str, args, set_name: st
         model_version=version,
         window=CT_EVAL_WINDOW,
         degraded_dir=low,
-        save_images=keep_images,
+        save_images=True,
         overwrite=True,
     )
 
@@ -221,8 +221,61 @@ def set_table(set_name: str, rows: Sequence[lib.Row], models: Sequence[lib.Row],
             f"| {row.label} | {row.params} | {lib.fmt(row.stats('psnr'), 2)} | "
             f"{lib.fmt(row.stats('ssim'), 4)} | {lib.fmt(row.stats('rmse'), 1)} |"
         )
-    lines += ["", lib.paired_table(models[0], [r for r in rows if r is not models[0]])]
+    lines += [
+        "",
+        lib.paired_table(models[0], [r for r in rows if r is not models[0]]),
+        flat_table(set_name, rows, args),
+    ]
     return "\n".join(lines)
+
+
+def flat_errors(set_name: str, method: str | None, args) -> dict[tuple[str, int], float] | None:
+    """Per-slice :func:`~monai_rwkv.metrics.flat_region_rmse` of a row's restored test images (``method`` None: the
+    low-dose input), keyed like :attr:`lib.Row.slices`; None when the row's images were not kept."""
+    full, low = pair_folders(args, set_name, "test")
+    errors = {}
+    for reference in find_inputs(full):
+        path = low / reference.path.name
+        if method is not None:
+            path = args.output_dir / set_name / method / "images" / f"{reference.name}_restored.nii.gz"
+        if not path.is_file():
+            return None
+        clean = read_volume(reference)
+        values = flat_region_rmse(
+            read_volume(find_inputs(path)[0])[0].permute(2, 0, 1),
+            clean[0].permute(2, 0, 1),
+            CT_EVAL_WINDOW,
+            FLAT_GRADIENT_HU,
+        )
+        for k, (value, constant) in enumerate(zip(values.tolist(), constant_slices(clean, CT_EVAL_WINDOW).tolist())):
+            if not constant and math.isfinite(value):
+                errors[(reference.name, k)] = value
+    return errors
+
+
+def flat_table(set_name: str, rows: Sequence[lib.Row], args) -> str:
+    """Residual noise and streaks: the RMSE over flat soft tissue per row, and the first model's paired difference."""
+    lines = [
+        f"Residual error in flat soft tissue (reference inside the window, Sobel gradient < {FLAT_GRADIENT_HU:g} "
+        "HU/pixel: where noise and streaks show): RMSE in HU, mean ± std over slices; Δ: first model minus row, "
+        "per slice; wins: fraction of slices where the model's is lower.",
+        "",
+        "| Method | flat-region RMSE (HU) | Δ (HU) | wins |",
+        "|---|---|---|---|",
+    ]
+    model = flat_errors(set_name, rows[0].method, args)
+    for label, method in [("Low-dose input", None)] + [(r.label, r.method) for r in rows]:
+        errors = flat_errors(set_name, method, args)
+        if errors is None or model is None:
+            lines.append(f"| {label} | (images not kept: rerun with --overwrite) | | |")
+            continue
+        keys = sorted(errors.keys() & model.keys())
+        mean, std = lib.mean_std([errors[k] for k in keys])
+        diff = [model[k] - errors[k] for k in keys]
+        d_mean, d_std = lib.mean_std(diff)
+        wins = sum(d < 0 for d in diff) / max(len(diff), 1)
+        lines.append(f"| {label} | {mean:.1f} ± {std:.1f} | {d_mean:+.1f} ± {d_std:.1f} | {wins:.0%} |")
+    return "\n".join(lines) + "\n"
 
 
 def figure(set_name: str, rows: Sequence[lib.Row], args) -> Path:

@@ -29,3 +29,32 @@ def test_against_scikit_image(seed: int) -> None:
 def test_shape_mismatch() -> None:
     with pytest.raises(ValueError, match="shapes differ"):
         slice_metrics(torch.zeros(1, 4, 4), torch.zeros(1, 4, 5))
+
+
+def test_flat_region_rmse_against_a_direct_loop(seed: int) -> None:
+    from monai_rwkv.metrics import flat_region_rmse  # noqa: PLC0415
+
+    g = torch.Generator().manual_seed(seed)
+    label = torch.cumsum(torch.rand(2, 12, 14, generator=g) * 20 - 10, dim=1) * 3 + 40  # ramps and edges
+    label[1, :4] = -1000.0  # air: outside the window
+    pred = label + torch.randn(2, 12, 14, generator=g) * 15
+    window, limit = (-160.0, 240.0), 12.0
+    got = flat_region_rmse(pred, label, window, limit)
+    lab, prd = label.double().numpy(), pred.double().numpy()
+    for n in range(2):
+        errors = []
+        for y in range(12):
+            for x in range(14):
+
+                def at(dy: int, dx: int, n: int = n, y: int = y, x: int = x) -> float:  # replicated edges
+                    return lab[n, min(max(y + dy, 0), 11), min(max(x + dx, 0), 13)]
+
+                gy = sum(w * (at(1, dx) - at(-1, dx)) for dx, w in ((-1, 1), (0, 2), (1, 1))) / 8
+                gx = sum(w * (at(dy, 1) - at(dy, -1)) for dy, w in ((-1, 1), (0, 2), (1, 1))) / 8
+                if window[0] < lab[n, y, x] < window[1] and np.hypot(gy, gx) < limit:
+                    errors.append((prd[n, y, x] - lab[n, y, x]) ** 2)
+        assert errors, "the test image must have flat pixels"
+        assert got[n].item() == pytest.approx(float(np.sqrt(np.mean(errors))), rel=1e-12)
+    assert torch.isnan(flat_region_rmse(pred, label, (5000.0, 6000.0), limit)).all()  # no pixel in the window
+    with pytest.raises(ValueError, match="max_gradient"):
+        flat_region_rmse(pred, label, window, 0.0)

@@ -37,7 +37,7 @@ import math
 import os
 import sys
 import time
-from collections.abc import Mapping, Sequence
+from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
 
@@ -46,7 +46,7 @@ import numpy as np
 import torch
 
 from monai_rwkv.apps import baselines as lib
-from monai_rwkv.apps.evaluate import constant_slices, evaluate_restoration, volume_slice_metrics
+from monai_rwkv.apps.evaluate import constant_slices, evaluate_restoration
 from monai_rwkv.apps.restore import find_inputs, read_volume
 from monai_rwkv.metrics import CT_EVAL_WINDOW, flat_region_rmse
 from monai_rwkv.networks.nets import BilateralDenoiser, BM3DDenoiser, GaussianDenoiser, NonLocalMeansDenoiser
@@ -131,27 +131,6 @@ def pair_folders(args: argparse.Namespace, set_name: str, split: str) -> tuple[P
     return full, low
 
 
-class Objective:
-    """Mean windowed PSNR over the non-constant slices of a set's pairs, memoised per parameter set."""
-
-    def __init__(self, baseline: lib.Baseline, full: Path, low: Path) -> None:
-        self.baseline = baseline
-        self.pairs = [(read_volume(i), read_volume(find_inputs(low / i.path.name)[0])) for i in find_inputs(full)]
-        self.results: dict[tuple, float] = {}
-
-    def __call__(self, params: Mapping[str, Any]) -> float:
-        key = tuple(sorted(params.items()))
-        if key not in self.results:
-            restorer = lib.SliceFilterRestorer(self.baseline.build(**params), {})
-            values = []
-            for clean, low in self.pairs:
-                keep = ~constant_slices(clean, CT_EVAL_WINDOW)
-                values += volume_slice_metrics(restorer(low), clean, CT_EVAL_WINDOW)["psnr"][keep].tolist()
-            self.results[key] = sum(values) / len(values)
-            print(f"  {self.baseline.name} {dict(params)}: {self.results[key]:.3f} dB", flush=True)
-        return self.results[key]
-
-
 FLAT_GRADIENT_HU = 20.0  # HU per pixel: the flat soft tissue of the residual-noise table (edges are steeper)
 
 
@@ -178,11 +157,19 @@ def run_baseline(baseline: lib.Baseline, tuning_split: str, method: str, label: 
         summary, tuning = json.loads((out / "summary.json").read_text()), json.loads((out / "tuning.json").read_text())
         return lib.Row(method, label, baseline.describe(tuning["best"]), summary, args.output_dir / set_name)
     start = time.time()
-    objective = Objective(baseline, *pair_folders(args, set_name, tuning_split))
+    full, low = pair_folders(args, set_name, tuning_split)
+    pairs = [(read_volume(find_inputs(low / i.path.name)[0]), read_volume(i)) for i in find_inputs(full)]
+    objective = lib.Objective(
+        baseline.name, lambda p: lib.SliceFilterRestorer(baseline.build(**p), {}), pairs, CT_EVAL_WINDOW
+    )
     best = lib.tune(baseline, objective)
     out.mkdir(parents=True, exist_ok=True)
-    record = {"method": baseline.name, "tuned_on": f"{set_name} {tuning_split}", "objective": "mean windowed PSNR"}
-    record.update(best=best, tried=[{"params": dict(k), "psnr": v} for k, v in objective.results.items()])
+    record = objective.record(
+        baseline,
+        best,
+        tuned_on=f"{set_name} {tuning_split}",
+        objective=f"mean PSNR (dB), window {list(CT_EVAL_WINDOW)}, over the non-constant slices",
+    )
     (out / "tuning.json").write_text(json.dumps(record, indent=2) + "\n")
     restorer = lib.SliceFilterRestorer(baseline.build(**best), {"method": baseline.name, **best})
     summary = evaluate(restorer, method, label, baseline.describe(best), args, set_name)

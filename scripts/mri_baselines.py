@@ -97,7 +97,7 @@ from monai_rwkv.apps.baselines import (
     tune,
 )
 from monai_rwkv.apps.baselines import display_slice as display
-from monai_rwkv.apps.evaluate import constant_slices, evaluate_restoration, volume_slice_metrics
+from monai_rwkv.apps.evaluate import evaluate_restoration, volume_slice_metrics
 from monai_rwkv.apps.restore import find_inputs, read_volume
 from monai_rwkv.networks.nets.classical import KSpaceApodizer, TotalVariationDenoiser, TVKSpaceReconstruction
 from monai_rwkv.transforms import KSpaceTruncate
@@ -262,42 +262,15 @@ def link_test_slabs(args: argparse.Namespace, sources: Sequence[str]) -> Path:
 
 
 class Slab:
-    """A clean slab, its degraded version and which of its slices count (windowed reference not constant)."""
+    """A clean slab and its degraded version."""
 
     def __init__(self, path: Path, factor: float) -> None:
         self.path = path
         self.clean = read_volume(find_inputs(path)[0])
         self.low = KSpaceTruncate(factor)(self.clean)
-        self.keep = ~constant_slices(self.clean, WINDOW)  # (k,)
 
 
 # -------------------------------------------------------------------------------------------------------- tuning
-
-
-class Objective:
-    """Mean PSNR over the non-constant slices of some slabs (pooled), memoised per parameter set."""
-
-    def __init__(self, baseline: Baseline, slabs: Sequence[Slab], args: argparse.Namespace) -> None:
-        self.baseline, self.slabs, self.args = baseline, list(slabs), args
-        self.results: dict[tuple, dict[str, float]] = {}
-
-    def __call__(self, params: Mapping[str, Any]) -> float:
-        key = tuple(sorted(params.items()))
-        if key not in self.results:
-            t0 = time.time()
-            restorer = restorer_for(self.baseline.name, params, self.args)
-            values: dict[str, list[torch.Tensor]] = {m: [] for m in METRICS}
-            for slab in self.slabs:
-                metrics = volume_slice_metrics(restorer(slab.low), slab.clean, WINDOW)
-                for m in METRICS:
-                    values[m].append(metrics[m][slab.keep])
-            self.results[key] = {m: float(torch.cat(v).mean()) for m, v in values.items()}
-            psnr = self.results[key]["psnr"]
-            print(f"  {self.baseline.name} {dict(params)}: PSNR {psnr:.4f} dB ({time.time() - t0:.1f} s)", flush=True)
-        return self.results[key]["psnr"]
-
-    def records(self) -> list[dict[str, Any]]:
-        return [{"params": dict(k), **v} for k, v in sorted(self.results.items(), key=lambda kv: -kv[1]["psnr"])]
 
 
 def degradation_for(method: str, factor: float) -> Identity | KSpaceTruncate:
@@ -344,22 +317,18 @@ def evaluate(method: str, label: str, params: Mapping[str, Any], description: st
 def run_baseline(baseline: Baseline, tuning_slabs: Sequence[Slab], split: str, name: str, label: str, args, test_dir):
     """Tune ``baseline`` on ``tuning_slabs``, record the search, evaluate the best parameters on test."""
     t0 = time.time()
-    objective = Objective(baseline, tuning_slabs, args)
+    pairs = [(slab.low, slab.clean) for slab in tuning_slabs]
+    objective = baselines_lib.Objective(baseline.name, lambda p: restorer_for(baseline.name, p, args), pairs, WINDOW)
     best = tune(baseline, objective)
     print(f"{name}: tuned {best} -> {split} PSNR {objective(best):.4f} dB ({time.time() - t0:.0f} s)", flush=True)
     out = args.output_dir / name
     out.mkdir(parents=True, exist_ok=True)
-    record = {
-        "method": baseline.name,
-        "objective": f"mean PSNR (dB), window {list(WINDOW)}, over the non-constant axial slices of the {split} slabs",
-        "tuning_slabs": [str(s.path) for s in tuning_slabs],
-        "grid": baseline.grid,
-        "continuous": baseline.continuous,
-        "bounds": [b if math.isfinite(b) else None for b in baseline.bounds],
-        "best": best,
-        "best_metrics": objective.results[tuple(sorted(best.items()))],
-        "tried": objective.records(),
-    }
+    record = objective.record(
+        baseline,
+        best,
+        objective=f"mean PSNR (dB), window {list(WINDOW)}, over the non-constant axial slices of the {split} slabs",
+        tuning_slabs=[str(s.path) for s in tuning_slabs],
+    )
     (out / "tuning.json").write_text(json.dumps(record, indent=2) + "\n")
     return evaluate(name, label, best, baseline.describe(best), args, test_dir)
 

@@ -74,6 +74,7 @@ from torch import nn
 
 from monai_rwkv.apps.baselines import (
     Baseline,
+    Objective,
     Row,
     SliceFilterRestorer,
     display_slice,
@@ -84,7 +85,7 @@ from monai_rwkv.apps.baselines import (
     same_scores,
     tune,
 )
-from monai_rwkv.apps.evaluate import constant_slices, evaluate_restoration, volume_slice_metrics
+from monai_rwkv.apps.evaluate import evaluate_restoration, volume_slice_metrics
 from monai_rwkv.apps.restore import find_inputs, read_volume
 from monai_rwkv.networks.nets.classical import GaussianDenoiser, NonLocalMeansDenoiser
 
@@ -170,33 +171,6 @@ def link_test_scans(output_dir: Path, scans: Sequence[Scan]) -> tuple[Path, Path
 # -------------------------------------------------------------------------------------------------------- tuning
 
 
-class Objective:
-    """Mean PSNR over the non-constant slices of some scans (pooled), memoised per parameter set."""
-
-    def __init__(self, baseline: Baseline, scans: Sequence[Scan], args: argparse.Namespace) -> None:
-        self.baseline, self.scans, self.args = baseline, list(scans), args
-        self.results: dict[tuple, dict[str, float]] = {}
-
-    def __call__(self, params: Mapping[str, Any]) -> float:
-        key = tuple(sorted(params.items()))
-        if key not in self.results:
-            t0 = time.time()
-            restorer = SliceFilterRestorer(self.baseline.build(**params), {}, self.args.slices_per_call)
-            values: dict[str, list[torch.Tensor]] = {m: [] for m in METRICS}
-            for scan in self.scans:
-                metrics = volume_slice_metrics(restorer(scan.low), scan.full, WINDOW)
-                keep = ~constant_slices(scan.full, WINDOW)
-                for m in METRICS:
-                    values[m].append(metrics[m][keep])
-            self.results[key] = {m: float(torch.cat(v).mean()) for m, v in values.items()}
-            psnr = self.results[key]["psnr"]
-            print(f"  {self.baseline.name} {dict(params)}: PSNR {psnr:.4f} dB ({time.time() - t0:.1f} s)", flush=True)
-        return self.results[key]["psnr"]
-
-    def records(self) -> list[dict[str, Any]]:
-        return [{"params": dict(k), **v} for k, v in sorted(self.results.items(), key=lambda kv: -kv[1]["psnr"])]
-
-
 # ---------------------------------------------------------------------------------------------------- evaluation
 
 
@@ -239,19 +213,16 @@ def run_baseline(
     baseline: Baseline, scans: Sequence[Scan], split: str, name: str, label: str, args, folders
 ) -> dict[str, Any]:
     print(f"{name}: tuning on the {split} scans", flush=True)
-    objective = Objective(baseline, scans, args)
+    pairs = [(scan.low, scan.full) for scan in scans]
+    objective = Objective(
+        baseline.name, lambda p: SliceFilterRestorer(baseline.build(**p), {}, args.slices_per_call), pairs, WINDOW
+    )
     best = tune(baseline, objective)
     out = args.output_dir / name
     out.mkdir(parents=True, exist_ok=True)
-    record = {
-        "method": baseline.name,
-        "objective": f"mean PSNR (dB), window {list(WINDOW)}, over the axial slices of the {split} scans",
-        "grid": baseline.grid,
-        "continuous": baseline.continuous,
-        "best": best,
-        "best_metrics": objective.results[tuple(sorted(best.items()))],
-        "tried": objective.records(),
-    }
+    record = objective.record(
+        baseline, best, objective=f"mean PSNR (dB), window {list(WINDOW)}, over the axial slices of the {split} scans"
+    )
     (out / "tuning.json").write_text(json.dumps(record, indent=2) + "\n")
     description = {"method": name, "params": best, "settings": settings_for(name, args)}
     restorer = SliceFilterRestorer(baseline.build(**best), description, args.slices_per_call)

@@ -13,6 +13,7 @@ from __future__ import annotations
 import csv
 import itertools
 import math
+import time
 from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -23,8 +24,11 @@ import torch
 from monai.data import MetaTensor
 from torch import nn
 
+from monai_rwkv.apps.evaluate import constant_slices, volume_slice_metrics
+
 __all__ = [
     "Baseline",
+    "Objective",
     "Row",
     "SliceFilterRestorer",
     "detail_window",
@@ -102,6 +106,61 @@ class Baseline:
     bounds: tuple[float, float]
     ratio: float
     describe: Callable[[Mapping[str, Any]], str] = field(default=lambda p: ", ".join(f"{k} {v}" for k, v in p.items()))
+
+
+class Objective:
+    """
+    The tuning objective of a baseline: mean windowed PSNR over the non-constant slices of some
+    ``(degraded, clean)`` volume pairs (pooled), memoised per parameter set, with SSIM and RMSE recorded alongside.
+
+    Args:
+        name: the method, in the progress lines.
+        restorer_for: ``restorer_for(params)`` -> a :class:`~monai_rwkv.inference.VolumeRestorer` (e.g. a
+            :class:`SliceFilterRestorer`) for one parameter set.
+        pairs: ``(degraded, clean)`` channel-first volumes ``(1, i, j, k)``; the restorer gets ``degraded``.
+        window: the metric window (e.g. :data:`~monai_rwkv.metrics.CT_EVAL_WINDOW`).
+    """
+
+    def __init__(
+        self,
+        name: str,
+        restorer_for: Callable[[Mapping[str, Any]], Callable[[torch.Tensor], torch.Tensor]],
+        pairs: Sequence[tuple[torch.Tensor, torch.Tensor]],
+        window: Sequence[float] | None,
+    ) -> None:
+        self.name, self.restorer_for, self.pairs, self.window = name, restorer_for, list(pairs), window
+        self.keep = [~constant_slices(clean, window) for _, clean in self.pairs]
+        self.results: dict[tuple, dict[str, float]] = {}
+
+    def __call__(self, params: Mapping[str, Any]) -> float:
+        key = tuple(sorted(params.items()))
+        if key not in self.results:
+            start = time.time()
+            restorer = self.restorer_for(params)
+            values: dict[str, list[torch.Tensor]] = {m: [] for m in METRICS}
+            for (degraded, clean), keep in zip(self.pairs, self.keep):
+                metrics = volume_slice_metrics(restorer(degraded), clean, self.window)
+                for m in METRICS:
+                    values[m].append(metrics[m][keep])
+            self.results[key] = {m: float(torch.cat(v).mean()) for m, v in values.items()}
+            psnr = self.results[key]["psnr"]
+            print(f"  {self.name} {dict(params)}: PSNR {psnr:.4f} dB ({time.time() - start:.1f} s)", flush=True)
+        return self.results[key]["psnr"]
+
+    def record(self, baseline: Baseline, best: Mapping[str, Any], **about: Any) -> dict[str, Any]:
+        """What ``tuning.json`` holds: ``about`` (e.g. the objective in words), the search space, the best point and
+        its scores, and every point tried, best first."""
+        tried = sorted(self.results.items(), key=lambda kv: -kv[1]["psnr"])
+        return {
+            "method": baseline.name,
+            **about,
+            "grid": {k: list(v) for k, v in baseline.grid.items()},
+            "continuous": baseline.continuous,
+            "bounds": [b if math.isfinite(b) else None for b in baseline.bounds],
+            "best": dict(best),
+            "best_metrics": self.results[tuple(sorted(best.items()))],
+            "tried": [{"params": dict(k), **v} for k, v in tried],
+        }
 
 
 def tune(baseline: Baseline, objective: Callable[[Mapping[str, Any]], float], max_moves: int = 8) -> dict[str, Any]:

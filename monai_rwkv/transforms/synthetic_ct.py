@@ -219,8 +219,9 @@ def _thorax(canvas: _Canvas, contrast: bool) -> None:
 
 def _abdomen(canvas: _Canvas, contrast: bool) -> None:
     rng = canvas.rng
-    width, depth = _fit(canvas, rng.uniform(120, 200), rng.uniform(0.65, 0.95))
-    fat = rng.uniform(3, 35)
+    half_width = rng.uniform(120, 200)
+    width, depth = _fit(canvas, half_width, rng.uniform(0.65, 0.95))
+    fat = rng.uniform(3, 35) * width / half_width  # a body shrunk to fit the field of view keeps its proportions
     centre, (in_depth, in_width), _ = _body(canvas, width, depth, fat, contrast)
     boost = rng.uniform(30, 120) if contrast else 0.0
     for _ in range(rng.randint(2, 6)):  # liver, spleen, kidneys, pancreas, bowel loops
@@ -236,6 +237,11 @@ def _abdomen(canvas: _Canvas, contrast: bool) -> None:
                 0.2,
             )
             canvas.paint(lesion & organ, rng.uniform(0, 40) + (boost * 0.3 if contrast else 0.0), 2)
+    for _ in range(rng.randint(4, 14)):  # bowel loops packed between the organs (soft tissue, fluid-filled)
+        spot = (centre[0] + rng.uniform(-0.65, 0.35) * in_depth, centre[1] + rng.uniform(-0.65, 0.65) * in_width)
+        radii = (rng.uniform(0.08, 0.22) * in_depth, rng.uniform(0.06, 0.2) * in_width)
+        loop = canvas.shape_mask(spot, radii, rng.uniform(0, 3.2), 0.3)
+        canvas.paint(loop & (canvas.hu < 0), rng.uniform(20, 50) + boost * rng.uniform(0.0, 0.4), rng.uniform(2, 8))
     for _ in range(rng.randint(0, 8)):  # bowel gas
         spot = (centre[0] + rng.uniform(-0.7, 0.3) * in_depth, centre[1] + rng.uniform(-0.7, 0.7) * in_width)
         canvas.paint(

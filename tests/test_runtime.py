@@ -29,6 +29,7 @@ def _second_forward_faults(mode: str) -> tuple[str, int]:
     return tuned, int(faults)
 
 
+@pytest.mark.slow
 @pytest.mark.skipif(not sys.platform.startswith("linux"), reason="glibc malloc settings")
 def test_second_forward_reuses_memory_instead_of_faulting_it_in_again() -> None:
     _, default = _second_forward_faults("default")

@@ -187,6 +187,7 @@ def _single_process_metrics(name: str, data: Path, out: Path, params: dict) -> d
     return dict(evaluator.state.metrics)
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize("name", BUNDLES)
 def test_two_processes_train_in_step_and_rank_zero_writes_once(name: str, tmp_path: Path, seed: int) -> None:
     (tmp_path / "data").mkdir()

@@ -82,7 +82,7 @@ def test_extreme_decay_and_keys_stay_finite_and_exact(decay: float, seed: int) -
     assert _channel_rel_err(out, bi_wkv_quadratic(w, u, k, v)) < 1e-4
 
 
-@pytest.mark.parametrize("sign", [1.0, -1.0])
+@pytest.mark.parametrize("sign", [1.0, pytest.param(-1.0, marks=pytest.mark.slow)])  # the interpreter: 1-2 min each
 def test_bounded_chunks_at_their_limit_and_mixed_blocks(sign: float, seed: int) -> None:
     """Channel blocks whose ``|w| L + |u|`` sits just under FAST_RANGE take the plain-sum chunk states; keys of
     +-80 make their rescaled terms underflow float32. A block holding one channel over the limit takes the
@@ -164,7 +164,8 @@ def _check_gradients(inputs: tuple[torch.Tensor, ...], grad: torch.Tensor, got: 
     "seq_len,channels,batch,chunk,decay_max,k_max,tol",
     [
         (40, 16, 2, 16, 20.0, 5.0, 1e-4),
-        (300, 16, 2, 16, 60.0, 30.0, 1e-4),  # 19 chunks: two blocks of the chunk-level scan
+        # 19 chunks: two blocks of the chunk-level scan
+        pytest.param(300, 16, 2, 16, 60.0, 30.0, 1e-4, marks=pytest.mark.slow),
         (77, 40, 3, 16, 60.0, 30.0, 1e-4),  # masked rows and channels
         (130, 24, 1, 64, 60.0, 30.0, 1e-4),
         # |w| L = 32 > FAST_RANGE: the general scans. Keys of +-80 and |w| T = 400 leave exponents of several

@@ -9,6 +9,7 @@ import sys
 from pathlib import Path
 
 import numpy as np
+import pytest
 import torch
 
 from monai_rwkv.data import write_nifti
@@ -57,6 +58,7 @@ def _train(data: Path, out: Path, iterations: int) -> subprocess.CompletedProces
     return subprocess.run(cmd, capture_output=True, text=True, timeout=300)
 
 
+@pytest.mark.slow
 def test_trains_saves_and_resumes(tmp_path: Path, seed: int) -> None:
     data = _dataset(tmp_path, seed)
     out = tmp_path / "run" / "model.pt"

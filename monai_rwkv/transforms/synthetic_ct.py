@@ -224,7 +224,7 @@ def _abdomen(canvas: _Canvas, contrast: bool) -> None:
     fat = rng.uniform(3, 35) * width / half_width  # a body shrunk to fit the field of view keeps its proportions
     centre, (in_depth, in_width), _ = _body(canvas, width, depth, fat, contrast)
     boost = rng.uniform(30, 120) if contrast else 0.0
-    for _ in range(rng.randint(2, 6)):  # liver, spleen, kidneys, pancreas, bowel loops
+    for _ in range(rng.randint(2, 6)):  # liver, spleen, kidneys, pancreas
         spot = (centre[0] + rng.uniform(-0.55, 0.4) * in_depth, centre[1] + rng.uniform(-0.6, 0.6) * in_width)
         radii = (rng.uniform(0.12, 0.45) * in_depth, rng.uniform(0.1, 0.4) * in_width)
         organ = canvas.shape_mask(spot, radii, rng.uniform(0, 3.2), 0.2)

@@ -12,7 +12,6 @@ the other, a light-preset inference forward and one training step on a 64 x 64 i
 from __future__ import annotations
 
 import argparse
-import platform
 import shutil
 import subprocess
 import sys
@@ -21,6 +20,9 @@ import time
 from pathlib import Path
 
 ROOT = Path(__file__).resolve().parents[1]
+sys.path.insert(0, str(ROOT))
+
+from benchmarks.common import cpu_name  # noqa: E402
 
 PROBE = """
 import time, torch
@@ -56,10 +58,7 @@ def main(argv: list[str] | None = None) -> int:
         shutil.copytree(ROOT / "monai_rwkv", folder / "monai_rwkv", ignore=shutil.ignore_patterns("__pycache__"))
         cold = _probe(folder, args.threads)
         warm = _probe(folder, args.threads)
-    print(
-        f"numba first call, {platform.processor() or platform.machine()}, {args.threads} threads, "
-        f"{time.strftime('%Y-%m-%d')}\n"
-    )
+    print(f"numba first call, {cpu_name()}, {args.threads} threads, {time.strftime('%Y-%m-%d')}\n")
     print("| process | import + first forward (s) | first training step (s) |")
     print("|---|---|---|")
     print(f"| empty cache (compiles) | {cold[0]:.1f} | {cold[1]:.1f} |")

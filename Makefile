@@ -45,10 +45,13 @@ demo: $(STAMP)
 # pytest-xdist workers (the CI machine kind has 2 cores); TEST_WORKERS=0 runs the suite in one process
 TEST_WORKERS ?= 2
 
+# the numba kernels compile once, in parallel, before the test processes start (each would compile them itself)
 test: $(STAMP)
+	$(PY) -m monai_rwkv.ops.precompile
 	$(PY) -m pytest -q -p no:cacheprovider -n $(TEST_WORKERS)
 
 test-all: $(STAMP)
+	$(PY) -m monai_rwkv.ops.precompile
 	$(PY) -m pytest -q -p no:cacheprovider -n $(TEST_WORKERS) -m "slow or not slow"
 
 lint: $(STAMP)

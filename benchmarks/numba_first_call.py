@@ -4,7 +4,8 @@ First-call cost of the numba Bi-WKV kernels: compile (empty cache) against load 
 numba compiles each kernel on first use and caches the machine code next to the module
 (``monai_rwkv/ops/__pycache__``); a fresh install or a changed source pays the compile once per signature. This
 copies the package to a temporary folder (an empty cache there), then times in two fresh processes, one after
-the other, a light-preset inference forward and one training step on a 64 x 64 input::
+the other, a light-preset inference forward and one training step on a 64 x 64 input; then, in a second empty
+copy, ``python -m monai_rwkv.ops.precompile`` (every kernel, one process per kernel, ``--jobs`` at a time)::
 
     python benchmarks/numba_first_call.py            # prints a markdown table
 """
@@ -58,11 +59,19 @@ def main(argv: list[str] | None = None) -> int:
         shutil.copytree(ROOT / "monai_rwkv", folder / "monai_rwkv", ignore=shutil.ignore_patterns("__pycache__"))
         cold = _probe(folder, args.threads)
         warm = _probe(folder, args.threads)
+        fresh = Path(tmp) / "precompiled"
+        shutil.copytree(ROOT / "monai_rwkv", fresh / "monai_rwkv", ignore=shutil.ignore_patterns("__pycache__"))
+        env = {"PATH": "/usr/bin:/bin"}
+        start = time.perf_counter()
+        command = [sys.executable, "-m", "monai_rwkv.ops.precompile", "--quiet", "--jobs", str(args.threads)]
+        subprocess.run(command, cwd=fresh, env=env, check=True)
+        precompile = time.perf_counter() - start
     print(f"numba first call, {cpu_name()}, {args.threads} threads, {time.strftime('%Y-%m-%d')}\n")
     print("| process | import + first forward (s) | first training step (s) |")
     print("|---|---|---|")
     print(f"| empty cache (compiles) | {cold[0]:.1f} | {cold[1]:.1f} |")
     print(f"| cache written (loads) | {warm[0]:.1f} | {warm[1]:.1f} |")
+    print(f"\n`python -m monai_rwkv.ops.precompile --jobs {args.threads}` on an empty cache: {precompile:.1f} s")
     return 0
 
 

@@ -78,7 +78,7 @@ from llvmlite import ir
 from numba.core import types
 from numba.extending import intrinsic, overload
 
-__all__ = ["set_threads", "wkv_backward", "wkv_forward"]
+__all__ = ["KERNELS", "compile_kernel", "set_threads", "wkv_backward", "wkv_forward"]
 
 _CHUNK = 256  # positions per chunk of the two-level sweep; the chunk buffer stays in L1/L2
 _FAST_CHUNK = 64  # positions per chunk of the fast path (0: always the running-maximum kernels)
@@ -1226,3 +1226,33 @@ def wkv_backward(
             else:
                 _backward_kernel(w, u, k, v, out, g, gw, gu, gk, gv, block, _CHUNK, _FAST_CHUNK, fast_range)
     return gw.sum(0), gu.sum(0), gk, gv
+
+
+# the compiled entry points, slowest to compile first (each is compiled for float32 and float64 inputs)
+KERNELS = ("_backward_kernel", "_backward_kernel_split", "_forward_kernel", "_forward_kernel_split")
+
+
+def compile_kernel(name: str) -> None:
+    """Compile (or load from numba's cache) the entry point ``name`` of :data:`KERNELS` for float32 and
+    float64 inputs, with the argument types the public functions pass, by calling it on a tiny input."""
+    if name not in KERNELS:
+        raise ValueError(f"unknown kernel {name!r}: expected one of {', '.join(KERNELS)}")
+    rng = np.random.default_rng(0)
+    channels = 8
+    w, u = rng.uniform(0.0, 0.1, channels), rng.uniform(-0.5, 0.5, channels)
+    for dtype in (np.float32, np.float64):
+        k, v, g = (rng.standard_normal((1, 2 * _FAST_CHUNK, channels)).astype(dtype) for _ in range(3))
+        fast_range = _FAST_RANGE32 if dtype == np.float32 else _FAST_RANGE
+        if name.startswith("_forward"):
+            out = np.empty_like(v)
+            if name == "_forward_kernel_split":
+                _forward_kernel_split(w, u, k, v, out, channels, _FAST_CHUNK, 2)
+            else:
+                _forward_kernel(w, u, k, v, out, channels, _CHUNK, _FAST_CHUNK, fast_range)
+        else:
+            out, gk, gv = v.copy(), np.empty_like(v), np.empty_like(v)
+            gw, gu = np.zeros((1, channels)), np.zeros((1, channels))
+            if name == "_backward_kernel_split":
+                _backward_kernel_split(w, u, k, v, out, g, gw, gu, gk, gv, channels, _FAST_CHUNK, 2)
+            else:
+                _backward_kernel(w, u, k, v, out, g, gw, gu, gk, gv, channels, _CHUNK, _FAST_CHUNK, fast_range)

@@ -10,7 +10,7 @@ from monai_rwkv.ops import bi_wkv, bi_wkv_at, bi_wkv_quadratic
 
 from .compile_checks import assert_compiled_like_eager
 
-pytest.importorskip("numba")
+numba = pytest.importorskip("numba")
 
 import monai_rwkv.ops.wkv as wkv_mod  # noqa: E402
 
@@ -546,3 +546,43 @@ def test_torch_compile_keeps_the_numba_kernels(seed: int) -> None:
         return bi_wkv(w, u, torch.tanh(k), v) * 2
 
     assert_compiled_like_eager(fn, args, torch.randn(2, 300, 16), "bi_wkv_numba")
+
+
+# --- ahead-of-time compilation (python -m monai_rwkv.ops.precompile) -------------------------------------------
+
+
+def test_compile_kernel_compiles_the_signatures_the_public_calls_use(seed: int) -> None:
+    """After compile_kernel, forward and backward calls in float32 and float64 (both launch layouts where
+    numba has two threads) add no signature: what precompile writes to the cache is what users load."""
+    for name in kernels.KERNELS:
+        kernels.compile_kernel(name)
+    before = {name: list(getattr(kernels, name).signatures) for name in kernels.KERNELS}
+    assert all(len(signatures) >= 2 for signatures in before.values())
+    threads = numba.get_num_threads()
+    shapes = [(3, 200, 8)] + ([(1, 2 * 8 * kernels._FAST_CHUNK + 5, 8)] if numba.config.NUMBA_NUM_THREADS >= 2 else [])
+    try:
+        kernels.set_threads(2)
+        for batch, seq_len, channels in shapes:
+            w, u, k, v = _inputs(seq_len, channels, batch, seed=seed, decay_max=10.0)
+            for dtype in (torch.float32, torch.float64):
+                arrays = [w.double().numpy(), u.double().numpy(), k.to(dtype).numpy(), v.to(dtype).numpy()]
+                out = kernels.wkv_forward(*arrays)
+                kernels.wkv_backward(*arrays, out, np.ones_like(out))
+    finally:
+        kernels.set_threads(threads)
+    assert {name: list(getattr(kernels, name).signatures) for name in kernels.KERNELS} == before
+
+
+def test_compile_kernel_names_the_kernels_it_knows() -> None:
+    with pytest.raises(ValueError, match="unknown kernel '_nope': expected one of _backward_kernel"):
+        kernels.compile_kernel("_nope")
+
+
+def test_precompile_command_fills_the_cache_and_exits_zero(capsys: pytest.CaptureFixture[str]) -> None:
+    from monai_rwkv.ops import precompile
+
+    assert precompile.main(["--jobs", "2"]) == 0
+    printed = capsys.readouterr().out
+    assert all(f"{name}: " in printed for name in kernels.KERNELS) and "kernels ready in" in printed
+    with pytest.raises(SystemExit):
+        precompile.main(["--jobs", "0"])

@@ -78,7 +78,7 @@ from llvmlite import ir
 from numba.core import types
 from numba.extending import intrinsic, overload
 
-__all__ = ["KERNELS", "compile_kernel", "set_threads", "wkv_backward", "wkv_forward"]
+__all__ = ["KERNELS", "KERNEL_GROUPS", "compile_kernel", "set_threads", "wkv_backward", "wkv_forward"]
 
 _CHUNK = 256  # positions per chunk of the two-level sweep; the chunk buffer stays in L1/L2
 _FAST_CHUNK = 64  # positions per chunk of the fast path (0: always the running-maximum kernels)
@@ -1230,6 +1230,9 @@ def wkv_backward(
 
 # the compiled entry points, slowest to compile first (each is compiled for float32 and float64 inputs)
 KERNELS = ("_backward_kernel", "_backward_kernel_split", "_forward_kernel", "_forward_kernel_split")
+# kernels to compile in one process: a kernel and its split twin are bit-identical only when their shared helpers
+# come from one compilation (compiled in two processes, the backward pair differed in the last bits)
+KERNEL_GROUPS = (("_backward_kernel", "_backward_kernel_split"), ("_forward_kernel", "_forward_kernel_split"))
 
 
 def compile_kernel(name: str) -> None:

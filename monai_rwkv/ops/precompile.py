@@ -2,10 +2,10 @@
 
 The first call of each kernel otherwise compiles it in the calling process (about 45 s for a forward and 85 s
 more for a training step on a 2-core machine; benchmarks/NOTES.md), and processes started together (test
-workers, batch workers) each compile the same kernels. This runs the compilation once, one kernel per process,
-in parallel::
+workers, batch workers) each compile the same kernels. This runs the compilation once, the forward kernels in
+one process and the backward kernels in another, in parallel::
 
-    python -m monai_rwkv.ops.precompile            # as many processes as CPU cores (at most 4)
+    python -m monai_rwkv.ops.precompile            # two processes (one with --jobs 1)
     python -m monai_rwkv.ops.precompile --jobs 1
 
 With the cache already written it only loads it (a few seconds). Exit status 0 also when numba cannot load:
@@ -22,18 +22,21 @@ from concurrent.futures import ProcessPoolExecutor
 from multiprocessing import get_context
 
 
-def _compile(name: str) -> tuple[str, float]:
-    """Compile one kernel in this (worker) process; its name and the seconds it took."""
+def _compile(names: tuple[str, ...]) -> list[tuple[str, float]]:
+    """Compile kernels in this (worker) process; each one's name and the seconds it took."""
     from monai_rwkv.ops import _numba_wkv
 
-    start = time.perf_counter()
-    _numba_wkv.compile_kernel(name)
-    return name, time.perf_counter() - start
+    times = []
+    for name in names:
+        start = time.perf_counter()
+        _numba_wkv.compile_kernel(name)
+        times.append((name, time.perf_counter() - start))
+    return times
 
 
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(prog="python -m monai_rwkv.ops.precompile", description=__doc__.split("\n")[0])
-    parser.add_argument("--jobs", type=int, default=min(4, os.cpu_count() or 1), help="parallel processes")
+    parser.add_argument("--jobs", type=int, default=min(2, os.cpu_count() or 1), help="parallel processes (1 or 2)")
     parser.add_argument("--quiet", action="store_true", help="print nothing unless it fails")
     args = parser.parse_args(argv)
     if args.jobs < 1:
@@ -44,12 +47,14 @@ def main(argv: list[str] | None = None) -> int:
         print(f"numba kernels unavailable ({type(err).__name__}: {err}); nothing to compile", file=sys.stderr)
         return 0
     start = time.perf_counter()
-    # one process per kernel: numba's cache index of a function is rewritten whole by the process that compiles it
-    jobs = min(args.jobs, len(_numba_wkv.KERNELS))
-    with ProcessPoolExecutor(max_workers=jobs, mp_context=get_context("spawn")) as pool:
-        for name, seconds in pool.map(_compile, _numba_wkv.KERNELS):
-            if not args.quiet:
-                print(f"{name}: {seconds:.1f} s")
+    # a group per process (see KERNEL_GROUPS); numba's cache index of a function is rewritten whole by the process
+    # that compiles it, so no function is compiled by two processes
+    groups = _numba_wkv.KERNEL_GROUPS if args.jobs > 1 else (_numba_wkv.KERNELS,)
+    with ProcessPoolExecutor(max_workers=len(groups), mp_context=get_context("spawn")) as pool:
+        for times in pool.map(_compile, groups):
+            for name, seconds in times:
+                if not args.quiet:
+                    print(f"{name}: {seconds:.1f} s")
     if not args.quiet:
         print(f"numba Bi-WKV kernels ready in {time.perf_counter() - start:.1f} s")
     return 0

@@ -574,6 +574,7 @@ def test_compile_kernel_compiles_the_signatures_the_public_calls_use(seed: int) 
 
 
 def test_compile_kernel_names_the_kernels_it_knows() -> None:
+    assert sorted(name for group in kernels.KERNEL_GROUPS for name in group) == sorted(kernels.KERNELS)
     with pytest.raises(ValueError, match="unknown kernel '_nope': expected one of _backward_kernel"):
         kernels.compile_kernel("_nope")
 

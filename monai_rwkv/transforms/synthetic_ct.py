@@ -116,15 +116,16 @@ def _fit(canvas: _Canvas, half_width: float, aspect: float) -> tuple[float, floa
     return half_width * scale, half_width * aspect * scale
 
 
-def _body(canvas: _Canvas, width: float, depth: float, fat: float, contrast: bool) -> tuple:
-    """Skin and subcutaneous fat, then a muscle wall; returns the body's centre, radii and the inner radii."""
+def _body(canvas: _Canvas, width: float, depth: float, fat: float, contrast: bool, scale: float = 1.0) -> tuple:
+    """Skin and subcutaneous fat, then a muscle wall (its thickness times ``scale``); returns the body's centre,
+    the inner radii and the outline's angle."""
     rng = canvas.rng
     centre = canvas.point(0.04, 0.04)
     radii = (depth, width)
     angle = rng.uniform(-0.08, 0.08)
     body = canvas.shape_mask(centre, radii, angle, roughness=0.04)
     canvas.paint(body, rng.uniform(-120, -80), texture=rng.uniform(2, 8))
-    muscle_margin = fat + rng.uniform(4, 15)
+    muscle_margin = fat + rng.uniform(4, 15) * scale
     canvas.paint(canvas.shape_mask(centre, radii, angle, 0.04, margin=fat), rng.uniform(35, 70), rng.uniform(2, 8))
     inner = canvas.shape_mask(centre, radii, angle, 0.04, margin=muscle_margin)
     canvas.paint(inner, rng.uniform(-110, -70), texture=rng.uniform(2, 8))  # visceral fat between the organs
@@ -181,9 +182,11 @@ def _head(canvas: _Canvas, contrast: bool) -> None:
 
 def _thorax(canvas: _Canvas, contrast: bool) -> None:
     rng = canvas.rng
-    width, depth = _fit(canvas, rng.uniform(130, 190), rng.uniform(0.6, 0.85))
-    fat = rng.uniform(3, 25)
-    centre, (in_depth, in_width), _ = _body(canvas, width, depth, fat, contrast)
+    half_width = rng.uniform(130, 190)
+    width, depth = _fit(canvas, half_width, rng.uniform(0.6, 0.85))
+    scale = width / half_width  # a body shrunk to fit the field of view keeps its proportions
+    fat = rng.uniform(3, 25) * scale
+    centre, (in_depth, in_width), _ = _body(canvas, width, depth, fat, contrast, scale)
     for side in (-1, 1):
         lung_centre = (centre[0] + rng.uniform(-0.1, 0.05) * in_depth, centre[1] + side * in_width * 0.48)
         radii = (in_depth * rng.uniform(0.7, 0.88), in_width * rng.uniform(0.36, 0.46))
@@ -194,7 +197,7 @@ def _thorax(canvas: _Canvas, contrast: bool) -> None:
                 lung_centre[0] + rng.uniform(-0.9, 0.9) * radii[0],
                 lung_centre[1] + rng.uniform(-0.9, 0.9) * radii[1],
             )
-            radius = rng.uniform(0.5, 3.0)
+            radius = rng.uniform(0.5, 3.0) * scale
             vessel_hu = rng.uniform(150, 300) if contrast else rng.uniform(-40, 60)
             vessel = canvas.shape_mask(spot, (radius, radius * rng.uniform(1, 2)), rng.uniform(0, 3.2))
             canvas.paint(vessel & lung, vessel_hu)
@@ -202,27 +205,29 @@ def _thorax(canvas: _Canvas, contrast: bool) -> None:
     canvas.paint(canvas.shape_mask(heart, (in_depth * 0.45, in_width * 0.28), rng.uniform(-0.5, 0.5), 0.1), 40, 3)
     blood = rng.uniform(150, 350) if contrast else rng.uniform(35, 55)
     canvas.paint(canvas.shape_mask(heart, (in_depth * 0.3, in_width * 0.17), rng.uniform(0, 3.2), 0.15), blood, 2)
-    canvas.paint(canvas.shape_mask((heart[0] - in_depth * 0.5, centre[1]), (5.0, 5.0)), -1000.0)  # trachea
+    trachea = canvas.shape_mask((heart[0] - in_depth * 0.5, centre[1]), (5.0 * scale, 5.0 * scale))
+    canvas.paint(trachea, -1000.0)
     vertebra = (centre[0] + in_depth * 0.55, centre[1])
-    _vertebra(canvas, vertebra, rng.uniform(11, 18))
-    canvas.paint(canvas.shape_mask((vertebra[0] - 25, centre[1] - 12), (10, 10)), blood, 2)  # descending aorta
+    _vertebra(canvas, vertebra, rng.uniform(11, 18) * scale)
+    aorta = canvas.shape_mask((vertebra[0] - 25 * scale, centre[1] - 12 * scale), (10 * scale, 10 * scale))
+    canvas.paint(aorta, blood, 2)  # descending aorta
     for side in (-1, 1):  # rib cross-sections along the chest wall
         for t in np.linspace(-2.4, 2.4, rng.randint(3, 7)) + rng.uniform(-0.2, 0.2):
             spot = (
-                centre[0] - math.cos(t) * (depth - fat - 4),
-                centre[1] + side * abs(math.sin(t)) * (width - fat - 4),
+                centre[0] - math.cos(t) * (depth - fat - 4 * scale),
+                centre[1] + side * abs(math.sin(t)) * (width - fat - 4 * scale),
             )
-            canvas.paint(
-                canvas.shape_mask(spot, (rng.uniform(3, 6), rng.uniform(5, 10)), t), rng.uniform(400, 1000), 30
-            )
+            rib = canvas.shape_mask(spot, (rng.uniform(3, 6) * scale, rng.uniform(5, 10) * scale), t)
+            canvas.paint(rib, rng.uniform(400, 1000), 30)
 
 
 def _abdomen(canvas: _Canvas, contrast: bool) -> None:
     rng = canvas.rng
     half_width = rng.uniform(120, 200)
     width, depth = _fit(canvas, half_width, rng.uniform(0.65, 0.95))
-    fat = rng.uniform(3, 35) * width / half_width  # a body shrunk to fit the field of view keeps its proportions
-    centre, (in_depth, in_width), _ = _body(canvas, width, depth, fat, contrast)
+    scale = width / half_width  # a body shrunk to fit the field of view keeps its proportions
+    fat = rng.uniform(3, 35) * scale
+    centre, (in_depth, in_width), _ = _body(canvas, width, depth, fat, contrast, scale)
     boost = rng.uniform(30, 120) if contrast else 0.0
     for _ in range(rng.randint(2, 6)):  # liver, spleen, kidneys, pancreas
         spot = (centre[0] + rng.uniform(-0.55, 0.4) * in_depth, centre[1] + rng.uniform(-0.6, 0.6) * in_width)
@@ -245,13 +250,15 @@ def _abdomen(canvas: _Canvas, contrast: bool) -> None:
     for _ in range(rng.randint(0, 8)):  # bowel gas
         spot = (centre[0] + rng.uniform(-0.7, 0.3) * in_depth, centre[1] + rng.uniform(-0.7, 0.7) * in_width)
         canvas.paint(
-            canvas.shape_mask(spot, (rng.uniform(2, 14), rng.uniform(2, 20)), rng.uniform(0, 3.2), 0.3), -1000.0
+            canvas.shape_mask(spot, (rng.uniform(2, 14) * scale, rng.uniform(2, 20) * scale), rng.uniform(0, 3.2), 0.3),
+            -1000.0,
         )
     vertebra = (centre[0] + in_depth * 0.6, centre[1])
-    size = rng.uniform(13, 22)
+    size = rng.uniform(13, 22) * scale
     _vertebra(canvas, vertebra, size)
     aorta = (vertebra[0] - size * 1.6, centre[1] - size * 0.3)
-    canvas.paint(canvas.shape_mask(aorta, (rng.uniform(7, 13),) * 2), rng.uniform(150, 350) if contrast else 45.0, 2)
+    radius = rng.uniform(7, 13) * scale
+    canvas.paint(canvas.shape_mask(aorta, (radius, radius)), rng.uniform(150, 350) if contrast else 45.0, 2)
     for side in (-1, 1):  # psoas muscles
         canvas.paint(canvas.shape_mask((vertebra[0], centre[1] + side * size * 1.8), (size, size * 0.7)), 55.0, 4)
 

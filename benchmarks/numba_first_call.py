@@ -5,7 +5,7 @@ numba compiles each kernel on first use and caches the machine code next to the 
 (``monai_rwkv/ops/__pycache__``); a fresh install or a changed source pays the compile once per signature. This
 copies the package to a temporary folder (an empty cache there), then times in two fresh processes, one after
 the other, a light-preset inference forward and one training step on a 64 x 64 input; then, in a second empty
-copy, ``python -m monai_rwkv.ops.precompile`` (every kernel, one process per kernel, ``--jobs`` at a time)::
+copy, ``python -m monai_rwkv.ops.precompile`` (every kernel; the forward and the backward pair in two processes)::
 
     python benchmarks/numba_first_call.py            # prints a markdown table
 """
@@ -41,6 +41,11 @@ print(f"{t1 - t0:.2f} {t2 - t1:.2f}")
 """
 
 
+def _copy_package(folder: Path) -> None:
+    """The package under ``folder`` without numba's cache (the copy compiles from scratch)."""
+    shutil.copytree(ROOT / "monai_rwkv", folder / "monai_rwkv", ignore=shutil.ignore_patterns("__pycache__"))
+
+
 def _probe(folder: Path, threads: int) -> tuple[float, float]:
     env = {"OMP_NUM_THREADS": str(threads), "NUMBA_NUM_THREADS": str(threads), "PATH": "/usr/bin:/bin"}
     done = subprocess.run(
@@ -56,11 +61,11 @@ def main(argv: list[str] | None = None) -> int:
     args = parser.parse_args(argv)
     with tempfile.TemporaryDirectory() as tmp:
         folder = Path(tmp)
-        shutil.copytree(ROOT / "monai_rwkv", folder / "monai_rwkv", ignore=shutil.ignore_patterns("__pycache__"))
+        _copy_package(folder)
         cold = _probe(folder, args.threads)
         warm = _probe(folder, args.threads)
         fresh = Path(tmp) / "precompiled"
-        shutil.copytree(ROOT / "monai_rwkv", fresh / "monai_rwkv", ignore=shutil.ignore_patterns("__pycache__"))
+        _copy_package(fresh)
         env = {"PATH": "/usr/bin:/bin"}
         start = time.perf_counter()
         command = [sys.executable, "-m", "monai_rwkv.ops.precompile", "--quiet", "--jobs", str(args.threads)]

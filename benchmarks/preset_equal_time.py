@@ -134,8 +134,9 @@ def main() -> None:
     lines = header_lines(device, load_before, os.getloadavg()) + [
         "",
         f"Device: {device_name(device)}. Budget {args.minutes:g} min of training per network, from scratch through",
-        "the CT bundle's train.json (defaults: wide low-dose simulation, 4 patches of 96^2 per slice, L1, lr 8e-4",
-        f"cosine to 1e-6); validation once at the end on {args.val_datalist.name} (window [-160, 240] HU)."
+        "the CT bundle's train.json (its defaults: wide low-dose simulation, 4 patches of 96^2 per slice,",
+        "L1 + 0.03 (1 - SSIM), lr 8e-4 cosine to 1e-6);",
+        f"validation once at the end on {args.val_datalist.name} (window [-160, 240] HU)."
         + (f" Overrides: {', '.join(args.set)}." if args.set else ""),
         "",
         "| network | configuration | parameters (training form) | s / iteration | iterations | training min (est.)"

@@ -16,7 +16,9 @@ grid search, then a line search on the continuous parameter: :func:`monai_rwkv.a
 ``--oracle`` the same filters tuned on the test pairs themselves (an upper bound for the filter, not a fair
 baseline); and one row per
 ``--model LABEL=WEIGHTS``, restored by the bundle's own inference pipeline (``configs/inference.json``'s
-``restorer`` with those weights). The first model row is compared slice by slice with every other row.
+``restorer`` with those weights). The first model row is compared slice by slice with every other row. Every row
+also gets its RMSE over flat soft tissue (residual noise and streaks) and, on the shifted set, its means by group
+of slices (file and scanner, from the ``slices`` record of ``datalist_shifted.json``).
 
 Outputs, under ``--output-dir``: ``<set>/pairs/{validation,test}/{full,low}/`` (the in-distribution scans, written
 once), ``<set>/<method>/{summary.json,metrics.csv,tuning.json}``, ``<set>/figure.png`` and the markdown report
@@ -211,8 +213,12 @@ def set_table(set_name: str, rows: Sequence[lib.Row], models: Sequence[lib.Row],
     lines += [
         "",
         lib.paired_table(models[0], [r for r in rows if r is not models[0]]),
-        flat_table(set_name, rows, args),
     ]
+    flat = {None: flat_errors(set_name, None, args)} | {r.method: flat_errors(set_name, r.method, args) for r in rows}
+    lines.append(flat_table(rows, flat))
+    groups = slice_groups(set_name, args)
+    if groups:
+        lines.append(group_table(rows, flat, groups))
     return "\n".join(lines)
 
 
@@ -240,8 +246,9 @@ def flat_errors(set_name: str, method: str | None, args) -> dict[tuple[str, int]
     return errors
 
 
-def flat_table(set_name: str, rows: Sequence[lib.Row], args) -> str:
-    """Residual noise and streaks: the RMSE over flat soft tissue per row, and the first model's paired difference."""
+def flat_table(rows: Sequence[lib.Row], flat: dict[str | None, dict[tuple[str, int], float] | None]) -> str:
+    """Residual noise and streaks: the RMSE over flat soft tissue per row (``flat``: :func:`flat_errors` by method,
+    None for the low-dose input), and the first model's paired difference."""
     lines = [
         f"Residual error in flat soft tissue (reference inside the window, Sobel gradient < {FLAT_GRADIENT_HU:g} "
         "HU/pixel: where noise and streaks show): RMSE in HU, mean ± std over slices; Δ: first model minus row, "
@@ -250,9 +257,9 @@ def flat_table(set_name: str, rows: Sequence[lib.Row], args) -> str:
         "| Method | flat-region RMSE (HU) | Δ (HU) | wins |",
         "|---|---|---|---|",
     ]
-    model = flat_errors(set_name, rows[0].method, args)
+    model = flat[rows[0].method]
     for label, method in [("Low-dose input", None)] + [(r.label, r.method) for r in rows]:
-        errors = flat_errors(set_name, method, args)
+        errors = flat[method]
         if errors is None or model is None:
             lines.append(f"| {label} | (images not kept: rerun with --overwrite) | | |")
             continue
@@ -262,6 +269,60 @@ def flat_table(set_name: str, rows: Sequence[lib.Row], args) -> str:
         d_mean, d_std = lib.mean_std(diff)
         wins = sum(d < 0 for d in diff) / max(len(diff), 1)
         lines.append(f"| {label} | {mean:.1f} ± {std:.1f} | {d_mean:+.1f} ± {d_std:.1f} | {wins:.0%} |")
+    return "\n".join(lines) + "\n"
+
+
+def slice_groups(set_name: str, args) -> dict[tuple[str, int], str] | None:
+    """The shifted set's test slices by group, ``"<file>, <scanner>"`` keyed like :attr:`lib.Row.slices`, from the
+    ``slices`` record of ``datalist_shifted.json`` (per file, one scanner name or ``{"scanner": ...}`` per slice);
+    None for the in-distribution set or a datalist without that record."""
+    if set_name != "shifted":
+        return None
+    record = json.loads((args.data_dir / "datalist_shifted.json").read_text())
+    slices = record.get("slices", {}).get("test") if isinstance(record, dict) else None
+    if not slices:
+        return None
+    groups = {}
+    for name, entries in slices.items():
+        for k, entry in enumerate(entries):
+            scanner = entry.get("scanner") if isinstance(entry, dict) else entry
+            if not isinstance(scanner, str):
+                return None
+            groups[(name, k)] = f"{name}, {scanner}"
+    return groups
+
+
+def group_table(
+    rows: Sequence[lib.Row],
+    flat: dict[str | None, dict[tuple[str, int], float] | None],
+    groups: dict[tuple[str, int], str],
+) -> str:
+    """Markdown: mean PSNR / SSIM / flat-region RMSE of every row over each group of slices (``groups``:
+    :func:`slice_groups`; groups in order of first appearance), the low-dose input first."""
+    names = list(dict.fromkeys(groups.values()))
+    members = {g: [k for k in rows[0].slices if groups.get(k) == g] for g in names}
+    names = [g for g in names if members[g]]
+    lines = [
+        "By group of test slices (file, scanner): mean PSNR (dB) / SSIM / flat-region RMSE (HU) over the group.",
+        "",
+        "| Method | " + " | ".join(f"{g} ({len(members[g])})" for g in names) + " |",
+        "|---|" + "---|" * len(names),
+    ]
+    first = rows[0].input_slices
+    entries = [("Low-dose input", first, flat[None])] + [(r.label, r.slices, flat[r.method]) for r in rows]
+    for label, metrics, errors in entries:
+        cells = []
+        for g in names:
+            keys = [k for k in members[g] if k in metrics]
+            if not keys:
+                cells.append("n/a")
+                continue
+            psnr = sum(metrics[k]["psnr"] for k in keys) / max(len(keys), 1)
+            ssim = sum(metrics[k]["ssim"] for k in keys) / max(len(keys), 1)
+            values = [errors[k] for k in keys if errors is not None and k in errors]
+            rmse = f"{sum(values) / len(values):.1f}" if values else "n/a"
+            cells.append(f"{psnr:.2f} / {ssim:.4f} / {rmse}")
+        lines.append(f"| {label} | " + " | ".join(cells) + " |")
     return "\n".join(lines) + "\n"
 
 

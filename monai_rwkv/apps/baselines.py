@@ -211,7 +211,8 @@ class Row:
     """
     One table row: its method folder (``<output_dir>/<method>/{summary.json,metrics.csv}`` of
     :func:`~monai_rwkv.apps.evaluate.evaluate_restoration`), label, parameter text, summary and per-slice metrics
-    of the prediction (slices whose reference is constant left out).
+    of the prediction (``slices``) and of the degraded input (``input_slices``), slices whose reference is constant
+    left out.
     """
 
     def __init__(self, method: str, label: str, params: str, summary: Mapping[str, Any], output_dir: Path) -> None:
@@ -219,6 +220,11 @@ class Row:
         with open(Path(output_dir) / method / "metrics.csv", newline="") as f:
             rows = [r for r in csv.DictReader(f) if not int(r["label_constant"])]
         self.slices = {(r["file"], int(r["slice"])): {m: float(r[f"{m}_pred"]) for m in METRICS} for r in rows}
+        self.input_slices = {
+            (r["file"], int(r["slice"])): {m: float(r[f"{m}_input"]) for m in METRICS}
+            for r in rows
+            if all(r.get(f"{m}_input") not in (None, "") for m in METRICS)
+        }
 
     def stats(self, metric: str) -> dict[str, float]:
         return self.summary["pred"][metric]

@@ -3,6 +3,7 @@ tuning, oracle rows, model rows through a tiny bundle, paired differences, reuse
 
 from __future__ import annotations
 
+import csv
 import dataclasses
 import importlib.util
 import json
@@ -39,7 +40,9 @@ def _data(root: Path, seed: int) -> Path:
             write_nifti(clean, root / "shifted" / split / "full" / f"{name}.nii.gz", AFFINE)
             noisy = clean + rng.normal(0, 40, clean.shape).astype(np.float32)
             write_nifti(noisy, root / "shifted" / split / "low" / f"{name}.nii.gz", AFFINE)
-    (root / "datalist_shifted.json").write_text("{}")
+    # each test slice's scanner, as prepare_ct_shifted.py records it (names for the head, dicts for the bodies)
+    slices = {"head": ["soft", "sharp"], "body": [{"region": "thorax", "scanner": "soft"}, {"scanner": "sharp"}]}
+    (root / "datalist_shifted.json").write_text(json.dumps({"slices": {"test": slices}}))
     return root
 
 
@@ -67,7 +70,7 @@ def test_both_sets_rows_models_reuse_and_figures(tmp_path: Path, seed: int, caps
             "Gaussian smoothing, oracle",
         ]
         assert "| Compared with |" in section and "| tiny B |" in section  # the first model against the others
-        flat = section.split("| flat-region RMSE (HU) |")[1].split("![")[0]
+        flat = section.split("| flat-region RMSE (HU) |")[1].split("![")[0].split("By group")[0]
         flat_rows = {
             line.split(" | ")[0].removeprefix("| "): line for line in flat.splitlines() if line.startswith("| ")
         }
@@ -85,6 +88,28 @@ def test_both_sets_rows_models_reuse_and_figures(tmp_path: Path, seed: int, caps
         best = max(oracle["tried"], key=lambda t: t["psnr"])
         assert best["params"] == oracle["best"]  # the line search keeps the best point it tried
         assert (reports / set_name / "figure.png").stat().st_size > 1000
+    # the shifted set's groups: one column per (file, scanner), each cell the row's mean over the group's slices
+    groups = text.split("### shifted")[1].split("By group of test slices")[1].split("![")[0]
+    table = [line.split(" | ") for line in groups.splitlines() if line.startswith("| ") and "---" not in line]
+    assert table[0][1:] == ["head, soft (1)", "head, sharp (1)", "body, soft (1)", "body, sharp (1) |"]
+    assert [r[0].removeprefix("| ") for r in table[1:]] == [
+        "Low-dose input",
+        "tiny A",
+        "tiny B",
+        "Gaussian smoothing",
+        "Gaussian smoothing, oracle",
+    ]
+    with open(reports / "shifted" / "model0" / "metrics.csv", newline="") as f:
+        body_sharp = next(r for r in csv.DictReader(f) if (r["file"], r["slice"]) == ("body", "1"))
+    cell = dict(zip(table[0], table[2]))["body, sharp (1) |"].removesuffix(" |").split(" / ")
+    assert float(cell[0]) == round(float(body_sharp["psnr_pred"]), 2)
+    assert float(cell[1]) == round(float(body_sharp["ssim_pred"]), 4)
+    low = dict(zip(table[0], table[1]))["head, soft (1)"].split(" / ")
+    with open(reports / "shifted" / "model0" / "metrics.csv", newline="") as f:
+        head_soft = next(r for r in csv.DictReader(f) if (r["file"], r["slice"]) == ("head", "0"))
+    assert float(low[0]) == round(float(head_soft["psnr_input"]), 2)
+    assert math.isfinite(float(cell[2])) and float(cell[2]) > 0  # flat-region RMSE of that slice
+    assert "By group" not in text.split("### shifted")[0]  # the in-distribution set has no groups
     same = json.loads((reports / "shifted" / "model0" / "summary.json").read_text())["pred"]
     assert same == json.loads((reports / "shifted" / "model1" / "summary.json").read_text())["pred"]
     # in-distribution pairs were simulated once from the split volumes

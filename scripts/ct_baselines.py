@@ -317,8 +317,8 @@ def group_table(
             if not keys:
                 cells.append("n/a")
                 continue
-            psnr = sum(metrics[k]["psnr"] for k in keys) / max(len(keys), 1)
-            ssim = sum(metrics[k]["ssim"] for k in keys) / max(len(keys), 1)
+            psnr = sum(metrics[k]["psnr"] for k in keys) / len(keys)
+            ssim = sum(metrics[k]["ssim"] for k in keys) / len(keys)
             values = [errors[k] for k in keys if errors is not None and k in errors]
             rmse = f"{sum(values) / len(values):.1f}" if values else "n/a"
             cells.append(f"{psnr:.2f} / {ssim:.4f} / {rmse}")

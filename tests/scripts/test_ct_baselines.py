@@ -100,13 +100,12 @@ def test_both_sets_rows_models_reuse_and_figures(tmp_path: Path, seed: int, caps
         "Gaussian smoothing, oracle",
     ]
     with open(reports / "shifted" / "model0" / "metrics.csv", newline="") as f:
-        body_sharp = next(r for r in csv.DictReader(f) if (r["file"], r["slice"]) == ("body", "1"))
+        metrics = {(r["file"], r["slice"]): r for r in csv.DictReader(f)}
+    body_sharp, head_soft = metrics[("body", "1")], metrics[("head", "0")]
     cell = dict(zip(table[0], table[2]))["body, sharp (1) |"].removesuffix(" |").split(" / ")
     assert float(cell[0]) == round(float(body_sharp["psnr_pred"]), 2)
     assert float(cell[1]) == round(float(body_sharp["ssim_pred"]), 4)
     low = dict(zip(table[0], table[1]))["head, soft (1)"].split(" / ")
-    with open(reports / "shifted" / "model0" / "metrics.csv", newline="") as f:
-        head_soft = next(r for r in csv.DictReader(f) if (r["file"], r["slice"]) == ("head", "0"))
     assert float(low[0]) == round(float(head_soft["psnr_input"]), 2)
     assert math.isfinite(float(cell[2])) and float(cell[2]) > 0  # flat-region RMSE of that slice
     assert "By group" not in text.split("### shifted")[0]  # the in-distribution set has no groups

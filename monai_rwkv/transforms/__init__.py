@@ -31,6 +31,7 @@ from .ct import (
     RandLowDoseCTd,
     hu_to_mu,
     mu_to_hu,
+    reconstruction_kernel,
     simulate_low_dose_ct,
 )
 from .intensity import (
@@ -77,6 +78,7 @@ from .tomography import (
     Project,
     Projectd,
     backproject,
+    filter_window,
     iradon,
     radon,
     ramp_filter,
@@ -124,6 +126,7 @@ __all__ = [
     "attenuation_map",
     "backproject",
     "fdg_phantom",
+    "filter_window",
     "hu_to_mu",
     "iradon",
     "kspace_keep",
@@ -133,6 +136,7 @@ __all__ = [
     "poisson_counts",
     "radon",
     "ramp_filter",
+    "reconstruction_kernel",
     "simulate_low_dose_ct",
     "simulate_pet",
     "slice_candidates",

@@ -45,6 +45,7 @@ from .wrappers import ArrayWrapperd
 
 __all__ = [
     "FILTER_WINDOWS",
+    "filter_window",
     "ParallelBeamGeometry",
     "radon",
     "ramp_filter",
@@ -271,16 +272,29 @@ def _ramp_response(n_det: int, det_spacing: float, window: str, cutoff: float) -
     kernel[odd] = -1.0 / (math.pi * n[odd] * det_spacing) ** 2
     response = torch.fft.rfft(kernel).real * det_spacing
     f = torch.fft.rfftfreq(size, dtype=torch.float64)  # cycles per bin, 0 .. 0.5
-    g = f / cutoff  # 0 .. 0.5 up to the cutoff
+    return response * filter_window(f, window, cutoff), size
+
+
+def filter_window(freq: torch.Tensor, window: str, cutoff: float) -> torch.Tensor:
+    """The window that multiplies the ramp at frequencies ``freq`` in cycles per detector bin (Nyquist 0.5).
+
+    Zero above ``cutoff`` times the detector Nyquist frequency; "ram-lak" is 1 below it. Same dtype and device as
+    ``freq``.
+    """
+    if window not in FILTER_WINDOWS:
+        raise ValueError(f"unknown filter window {window!r}, expected one of {FILTER_WINDOWS}.")
+    g = freq / cutoff  # 0 .. 0.5 up to the cutoff
     if window == "shepp-logan":
-        response = response * torch.sinc(g)
+        w = torch.sinc(g)
     elif window == "cosine":
-        response = response * torch.cos(math.pi * g)
+        w = torch.cos(math.pi * g)
     elif window == "hamming":
-        response = response * (0.54 + 0.46 * torch.cos(2 * math.pi * g))
+        w = 0.54 + 0.46 * torch.cos(2 * math.pi * g)
     elif window == "hann":
-        response = response * (0.5 + 0.5 * torch.cos(2 * math.pi * g))
-    return response * (g <= 0.5), size
+        w = 0.5 + 0.5 * torch.cos(2 * math.pi * g)
+    else:
+        w = torch.ones_like(g)
+    return w * (g.abs() <= 0.5)
 
 
 def ramp_filter(

@@ -89,6 +89,27 @@ def test_loss_is_l1_plus_an_ssim_term_in_the_evaluation_window() -> None:
     assert parser.get_parsed_content("loss", lazy=False).ssim_weight == 0.0  # plain L1
 
 
+def test_training_target_has_the_reconstruction_kernel_of_the_simulated_scan(seed: int) -> None:
+    """With a soft filter drawn, the target is the clean slice through that kernel (not the sharp slice): the network
+    learns to denoise, not to change the kernel; with the default Ram-Lak the target is the clean slice itself."""
+    from monai.bundle import ConfigParser  # noqa: PLC0415
+
+    from monai_rwkv.transforms import reconstruction_kernel  # noqa: PLC0415
+
+    rng = np.random.default_rng(seed)
+    clean = torch.from_numpy(rng.normal(0.0, 300.0, (1, 64, 64))).float()
+    for windows, soft in ((["hann"], True), (["ram-lak"], False)):
+        parser = ConfigParser()
+        parser.read_config([str(CONFIGS / "inference.json"), str(CONFIGS / "train.json")])
+        parser["filter_windows"], parser["filter_cutoff"] = windows, 0.8
+        scan = parser.get_parsed_content("train#load_clean", lazy=False)[-1]
+        scan.set_random_state(seed)
+        out = scan({"image": clean.clone(), "label": clean.clone()})
+        expected = reconstruction_kernel(clean, (1.0, 1.0), 0.5, windows[0], 0.8) if soft else clean
+        assert torch.allclose(out["label"], expected, atol=1e-3)
+        assert soft == (not torch.allclose(out["label"], clean, atol=1.0))
+
+
 def test_trains_on_simulated_low_dose_validates_saves_and_resumes(tmp_path: Path, seed: int) -> None:
     data, out = _clean_dataset(tmp_path / "data", seed), tmp_path / "run"
     first = _train(data, out, epochs=2)

@@ -210,6 +210,14 @@ def _image_spacing(img: NdarrayOrTensor, spacing: Union[float, Sequence[float], 
     return 1.0, 1.0
 
 
+def _working_tensor(img: NdarrayOrTensor) -> tuple[torch.Tensor, torch.dtype]:
+    """``img`` as a plain tensor to compute in (float64 for float64 input, else float32) and the output dtype (the
+    input's if floating point, else float32)."""
+    data = convert_to_tensor(img, track_meta=False)
+    out_dtype = data.dtype if data.is_floating_point() else torch.float32
+    return data.to(torch.float64 if out_dtype == torch.float64 else torch.float32), out_dtype
+
+
 class RandLowDoseCT(RandomizableTransform):
     """Simulate a low-dose CT scan of a normal-dose image in HU (projection-domain Poisson + electronic noise).
 
@@ -364,9 +372,7 @@ class RandLowDoseCT(RandomizableTransform):
             return img
         geom = self.geometry(img)
         parallel = geom.parallel() if isinstance(geom, FanBeamGeometry) else geom
-        data = convert_to_tensor(img, track_meta=False)
-        out_dtype = data.dtype if data.is_floating_point() else torch.float32
-        work = data.to(torch.float64 if out_dtype == torch.float64 else torch.float32)
+        work, out_dtype = _working_tensor(img)
         out = reconstruction_kernel(
             work, geom.spacing, parallel.det_spacing, self.window, self.cutoff, self.detector_blur_fwhm
         )
@@ -385,14 +391,12 @@ class RandLowDoseCT(RandomizableTransform):
         if not self._do_transform:
             return img
         geom = self.geometry(img)
-        data = convert_to_tensor(img, track_meta=False)
-        out_dtype = data.dtype if data.is_floating_point() else torch.float32
-        work_dtype = torch.float64 if out_dtype == torch.float64 else torch.float32
-        generator = torch.Generator(device=data.device)
+        work, out_dtype = _working_tensor(img)
+        generator = torch.Generator(device=work.device)
         generator.manual_seed(_stream_seed(self.seed, self._stream))
         self._stream += 1
         out = simulate_low_dose_ct(
-            data.to(work_dtype),
+            work,
             geom,
             dose_fraction=self.dose,
             incident_photons=self.incident_photons,

@@ -374,36 +374,43 @@ def test_detector_blur_softens_the_image_not_the_noise(seed: int) -> None:
 
 @pytest.mark.parametrize("beam", BEAMS)
 def test_reconstruction_kernel_is_the_noise_free_many_view_scan(beam: str, seed: int) -> None:
-    """The 2-D response matches a noise-free 1440-view scan of the same kernel as closely as the simulator's own
-    discretisation lets a Ram-Lak scan match the image, and much more closely than the unfiltered image does."""
+    """The 2-D response matches a noise-free 720-view scan (per 180 degrees) of a random kernel as closely as the
+    simulator's own discretisation lets a Ram-Lak scan match the image; for a soft kernel, much more closely than the
+    unfiltered image does (a mild kernel barely moves the image, so that comparison needs a soft one)."""
     rng = np.random.default_rng(seed)
     image = ellipse_phantom(HEAD, spacing=2.0)
     texture = torch.from_numpy(rng.normal(0, 40, (16, 16))).repeat_interleave(8, 0).repeat_interleave(8, 1)
     image = image + texture * (image > -500)  # inside the head: air below -1000 HU has no attenuation to scan
-    scanner = RandLowDoseCT(
-        dose_fraction=1.0,
-        incident_photons=1e14,
-        electronic_noise_var=0.0,
-        spacing=2.0,
-        n_views=720,
-        beam=beam,
+
+    def noise_free(**kernel: object) -> RandLowDoseCT:
+        scanner = RandLowDoseCT(
+            dose_fraction=1.0,
+            incident_photons=1e14,
+            electronic_noise_var=0.0,
+            spacing=2.0,
+            n_views=720,
+            beam=beam,
+            **kernel,
+        )
+        return scanner.set_random_state(seed)
+
+    inner = (slice(16, -16), slice(16, -16))
+    sharp = noise_free()
+    floor = rmse(sharp(image)[inner], image[inner])  # the projector's own blur
+    assert sharp.kernel(image) is image  # Ram-Lak at full cutoff, no blur: the identity
+    drawn = noise_free(
         window=str(rng.choice(["shepp-logan", "cosine", "hamming", "hann"])),
         cutoff=float(rng.uniform(0.5, 1.0)),
         detector_blur_fwhm=float(rng.uniform(0.5, 3.0)),
     )
-    scanner.set_random_state(seed)
-    inner = (slice(16, -16), slice(16, -16))
-    sharp = RandLowDoseCT(
-        dose_fraction=1.0, incident_photons=1e14, electronic_noise_var=0.0, spacing=2.0, n_views=720, beam=beam
-    ).set_random_state(seed)
-    floor = rmse(sharp(image)[inner], image[inner])  # the projector's own blur
-    assert sharp.kernel(image) is image  # Ram-Lak at full cutoff, no blur: the identity
-    scan = scanner(image)
-    target = scanner.kernel(image)
-    assert target.dtype == image.dtype and target.shape == image.shape
-    assert abs(float(target.mean() - image.mean())) < 2.0  # the response is 1 at zero frequency
-    assert rmse(scan[inner], target[inner]) < 1.3 * floor
-    assert rmse(scan[inner], target[inner]) < 0.6 * rmse(scan[inner], image[inner]), scanner.params
+    soft = noise_free(window="hann", cutoff=0.6, detector_blur_fwhm=2.5)
+    for scanner in (drawn, soft):
+        scan = scanner(image)
+        target = scanner.kernel(image)
+        assert target.dtype == image.dtype and target.shape == image.shape
+        assert abs(float(target.mean() - image.mean())) < 2.0  # the response is 1 at zero frequency
+        assert rmse(scan[inner], target[inner]) < 1.3 * floor, scanner.params
+    assert rmse(scan[inner], target[inner]) < 0.6 * rmse(scan[inner], image[inner])  # the soft kernel's
 
 
 def test_reconstruction_kernel_of_a_detector_blur_is_the_analytic_gaussian(seed: int) -> None:

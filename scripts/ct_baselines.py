@@ -21,9 +21,10 @@ also gets its RMSE over flat soft tissue (residual noise and streaks) and, on th
 of slices (file and scanner, from the ``slices`` record of ``datalist_shifted.json``).
 
 Outputs, under ``--output-dir``: ``<set>/pairs/{validation,test}/{full,low}/`` (the in-distribution scans, written
-once), ``<set>/<method>/{summary.json,metrics.csv,tuning.json}``, ``<set>/figure.png`` and the markdown report
-``--out`` (also printed). Baseline rows whose ``summary.json`` exists are reused (``--overwrite`` recomputes them);
-model rows are always recomputed.
+once per source, dose and seed), ``<set>/<method>/{summary.json,metrics.csv,tuning.json}``, ``<set>/figure.png`` and the markdown report
+``--out`` (also printed). A baseline row is reused while its ``summary.json`` exists and the SHA-256 of its pair
+files, stored in its ``tuning.json``, still matches (``--overwrite`` recomputes every row); model rows are always
+recomputed.
 
 Example::
 
@@ -33,6 +34,8 @@ Example::
 from __future__ import annotations
 
 import argparse
+import gzip
+import hashlib
 import importlib.util
 import json
 import math
@@ -114,22 +117,26 @@ def _write(volume: torch.Tensor, affine: np.ndarray, path: Path) -> None:
 
 
 def pair_folders(args: argparse.Namespace, set_name: str, split: str) -> tuple[Path, Path]:
-    """``(full, low)`` folders of one set's split; the in-distribution scans are simulated and written once."""
+    """``(full, low)`` folders of one set's split. The in-distribution scans are simulated once per source volume, dose
+    and seed (recorded in the split's ``scan.json``) and rewritten when these change."""
     if set_name == "shifted":
         root = args.data_dir / "shifted" / split
         if not (args.data_dir / "datalist_shifted.json").is_file():
             raise SystemExit(f"error: {args.data_dir / 'datalist_shifted.json'}: run scripts/prepare_ct_shifted.py")
         return root / "full", root / "low"
     root = args.output_dir / set_name / "pairs" / split
-    full, low = root / "full", root / "low"
-    if not (low / "head.nii.gz").is_file():
-        split_info = json.loads((args.data_dir / "split.json").read_text())["splits"]
-        source = args.data_dir / split_info["val" if split == "validation" else "test"]["file"]
+    full, low, record = root / "full", root / "low", root / "scan.json"
+    split_info = json.loads((args.data_dir / "split.json").read_text())["splits"]
+    source = args.data_dir / split_info["val" if split == "validation" else "test"]["file"]
+    seed = args.val_seed if split == "validation" else args.seed
+    scan = {"source": os.fspath(source), "dose": args.dose, "seed": seed}
+    written = json.loads(record.read_text()) if record.is_file() else None
+    if not (low / "head.nii.gz").is_file() or written != scan:
         clean = read_volume(find_inputs(source)[0])
-        seed = args.val_seed if split == "validation" else args.seed
         affine = np.asarray(clean.affine, dtype=np.float64)
         _write(clean, affine, full / "head.nii.gz")
         _write(LowDoseCT(args.dose, seed)(clean), affine, low / "head.nii.gz")
+        record.write_text(json.dumps(scan) + "\n")
     return full, low
 
 
@@ -152,12 +159,30 @@ def evaluate(restorer, method: str, label: str, version: str, args, set_name: st
     )
 
 
+def data_fingerprint(args, set_name: str, tuning_split: str) -> str:
+    """SHA-256 over the pair files a baseline row depends on: its tuning split's and the test split's ``full`` and
+    ``low`` volumes (names and uncompressed bytes, so a rewrite of the same data keeps it). A cached row is reused
+    only while this is unchanged."""
+    digest = hashlib.sha256()
+    for split in dict.fromkeys((tuning_split, "test")):
+        for folder in pair_folders(args, set_name, split):
+            for path in sorted(folder.glob("*.nii*")):
+                digest.update(f"{split}/{folder.name}/{path.name}\0".encode())
+                with (gzip.open if path.suffix == ".gz" else open)(path, "rb") as f:
+                    for block in iter(lambda: f.read(1 << 20), b""):
+                        digest.update(block)
+    return digest.hexdigest()
+
+
 def run_baseline(baseline: lib.Baseline, tuning_split: str, method: str, label: str, args, set_name: str) -> lib.Row:
     out = args.output_dir / set_name / method
+    fingerprint = data_fingerprint(args, set_name, tuning_split)
     if (out / "summary.json").is_file() and (out / "tuning.json").is_file() and not args.overwrite:
-        print(f"{set_name}/{method}: reusing {out / 'summary.json'}")
         summary, tuning = json.loads((out / "summary.json").read_text()), json.loads((out / "tuning.json").read_text())
-        return lib.Row(method, label, baseline.describe(tuning["best"]), summary, args.output_dir / set_name)
+        if tuning.get("data_sha256") == fingerprint:
+            print(f"{set_name}/{method}: reusing {out / 'summary.json'}")
+            return lib.Row(method, label, baseline.describe(tuning["best"]), summary, args.output_dir / set_name)
+        print(f"{set_name}/{method}: the pairs differ from those of {out / 'tuning.json'}: recomputing")
     start = time.time()
     full, low = pair_folders(args, set_name, tuning_split)
     pairs = [(read_volume(find_inputs(low / i.path.name)[0]), read_volume(i)) for i in find_inputs(full)]
@@ -172,6 +197,7 @@ def run_baseline(baseline: lib.Baseline, tuning_split: str, method: str, label: 
         tuned_on=f"{set_name} {tuning_split}",
         objective=f"mean PSNR (dB), window {list(CT_EVAL_WINDOW)}, over the non-constant slices",
     )
+    record["data_sha256"] = fingerprint
     (out / "tuning.json").write_text(json.dumps(record, indent=2) + "\n")
     restorer = lib.SliceFilterRestorer(baseline.build(**best), {"method": baseline.name, **best})
     summary = evaluate(restorer, method, label, baseline.describe(best), args, set_name)

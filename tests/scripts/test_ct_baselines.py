@@ -10,6 +10,7 @@ import json
 import math
 from pathlib import Path
 
+import nibabel as nib
 import numpy as np
 
 from monai_rwkv.data import write_nifti
@@ -112,12 +113,30 @@ def test_both_sets_rows_models_reuse_and_figures(tmp_path: Path, seed: int, caps
     same = json.loads((reports / "shifted" / "model0" / "summary.json").read_text())["pred"]
     assert same == json.loads((reports / "shifted" / "model1" / "summary.json").read_text())["pred"]
     # in-distribution pairs were simulated once from the split volumes
-    assert sorted(p.name for p in (reports / "in-distribution" / "pairs" / "test").iterdir()) == ["full", "low"]
+    assert sorted(p.name for p in (reports / "in-distribution" / "pairs" / "test").iterdir()) == ["full", "low", "scan.json"]
 
     capsys.readouterr()
     assert script.main(argv) == 0  # baselines are reused, models recomputed
     printed = capsys.readouterr().out
     assert printed.count("reusing") == 4 and out.read_text() == text
+
+    # a rewrite of the same data keeps the cache; changed shifted pairs recompute that set's rows only
+    head = data / "shifted" / "validation" / "full" / "head.nii.gz"
+    clean = nib.load(head)
+    write_nifti(np.asarray(clean.dataobj), head, clean.affine, overwrite=True)
+    body = data / "shifted" / "test" / "low" / "body.nii.gz"
+    noisy = np.asarray(nib.load(body).dataobj)
+    write_nifti(noisy + np.float32(5.0), body, AFFINE, overwrite=True)
+    assert script.main(argv) == 0
+    printed = capsys.readouterr().out
+    assert printed.count("in-distribution/gaussian: reusing") == 1 and "shifted/gaussian: reusing" not in printed
+    assert printed.count("pairs differ") == 2 and out.read_text() != text
+    # another in-distribution dose rewrites those pairs and recomputes their rows
+    assert script.main(argv + ["--dose", "0.5", "--sets", "in-distribution"]) == 0
+    printed = capsys.readouterr().out
+    assert "reusing" not in printed and printed.count("pairs differ") == 2
+    scan = json.loads((reports / "in-distribution" / "pairs" / "test" / "scan.json").read_text())
+    assert scan["dose"] == 0.5 and scan["seed"] == 0
 
 
 def test_bm3d_row_and_method_errors(tmp_path: Path, seed: int, capsys) -> None:

@@ -21,10 +21,10 @@ also gets its RMSE over flat soft tissue (residual noise and streaks) and, on th
 of slices (file and scanner, from the ``slices`` record of ``datalist_shifted.json``).
 
 Outputs, under ``--output-dir``: ``<set>/pairs/{validation,test}/{full,low}/`` (the in-distribution scans, written
-once per source, dose and seed), ``<set>/<method>/{summary.json,metrics.csv,tuning.json}``, ``<set>/figure.png`` and the markdown report
-``--out`` (also printed). A baseline row is reused while its ``summary.json`` exists and the SHA-256 of its pair
-files, stored in its ``tuning.json``, still matches (``--overwrite`` recomputes every row); model rows are always
-recomputed.
+once per source, dose and seed), ``<set>/<method>/{summary.json,metrics.csv,tuning.json}``, ``<set>/figure.png``
+and the markdown report ``--out`` (also printed). A baseline row is reused while its ``summary.json`` exists and
+the SHA-256 of its pair files, stored in its ``tuning.json``, still matches (``--overwrite`` recomputes every row);
+model rows are always recomputed.
 
 Example::
 

@@ -113,7 +113,8 @@ def test_both_sets_rows_models_reuse_and_figures(tmp_path: Path, seed: int, caps
     same = json.loads((reports / "shifted" / "model0" / "summary.json").read_text())["pred"]
     assert same == json.loads((reports / "shifted" / "model1" / "summary.json").read_text())["pred"]
     # in-distribution pairs were simulated once from the split volumes
-    assert sorted(p.name for p in (reports / "in-distribution" / "pairs" / "test").iterdir()) == ["full", "low", "scan.json"]
+    pairs = reports / "in-distribution" / "pairs" / "test"
+    assert sorted(p.name for p in pairs.iterdir()) == ["full", "low", "scan.json"]
 
     capsys.readouterr()
     assert script.main(argv) == 0  # baselines are reused, models recomputed

@@ -352,18 +352,43 @@ def group_table(
     return "\n".join(lines) + "\n"
 
 
+def figure_slice(set_name: str, rows: Sequence[lib.Row], args) -> tuple[str, int]:
+    """The test slice the figure shows, ``(file, k)``: on a set with groups (:func:`slice_groups`), the median-PSNR
+    slice (first model) of the group where the first model trails the oracle non-local means the most (or leads it
+    the least), so that the figure shows the model at its weakest; otherwise the median-PSNR slice of the ``body``
+    file when there is one, else of the first file."""
+    model = next(r for r in rows if r.method.startswith("model"))
+    nlm = next((r for r in rows if r.method == "oracle_nlm"), None) or next(
+        (r for r in rows if r.method == "nlm"), None
+    )
+    groups = slice_groups(set_name, args)
+    if groups and nlm is not None:
+        members: dict[str, list[tuple[str, int]]] = {}
+        for key in model.slices:
+            if key in nlm.slices and key in groups:
+                members.setdefault(groups[key], []).append(key)
+
+        def lead(group: str) -> float:
+            keys = members[group]
+            return sum(model.slices[k]["psnr"] - nlm.slices[k]["psnr"] for k in keys) / len(keys)
+
+        keys = members[min(members, key=lead)]
+    else:
+        files = [f.name for f in find_inputs(pair_folders(args, set_name, "test")[0])]
+        name = "body" if "body" in files else files[0]
+        keys = [key for key in model.slices if key[0] == name]
+    ranked = sorted((model.slices[key]["psnr"], key) for key in keys)
+    return ranked[len(ranked) // 2][1]
+
+
 def figure(set_name: str, rows: Sequence[lib.Row], args) -> Path:
-    """Low-dose input, the val-tuned and oracle NLM rows, the model rows and the reference for one test slice of the
-    set's ``body`` file when it has one (the shifted set's synthetic bodies), else its first: the slice of median
-    PSNR for the first model; the zoomed detail is the most structured soft-tissue window."""
+    """Low-dose input, the val-tuned and oracle NLM rows, the model rows and the reference for the test slice of
+    :func:`figure_slice`; the zoomed detail is the most structured soft-tissue window."""
     full, low = pair_folders(args, set_name, "test")
-    files = find_inputs(full)
-    image = next((f for f in files if f.name == "body"), files[0])
+    name, k = figure_slice(set_name, rows, args)
+    image = next(f for f in find_inputs(full) if f.name == name)
     clean = read_volume(image)
     noisy = read_volume(find_inputs(low / image.path.name)[0])
-    model = next(r for r in rows if r.method.startswith("model"))
-    gains = sorted((v["psnr"], k) for (f, k), v in model.slices.items() if f == image.name)
-    k = gains[len(gains) // 2][1]
     panels = [("Low-dose input", "", lib.display_slice(noisy, k))]
     for row in rows:
         if row.method in ("nlm", "oracle_nlm") or row.method.startswith("model"):

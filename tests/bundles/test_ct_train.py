@@ -76,6 +76,23 @@ def test_train_config_is_merged_over_inference_json() -> None:
     assert train["dose_fraction"] == [0.1, 0.5] and train["eval_window"] == [-160.0, 240.0]
 
 
+def test_the_shifted_scanners_lie_outside_the_training_ranges() -> None:
+    """scripts/prepare_ct_shifted.py's scanners must stay unseen: their view counts (the streaks) and incident
+    fluxes (the noise level) outside train.json's ranges, the soft scanner's filter window not among training's."""
+    import importlib.util  # noqa: PLC0415
+
+    spec = importlib.util.spec_from_file_location("shifted", CT_BUNDLE.parents[1] / "scripts" / "prepare_ct_shifted.py")
+    shifted = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(shifted)
+    train = json.loads((CONFIGS / "train.json").read_text())
+    (views_lo, views_hi), (flux_lo, flux_hi) = train["n_views"], train["incident_photons"]
+    assert set(shifted.SCANNERS) == {"soft", "sharp"}
+    for name, scanner in shifted.SCANNERS.items():
+        assert not views_lo <= scanner["n_views"] <= views_hi, name
+        assert not flux_lo <= scanner["incident_photons"] <= flux_hi, name
+    assert shifted.SCANNERS["soft"]["window"] not in train["filter_windows"]
+
+
 def test_loss_is_l1_plus_an_ssim_term_in_the_evaluation_window() -> None:
     from monai.bundle import ConfigParser  # noqa: PLC0415
 

@@ -166,3 +166,37 @@ def test_bm3d_row_and_method_errors(tmp_path: Path, seed: int, capsys) -> None:
     summary = json.loads((tmp_path / "runs" / "shifted" / "bm3d" / "summary.json").read_text())
     assert summary["pred"]["psnr"]["mean"] > summary["input"]["psnr"]["mean"]  # noise std 40 HU is removed in part
     assert "| BM3D | sigma " in (tmp_path / "r.md").read_text()
+
+
+def test_the_figure_shows_the_group_where_the_model_trails_non_local_means_most(tmp_path: Path) -> None:
+    script = _load("ct_baselines")
+    slices = {
+        "head": ["soft", "sharp", "soft"],
+        "body": [{"scanner": "soft"}, {"scanner": "sharp"}, {"scanner": "sharp"}],
+    }
+    (tmp_path / "datalist_shifted.json").write_text(json.dumps({"slices": {"test": slices}}))
+    args = type("Args", (), {"data_dir": tmp_path})()
+
+    def row(method: str, psnr: dict[tuple[str, int], float]):
+        return dataclasses.make_dataclass("R", ["method", "slices"])(method, {k: {"psnr": v} for k, v in psnr.items()})
+
+    nlm = {
+        ("head", 0): 30.0,
+        ("head", 1): 35.0,
+        ("head", 2): 30.0,
+        ("body", 0): 30.0,
+        ("body", 1): 28.0,
+        ("body", 2): 28.0,
+    }
+    model = {
+        ("head", 0): 33.0,
+        ("head", 1): 34.0,
+        ("head", 2): 33.0,
+        ("body", 0): 33.0,
+        ("body", 1): 26.0,
+        ("body", 2): 27.5,
+    }
+    # body/sharp trails by 1.25 dB on average, head/sharp by 1: the body/sharp slice of median PSNR (the upper one)
+    assert script.figure_slice("shifted", [row("model0", model), row("oracle_nlm", nlm)], args) == ("body", 2)
+    model[("head", 1)] = 30.0  # now head/sharp trails most (its only slice)
+    assert script.figure_slice("shifted", [row("model0", model), row("nlm", nlm)], args) == ("head", 1)

@@ -180,22 +180,9 @@ def test_the_figure_shows_the_group_where_the_model_trails_non_local_means_most(
     def row(method: str, psnr: dict[tuple[str, int], float]):
         return dataclasses.make_dataclass("R", ["method", "slices"])(method, {k: {"psnr": v} for k, v in psnr.items()})
 
-    nlm = {
-        ("head", 0): 30.0,
-        ("head", 1): 35.0,
-        ("head", 2): 30.0,
-        ("body", 0): 30.0,
-        ("body", 1): 28.0,
-        ("body", 2): 28.0,
-    }
-    model = {
-        ("head", 0): 33.0,
-        ("head", 1): 34.0,
-        ("head", 2): 33.0,
-        ("body", 0): 33.0,
-        ("body", 1): 26.0,
-        ("body", 2): 27.5,
-    }
+    keys = [("head", 0), ("head", 1), ("head", 2), ("body", 0), ("body", 1), ("body", 2)]
+    nlm = dict(zip(keys, [30.0, 35.0, 30.0, 30.0, 28.0, 28.0]))
+    model = dict(zip(keys, [33.0, 34.0, 33.0, 33.0, 26.0, 27.5]))
     # body/sharp trails by 1.25 dB on average, head/sharp by 1: the body/sharp slice of median PSNR (the upper one)
     assert script.figure_slice("shifted", [row("model0", model), row("oracle_nlm", nlm)], args) == ("body", 2)
     model[("head", 1)] = 30.0  # now head/sharp trails most (its only slice)

@@ -72,6 +72,7 @@ from .sampling import RandPixelSized, RandSliced, slice_candidates
 from .synthetic_ct import SYNTHETIC_CT_REGIONS, RandSyntheticCT, RandSyntheticCTd, synthetic_ct
 from .tomography import (
     FILTER_WINDOWS,
+    TOMOGRAPHY_BACKENDS,
     FilteredBackProject,
     FilteredBackProjectd,
     ParallelBeamGeometry,
@@ -86,6 +87,7 @@ from .tomography import (
 
 __all__ = [
     "FILTER_WINDOWS",
+    "TOMOGRAPHY_BACKENDS",
     "FULL_COUNTS_PER_SLICE",
     "FilteredBackProject",
     "FilteredBackProjectd",

@@ -18,13 +18,15 @@ perpendicular to ``(cos theta, sin theta)`` and detector bin ``j`` measures the 
 every pixel of the image is inside the reconstructed field of view. A sinogram is ``(..., n_views, n_det)``: views
 along its rows, detector bins along its columns.
 
-Everything is vectorised with :func:`torch.nn.functional.grid_sample` (views in chunks of 16 to bound memory); no
-compiled extension is needed and the same code runs on CUDA tensors.
+Backends (``backend=`` of :func:`radon`, :func:`backproject` and :func:`iradon`, :data:`TOMOGRAPHY_BACKENDS`):
+``"torch"`` vectorises with :func:`torch.nn.functional.grid_sample` (views in chunks of 16 to bound memory) and runs
+on any device; ``"numba"`` runs the same interpolation in the single-threaded loops of
+:mod:`monai_rwkv.transforms._numba_tomography` (CPU tensors, float64 sums, no temporary grid); ``"auto"`` takes
+numba for CPU tensors that need no gradient when numba loads, else torch. Both agree to float32 rounding
+(tested against a float64 run of the torch path).
 
-Speed (default geometry for 256 x 256: 408 views, 727 bins of half a pixel): projection plus FBP take about
-0.45-0.55 s per slice on one CPU thread of a lightly loaded 2-core machine, up to about 1 s when its cores are
-oversubscribed (the forward projection is about 2/3 of it). Project whole slices, so that every ray crosses the
-whole object, then crop.
+Speed: benchmarks/RESULTS.md ("Tomography"). Project whole slices, so that every ray crosses the whole object,
+then crop.
 """
 
 from __future__ import annotations
@@ -45,6 +47,7 @@ from .wrappers import ArrayWrapperd
 
 __all__ = [
     "FILTER_WINDOWS",
+    "TOMOGRAPHY_BACKENDS",
     "filter_window",
     "ParallelBeamGeometry",
     "radon",
@@ -63,7 +66,45 @@ times the detector Nyquist frequency), the ramp is multiplied by: ``ram-lak`` 1,
 sin(pi g)/(pi g), ``cosine`` cos(pi g), ``hamming`` 0.54 + 0.46 cos(2 pi g), ``hann`` 0.5 + 0.5 cos(2 pi g), and by
 0 above ``f_c``."""
 
+TOMOGRAPHY_BACKENDS = ("auto", "torch", "numba")
+"""Values of ``backend=`` (see the module docstring)."""
+
 _VIEW_CHUNK = 16  # views per grid_sample call: bounds the temporary grid to about 16 * L * n_det * 8 bytes
+
+
+_NUMBA_MODULE: list = []  # [module or None], filled on first use
+
+
+def _numba_kernels() -> Optional[object]:
+    """:mod:`monai_rwkv.transforms._numba_tomography`, or None when numba cannot be imported or initialised."""
+    if not _NUMBA_MODULE:
+        try:
+            from . import _numba_tomography
+
+            _NUMBA_MODULE.append(_numba_tomography)
+        except Exception:  # ImportError, or a numba/llvmlite that fails to initialise
+            _NUMBA_MODULE.append(None)
+    return _NUMBA_MODULE[0]
+
+
+def _use_numba(tensor: torch.Tensor, backend: str) -> bool:
+    """Whether ``backend`` runs the numba kernels on ``tensor`` (raises for an unknown or impossible choice)."""
+    if backend not in TOMOGRAPHY_BACKENDS:
+        raise ValueError(f"backend must be one of {TOMOGRAPHY_BACKENDS}, got {backend!r}.")
+    if backend == "torch":
+        return False
+    fits = tensor.device.type == "cpu" and tensor.dtype in (torch.float32, torch.float64)
+    fits = fits and not (tensor.requires_grad and torch.is_grad_enabled())
+    if backend == "numba":
+        if not fits:
+            raise ValueError(
+                "backend='numba' needs a float32 or float64 CPU tensor that needs no gradient; "
+                f"got {tensor.dtype} on {tensor.device} (requires_grad={tensor.requires_grad}). Use backend='auto'."
+            )
+        if _numba_kernels() is None:
+            raise ValueError("backend='numba' needs numba, which cannot be imported here; use backend='auto'.")
+        return True
+    return fits and _numba_kernels() is not None
 
 
 def _pair(value: Union[float, Sequence[float]], name: str) -> tuple[float, float]:
@@ -226,22 +267,51 @@ def _shadow_bins(geom: ParallelBeamGeometry, theta: torch.Tensor) -> torch.Tenso
     return torch.stack([lo, hi], dim=1).long()
 
 
-def radon(image: torch.Tensor, geometry: ParallelBeamGeometry) -> torch.Tensor:
+def _radon_numba(images: torch.Tensor, geometry: ParallelBeamGeometry, theta: torch.Tensor) -> torch.Tensor:
+    """:func:`radon` of ``(N, H, W)`` CPU images through the numba kernel; ``(N, n_views, n_det)`` float64."""
+    kernels = _numba_kernels()
+    (dy, dx), n = geometry.spacing, images.shape[0]
+    arr = images.detach().numpy()
+    u = geometry.detector_positions().numpy()
+    y, x = (c.numpy() for c in geometry.pixel_coordinates())
+    cos, sin = torch.cos(theta).numpy(), torch.sin(theta).numpy()
+    shadow = _shadow_bins(geometry, theta).numpy()
+    along_rows = abs(cos) >= abs(sin)
+    out = torch.zeros(n, geometry.n_views, geometry.n_det, dtype=torch.float64)
+    for rows_first in (True, False):
+        idx = (along_rows == rows_first).nonzero()[0]
+        if idx.size == 0:
+            continue
+        if rows_first:  # rays advance along the rows: lines are image rows, sampled along x
+            lines, steps, a, b, minor, step_len = arr, y, cos[idx], sin[idx], dx, dy / abs(cos[idx])
+        else:  # along the columns: lines are image columns, sampled along y
+            lines, steps, a, b, minor, step_len = arr.transpose(0, 2, 1), x, sin[idx], cos[idx], dy, dx / abs(sin[idx])
+        part = torch.zeros(n, idx.size, geometry.n_det, dtype=torch.float64)
+        kernels.forward_project(lines, steps, u, a, b, minor, shadow[idx, 0], shadow[idx, 1], step_len, part.numpy())
+        out[:, torch.from_numpy(idx)] = part
+    return out
+
+
+def radon(image: torch.Tensor, geometry: ParallelBeamGeometry, backend: str = "auto") -> torch.Tensor:
     """Parallel-beam forward projection (line integrals) with Joseph's method.
 
     Args:
         image: ``(..., H, W)`` tensor of a quantity ``f`` (linear attenuation in 1/mm, an activity concentration,
             ...), any float dtype, any device; ``(H, W)`` must equal ``geometry.image_shape``.
         geometry: the scan geometry.
+        backend: one of :data:`TOMOGRAPHY_BACKENDS` (see the module docstring).
 
     Returns:
         Sinogram ``(..., n_views, n_det)`` of line integrals ``integral f dl`` (lengths in mm: dimensionless for
-        attenuation in 1/mm).
+        attenuation in 1/mm), of ``image``'s dtype.
     """
     if tuple(image.shape[-2:]) != geometry.image_shape:
         raise ValueError(f"image shape {tuple(image.shape[-2:])} does not match geometry {geometry.image_shape}.")
     images, lead = _flatten_images(image)
     theta = geometry.angles(image.device)
+    if _use_numba(image, backend):
+        sino = _radon_numba(images[0], geometry, theta).to(image.dtype)
+        return sino.reshape(*lead, geometry.n_views, geometry.n_det)
     along_rows = torch.cos(theta).abs() >= torch.sin(theta).abs()
     sino = torch.empty(images.shape[1], geometry.n_views, geometry.n_det, device=image.device, dtype=image.dtype)
     for rows_first, group in ((True, along_rows), (False, ~along_rows)):
@@ -316,7 +386,7 @@ def ramp_filter(
     return torch.fft.irfft(spectrum, n=size, dim=-1)[..., :n_det]
 
 
-def backproject(sinogram: torch.Tensor, geometry: ParallelBeamGeometry) -> torch.Tensor:
+def backproject(sinogram: torch.Tensor, geometry: ParallelBeamGeometry, backend: str = "auto") -> torch.Tensor:
     """Pixel-driven back-projection with linear interpolation on the detector, scaled by ``pi / n_views``.
 
     ``f(x, y) = pi / n_views * sum_i q_i(x cos theta_i + y sin theta_i)``; applied to a ramp-filtered sinogram this
@@ -325,15 +395,22 @@ def backproject(sinogram: torch.Tensor, geometry: ParallelBeamGeometry) -> torch
     Args:
         sinogram: ``(..., n_views, n_det)``.
         geometry: the scan geometry.
+        backend: one of :data:`TOMOGRAPHY_BACKENDS` (see the module docstring).
 
     Returns:
-        ``(..., H, W)`` image.
+        ``(..., H, W)`` image of ``sinogram``'s dtype.
     """
     n_views, n_det = geometry.n_views, geometry.n_det
     if tuple(sinogram.shape[-2:]) != (n_views, n_det):
         raise ValueError(f"sinogram shape {tuple(sinogram.shape[-2:])} does not match ({n_views}, {n_det}).")
     device, dtype = sinogram.device, sinogram.dtype
     lead = sinogram.shape[:-2]
+    h, w = geometry.image_shape
+    if _use_numba(sinogram, backend):
+        y, x = (c.numpy() for c in geometry.pixel_coordinates())
+        flat = sinogram.detach().reshape(-1, n_views, n_det).numpy()
+        image = _numba_kernels().back_project(flat, geometry.angles().numpy(), y, x, geometry.det_spacing)
+        return (torch.from_numpy(image) * (math.pi / n_views)).to(dtype).reshape(*lead, h, w)
     # views become the grid_sample batch: input (V, N, 1, n_det), one detector row per view
     views = sinogram.reshape(-1, n_views, n_det).transpose(0, 1).unsqueeze(2)
     y, x = geometry.pixel_coordinates(device)
@@ -341,7 +418,6 @@ def backproject(sinogram: torch.Tensor, geometry: ParallelBeamGeometry) -> torch
     det_half = geometry.det_spacing * (n_det - 1) / 2
     cos, sin = (torch.cos(theta) / det_half).to(dtype), (torch.sin(theta) / det_half).to(dtype)
     xs, ys = x.to(dtype), y.to(dtype)
-    h, w = geometry.image_shape
     image = torch.zeros(views.shape[1], h * w, device=device, dtype=dtype)
     for start in range(0, n_views, _VIEW_CHUNK):
         stop = min(start + _VIEW_CHUNK, n_views)
@@ -359,7 +435,11 @@ def backproject(sinogram: torch.Tensor, geometry: ParallelBeamGeometry) -> torch
 
 
 def iradon(
-    sinogram: torch.Tensor, geometry: ParallelBeamGeometry, window: str = "ram-lak", cutoff: float = 1.0
+    sinogram: torch.Tensor,
+    geometry: ParallelBeamGeometry,
+    window: str = "ram-lak",
+    cutoff: float = 1.0,
+    backend: str = "auto",
 ) -> torch.Tensor:
     """Filtered back-projection: :func:`ramp_filter` then :func:`backproject`.
 
@@ -373,12 +453,13 @@ def iradon(
         geometry: the scan geometry.
         window: ramp filter window, one of :data:`FILTER_WINDOWS`.
         cutoff: filter cutoff as a fraction of the detector Nyquist frequency, in (0, 1].
+        backend: the back-projection's, one of :data:`TOMOGRAPHY_BACKENDS` (see the module docstring).
 
     Returns:
         ``(..., H, W)`` image of the quantity ``f`` whose line integrals (lengths in mm) ``sinogram`` holds: linear
         attenuation in 1/mm for a CT sinogram.
     """
-    return backproject(ramp_filter(sinogram, geometry.det_spacing, window, cutoff), geometry)
+    return backproject(ramp_filter(sinogram, geometry.det_spacing, window, cutoff), geometry, backend)
 
 
 def _spatial_axes(spatial_axes: Sequence[int]) -> tuple[int, int]:

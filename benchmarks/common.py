@@ -1,4 +1,5 @@
-"""Shared pieces of the benchmark scripts: machine facts for the report header and writing a RESULTS.md section."""
+"""Shared pieces of the benchmark scripts: best-of-n timing, machine facts for the report header and writing a
+RESULTS.md section."""
 
 from __future__ import annotations
 
@@ -8,10 +9,23 @@ import platform
 import re
 import shlex
 import sys
+import time
 from pathlib import Path
 from typing import Any, Callable, Optional
 
 import torch
+
+
+def fastest_seconds(fn: Callable[[], object], repeats: int, warmups: int = 1) -> float:
+    """The fastest of ``repeats`` timed calls of ``fn`` (wall clock, seconds) after ``warmups`` untimed ones."""
+    for _ in range(warmups):
+        fn()
+    best = float("inf")
+    for _ in range(repeats):
+        start = time.perf_counter()
+        fn()
+        best = min(best, time.perf_counter() - start)
+    return best
 
 
 def cpu_name() -> str:

@@ -18,7 +18,6 @@ from __future__ import annotations
 import argparse
 import os
 import sys
-import time
 from collections.abc import Callable
 from pathlib import Path
 from typing import Optional
@@ -28,7 +27,7 @@ import torch.nn.functional as F
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
-from benchmarks.common import header_lines, write_section  # noqa: E402
+from benchmarks.common import fastest_seconds, header_lines, write_section  # noqa: E402
 from monai_rwkv.networks.blocks.rwkv import _convolution_pays  # noqa: E402
 from monai_rwkv.runtime import reuse_freed_memory  # noqa: E402
 
@@ -48,14 +47,7 @@ SHAPES = [(side, c_in, c_out) for side, c in LEVELS for c_in, c_out in ((c, c), 
 
 
 def fastest_ms(fn: Callable[[], object], repeats: int) -> float:
-    fn()
-    fn()
-    best = float("inf")
-    for _ in range(repeats):
-        start = time.perf_counter()
-        fn()
-        best = min(best, time.perf_counter() - start)
-    return best * 1e3
+    return fastest_seconds(fn, repeats, warmups=2) * 1e3
 
 
 def parse_args(argv: Optional[list[str]] = None) -> argparse.Namespace:

@@ -19,8 +19,6 @@ from __future__ import annotations
 import argparse
 import os
 import sys
-import time
-from collections.abc import Callable
 from functools import partial
 from pathlib import Path
 from typing import Optional
@@ -30,21 +28,11 @@ import torch
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
-from benchmarks.common import header_lines, write_section  # noqa: E402
+from benchmarks.common import fastest_seconds, header_lines, write_section  # noqa: E402
 from monai_rwkv.transforms import ParallelBeamGeometry, RandLowDoseCT, iradon, radon, synthetic_ct, tomography  # noqa: E402
 
 SECTION = "## Tomography on CPU (benchmarks/tomography.py)"
 CASES = [(256, 0.9, 360), (384, 0.8, 120), (384, 0.8, 720), (512, 0.7, 90), (512, 0.8, 720), (512, 0.7, 960)]
-
-
-def fastest_s(fn: Callable[[], object], repeats: int) -> float:
-    fn()
-    best = float("inf")
-    for _ in range(repeats):
-        start = time.perf_counter()
-        fn()
-        best = min(best, time.perf_counter() - start)
-    return best
 
 
 def parse_args(argv: Optional[list[str]] = None) -> argparse.Namespace:
@@ -72,10 +60,10 @@ def main(argv: Optional[list[str]] = None) -> None:
         times = {}
         for backend in ("torch", "numba"):
             sino = radon(mu, geom, backend=backend)
-            times["radon", backend] = fastest_s(partial(radon, mu, geom, backend=backend), opts.repeats)
-            times["iradon", backend] = fastest_s(partial(iradon, sino, geom, backend=backend), opts.repeats)
+            times["radon", backend] = fastest_seconds(partial(radon, mu, geom, backend=backend), opts.repeats)
+            times["iradon", backend] = fastest_seconds(partial(iradon, sino, geom, backend=backend), opts.repeats)
             simulate = partial(_simulate, hu, pixel, views, backend)
-            times["sim", backend] = fastest_s(simulate, max(1, opts.repeats - 1))
+            times["sim", backend] = fastest_seconds(simulate, max(1, opts.repeats - 1))
         reference, fast = radon(mu.double(), geom, backend="torch"), radon(mu, geom, backend="numba")
         diff = float((fast.double() - reference).abs().max() / reference.abs().max())
         row = [f"{side}^2", f"{pixel:g}", str(views), str(geom.n_det)]

@@ -16,7 +16,8 @@ grid search, then a line search on the continuous parameter: :func:`monai_rwkv.a
 ``--oracle`` the same filters tuned on the test pairs themselves (an upper bound for the filter, not a fair
 baseline); and one row per
 ``--model LABEL=WEIGHTS``, restored by the bundle's own inference pipeline (``configs/inference.json``'s
-``restorer`` with those weights). The first model row is compared slice by slice with every other row. Every row
+``restorer`` with those weights and any ``--override KEY=JSON`` settings, e.g. ``roi_size=[256,256]``). The first
+model row is compared slice by slice with every other row. Every row
 also gets its RMSE over flat soft tissue (residual noise and streaks) and, on the shifted set, its means by group
 of slices (file and scanner, from the ``slices`` record of ``datalist_shifted.json``).
 
@@ -208,7 +209,7 @@ def run_baseline(baseline: lib.Baseline, tuning_split: str, method: str, label: 
 def run_model(label: str, weights: Path, index: int, args, set_name: str) -> lib.Row:
     from monai_rwkv.apps import load_bundle_config  # noqa: PLC0415
 
-    overrides = {"weights": os.fspath(weights), "device": "cpu", "progress": False}
+    overrides = {**args.override, "weights": os.fspath(weights), "device": "cpu", "progress": False}
     restorer = load_bundle_config(args.bundle, "inference.json", overrides=overrides).get_parsed_content("restorer")
     method = f"model{index}"
     summary = evaluate(restorer, method, label, os.fspath(weights), args, set_name)
@@ -403,6 +404,17 @@ def figure(set_name: str, rows: Sequence[lib.Row], args) -> Path:
     return path
 
 
+def parse_override(spec: str) -> tuple[str, Any]:
+    """``KEY=JSON`` as ``(key, value)``; a value that is not JSON stays a string."""
+    key, sep, text = spec.partition("=")
+    if not sep or not key:
+        raise argparse.ArgumentTypeError(f"expected KEY=JSON, got {spec!r}")
+    try:
+        return key, json.loads(text)
+    except json.JSONDecodeError:
+        return key, text
+
+
 def parse_args(argv: Sequence[str] | None) -> argparse.Namespace:
     p = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     p.add_argument("--data-dir", type=Path, default=Path("data/ct"), help="prepare_ct_data.py / _shifted.py output")
@@ -416,6 +428,14 @@ def parse_args(argv: Sequence[str] | None) -> argparse.Namespace:
         default=",".join(DEFAULT_METHODS),
         help=f"comma-separated subset of {','.join(BASELINES)} (default: those installed)",
     )
+    p.add_argument(
+        "--override",
+        action="append",
+        default=[],
+        type=parse_override,
+        metavar="KEY=JSON",
+        help="an inference.json setting for the model rows, e.g. roi_size=[256,256] (repeatable)",
+    )
     p.add_argument("--oracle", action="store_true", help="also rows tuned on the test pairs (upper bounds)")
     p.add_argument("--dose", type=float, default=0.25, help="in-distribution dose fraction")
     p.add_argument("--seed", type=int, default=0, help="in-distribution test scan seed")
@@ -423,6 +443,7 @@ def parse_args(argv: Sequence[str] | None) -> argparse.Namespace:
     p.add_argument("--threads", type=int, default=torch.get_num_threads())
     p.add_argument("--overwrite", action="store_true", help="recompute baseline rows whose reports exist")
     args = p.parse_args(argv)
+    args.override = dict(args.override)
     args.models = []
     for spec in args.model:
         label, sep, path = spec.partition("=")

@@ -46,6 +46,7 @@ from .wrappers import ArrayWrapperd, RandArrayWrapperd
 
 __all__ = [
     "BEAMS",
+    "VIEW_SAMPLINGS",
     "MU_WATER_PER_MM",
     "hu_to_mu",
     "mu_to_hu",
@@ -60,6 +61,10 @@ __all__ = [
 BEAMS = ("parallel", "fan")
 """Scan geometries of the simulator: parallel beam over 180 degrees, or an equiangular fan beam over 360 degrees
 rebinned to parallel rays before reconstruction (:mod:`monai_rwkv.transforms.fanbeam`)."""
+
+VIEW_SAMPLINGS = ("uniform", "log-uniform")
+"""How :class:`RandLowDoseCT` draws ``n_views`` from a range: every integer equally likely, or log-uniformly (each
+octave of view counts equally likely, so that the few-view scans with the strongest streaks are drawn more often)."""
 
 MU_WATER_PER_MM = 0.0192
 """Linear attenuation of water in 1/mm at an effective energy of about 70 keV (NIST XCOM: 0.193 cm^2/g)."""
@@ -229,7 +234,7 @@ class RandLowDoseCT(RandomizableTransform):
     A scanner, not only a dose: ``dose_fraction``, ``incident_photons``, ``electronic_noise_var``, ``n_views``,
     ``window``, ``cutoff``, ``detector_blur_fwhm`` and ``beam`` each take one value or a range (a ``(low, high)``
     pair; a sequence of windows or beams), drawn per call by :meth:`randomize` (the photons log-uniformly, the views
-    as integers, the window and the beam uniformly from their lists, the rest uniformly), so that training sees the
+    as integers as ``views_sampling`` says, the window and the beam uniformly from their lists, the rest uniformly), so that training sees the
     grain and streaks of many dose levels, detectors, geometries and reconstruction kernels. The values of the last
     draw are in :attr:`params`.
 
@@ -259,6 +264,9 @@ class RandLowDoseCT(RandomizableTransform):
             (see :func:`simulate_low_dose_ct`).
         beam: ``"parallel"``, ``"fan"`` (:data:`BEAMS`; fan: :meth:`FanBeamGeometry.create`'s defaults, detector
             pitch ``det_spacing`` at the rotation centre), or a sequence of them to draw from.
+        views_sampling: how a range of ``n_views`` is drawn, one of :data:`VIEW_SAMPLINGS`: ``"uniform"`` (every
+            integer of the range equally likely) or ``"log-uniform"`` (rounded ``exp(U(log low, log high))``: as
+            many draws in 120-240 views as in 240-480).
 
     Example::
 
@@ -285,12 +293,16 @@ class RandLowDoseCT(RandomizableTransform):
         mu_water: float = MU_WATER_PER_MM,
         detector_blur_fwhm: Union[float, Sequence[float]] = 0.0,
         beam: Union[str, Sequence[str]] = "parallel",
+        views_sampling: str = "uniform",
     ) -> None:
         RandomizableTransform.__init__(self, prob)
         self.dose_range = value_range(dose_fraction, "dose_fraction", 0.0, strict=True)
         self.photons_range = value_range(incident_photons, "incident_photons", 0.0, strict=True)
         self.electronic_range = value_range(electronic_noise_var, "electronic_noise_var", 0.0, strict=False)
         self.views_range = None if n_views is None else tuple(int(v) for v in value_range(n_views, "n_views", 1, False))
+        if views_sampling not in VIEW_SAMPLINGS:
+            raise ValueError(f"views_sampling must be one of {VIEW_SAMPLINGS}, got {views_sampling!r}.")
+        self.views_sampling = views_sampling
         self.windows = (window,) if isinstance(window, str) else tuple(window)
         for name in self.windows:
             if name not in FILTER_WINDOWS:
@@ -330,7 +342,11 @@ class RandLowDoseCT(RandomizableTransform):
         self.incident_photons = float(math.exp(self.R.uniform(math.log(low), math.log(high)))) if high > low else low
         self.electronic_noise_var = self._uniform(self.electronic_range)
         if self.views_range is not None and self.views_range[1] > self.views_range[0]:
-            self.n_views = int(self.R.randint(self.views_range[0], self.views_range[1] + 1))
+            low, high = self.views_range
+            if self.views_sampling == "log-uniform":
+                self.n_views = int(min(max(round(math.exp(self.R.uniform(math.log(low), math.log(high)))), low), high))
+            else:
+                self.n_views = int(self.R.randint(low, high + 1))
         if len(self.windows) > 1:
             self.window = self.windows[int(self.R.randint(len(self.windows)))]
         self.cutoff = self._uniform(self.cutoff_range)
@@ -427,7 +443,8 @@ class RandLowDoseCTd(RandArrayWrapperd):
         keys: keys of the images (HU) to degrade.
         prob: probability of applying the transform (to all keys at once).
         dose_fraction, incident_photons, electronic_noise_var, min_counts, spacing, n_views, n_det, det_spacing,
-        window, cutoff, mu_water, detector_blur_fwhm, beam: as for :class:`RandLowDoseCT` (values or ranges).
+        window, cutoff, mu_water, detector_blur_fwhm, beam, views_sampling: as for :class:`RandLowDoseCT` (values
+        or ranges).
         kernel_keys: keys of images to pass through the drawn reconstruction kernel only (no noise, no view
             sampling), e.g. the training target; none of ``keys``.
         allow_missing_keys: don't raise if a key is missing.
@@ -452,6 +469,7 @@ class RandLowDoseCTd(RandArrayWrapperd):
         mu_water: float = MU_WATER_PER_MM,
         detector_blur_fwhm: Union[float, Sequence[float]] = 0.0,
         beam: Union[str, Sequence[str]] = "parallel",
+        views_sampling: str = "uniform",
         kernel_keys: KeysCollection = (),
         allow_missing_keys: bool = False,
     ) -> None:
@@ -476,6 +494,7 @@ class RandLowDoseCTd(RandArrayWrapperd):
             mu_water=mu_water,
             detector_blur_fwhm=detector_blur_fwhm,
             beam=beam,
+            views_sampling=views_sampling,
         )
 
     def __call__(self, data: Mapping[Hashable, NdarrayOrTensor]) -> dict[Hashable, NdarrayOrTensor]:

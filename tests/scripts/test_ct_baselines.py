@@ -187,3 +187,25 @@ def test_the_figure_shows_the_group_where_the_model_trails_non_local_means_most(
     assert script.figure_slice("shifted", [row("model0", model), row("oracle_nlm", nlm)], args) == ("body", 2)
     model[("head", 1)] = 30.0  # now head/sharp trails most (its only slice)
     assert script.figure_slice("shifted", [row("model0", model), row("nlm", nlm)], args) == ("head", 1)
+
+
+def test_override_reaches_the_model_rows(tmp_path: Path, seed: int, capsys) -> None:
+    """``--override KEY=JSON`` sets an inference.json value for the model rows (recorded in their summary); a value
+    that is not JSON stays a string; a spec without ``=`` is a usage error."""
+    import pytest  # noqa: PLC0415
+
+    script = _load("ct_baselines")
+    assert script.parse_override("roi_size=[256, 256]") == ("roi_size", [256, 256])
+    assert script.parse_override("overlap=0.5") == ("overlap", 0.5)
+    assert script.parse_override("device=cpu") == ("device", "cpu")
+    data = _data(tmp_path / "ct", seed)
+    bundle, weights = tiny_inference_bundle(tmp_path / "bundle", CT_BUNDLE)
+    argv = ["--data-dir", str(data), "--output-dir", str(tmp_path / "runs"), "--out", str(tmp_path / "r.md")]
+    argv += ["--bundle", str(bundle), "--model", f"tiny={weights}", "--sets", "shifted", "--threads", "1"]
+    argv += ["--methods", "gaussian", "--override", "roi_size=[16,16]", "--override", "overlap=0.5"]
+    assert script.main(argv) == 0
+    restorer = json.loads((tmp_path / "runs" / "shifted" / "model0" / "summary.json").read_text())["restorer"]
+    assert restorer["roi_size"] == [16, 16] and restorer["overlap"] == 0.5
+    with pytest.raises(SystemExit):
+        script.main([*argv, "--override", "overlap"])
+    assert "expected KEY=JSON" in capsys.readouterr().err

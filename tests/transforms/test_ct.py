@@ -31,7 +31,7 @@ from monai_rwkv.transforms import (
     reconstruction_kernel,
     simulate_low_dose_ct,
 )
-from monai_rwkv.transforms.ct import BEAMS
+from monai_rwkv.transforms.ct import BEAMS, VIEW_SAMPLINGS
 
 SPACING = 1.6  # mm; 128 x 128 pixels -> a 205 mm field of view, a head-sized phantom
 REPO = Path(__file__).resolve().parents[2]
@@ -344,9 +344,36 @@ def test_scanner_settings_drawn_from_ranges(seed: int) -> None:
     reference = np.random.RandomState(seed)
     reference.rand()  # RandomizableTransform's draw for prob
     assert old.dose == reference.uniform(0.1, 0.5) and old.seed == reference.randint(2**32)
-    for bad in ({"window": ("ram-lak", "box")}, {"cutoff": (0.5, 1.5)}, {"n_views": (90, 30)}, {"incident_photons": 0}):
+    for bad in (
+        {"window": ("ram-lak", "box")},
+        {"cutoff": (0.5, 1.5)},
+        {"n_views": (90, 30)},
+        {"incident_photons": 0},
+        {"n_views": (30, 90), "views_sampling": "log"},
+    ):
         with pytest.raises(ValueError):
             RandLowDoseCT(**bad)
+
+
+def test_views_sampling_log_uniform(seed: int) -> None:
+    """``views_sampling="log-uniform"`` draws integer view counts inside the range with each octave equally likely
+    (half the draws of 120-720 below its geometric mean 294, against 29 % uniformly); the dictionary version passes
+    it on."""
+    draws = {}
+    for sampling in VIEW_SAMPLINGS:
+        ct = RandLowDoseCT(n_views=(120, 720), views_sampling=sampling).set_random_state(seed)
+        draws[sampling] = []
+        for _ in range(4000):
+            ct.randomize()
+            draws[sampling].append(ct.n_views)
+        assert all(isinstance(v, int) and 120 <= v <= 720 for v in draws[sampling])
+        assert min(draws[sampling]) < 130 and max(draws[sampling]) > 700
+    below = {k: float(np.mean(np.asarray(v) < 294)) for k, v in draws.items()}
+    assert abs(below["log-uniform"] - 0.5) < 0.04 and abs(below["uniform"] - 174 / 601) < 0.04
+    octave = np.asarray(draws["log-uniform"])
+    assert abs(np.mean(octave < 240) - np.mean((octave >= 240) & (octave < 480))) < 0.05
+    dictionary = RandLowDoseCTd("image", n_views=(120, 720), views_sampling="log-uniform")
+    assert dictionary.transform.views_sampling == "log-uniform"
 
 
 def test_detector_blur_softens_the_image_not_the_noise(seed: int) -> None:

@@ -22,7 +22,7 @@ from torch import nn
 from tqdm.auto import tqdm
 
 from monai_rwkv.inferers import SliceRestorationInferer
-from monai_rwkv.networks.nets import RestoreRWKV
+from monai_rwkv.networks.nets import RestoreRWKV, SelfEnsemble
 from monai_rwkv.networks.nets.restore_rwkv import _unwrap_state_dict
 from monai_rwkv.runtime import reuse_freed_memory
 
@@ -351,6 +351,7 @@ class Restorer:
             "amp": bool(getattr(inferer, "amp", False)),
             "output_dtype": self.output_dtype,
             "clip_output": self.clip_output,
+            "self_ensemble": isinstance(self.network, SelfEnsemble),
         }
 
 

@@ -24,6 +24,7 @@ from monai_rwkv.apps.signals import Terminated, terminate_as_interrupt
 from monai_rwkv.data import InputSpec
 from monai_rwkv.data.errors import ImageReadError, one_line
 from monai_rwkv.inference import VolumeRestorer, load_network
+from monai_rwkv.networks.nets import SelfEnsemble
 
 __all__ = [
     "bundle_root",
@@ -98,19 +99,28 @@ def load_bundle_config(
 
 
 def load_bundle_network(
-    network_def: nn.Module | None, weights: str | os.PathLike, device: str | None = "auto"
+    network_def: nn.Module | None,
+    weights: str | os.PathLike,
+    device: str | None = "auto",
+    self_ensemble: bool | str = False,
 ) -> nn.Module:
     """
     :func:`~monai_rwkv.inference.load_network` for bundle configs: a missing or unsuitable checkpoint exits with
-    one line ``error: <checkpoint>: <problem>`` instead of a traceback through the config parser.
+    one line ``error: <checkpoint>: <problem>`` instead of a traceback through the config parser. With
+    ``self_ensemble`` (a bool or a command-line string, see :func:`flag`) the loaded network is wrapped in
+    :class:`~monai_rwkv.networks.nets.SelfEnsemble` (the average over 8 flips and rotations, 8 times the compute)
+    of the network's ``spatial_dims`` (2 when it has none).
     """
     try:
-        return load_network(network_def, weights, device)
+        network = load_network(network_def, weights, device)
     except RuntimeError as e:  # load_state_dict: keys or shapes differ
         problem = f"checkpoint does not fit network_def ({one_line(e)})"
         raise SystemExit(f"error: {os.fspath(weights)}: {problem}") from None
     except (OSError, ValueError) as e:
         raise SystemExit(f"error: {error_line(weights, e)}") from None
+    if flag(self_ensemble, "self_ensemble"):
+        network = SelfEnsemble(network, getattr(network, "spatial_dims", 2)).eval()
+    return network
 
 
 def weights_for(bundle_root: str | os.PathLike, files: Mapping[str, str], value: Any, name: str = "factor") -> str:

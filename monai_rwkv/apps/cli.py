@@ -153,6 +153,11 @@ def _add_bundle_options(command: argparse.ArgumentParser) -> None:
         help="patches per network call (default: the bundle's, auto: 32 on CUDA, 4 on the CPU)",
     )
     command.add_argument("--dtype", choices=("float32", "int16"), help="NIfTI output type (default: the bundle's)")
+    command.add_argument(
+        "--self-ensemble",
+        action="store_true",
+        help="average the network over 8 flips and rotations of each patch (8x the compute; see the bundle's README)",
+    )
     command.add_argument("--no-progress", action="store_true", help="no progress bar")
     command.add_argument(
         "-v", "--verbose", action="store_true", help="say on stderr which device and Bi-WKV kernels run, and threads"
@@ -195,6 +200,8 @@ def _config_overrides(args: argparse.Namespace) -> dict[str, Any]:
         overrides["sw_batch_size"] = args.sw_batch_size
     if args.dtype is not None:
         overrides["output_dtype"] = args.dtype
+    if args.self_ensemble:
+        overrides["self_ensemble"] = True
     for item in args.set:
         key, sep, value = item.partition("=")
         if not sep or not key:

@@ -234,9 +234,9 @@ class RandLowDoseCT(RandomizableTransform):
     A scanner, not only a dose: ``dose_fraction``, ``incident_photons``, ``electronic_noise_var``, ``n_views``,
     ``window``, ``cutoff``, ``detector_blur_fwhm`` and ``beam`` each take one value or a range (a ``(low, high)``
     pair; a sequence of windows or beams), drawn per call by :meth:`randomize` (the photons log-uniformly, the views
-    as integers as ``views_sampling`` says, the window and the beam uniformly from their lists, the rest uniformly), so that training sees the
-    grain and streaks of many dose levels, detectors, geometries and reconstruction kernels. The values of the last
-    draw are in :attr:`params`.
+    as integers as ``views_sampling`` says, the window and the beam uniformly from their lists, the rest
+    uniformly), so that training sees the grain and streaks of many dose levels, detectors, geometries and
+    reconstruction kernels. The values of the last draw are in :attr:`params`.
 
     The noise comes from ``torch`` generators seeded from this transform's ``self.R``, so
     ``set_random_state(seed)`` makes the output deterministic on a given device type. :meth:`randomize` draws the

@@ -15,6 +15,7 @@ from monai.bundle import ConfigParser
 
 from monai_rwkv.apps.bundle import load_bundle_config
 from monai_rwkv.apps.cli import main
+from monai_rwkv.networks.nets import SelfEnsemble
 from tests.bundles.utils import REPO, TINY_CLI_ARGS, input_spec, make_tiny_bundle, random_volume
 from tests.robustness.conftest import write_ct_series, write_mr_series, write_pet_series
 
@@ -35,9 +36,9 @@ def tiny_bundle(request: pytest.FixtureRequest, tmp_path_factory: pytest.TempPat
     return make_tiny_bundle(tmp_path_factory.mktemp("pipeline") / request.param.name, bundle=request.param)
 
 
-def _monai_label_way(bundle: Path, image: Path) -> np.ndarray:
+def _monai_label_way(bundle: Path, image: Path, **overrides) -> np.ndarray:
     """What monailabel's BundleInferTask does: pre -> inferer(image[None], network) -> post, from the config keys."""
-    parser = load_bundle_config(bundle, "inference.json", TINY)
+    parser = load_bundle_config(bundle, "inference.json", {**TINY, **overrides})
     for key in ("preprocessing", "inferer", "postprocessing", "network_def", "device", "bundle_root"):
         assert key in parser, f"{bundle.name}: inference.json has no {key!r}"
     pre, inferer, post = (parser.get_parsed_content(k) for k in ("preprocessing", "inferer", "postprocessing"))
@@ -68,6 +69,29 @@ def test_monai_label_way_equals_the_cli(kind, tiny_bundle: Path, tmp_path: Path,
     label = _monai_label_way(tiny_bundle, source)
     assert label.shape[0] == 1
     np.testing.assert_array_equal(label[0], cli)
+    capsys.readouterr()
+
+
+def test_self_ensemble_option(tiny_bundle: Path, tmp_path: Path, capsys) -> None:
+    """``self_ensemble`` (config key, ``--self-ensemble``) wraps the network in SelfEnsemble for the CLI and the
+    MONAI Label way alike; the default is the plain network."""
+    parser = load_bundle_config(tiny_bundle, "inference.json", TINY)
+    assert parser["self_ensemble"] is False and not isinstance(parser.get_parsed_content("network"), SelfEnsemble)
+    parser = load_bundle_config(tiny_bundle, "inference.json", {**TINY, "self_ensemble": "true"})
+    assert isinstance(parser.get_parsed_content("network"), SelfEnsemble)
+    assert parser.get_parsed_content("restorer").describe()["self_ensemble"] is True
+    source = tmp_path / "image.nii.gz"
+    nib.save(nib.Nifti1Image(random_volume(tiny_bundle, (20, 18, 2)), np.diag([0.7, 0.8, 2.0, 1.0])), source)
+    outputs = {}
+    for name, extra in (("plain", []), ("ensemble", ["--self-ensemble"])):
+        outputs[name] = tmp_path / f"{name}.nii.gz"
+        assert (
+            main(["restore", "--bundle", str(tiny_bundle), str(source), str(outputs[name]), *TINY_CLI_ARGS, *extra])
+            == 0
+        )
+    plain, ensemble = (nib.load(outputs[k]).get_fdata(dtype=np.float32) for k in ("plain", "ensemble"))
+    assert not np.array_equal(plain, ensemble)  # random tiny weights are not orientation-invariant
+    np.testing.assert_array_equal(_monai_label_way(tiny_bundle, source, self_ensemble=True)[0], ensemble)
     capsys.readouterr()
 
 

@@ -404,17 +404,6 @@ def figure(set_name: str, rows: Sequence[lib.Row], args) -> Path:
     return path
 
 
-def parse_override(spec: str) -> tuple[str, Any]:
-    """``KEY=JSON`` as ``(key, value)``; a value that is not JSON stays a string."""
-    key, sep, text = spec.partition("=")
-    if not sep or not key:
-        raise argparse.ArgumentTypeError(f"expected KEY=JSON, got {spec!r}")
-    try:
-        return key, json.loads(text)
-    except json.JSONDecodeError:
-        return key, text
-
-
 def parse_args(argv: Sequence[str] | None) -> argparse.Namespace:
     p = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     p.add_argument("--data-dir", type=Path, default=Path("data/ct"), help="prepare_ct_data.py / _shifted.py output")
@@ -428,14 +417,7 @@ def parse_args(argv: Sequence[str] | None) -> argparse.Namespace:
         default=",".join(DEFAULT_METHODS),
         help=f"comma-separated subset of {','.join(BASELINES)} (default: those installed)",
     )
-    p.add_argument(
-        "--override",
-        action="append",
-        default=[],
-        type=parse_override,
-        metavar="KEY=JSON",
-        help="an inference.json setting for the model rows, e.g. roi_size=[256,256] (repeatable)",
-    )
+    lib.add_override_option(p)
     p.add_argument("--oracle", action="store_true", help="also rows tuned on the test pairs (upper bounds)")
     p.add_argument("--dose", type=float, default=0.25, help="in-distribution dose fraction")
     p.add_argument("--seed", type=int, default=0, help="in-distribution test scan seed")

@@ -337,7 +337,7 @@ def run_model(args: argparse.Namespace, test_dir: Path) -> dict[str, Any]:
     """The trained network through the bundle's own restorer (always recomputed)."""
     from monai_rwkv.apps import load_bundle_config
 
-    overrides = {"weights": os.fspath(args.model_weights), "device": "cpu", "progress": False}
+    overrides = {**args.override, "weights": os.fspath(args.model_weights), "device": "cpu", "progress": False}
     restorer = load_bundle_config(args.bundle, "inference.json", overrides=overrides).get_parsed_content("restorer")
     return evaluate_restoration(
         restorer,
@@ -437,6 +437,7 @@ def parse_args(argv: Sequence[str] | None) -> argparse.Namespace:
     p.add_argument("--output-dir", type=Path, default=Path("runs/mri_baselines"), help="per-method reports")
     p.add_argument("--methods", default="apodization,tv,tv_recon", help="comma-separated subset of the tuned baselines")
     p.add_argument("--model-weights", type=Path, default=None, help="also score this checkpoint with --bundle")
+    baselines_lib.add_override_option(p)
     p.add_argument("--bundle", type=Path, default=Path("bundles/restore_rwkv_mri_sr"), help="bundle of the model")
     p.add_argument("--factor", type=float, default=FACTOR, help="k-space truncation factor s (central 1/s x 1/s kept)")
     p.add_argument("--tv-iter", type=int, default=50, help="iterations of the total-variation solver")
@@ -451,7 +452,9 @@ def parse_args(argv: Sequence[str] | None) -> argparse.Namespace:
     p.add_argument("--figure", type=Path, default=None, help="PNG of one test slice for every method")
     p.add_argument("--figure-file", default=None, help="test slab of the figure (default: the first, by name)")
     p.add_argument("--figure-slice", type=int, default=None, help="slice of the figure (default: the middle one)")
-    return p.parse_args(argv)
+    args = p.parse_args(argv)
+    args.override = dict(args.override)
+    return args
 
 
 def main(argv: Sequence[str] | None = None) -> int:

@@ -77,6 +77,7 @@ from monai_rwkv.apps.baselines import (
     Objective,
     Row,
     SliceFilterRestorer,
+    add_override_option,
     display_slice,
     fmt,
     mean_std,
@@ -232,7 +233,7 @@ def run_baseline(
 def run_model(args: argparse.Namespace, folders) -> dict[str, Any]:
     from monai_rwkv.apps import load_bundle_config  # noqa: PLC0415
 
-    overrides = {"weights": os.fspath(args.model_weights), "device": "cpu", "progress": False}
+    overrides = {**args.override, "weights": os.fspath(args.model_weights), "device": "cpu", "progress": False}
     restorer = load_bundle_config(args.bundle, "inference.json", overrides=overrides).get_parsed_content("restorer")
     return evaluate(
         restorer, "model", f"Restore-RWKV ({Path(args.bundle).name})", os.fspath(args.model_weights), args, folders
@@ -405,6 +406,7 @@ def parse_args(argv: Sequence[str] | None) -> argparse.Namespace:
     p.add_argument("--output-dir", type=Path, default=Path("runs/pet_baselines"), help="per-method reports")
     p.add_argument("--methods", default="gaussian,nlm", help="comma-separated subset of the tuned baselines")
     p.add_argument("--model-weights", type=Path, default=None, help="also score this checkpoint with --bundle")
+    add_override_option(p)
     p.add_argument(
         "--bundle", type=Path, default=Path("bundles/restore_rwkv_pet_synthesis"), help="bundle of the model"
     )
@@ -414,7 +416,9 @@ def parse_args(argv: Sequence[str] | None) -> argparse.Namespace:
     p.add_argument("--oracle", action="store_true", help="also rows tuned on the test scans (upper bound)")
     p.add_argument("--overwrite", action="store_true", help="recompute methods whose reports exist")
     p.add_argument("--figure", type=Path, default=None, help="PNG of one test slice for every method")
-    return p.parse_args(argv)
+    args = p.parse_args(argv)
+    args.override = dict(args.override)
+    return args
 
 
 def main(argv: Sequence[str] | None = None) -> int:

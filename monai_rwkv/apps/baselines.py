@@ -10,8 +10,10 @@ the scripts.
 
 from __future__ import annotations
 
+import argparse
 import csv
 import itertools
+import json
 import math
 import time
 from collections.abc import Callable, Mapping, Sequence
@@ -33,6 +35,7 @@ __all__ = [
     "SliceFilterRestorer",
     "detail_window",
     "display_slice",
+    "add_override_option",
     "fmt",
     "mean_std",
     "paired_table",
@@ -186,6 +189,30 @@ def tune(baseline: Baseline, objective: Callable[[Mapping[str, Any]], float], ma
                     break
                 best = candidate
     return best
+
+
+def parse_override(spec: str) -> tuple[str, Any]:
+    """``KEY=JSON`` as ``(key, value)``; a value that is not JSON stays a string."""
+    key, sep, text = spec.partition("=")
+    if not sep or not key:
+        raise argparse.ArgumentTypeError(f"expected KEY=JSON, got {spec!r}")
+    try:
+        return key, json.loads(text)
+    except json.JSONDecodeError:
+        return key, text
+
+
+def add_override_option(parser: argparse.ArgumentParser) -> None:
+    """``--override KEY=JSON`` (repeatable): inference.json settings for the model rows of a report, e.g.
+    ``roi_size=[256,256]`` or ``self_ensemble=true``; parsed into a list of ``(key, value)``, use ``dict()``."""
+    parser.add_argument(
+        "--override",
+        action="append",
+        default=[],
+        type=parse_override,
+        metavar="KEY=JSON",
+        help="an inference.json setting for the model rows, e.g. roi_size=[256,256] (repeatable)",
+    )
 
 
 def mean_std(values: Sequence[float]) -> tuple[float, float]:

@@ -195,9 +195,9 @@ def test_override_reaches_the_model_rows(tmp_path: Path, seed: int, capsys) -> N
     import pytest  # noqa: PLC0415
 
     script = _load("ct_baselines")
-    assert script.parse_override("roi_size=[256, 256]") == ("roi_size", [256, 256])
-    assert script.parse_override("overlap=0.5") == ("overlap", 0.5)
-    assert script.parse_override("device=cpu") == ("device", "cpu")
+    assert script.lib.parse_override("roi_size=[256, 256]") == ("roi_size", [256, 256])
+    assert script.lib.parse_override("overlap=0.5") == ("overlap", 0.5)
+    assert script.lib.parse_override("device=cpu") == ("device", "cpu")
     data = _data(tmp_path / "ct", seed)
     bundle, weights = tiny_inference_bundle(tmp_path / "bundle", CT_BUNDLE)
     argv = ["--data-dir", str(data), "--output-dir", str(tmp_path / "runs"), "--out", str(tmp_path / "r.md")]

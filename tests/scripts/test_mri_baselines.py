@@ -134,9 +134,10 @@ def test_main_rows_tuning_reuse_model_and_figure(mri, tmp_path: Path, seed: int,
     # second run: every classical row reused, the model scored and compared per slice
     capsys.readouterr()
     model = ["--model-weights", str(weights), "--bundle", str(bundle), "--tv-iter", "20"]
-    assert mri.main([*common, *model, "--figure", str(figure)]) == 0
+    assert mri.main([*common, *model, "--figure", str(figure), "--override", "overlap=0.5"]) == 0
     printed = capsys.readouterr().out
     assert all(f"{m}: reusing" in printed for m in ("zero_filled", "bicubic", "apodization", "tv", "tv_recon"))
+    assert json.loads((reports / "model" / "summary.json").read_text())["restorer"]["overlap"] == 0.5
     text = out.read_text()
     assert "| Restore-RWKV (bundle) |" in text and "paired differences" in text
     paired = text.split("paired differences")[1]

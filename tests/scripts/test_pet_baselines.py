@@ -34,8 +34,9 @@ def test_main_rows_tuning_model_lesions_reuse_and_figure(tmp_path: Path, seed: i
     bundle, weights = tiny_inference_bundle(tmp_path / "bundle", BUNDLE)
     out, reports, figure = tmp_path / "table.md", tmp_path / "runs", tmp_path / "figure.png"
     common = ["--data-dir", str(data), "--out", str(out), "--output-dir", str(reports), "--threads", "1"]
-    model = ["--model-weights", str(weights), "--bundle", str(bundle)]
+    model = ["--model-weights", str(weights), "--bundle", str(bundle), "--override", "self_ensemble=true"]
     assert baselines.main([*common, "--oracle", *model, "--figure", str(figure)]) == 0
+    assert json.loads((reports / "model" / "summary.json").read_text())["restorer"]["self_ensemble"] is True
 
     text = out.read_text()
     labels = [

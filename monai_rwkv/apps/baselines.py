@@ -13,7 +13,6 @@ from __future__ import annotations
 import argparse
 import csv
 import itertools
-import json
 import math
 import time
 from collections.abc import Callable, Mapping, Sequence
@@ -26,6 +25,7 @@ import torch
 from monai.data import MetaTensor
 from torch import nn
 
+from monai_rwkv.apps.cli import json_or_text
 from monai_rwkv.apps.evaluate import constant_slices, volume_slice_metrics
 
 __all__ = [
@@ -196,10 +196,7 @@ def parse_override(spec: str) -> tuple[str, Any]:
     key, sep, text = spec.partition("=")
     if not sep or not key:
         raise argparse.ArgumentTypeError(f"expected KEY=JSON, got {spec!r}")
-    try:
-        return key, json.loads(text)
-    except json.JSONDecodeError:
-        return key, text
+    return key, json_or_text(text)
 
 
 def add_override_option(parser: argparse.ArgumentParser) -> None:

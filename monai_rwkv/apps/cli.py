@@ -46,7 +46,7 @@ if TYPE_CHECKING:
 
 from monai_rwkv.apps.signals import Terminated, terminate_as_interrupt
 
-__all__ = ["main", "parse_args"]
+__all__ = ["json_or_text", "main", "parse_args"]
 
 EXIT_OK, EXIT_ERROR, EXIT_USAGE, EXIT_INTERRUPTED = 0, 1, 2, 130
 _NIFTI_SUFFIXES = (".nii", ".nii.gz")
@@ -182,7 +182,8 @@ def parse_args(argv: Sequence[str] | None = None) -> argparse.Namespace:
     return _parser().parse_args(argv)
 
 
-def _json_or_text(text: str) -> Any:
+def json_or_text(text: str) -> Any:
+    """A config value given as text on a command line: parsed as JSON when it is JSON, else the text itself."""
     try:
         return json.loads(text)
     except ValueError:
@@ -206,7 +207,7 @@ def _config_overrides(args: argparse.Namespace) -> dict[str, Any]:
         key, sep, value = item.partition("=")
         if not sep or not key:
             raise _UsageError(f"--set expects ID=VALUE, got {item!r}")
-        overrides[key] = _json_or_text(value)
+        overrides[key] = json_or_text(value)
     return overrides
 
 

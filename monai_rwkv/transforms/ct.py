@@ -338,13 +338,12 @@ class RandLowDoseCT(RandomizableTransform):
         if not self._do_transform:
             return
         self.dose = self._uniform(self.dose_range)
-        low, high = self.photons_range
-        self.incident_photons = float(math.exp(self.R.uniform(math.log(low), math.log(high)))) if high > low else low
+        self.incident_photons = self._log_uniform(self.photons_range)
         self.electronic_noise_var = self._uniform(self.electronic_range)
         if self.views_range is not None and self.views_range[1] > self.views_range[0]:
             low, high = self.views_range
             if self.views_sampling == "log-uniform":
-                self.n_views = int(min(max(round(math.exp(self.R.uniform(math.log(low), math.log(high)))), low), high))
+                self.n_views = min(max(round(self._log_uniform(self.views_range)), low), high)
             else:
                 self.n_views = int(self.R.randint(low, high + 1))
         if len(self.windows) > 1:
@@ -357,6 +356,10 @@ class RandLowDoseCT(RandomizableTransform):
 
     def _uniform(self, pair: tuple[float, float]) -> float:
         return float(self.R.uniform(*pair)) if pair[1] > pair[0] else pair[0]
+
+    def _log_uniform(self, pair: tuple[float, float]) -> float:
+        low, high = pair
+        return float(math.exp(self.R.uniform(math.log(low), math.log(high)))) if high > low else low
 
     @property
     def params(self) -> dict[str, object]:

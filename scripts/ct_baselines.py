@@ -7,8 +7,8 @@ RMSE in the window [-160, 240] HU, mean over slices whose windowed reference is 
 * ``in-distribution``: the head CT's test split (``scripts/prepare_ct_data.py``) scanned by the bundle's evaluation
   scanner (:class:`~monai_rwkv.transforms.LowDoseCT`, quarter dose, seed ``--seed``); tuning on the validation
   split (seed ``--val-seed``).
-* ``shifted``: the pairs of ``scripts/prepare_ct_shifted.py`` (head regions and synthetic bodies, two scanners
-  outside the training ranges): tuning on its ``validation`` pairs, scoring on its ``test`` pairs.
+* ``shifted``: the pairs of ``scripts/prepare_ct_shifted.py`` (head regions on two grids and synthetic bodies,
+  two scanners outside the training ranges): tuning on its ``validation`` pairs, scoring on its ``test`` pairs.
 
 Rows: the low-dose input; Gaussian smoothing, the bilateral filter, non-local means and, when the optional ``bm3d``
 package is installed, BM3D (:mod:`monai_rwkv.networks.nets.classical`, slice by slice in HU) tuned on validation (a

@@ -6,6 +6,9 @@ Run after ``scripts/prepare_ct_data.py``. It reads the validation and test head 
 
 * ``{split}/{full,low}/head.nii.gz``: every axial slice of the split's head volume (regions of the head that the
   training volume does not contain), the grid and affine of the split volume;
+* ``{split}/{full,low}/head_fine.nii.gz``: the same head slices resampled (bicubic) to a 512 x 512 matrix of
+  about 0.48 mm pixels, the grid of a clinical head scan (the head twice as many pixels across), scanned again
+  with other noise draws;
 * ``{split}/{full,low}/body.nii.gz``: synthetic adult thorax, abdomen and head slices
   (:func:`monai_rwkv.transforms.synthetic_ct`) of 512 x 512 pixels of 0.7 mm (a 358 mm field of view: finer
   pixels and larger bodies than any training image), seeds disjoint from training's random stream;
@@ -42,6 +45,7 @@ from typing import Optional
 import nibabel as nib
 import numpy as np
 import torch
+import torch.nn.functional as F
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 from dataprep import PrepareError, atomic_write, nifti_bytes  # noqa: E402
@@ -70,7 +74,8 @@ SCANNERS = {
 }
 SPLITS = {"validation": ("validation", 8, 1000), "test": ("test", 12, 2000)}  # folder, body slices, first seed
 BODY_SHAPE, BODY_PIXEL = (512, 512), 0.7
-FORMAT_VERSION = 2  # 2: the sharp scanner has 90 views (1: 180)
+FORMAT_VERSION = 3  # 3: adds head_fine; 2: the sharp scanner has 90 views (1: 180)
+FINE_MATRIX = 512  # head_fine's matrix: the head's field of view on a clinical head scan's grid
 DATALIST_FILE = "datalist_shifted.json"
 
 
@@ -91,6 +96,19 @@ def head_pairs(volume: nib.Nifti1Image, seed: int) -> tuple[np.ndarray, np.ndarr
         low[:, :, k] = scan(torch.from_numpy(full[:, :, k].T.copy()), (sy, sx), scanner, seed + k).numpy().T
         scanners.append(scanner)
     return full, low, scanners
+
+
+def fine_volume(volume: nib.Nifti1Image, matrix: int = FINE_MATRIX) -> nib.Nifti1Image:
+    """``volume``'s axial slices resampled (bicubic, floored at -1024 HU) to ``matrix`` x ``matrix`` pixels over the
+    same field of view; the affine's in-plane columns scaled to match."""
+    full = torch.from_numpy(np.asarray(volume.dataobj, dtype=np.float32)).permute(2, 0, 1)[:, None]
+    fine = F.interpolate(full.double(), size=(matrix, matrix), mode="bicubic", align_corners=False)
+    affine = volume.affine.copy()
+    for axis, size in enumerate(full.shape[-2:]):
+        ratio = size / matrix  # old pixels per new pixel; pixel edges stay where they were
+        affine[:3, 3] += volume.affine[:3, axis] * (ratio - 1) / 2
+        affine[:3, axis] *= ratio
+    return nib.Nifti1Image(np.maximum(fine[:, 0].permute(1, 2, 0).numpy(), -1024.0).astype(np.float32), affine)
 
 
 def body_pairs(n: int, seed: int) -> tuple[np.ndarray, np.ndarray, list[dict]]:
@@ -127,6 +145,10 @@ def prepare(data: Path, force: bool = False) -> dict:
         full, low, scanners = head_pairs(volume, seed)
         records["head"] = scanners
         pairs = [("head", full, low, volume.affine)]
+        fine = fine_volume(volume)
+        full, low, scanners = head_pairs(fine, seed + 300)
+        records["head_fine"] = scanners
+        pairs.append(("head_fine", full, low, fine.affine))
         full, low, slices = body_pairs(n_body, seed + 100)
         records["body"] = slices
         pairs.append(("body", full, low, np.diag([-BODY_PIXEL, BODY_PIXEL, 5.0, 1.0])))

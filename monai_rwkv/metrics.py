@@ -8,7 +8,7 @@ from collections.abc import Sequence
 import torch
 from monai.metrics.regression import compute_ssim_and_cs
 
-__all__ = ["CT_EVAL_WINDOW", "flat_region_rmse", "slice_metrics"]
+__all__ = ["CT_EVAL_WINDOW", "edge_band_rmse", "flat_region_rmse", "slice_metrics"]
 
 #: Hounsfield window the paper truncates CT to before computing metrics.
 CT_EVAL_WINDOW = (-160.0, 240.0)
@@ -93,4 +93,43 @@ def flat_region_rmse(
     flat = (label > window[0]) & (label < window[1]) & (torch.hypot(gy, gx) < max_gradient)
     squared = torch.where(flat, (pred - label) ** 2, torch.zeros_like(pred)).sum(dim=(1, 2, 3))
     count = flat.sum(dim=(1, 2, 3))
+    return torch.where(count > 0, (squared / count.clamp_min(1)).sqrt(), torch.full_like(squared, math.nan))
+
+
+def edge_band_rmse(
+    pred: torch.Tensor, label: torch.Tensor, window: Sequence[float], threshold: float, width: float
+) -> torch.Tensor:
+    """RMSE of each 2D slice over the band of soft tissue next to dense structure (e.g. brain and scalp along the
+    skull), where edges blur and streaks leave the dense structure.
+
+    The band of a slice holds the pixels whose label lies strictly inside ``window`` and below ``threshold``, and
+    whose centre lies within ``width`` pixels (Euclidean distance between pixel centres) of a pixel whose label is
+    at or above ``threshold``; ``window`` and ``threshold`` are in the label's units (e.g. HU). Nothing is
+    truncated: the error is the full one.
+
+    Args:
+        pred: (N, H, W) or (N, 1, H, W) restored slices.
+        label: reference slices of the same shape.
+        window: ``(low, high)`` range of the label values that count (e.g. :data:`CT_EVAL_WINDOW`).
+        threshold: label value from which a pixel is dense (e.g. 300 HU for bone).
+        width: band width in pixels (> 0; 1.5 gives the 8 neighbours of dense pixels).
+
+    Returns:
+        float64 tensor (N,): the RMSE per slice, NaN where a slice has no band pixel.
+    """
+    if pred.shape != label.shape:
+        raise ValueError(f"pred and label shapes differ: {tuple(pred.shape)} vs {tuple(label.shape)}.")
+    if not width > 0:
+        raise ValueError(f"width must be > 0 pixels, got {width!r}.")
+    pred, label = pred.double(), label.double()
+    if pred.dim() == 3:
+        pred, label = pred.unsqueeze(1), label.unsqueeze(1)
+    radius = int(math.floor(width))
+    offsets = torch.arange(-radius, radius + 1, dtype=torch.float64)
+    disk = (torch.hypot(offsets[:, None], offsets[None, :]) <= width).double()[None, None]
+    dense = (label >= threshold).double()
+    near = torch.nn.functional.conv2d(dense, disk, padding=radius) > 0
+    band = near & (label < threshold) & (label > window[0]) & (label < window[1])
+    squared = torch.where(band, (pred - label) ** 2, torch.zeros_like(pred)).sum(dim=(1, 2, 3))
+    count = band.sum(dim=(1, 2, 3))
     return torch.where(count > 0, (squared / count.clamp_min(1)).sqrt(), torch.full_like(squared, math.nan))

@@ -18,8 +18,8 @@ baseline); and one row per
 ``--model LABEL=WEIGHTS``, restored by the bundle's own inference pipeline (``configs/inference.json``'s
 ``restorer`` with those weights and any ``--override KEY=JSON`` settings, e.g. ``roi_size=[256,256]``). The first
 model row is compared slice by slice with every other row. Every row
-also gets its RMSE over flat soft tissue (residual noise and streaks) and, on the shifted set, its means by group
-of slices (file and scanner, from the ``slices`` record of ``datalist_shifted.json``).
+also gets its RMSE over flat soft tissue (residual noise and streaks), its RMSE over the soft tissue within 2 pixels
+of bone (edges and the streaks leaving the bone) and, on the shifted set, its means by group of slices (file and scanner, from the ``slices`` record of ``datalist_shifted.json``).
 
 Outputs, under ``--output-dir``: ``<set>/pairs/{validation,test}/{full,low}/`` (the in-distribution scans, written
 once per source, dose and seed), ``<set>/<method>/{summary.json,metrics.csv,tuning.json}``, ``<set>/figure.png``
@@ -43,7 +43,7 @@ import math
 import os
 import sys
 import time
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from pathlib import Path
 from typing import Any
 
@@ -54,7 +54,7 @@ import torch
 from monai_rwkv.apps import baselines as lib
 from monai_rwkv.apps.evaluate import constant_slices, evaluate_restoration
 from monai_rwkv.apps.restore import find_inputs, read_volume
-from monai_rwkv.metrics import CT_EVAL_WINDOW, flat_region_rmse
+from monai_rwkv.metrics import CT_EVAL_WINDOW, edge_band_rmse, flat_region_rmse
 from monai_rwkv.networks.nets import BilateralDenoiser, BM3DDenoiser, GaussianDenoiser, NonLocalMeansDenoiser
 from monai_rwkv.transforms import LowDoseCT
 
@@ -142,6 +142,8 @@ def pair_folders(args: argparse.Namespace, set_name: str, split: str) -> tuple[P
 
 
 FLAT_GRADIENT_HU = 20.0  # HU per pixel: the flat soft tissue of the residual-noise table (edges are steeper)
+BONE_HU = 300.0  # the edge-band table: reference values from which a pixel is bone
+EDGE_BAND_PX = 2.0  # the edge-band table: soft tissue within this many pixels of bone
 
 
 def evaluate(restorer, method: str, label: str, version: str, args, set_name: str) -> dict[str, Any]:
@@ -243,6 +245,18 @@ def set_table(set_name: str, rows: Sequence[lib.Row], models: Sequence[lib.Row],
     ]
     flat = {None: flat_errors(set_name, None, args)} | {r.method: flat_errors(set_name, r.method, args) for r in rows}
     lines.append(flat_table(rows, flat))
+    edge = {None: edge_errors(set_name, None, args)} | {r.method: edge_errors(set_name, r.method, args) for r in rows}
+    lines.append(
+        region_table(
+            f"Error next to bone (reference inside the window and below {BONE_HU:g} HU, within {EDGE_BAND_PX:g} "
+            f"pixels of a pixel at or above {BONE_HU:g} HU: where edges blur and streaks leave the bone): RMSE in HU, "
+            "mean ± std over slices that have such pixels; Δ: first model minus row, per slice; wins: fraction of "
+            "slices where the model's is lower.",
+            "edge-band RMSE (HU)",
+            rows,
+            edge,
+        )
+    )
     groups = slice_groups(set_name, args)
     if groups:
         lines.append(group_table(rows, flat, groups))
@@ -252,6 +266,24 @@ def set_table(set_name: str, rows: Sequence[lib.Row], models: Sequence[lib.Row],
 def flat_errors(set_name: str, method: str | None, args) -> dict[tuple[str, int], float] | None:
     """Per-slice :func:`~monai_rwkv.metrics.flat_region_rmse` of a row's restored test images (``method`` None: the
     low-dose input), keyed like :attr:`lib.Row.slices`; None when the row's images were not kept."""
+    return region_errors(
+        set_name, method, args, lambda pred, ref: flat_region_rmse(pred, ref, CT_EVAL_WINDOW, FLAT_GRADIENT_HU)
+    )
+
+
+def edge_errors(set_name: str, method: str | None, args) -> dict[tuple[str, int], float] | None:
+    """Per-slice :func:`~monai_rwkv.metrics.edge_band_rmse` (soft tissue next to bone), as :func:`flat_errors`."""
+    return region_errors(
+        set_name, method, args, lambda pred, ref: edge_band_rmse(pred, ref, CT_EVAL_WINDOW, BONE_HU, EDGE_BAND_PX)
+    )
+
+
+def region_errors(
+    set_name: str, method: str | None, args, metric: Callable[[torch.Tensor, torch.Tensor], torch.Tensor]
+) -> dict[tuple[str, int], float] | None:
+    """Per-slice ``metric(pred, reference)`` (``(N, H, W)`` slices in HU -> ``(N,)``, NaN for no pixel) of a row's
+    restored test images (``method`` None: the low-dose input), keyed like :attr:`lib.Row.slices`; slices whose
+    windowed reference is constant or whose value is NaN left out; None when the row's images were not kept."""
     full, low = pair_folders(args, set_name, "test")
     errors = {}
     for reference in find_inputs(full):
@@ -261,12 +293,7 @@ def flat_errors(set_name: str, method: str | None, args) -> dict[tuple[str, int]
         if not path.is_file():
             return None
         clean = read_volume(reference)
-        values = flat_region_rmse(
-            read_volume(find_inputs(path)[0])[0].permute(2, 0, 1),
-            clean[0].permute(2, 0, 1),
-            CT_EVAL_WINDOW,
-            FLAT_GRADIENT_HU,
-        )
+        values = metric(read_volume(find_inputs(path)[0])[0].permute(2, 0, 1), clean[0].permute(2, 0, 1))
         for k, (value, constant) in enumerate(zip(values.tolist(), constant_slices(clean, CT_EVAL_WINDOW).tolist())):
             if not constant and math.isfinite(value):
                 errors[(reference.name, k)] = value
@@ -276,17 +303,25 @@ def flat_errors(set_name: str, method: str | None, args) -> dict[tuple[str, int]
 def flat_table(rows: Sequence[lib.Row], flat: dict[str | None, dict[tuple[str, int], float] | None]) -> str:
     """Residual noise and streaks: the RMSE over flat soft tissue per row (``flat``: :func:`flat_errors` by method,
     None for the low-dose input), and the first model's paired difference."""
-    lines = [
+    return region_table(
         f"Residual error in flat soft tissue (reference inside the window, Sobel gradient < {FLAT_GRADIENT_HU:g} "
         "HU/pixel: where noise and streaks show): RMSE in HU, mean ± std over slices; Δ: first model minus row, "
         "per slice; wins: fraction of slices where the model's is lower.",
-        "",
-        "| Method | flat-region RMSE (HU) | Δ (HU) | wins |",
-        "|---|---|---|---|",
-    ]
-    model = flat[rows[0].method]
+        "flat-region RMSE (HU)",
+        rows,
+        flat,
+    )
+
+
+def region_table(
+    title: str, column: str, rows: Sequence[lib.Row], region: dict[str | None, dict[tuple[str, int], float] | None]
+) -> str:
+    """Markdown: a per-slice error (``region``: :func:`region_errors` by method, None for the low-dose input) per
+    row, mean ± std over the slices it shares with the first model, and the first model's paired difference."""
+    lines = [title, "", f"| Method | {column} | Δ (HU) | wins |", "|---|---|---|---|"]
+    model = region[rows[0].method]
     for label, method in [("Low-dose input", None)] + [(r.label, r.method) for r in rows]:
-        errors = flat[method]
+        errors = region[method]
         if errors is None or model is None:
             lines.append(f"| {label} | (images not kept: rerun with --overwrite) | | |")
             continue

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import numpy as np
 import pytest
 import torch
 
@@ -37,6 +38,27 @@ def test_zero_weight_is_l1(seed: int) -> None:
     )
 
 
+def test_window_l1_term_against_a_float64_reference(seed: int) -> None:
+    """The windowed L1 term: mean |clip(pred) - clip(target)| in float64 numpy, on images spanning far beyond the
+    window; pixels with both images on one side of the window add nothing, a pixel inside counts 1 + weight."""
+    pred, target = _pair(seed)
+    rng = np.random.default_rng(seed)
+    weight, low, high = float(rng.uniform(0.2, 3.0)), float(rng.uniform(-300, 0)), float(rng.uniform(50, 400))
+    p64, t64 = pred.double().numpy(), target.double().numpy()
+    windowed = np.abs(np.clip(p64, low, high) - np.clip(t64, low, high)).mean()
+    assert 0 < windowed < np.abs(p64 - t64).mean()
+    expected = np.abs(p64 - t64).mean() + weight * windowed
+    loss = L1SSIMLoss(window=(low, high), ssim_weight=0.0, window_l1_weight=weight)
+    assert loss(pred, target).item() == pytest.approx(expected, rel=1e-5)
+    # with the SSIM term: the sum of the three
+    both = L1SSIMLoss(window=(low, high), ssim_weight=0.5, window_l1_weight=weight)
+    assert both(pred, target).item() == pytest.approx(expected + 0.5 * (1 - both.ssim(pred, target).item()), rel=1e-5)
+    # a pixel inside the window gets 1 + weight times the gradient of one outside it
+    x = torch.tensor([[[[low - 100.0, (low + high) / 2]]]], requires_grad=True)
+    loss(x, x.detach() + 10.0).backward()
+    assert x.grad[0, 0, 0, 1].item() == pytest.approx((1 + weight) * x.grad[0, 0, 0, 0].item(), rel=1e-6)
+
+
 def test_gradient_reaches_the_prediction_and_favours_the_target(seed: int) -> None:
     pred, target = _pair(seed, (2, 1, 32, 32))
     pred, target = pred / 4096 + 0.25, target / 4096 + 0.25
@@ -59,7 +81,12 @@ def test_3d(seed: int) -> None:
 
 @pytest.mark.parametrize(
     "kwargs, match",
-    [({"spatial_dims": 1}, "spatial_dims"), ({"window": (1.0, 0.5)}, "window"), ({"ssim_weight": -1}, "ssim_weight")],
+    [
+        ({"spatial_dims": 1}, "spatial_dims"),
+        ({"window": (1.0, 0.5)}, "window"),
+        ({"ssim_weight": -1}, "ssim_weight"),
+        ({"window_l1_weight": -0.5}, "window_l1_weight"),
+    ],
 )
 def test_bad_arguments(kwargs: dict, match: str) -> None:
     with pytest.raises(ValueError, match=match):

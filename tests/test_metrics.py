@@ -58,3 +58,40 @@ def test_flat_region_rmse_against_a_direct_loop(seed: int) -> None:
     assert torch.isnan(flat_region_rmse(pred, label, (5000.0, 6000.0), limit)).all()  # no pixel in the window
     with pytest.raises(ValueError, match="max_gradient"):
         flat_region_rmse(pred, label, window, 0.0)
+
+
+def test_edge_band_rmse_against_a_direct_loop(seed: int) -> None:
+    from monai_rwkv.metrics import edge_band_rmse  # noqa: PLC0415
+
+    rng = np.random.default_rng(seed)
+    label = rng.uniform(-100, 200, size=(3, 15, 13))
+    label[rng.uniform(size=label.shape) < 0.08] = rng.uniform(400, 2000)  # scattered dense pixels
+    label[0, :, :2] = 1500.0  # a dense wall at the border
+    label[2] = rng.uniform(-100, 200, size=(15, 13))  # no dense pixel at all
+    label[1, 0, 0] = -1000.0  # air next to nothing
+    pred = label + rng.normal(0, 25, size=label.shape)
+    window = (-160.0, 240.0)
+    width = float(rng.choice([1.0, 1.5, 2.0, 2.9]))
+    threshold = 300.0
+    got = edge_band_rmse(torch.from_numpy(pred).float(), torch.from_numpy(label).float(), window, threshold, width)
+    lab = torch.from_numpy(label).float().double().numpy()  # the float32 values the function sees
+    prd = torch.from_numpy(pred).float().double().numpy()
+    for n in range(3):
+        dense = [(y, x) for y in range(15) for x in range(13) if lab[n, y, x] >= threshold]
+        errors = [
+            (prd[n, y, x] - lab[n, y, x]) ** 2
+            for y in range(15)
+            for x in range(13)
+            if window[0] < lab[n, y, x] < window[1]
+            and lab[n, y, x] < threshold
+            and any(np.hypot(y - dy, x - dx) <= width for dy, dx in dense)
+        ]
+        if n == 2:
+            assert not errors and np.isnan(got[n].item())
+            continue
+        assert errors, "the test image must have band pixels"
+        assert got[n].item() == pytest.approx(float(np.sqrt(np.mean(errors))), rel=1e-12)
+    with pytest.raises(ValueError, match="width"):
+        edge_band_rmse(torch.zeros(1, 4, 4), torch.zeros(1, 4, 4), window, threshold, 0.0)
+    with pytest.raises(ValueError, match="shapes differ"):
+        edge_band_rmse(torch.zeros(1, 4, 4), torch.zeros(1, 4, 5), window, threshold, 1.0)

@@ -78,22 +78,16 @@ def flat_region_rmse(
     Returns:
         float64 tensor (N,): the RMSE per slice, NaN where a slice has no flat pixel.
     """
-    if pred.shape != label.shape:
-        raise ValueError(f"pred and label shapes differ: {tuple(pred.shape)} vs {tuple(label.shape)}.")
+    pred, label = _slice_batch(pred, label)
     if not max_gradient > 0:
         raise ValueError(f"max_gradient must be > 0, got {max_gradient!r}.")
-    pred, label = pred.double(), label.double()
-    if pred.dim() == 3:
-        pred, label = pred.unsqueeze(1), label.unsqueeze(1)
     smooth = torch.tensor([1.0, 2.0, 1.0], dtype=torch.float64)
     diff = torch.tensor([-1.0, 0.0, 1.0], dtype=torch.float64)
     padded = torch.nn.functional.pad(label, (1, 1, 1, 1), mode="replicate")
     gy = torch.nn.functional.conv2d(padded, torch.outer(diff, smooth)[None, None]) / 8
     gx = torch.nn.functional.conv2d(padded, torch.outer(smooth, diff)[None, None]) / 8
     flat = (label > window[0]) & (label < window[1]) & (torch.hypot(gy, gx) < max_gradient)
-    squared = torch.where(flat, (pred - label) ** 2, torch.zeros_like(pred)).sum(dim=(1, 2, 3))
-    count = flat.sum(dim=(1, 2, 3))
-    return torch.where(count > 0, (squared / count.clamp_min(1)).sqrt(), torch.full_like(squared, math.nan))
+    return _masked_rmse(pred, label, flat)
 
 
 def edge_band_rmse(
@@ -117,19 +111,30 @@ def edge_band_rmse(
     Returns:
         float64 tensor (N,): the RMSE per slice, NaN where a slice has no band pixel.
     """
-    if pred.shape != label.shape:
-        raise ValueError(f"pred and label shapes differ: {tuple(pred.shape)} vs {tuple(label.shape)}.")
+    pred, label = _slice_batch(pred, label)
     if not width > 0:
         raise ValueError(f"width must be > 0 pixels, got {width!r}.")
-    pred, label = pred.double(), label.double()
-    if pred.dim() == 3:
-        pred, label = pred.unsqueeze(1), label.unsqueeze(1)
     radius = int(math.floor(width))
     offsets = torch.arange(-radius, radius + 1, dtype=torch.float64)
     disk = (torch.hypot(offsets[:, None], offsets[None, :]) <= width).double()[None, None]
     dense = (label >= threshold).double()
     near = torch.nn.functional.conv2d(dense, disk, padding=radius) > 0
     band = near & (label < threshold) & (label > window[0]) & (label < window[1])
-    squared = torch.where(band, (pred - label) ** 2, torch.zeros_like(pred)).sum(dim=(1, 2, 3))
-    count = band.sum(dim=(1, 2, 3))
+    return _masked_rmse(pred, label, band)
+
+
+def _slice_batch(pred: torch.Tensor, label: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+    """``(N, H, W)`` or ``(N, 1, H, W)`` slices of one shape as float64 ``(N, 1, H, W)``."""
+    if pred.shape != label.shape:
+        raise ValueError(f"pred and label shapes differ: {tuple(pred.shape)} vs {tuple(label.shape)}.")
+    pred, label = pred.double(), label.double()
+    if pred.dim() == 3:
+        pred, label = pred.unsqueeze(1), label.unsqueeze(1)
+    return pred, label
+
+
+def _masked_rmse(pred: torch.Tensor, label: torch.Tensor, mask: torch.Tensor) -> torch.Tensor:
+    """RMSE over the ``mask`` pixels of each ``(N, 1, H, W)`` slice, ``(N,)``; NaN for a slice without one."""
+    squared = torch.where(mask, (pred - label) ** 2, torch.zeros_like(pred)).sum(dim=(1, 2, 3))
+    count = mask.sum(dim=(1, 2, 3))
     return torch.where(count > 0, (squared / count.clamp_min(1)).sqrt(), torch.full_like(squared, math.nan))

@@ -19,7 +19,8 @@ baseline); and one row per
 ``restorer`` with those weights and any ``--override KEY=JSON`` settings, e.g. ``roi_size=[256,256]``). The first
 model row is compared slice by slice with every other row. Every row
 also gets its RMSE over flat soft tissue (residual noise and streaks), its RMSE over the soft tissue within 2 pixels
-of bone (edges and the streaks leaving the bone) and, on the shifted set, its means by group of slices (file and scanner, from the ``slices`` record of ``datalist_shifted.json``).
+of bone (edges and the streaks leaving the bone) and, on the shifted set, its means by group of slices (file and
+scanner, from the ``slices`` record of ``datalist_shifted.json``).
 
 Outputs, under ``--output-dir``: ``<set>/pairs/{validation,test}/{full,low}/`` (the in-distribution scans, written
 once per source, dose and seed), ``<set>/<method>/{summary.json,metrics.csv,tuning.json}``, ``<set>/figure.png``

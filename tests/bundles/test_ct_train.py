@@ -79,11 +79,9 @@ def test_train_config_is_merged_over_inference_json() -> None:
 def test_the_shifted_scanners_lie_outside_the_training_ranges() -> None:
     """scripts/prepare_ct_shifted.py's scanners must stay unseen: their view counts (the streaks) and incident
     fluxes (the noise level) outside train.json's ranges, the soft scanner's filter window not among training's."""
-    import importlib.util  # noqa: PLC0415
+    from tests.scripts import load_script  # noqa: PLC0415
 
-    spec = importlib.util.spec_from_file_location("shifted", CT_BUNDLE.parents[1] / "scripts" / "prepare_ct_shifted.py")
-    shifted = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(shifted)
+    shifted = load_script("prepare_ct_shifted")
     train = json.loads((CONFIGS / "train.json").read_text())
     (views_lo, views_hi), (flux_lo, flux_hi) = train["n_views"], train["incident_photons"]
     assert set(shifted.SCANNERS) == {"soft", "sharp"}

@@ -3,24 +3,21 @@ and figure for every bundle, the generated command-line reference and the pages 
 
 from __future__ import annotations
 
-import importlib.util
 import re
 from pathlib import Path
 
 import pytest
 
+from tests.scripts import load_script
+
 ROOT = Path(__file__).resolve().parents[2]
-SCRIPT = ROOT / "scripts" / "build_docs.py"
 
 pytest.importorskip("mkdocs", reason="the docs site needs mkdocs (the dev extra)")
 
 
 @pytest.fixture(scope="module")
 def site(tmp_path_factory: pytest.TempPathFactory) -> Path:
-    spec = importlib.util.spec_from_file_location("build_docs", SCRIPT)
-    module = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(module)
-    index = module.build(tmp_path_factory.mktemp("docs"))
+    index = load_script("build_docs").build(tmp_path_factory.mktemp("docs"))
     assert index.is_file()
     return index.parent
 

@@ -15,16 +15,9 @@ import numpy as np
 
 from monai_rwkv.data import write_nifti
 from tests.bundles.utils import CT_BUNDLE, phantom_ct_volume, tiny_inference_bundle
+from tests.scripts import load_script
 
-ROOT = Path(__file__).resolve().parents[2]
 AFFINE = np.diag([-3.0, 3.0, 5.0, 1.0])
-
-
-def _load(name: str):
-    spec = importlib.util.spec_from_file_location(name, ROOT / "scripts" / f"{name}.py")
-    module = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(module)
-    return module
 
 
 def _data(root: Path, seed: int) -> Path:
@@ -48,7 +41,7 @@ def _data(root: Path, seed: int) -> Path:
 
 
 def test_both_sets_rows_models_reuse_and_figures(tmp_path: Path, seed: int, capsys) -> None:
-    script = _load("ct_baselines")
+    script = load_script("ct_baselines")
     data = _data(tmp_path / "ct", seed)
     bundle, weights = tiny_inference_bundle(tmp_path / "bundle", CT_BUNDLE)
     reports, out = tmp_path / "runs", tmp_path / "report.md"
@@ -144,7 +137,7 @@ def test_both_sets_rows_models_reuse_and_figures(tmp_path: Path, seed: int, caps
 def test_bm3d_row_and_method_errors(tmp_path: Path, seed: int, capsys) -> None:
     import pytest  # noqa: PLC0415
 
-    script = _load("ct_baselines")
+    script = load_script("ct_baselines")
     data = _data(tmp_path / "ct", seed)
     bundle, weights = tiny_inference_bundle(tmp_path / "bundle", CT_BUNDLE)
     argv = ["--data-dir", str(data), "--output-dir", str(tmp_path / "runs"), "--out", str(tmp_path / "r.md")]
@@ -170,7 +163,7 @@ def test_bm3d_row_and_method_errors(tmp_path: Path, seed: int, capsys) -> None:
 
 
 def test_the_figure_shows_the_group_where_the_model_trails_non_local_means_most(tmp_path: Path) -> None:
-    script = _load("ct_baselines")
+    script = load_script("ct_baselines")
     slices = {
         "head": ["soft", "sharp", "soft"],
         "body": [{"scanner": "soft"}, {"scanner": "sharp"}, {"scanner": "sharp"}],
@@ -195,7 +188,7 @@ def test_override_reaches_the_model_rows(tmp_path: Path, seed: int, capsys) -> N
     that is not JSON stays a string; a spec without ``=`` is a usage error."""
     import pytest  # noqa: PLC0415
 
-    script = _load("ct_baselines")
+    script = load_script("ct_baselines")
     assert script.lib.parse_override("roi_size=[256, 256]") == ("roi_size", [256, 256])
     assert script.lib.parse_override("overlap=0.5") == ("overlap", 0.5)
     assert script.lib.parse_override("device=cpu") == ("device", "cpu")

@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import importlib.util
 import json
 import math
 from pathlib import Path
@@ -14,19 +13,16 @@ from scipy import ndimage
 
 from monai_rwkv.data import write_nifti
 from tests.bundles.utils import tiny_inference_bundle
+from tests.scripts import load_script
 
 ROOT = Path(__file__).resolve().parents[2]
-SCRIPT = ROOT / "scripts" / "mri_baselines.py"
 BUNDLE = ROOT / "bundles" / "restore_rwkv_mri_sr"
 #: odd and even sizes, non-square slices; three slices per slab.
 SOURCES = {"colin1mm": (45, 52), "colin05mm": (50, 44), "mni152": (40, 40)}
 
 
 def _script():
-    spec = importlib.util.spec_from_file_location("mri_baselines", SCRIPT)
-    module = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(module)
-    return module
+    return load_script("mri_baselines")
 
 
 @pytest.fixture(scope="module")

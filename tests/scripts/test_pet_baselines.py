@@ -4,7 +4,6 @@ rows, tuning, the model row through a tiny bundle, paired differences, lesion an
 from __future__ import annotations
 
 import csv
-import importlib.util
 import json
 import math
 from pathlib import Path
@@ -12,21 +11,15 @@ from pathlib import Path
 import pytest
 
 from tests.bundles.utils import tiny_inference_bundle
+from tests.scripts import load_script
 from tests.scripts.test_prepare_pet_phantoms import write_maps
 
 ROOT = Path(__file__).resolve().parents[2]
 BUNDLE = ROOT / "bundles" / "restore_rwkv_pet_synthesis"
 
 
-def _load(name: str):
-    spec = importlib.util.spec_from_file_location(name, ROOT / "scripts" / f"{name}.py")
-    module = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(module)
-    return module
-
-
 def test_main_rows_tuning_model_lesions_reuse_and_figure(tmp_path: Path, seed: int, capsys) -> None:
-    prep, baselines = _load("prepare_pet_phantoms"), _load("pet_baselines")
+    prep, baselines = load_script("prepare_pet_phantoms"), load_script("pet_baselines")
     data = tmp_path / "pet"
     maps = write_maps(tmp_path / "maps", seed)
     argv = ["--maps-dir", str(maps), "--out", str(data), "--fov", "32", "--seed", str(seed)]

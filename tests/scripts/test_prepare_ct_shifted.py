@@ -3,23 +3,16 @@ world position and HU, on random volumes and oblique affines."""
 
 from __future__ import annotations
 
-import importlib.util
-from pathlib import Path
-
 import nibabel as nib
 import numpy as np
 import pytest
 
-ROOT = Path(__file__).resolve().parents[2]
-SCRIPT = ROOT / "scripts" / "prepare_ct_shifted.py"
+from tests.scripts import load_script
 
 
 @pytest.fixture(scope="module")
 def prep() -> object:
-    spec = importlib.util.spec_from_file_location("prepare_ct_shifted", SCRIPT)
-    module = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(module)
-    return module
+    return load_script("prepare_ct_shifted")
 
 
 def random_affine(rng: np.random.Generator) -> np.ndarray:

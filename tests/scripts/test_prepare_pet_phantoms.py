@@ -3,7 +3,6 @@ ranges, split by world z, idempotence and reproducibility."""
 
 from __future__ import annotations
 
-import importlib.util
 import json
 from pathlib import Path
 
@@ -11,17 +10,14 @@ import nibabel as nib
 import numpy as np
 import pytest
 
-ROOT = Path(__file__).resolve().parents[2]
-SCRIPT = ROOT / "scripts" / "prepare_pet_phantoms.py"
+from tests.scripts import load_script
+
 FOV = 28  # 2 mm voxels
 
 
 @pytest.fixture(scope="module")
 def prep() -> object:
-    spec = importlib.util.spec_from_file_location("prepare_pet_phantoms", SCRIPT)
-    module = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(module)
-    return module
+    return load_script("prepare_pet_phantoms")
 
 
 def write_maps(folder: Path, seed: int) -> Path:

@@ -244,9 +244,10 @@ def set_table(set_name: str, rows: Sequence[lib.Row], models: Sequence[lib.Row],
         "",
         lib.paired_table(models[0], [r for r in rows if r is not models[0]]),
     ]
-    flat = {None: flat_errors(set_name, None, args)} | {r.method: flat_errors(set_name, r.method, args) for r in rows}
+    regions = {m: region_errors(set_name, m, args) for m in [None] + [r.method for r in rows]}
+    flat = {m: None if e is None else e["flat"] for m, e in regions.items()}
+    edge = {m: None if e is None else e["edge"] for m, e in regions.items()}
     lines.append(flat_table(rows, flat))
-    edge = {None: edge_errors(set_name, None, args)} | {r.method: edge_errors(set_name, r.method, args) for r in rows}
     lines.append(
         region_table(
             f"Error next to bone (reference inside the window and below {BONE_HU:g} HU, within {EDGE_BAND_PX:g} "
@@ -264,29 +265,19 @@ def set_table(set_name: str, rows: Sequence[lib.Row], models: Sequence[lib.Row],
     return "\n".join(lines)
 
 
-def flat_errors(set_name: str, method: str | None, args) -> dict[tuple[str, int], float] | None:
-    """Per-slice :func:`~monai_rwkv.metrics.flat_region_rmse` of a row's restored test images (``method`` None: the
-    low-dose input), keyed like :attr:`lib.Row.slices`; None when the row's images were not kept."""
-    return region_errors(
-        set_name, method, args, lambda pred, ref: flat_region_rmse(pred, ref, CT_EVAL_WINDOW, FLAT_GRADIENT_HU)
-    )
+#: The per-slice region errors of the report, ``(pred, reference)`` slices ``(N, H, W)`` in HU -> ``(N,)``.
+REGION_METRICS: dict[str, Callable[[torch.Tensor, torch.Tensor], torch.Tensor]] = {
+    "flat": lambda pred, ref: flat_region_rmse(pred, ref, CT_EVAL_WINDOW, FLAT_GRADIENT_HU),
+    "edge": lambda pred, ref: edge_band_rmse(pred, ref, CT_EVAL_WINDOW, BONE_HU, EDGE_BAND_PX),
+}
 
 
-def edge_errors(set_name: str, method: str | None, args) -> dict[tuple[str, int], float] | None:
-    """Per-slice :func:`~monai_rwkv.metrics.edge_band_rmse` (soft tissue next to bone), as :func:`flat_errors`."""
-    return region_errors(
-        set_name, method, args, lambda pred, ref: edge_band_rmse(pred, ref, CT_EVAL_WINDOW, BONE_HU, EDGE_BAND_PX)
-    )
-
-
-def region_errors(
-    set_name: str, method: str | None, args, metric: Callable[[torch.Tensor, torch.Tensor], torch.Tensor]
-) -> dict[tuple[str, int], float] | None:
-    """Per-slice ``metric(pred, reference)`` (``(N, H, W)`` slices in HU -> ``(N,)``, NaN for no pixel) of a row's
-    restored test images (``method`` None: the low-dose input), keyed like :attr:`lib.Row.slices`; slices whose
-    windowed reference is constant or whose value is NaN left out; None when the row's images were not kept."""
+def region_errors(set_name: str, method: str | None, args) -> dict[str, dict[tuple[str, int], float]] | None:
+    """Per-slice :data:`REGION_METRICS` of a row's restored test images (``method`` None: the low-dose input), by
+    metric name, each keyed like :attr:`lib.Row.slices`; slices whose windowed reference is constant or whose value
+    is NaN (no pixel in the region) left out; None when the row's images were not kept."""
     full, low = pair_folders(args, set_name, "test")
-    errors = {}
+    errors: dict[str, dict[tuple[str, int], float]] = {name: {} for name in REGION_METRICS}
     for reference in find_inputs(full):
         path = low / reference.path.name
         if method is not None:
@@ -294,16 +285,18 @@ def region_errors(
         if not path.is_file():
             return None
         clean = read_volume(reference)
-        values = metric(read_volume(find_inputs(path)[0])[0].permute(2, 0, 1), clean[0].permute(2, 0, 1))
-        for k, (value, constant) in enumerate(zip(values.tolist(), constant_slices(clean, CT_EVAL_WINDOW).tolist())):
-            if not constant and math.isfinite(value):
-                errors[(reference.name, k)] = value
+        pred, ref = read_volume(find_inputs(path)[0])[0].permute(2, 0, 1), clean[0].permute(2, 0, 1)
+        constant = constant_slices(clean, CT_EVAL_WINDOW).tolist()
+        for name, metric in REGION_METRICS.items():
+            for k, (value, is_constant) in enumerate(zip(metric(pred, ref).tolist(), constant)):
+                if not is_constant and math.isfinite(value):
+                    errors[name][(reference.name, k)] = value
     return errors
 
 
 def flat_table(rows: Sequence[lib.Row], flat: dict[str | None, dict[tuple[str, int], float] | None]) -> str:
-    """Residual noise and streaks: the RMSE over flat soft tissue per row (``flat``: :func:`flat_errors` by method,
-    None for the low-dose input), and the first model's paired difference."""
+    """Residual noise and streaks: the RMSE over flat soft tissue per row (``flat``: :func:`region_errors`' "flat" by
+    method, None for the low-dose input), and the first model's paired difference."""
     return region_table(
         f"Residual error in flat soft tissue (reference inside the window, Sobel gradient < {FLAT_GRADIENT_HU:g} "
         "HU/pixel: where noise and streaks show): RMSE in HU, mean ± std over slices; Δ: first model minus row, "
@@ -317,8 +310,9 @@ def flat_table(rows: Sequence[lib.Row], flat: dict[str | None, dict[tuple[str, i
 def region_table(
     title: str, column: str, rows: Sequence[lib.Row], region: dict[str | None, dict[tuple[str, int], float] | None]
 ) -> str:
-    """Markdown: a per-slice error (``region``: :func:`region_errors` by method, None for the low-dose input) per
-    row, mean ± std over the slices it shares with the first model, and the first model's paired difference."""
+    """Markdown: a per-slice error per row (``region``: one metric of :func:`region_errors` by method, None for the
+    low-dose input), mean ± std over the slices it shares with the first model, and the first model's paired
+    difference."""
     lines = [title, "", f"| Method | {column} | Δ (HU) | wins |", "|---|---|---|---|"]
     model = region[rows[0].method]
     for label, method in [("Low-dose input", None)] + [(r.label, r.method) for r in rows]:

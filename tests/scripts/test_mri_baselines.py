@@ -21,13 +21,9 @@ BUNDLE = ROOT / "bundles" / "restore_rwkv_mri_sr"
 SOURCES = {"colin1mm": (45, 52), "colin05mm": (50, 44), "mni152": (40, 40)}
 
 
-def _script():
-    return load_script("mri_baselines")
-
-
 @pytest.fixture(scope="module")
 def mri() -> object:
-    return _script()
+    return load_script("mri_baselines")
 
 
 def _dataset(folder: Path, seed: int) -> Path:

@@ -3,8 +3,11 @@
 Usage (from the repository root, on a machine with a CUDA GPU; ``data/ct`` from scripts/prepare_ct_data.py makes
 the volume real CT, else a phantom)::
 
-    python benchmarks/gpu_levers.py --out cuda_results --deadline 420 --write benchmarks/RESULTS.md
+    python benchmarks/gpu_levers.py --out cuda_results --deadline 340 --write benchmarks/RESULTS.md
     python benchmarks/gpu_levers.py --device cpu --size 64 --slices 4 --batches 2 --out /tmp/levers   # dry run
+
+``--compile`` adds the torch.compile cells after every eager cell; on an H200 (16 CPU cores) compiling the light
+network for one whole-slice batch did not finish in about 190 s, so they are opt-in.
 
 Three parts, each row printed and appended to ``OUT/levers.md`` as soon as it is measured (a run stopped at its
 limit keeps what it finished); cells that would start after ``--deadline`` seconds are skipped, and torch.compile
@@ -15,14 +18,16 @@ cells come last in each part:
    (:class:`~monai_rwkv.inference.SliceWiseRestorer`: 128^2 patches, overlap 0.25, Gaussian blending) in float32
    and with float16 autocast; the same restorer with whole slices (ROI = the slice, overlap 0); and a direct
    whole-slice loop (pinned host buffers, ``batch`` slices per forward) in each precision: float32, bfloat16 /
-   float16 autocast, float16 / bfloat16 weights, and torch.compile of those. Accuracy: PSNR over the HU range
-   (4096 HU) and the largest difference against the float32 eager result of the same tiling.
+   float16 autocast, float16 / bfloat16 weights, and torch.compile of those. On CUDA, rows marked "+ Triton LN"
+   run with the Triton LayerNorm switched on (:data:`monai_rwkv.ops.norm.TRITON_LAYER_NORM`). Accuracy: PSNR over
+   the HU range (4096 HU) and the largest difference against the float32 eager result of the same tiling.
 2. **Paper preset and MONAI's Restormer, one slice**: ms per ``size^2`` slice at batch 1 and 8, float32 and
    bfloat16 autocast, eager and compiled (``triton.testing.do_bench`` medians on CUDA).
 3. **Training step** (batch 8 of 128^2, forward, L1, backward, AdamW): paper, light and Restormer, float32 and
    bfloat16 autocast, eager and compiled.
 
-A ``--profile`` file lists the CUDA kernels of the fastest eager whole-slice forward by total time.
+On CUDA, ``OUT/profile.txt`` lists the CUDA kernels of the fastest eager whole-slice loop by total time and
+``OUT/profile_train.txt`` those of one paper-preset training step.
 """
 
 from __future__ import annotations
@@ -50,6 +55,7 @@ from benchmarks.common import header_lines, write_section  # noqa: E402
 from benchmarks.network import build, ct_volume, sync  # noqa: E402
 from monai_rwkv.inference import SliceWiseRestorer, load_network  # noqa: E402
 from monai_rwkv.networks.nets import RestoreRWKV  # noqa: E402
+from monai_rwkv.ops import norm  # noqa: E402
 
 SECTION = "## GPU levers: precision, compilation, whole slices (benchmarks/gpu_levers.py)"
 BUNDLE = REPO / "bundles" / "restore_rwkv_ct_denoise"
@@ -160,6 +166,19 @@ class WholeSlices:
         return dst.permute(2, 1, 0)[None]
 
 
+def with_triton_norm(fn: Callable[[torch.Tensor], torch.Tensor]) -> Callable[[torch.Tensor], torch.Tensor]:
+    """``fn`` with the Triton LayerNorm switched on (:data:`monai_rwkv.ops.norm.TRITON_LAYER_NORM`) while it runs."""
+
+    def run(volume: torch.Tensor) -> torch.Tensor:
+        before, norm.TRITON_LAYER_NORM = norm.TRITON_LAYER_NORM, True
+        try:
+            return fn(volume)
+        finally:
+            norm.TRITON_LAYER_NORM = before
+
+    return run
+
+
 def time_runs(fn: Callable[[], Any], device: torch.device, repeats: int) -> tuple[float, float, Any]:
     """(seconds of the first call, median seconds of ``repeats`` later calls, the last result)."""
     sync(device)
@@ -218,6 +237,7 @@ class VolumePart:
         self.net = light_network(device)
         self.refs: dict[str, torch.Tensor] = {}
         self.nets = {"fp32": (self.net, None, torch.float32)}
+        self.triton_norm_rows = ("fp32", "fp16 autocast", "fp16 weights") if device.type == "cuda" else ()
         for key, dtype in HALF.items():
             self.nets[f"{key} autocast"] = (self.net, dtype, torch.float32)
         if device.type == "cuda":
@@ -263,14 +283,17 @@ class VolumePart:
                 amp=amp,
                 progress=False,
             )
-            self.measure(
-                "patches 128, overlap 0.25 (bundle)",
-                "fp16 autocast" if amp else "fp32",
-                patch_batch,
-                False,
-                restorer,
-                30,
-            )
+            precision = "fp16 autocast" if amp else "fp32"
+            self.measure("patches 128, overlap 0.25 (bundle)", precision, patch_batch, False, restorer, 30)
+            if device.type == "cuda" and norm.kernel_available():
+                self.measure(
+                    "patches 128, overlap 0.25 (bundle)",
+                    precision + " + Triton LN",
+                    patch_batch,
+                    False,
+                    with_triton_norm(restorer),
+                    30,
+                )
         restorer = SliceWiseRestorer(
             self.net,
             roi_size=(size, size),
@@ -284,15 +307,20 @@ class VolumePart:
         best: tuple[float, str] = (0.0, "fp32")
         for batch in opts.batches:  # float32 first: the reference of the direct tiling
             for name, (module, amp, input_dtype) in self.nets.items():
-                rate = self.measure(
-                    "whole slice, direct", name, batch, False, WholeSlices(module, batch, device, amp, input_dtype), 20
-                )
+                restore = WholeSlices(module, batch, device, amp, input_dtype)
+                rate = self.measure("whole slice, direct", name, batch, False, restore, 20)
                 if rate and rate > best[0]:
                     best = (rate, name)
+                if name in self.triton_norm_rows and norm.kernel_available():
+                    label = name + " + Triton LN"
+                    rate = self.measure("whole slice, direct", label, batch, False, with_triton_norm(restore), 20)
+                    if rate and rate > best[0]:
+                        best = (rate, label)
         if opts.profile is not None and device.type == "cuda" and self.rep.left() > 20:
-            module, amp, input_dtype = self.nets[best[1]]
+            module, amp, input_dtype = self.nets[best[1].removesuffix(" + Triton LN")]
+            restore = WholeSlices(module, opts.batches[0], device, amp, input_dtype)
             try:
-                profile(WholeSlices(module, opts.batches[0], device, amp, input_dtype), self.volume, opts.profile)
+                profile(with_triton_norm(restore) if "Triton" in best[1] else restore, self.volume, opts.profile)
                 self.rep.note(
                     f"- {opts.profile.name}: CUDA kernels of the direct whole-slice loop ({best[1]}, batch "
                     f"{opts.batches[0]}) by total time"
@@ -316,7 +344,7 @@ class VolumePart:
             )
 
 
-def profile(restore: WholeSlices, volume: torch.Tensor, path: Path) -> None:
+def profile(restore: Callable[[torch.Tensor], torch.Tensor], volume: torch.Tensor, path: Path) -> None:
     from torch.profiler import ProfilerActivity
     from torch.profiler import profile as torch_profile
 
@@ -414,7 +442,8 @@ class TrainPart:
             ["model", "precision", "compiled", "ms per step", "patches/s", "first step s", "peak MiB"],
         )
 
-    def cell(self, name: str, precision: str, is_compiled: bool) -> None:
+    def cell(self, name: str, precision: str, is_compiled: bool, profile_to: Optional[Path] = None) -> None:
+        """One row; with ``profile_to``, no row: the CUDA kernels of one step after the warm-up, to that file."""
         opts, device = self.opts, self.device
         if self.rep.left() < (120 if is_compiled else 20):
             self.rep.row(self.key, name, precision, is_compiled, f"skipped: {self.rep.left():.0f} s left", "", "", "")
@@ -435,6 +464,17 @@ class TrainPart:
             loss.backward()
             opt.step()
 
+        if profile_to is not None:
+            from torch.profiler import ProfilerActivity
+            from torch.profiler import profile as torch_profile
+
+            time_runs(step, device, 1)
+            with torch_profile(activities=[ProfilerActivity.CPU, ProfilerActivity.CUDA]) as prof:
+                step()
+                sync(device)
+            table = prof.key_averages().table(sort_by="cuda_time_total", row_limit=50, max_name_column_width=80)
+            profile_to.write_text(table)
+            return
         try:
             if device.type == "cuda":
                 torch.cuda.reset_peak_memory_stats(device)
@@ -457,6 +497,13 @@ class TrainPart:
         for name in ("restore-rwkv-paper", "restormer", "restore-rwkv-light"):
             for precision in ("fp32", "bf16 autocast"):
                 self.cell(name, precision, False)
+        path = self.opts.train_profile
+        if path is not None and self.device.type == "cuda" and self.rep.left() > 30:
+            try:
+                self.cell("restore-rwkv-paper", "fp32", False, profile_to=path)
+                self.rep.note(f"- {path.name}: CUDA kernels of one paper-preset training step (fp32) by total time")
+            except Exception as err:
+                self.rep.note(f"- training profile {_failure(err)}")
 
     def compiled(self) -> None:
         for name in ("restore-rwkv-paper", "restormer", "restore-rwkv-light"):
@@ -476,7 +523,9 @@ def parse_args(argv: Optional[list[str]] = None) -> argparse.Namespace:
         default=["fp16 weights", "bf16 autocast", "fp32"],
         help="precisions of the direct loop also timed under torch.compile (first batch size)",
     )
-    p.add_argument("--no-compile", action="store_true", help="skip every torch.compile cell")
+    p.add_argument(
+        "--compile", action="store_true", help="also the torch.compile cells (after every eager cell; minutes each)"
+    )
     p.add_argument("--parts", nargs="+", default=["volume", "slice", "train"], choices=["volume", "slice", "train"])
     p.add_argument("--train-batch", type=int, default=8)
     p.add_argument("--train-patch", type=int, default=128)
@@ -485,6 +534,7 @@ def parse_args(argv: Optional[list[str]] = None) -> argparse.Namespace:
     p.add_argument("--write", type=Path, default=None, help="RESULTS.md to write the section into")
     opts = p.parse_args(argv)
     opts.profile = opts.out / "profile.txt" if opts.out is not None else None
+    opts.train_profile = opts.out / "profile_train.txt" if opts.out is not None else None
     return opts
 
 
@@ -497,7 +547,7 @@ def main(argv: Optional[list[str]] = None) -> None:
     parts = [classes[name](opts, device, rep) for name in opts.parts]
     for part in parts:  # every eager cell first: compilation takes minutes per cell
         part.eager()
-    if not opts.no_compile:
+    if opts.compile:
         for part in parts:
             part.compiled()
     if opts.write:

@@ -10,12 +10,7 @@ sequences cover several chunks and several blocks of the chunk-level scan.
 from __future__ import annotations
 
 import importlib
-import inspect
-import json
 import os
-import subprocess
-import sys
-from pathlib import Path
 from typing import Any
 
 import pytest
@@ -24,6 +19,7 @@ import torch
 from monai_rwkv.ops import bi_wkv, bi_wkv_quadratic
 
 from .compile_checks import assert_compiled_like_eager
+from .triton_launches import POINTER_TYPES, LaunchRecorder, assert_launches_compile
 
 DEVICE = torch.device("cuda" if torch.cuda.is_available() else "cpu")
 if DEVICE.type == "cpu":
@@ -274,41 +270,6 @@ def test_torch_compile_keeps_the_triton_kernels(seed: int) -> None:
 
 
 _LAUNCHED = ("_chunk_summary", "_chunk_scan", "_chunk_output", "_grad_prep", "_grad_output")
-_POINTER_TYPES = {torch.float32: "*fp32", torch.float16: "*fp16", torch.bfloat16: "*bf16"}
-
-
-class _LaunchRecorder:
-    """Stands in for a kernel in the module: records what each launch passes (argument types, constants, launch
-    options) into ``launches``, then launches the kernel itself."""
-
-    def __init__(self, name: str, kernel: Any, launches: list[dict[str, Any]]) -> None:
-        self.name, self.kernel, self.launches = name, kernel, launches
-
-    def __getitem__(self, grid: tuple[int, ...]) -> Any:
-        def launch(*args: Any, **kwargs: Any) -> Any:
-            self.launches.append(self._describe(args, kwargs))
-            return self.kernel[grid](*args, **kwargs)
-
-        return launch
-
-    def _describe(self, args: tuple[Any, ...], kwargs: dict[str, Any]) -> dict[str, Any]:
-        params = inspect.signature(self.kernel.fn).parameters
-        options = {key: kwargs[key] for key in ("num_warps", "num_stages") if key in kwargs}
-        bound = {**dict(zip(params, args)), **{key: kwargs[key] for key in kwargs if key not in options}}
-        signature, constexprs = {}, {}
-        for name, param in params.items():
-            value = bound[name]
-            if "constexpr" in str(param.annotation):
-                signature[name], constexprs[name] = "constexpr", value
-            elif isinstance(value, torch.Tensor):
-                signature[name] = _POINTER_TYPES[value.dtype]
-            elif isinstance(value, bool):
-                signature[name] = "i1"
-            elif isinstance(value, int):
-                signature[name] = "i32" if abs(value) < 2**31 else "i64"
-            else:
-                signature[name] = "fp32"
-        return {"kernel": self.name, "signature": signature, "constexprs": constexprs, "options": options}
 
 
 def test_every_kernel_variant_compiles_for_cuda(monkeypatch: pytest.MonkeyPatch, seed: int) -> None:
@@ -318,8 +279,8 @@ def test_every_kernel_variant_compiles_for_cuda(monkeypatch: pytest.MonkeyPatch,
     ptxas that ships with triton, in a process of its own without the interpreter and without a GPU."""
     launches: list[dict[str, Any]] = []
     for name in _LAUNCHED:
-        monkeypatch.setattr(kernels, name, _LaunchRecorder(name, getattr(kernels, name), launches))
-    for dtype in _POINTER_TYPES:
+        monkeypatch.setattr(kernels, name, LaunchRecorder(name, getattr(kernels, name), launches))
+    for dtype in POINTER_TYPES:
         w, u, k, v = _inputs(150, 16, 1, seed, decay_max=20.0, k_max=5.0)
         k, v = (x.to(dtype).requires_grad_() for x in (k, v))
         bi_wkv(w, u, k, v, backend="triton").sum().backward()  # default settings: chunk 128
@@ -328,17 +289,4 @@ def test_every_kernel_variant_compiles_for_cuda(monkeypatch: pytest.MonkeyPatch,
         settings = {"chunk": 64, "chunk_block": 16, "bounded": bounded}
         out, state, plan = kernels.wkv_forward(w, u, k, v, return_state=True, **settings)
         kernels.wkv_backward(w, u, k, v, state, torch.ones_like(out), plan)
-    unique = list({json.dumps(launch, sort_keys=True): launch for launch in launches}.values())
-    assert {launch["kernel"] for launch in unique} == set(_LAUNCHED)
-    helper = Path(__file__).with_name("_compile_triton_kernels.py")
-    env = {**os.environ, "TRITON_INTERPRET": "0"}
-    done = subprocess.run(
-        [sys.executable, str(helper), "--arch", "80", "90"],
-        input=json.dumps(unique),
-        capture_output=True,
-        text=True,
-        env=env,
-        timeout=900,
-    )
-    assert done.returncode == 0, done.stderr[-3000:]
-    assert done.stdout.count("bytes of cubin") == 2 * len(unique), done.stdout
+    assert_launches_compile(launches, "monai_rwkv.ops._triton_wkv", _LAUNCHED)

@@ -1,7 +1,7 @@
 """Building blocks of Restore-RWKV (MONAI style: every block takes ``spatial_dims``)."""
 
 from .omni_shift import OmniShift
-from .rwkv import ChannelMix, ReWKV, RWKVBlock, scan_order, to_image, to_tokens
+from .rwkv import ChannelMix, ReWKV, RWKVBlock, TokenLayerNorm, scan_order, to_image, to_tokens
 from .sampling import Downsample, PixelShuffle, PixelUnshuffle, Upsample
 
 __all__ = [
@@ -11,6 +11,7 @@ __all__ = [
     "PixelShuffle",
     "PixelUnshuffle",
     "RWKVBlock",
+    "TokenLayerNorm",
     "ReWKV",
     "Upsample",
     "scan_order",

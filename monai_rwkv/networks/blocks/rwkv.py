@@ -8,10 +8,11 @@ import torch
 from torch import nn
 
 from monai_rwkv.ops import bi_wkv
+from monai_rwkv.ops.norm import layer_norm
 
 from .omni_shift import _CONV_FN, OmniShift
 
-__all__ = ["ChannelMix", "RWKVBlock", "ReWKV", "pointwise", "scan_order", "to_image", "to_tokens"]
+__all__ = ["ChannelMix", "RWKVBlock", "ReWKV", "TokenLayerNorm", "pointwise", "scan_order", "to_image", "to_tokens"]
 
 
 def to_tokens(x: torch.Tensor) -> torch.Tensor:
@@ -174,6 +175,15 @@ class ChannelMix(nn.Module):
         return torch.sigmoid(gate) * self.value(torch.square(torch.relu(hidden)))
 
 
+class TokenLayerNorm(nn.LayerNorm):
+    """:class:`torch.nn.LayerNorm` over the channels of ``(B, T, C)`` tokens (same parameters and state dict) that
+    runs through :func:`monai_rwkv.ops.norm.layer_norm`: the Triton kernel for CUDA inference when its switch is
+    on, ``F.layer_norm`` otherwise."""
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return layer_norm(x, self.weight, self.bias, self.eps)
+
+
 class RWKVBlock(nn.Module):
     """Pre-norm residual block: ``x + gamma1 * ReWKV(LN(x))``, then ``x + gamma2 * ChannelMix(LN(x))``.
 
@@ -190,8 +200,8 @@ class RWKVBlock(nn.Module):
 
     def __init__(self, spatial_dims: int, channels: int, recurrence: int, hidden_rate: int = 4) -> None:
         super().__init__()
-        self.ln1 = nn.LayerNorm(channels, eps=1e-5)
-        self.ln2 = nn.LayerNorm(channels, eps=1e-5)
+        self.ln1 = TokenLayerNorm(channels, eps=1e-5)
+        self.ln2 = TokenLayerNorm(channels, eps=1e-5)
         self.att = ReWKV(spatial_dims, channels, recurrence)
         self.ffn = ChannelMix(spatial_dims, channels, hidden_rate)
         self.gamma1 = nn.Parameter(torch.ones(channels))

@@ -1,0 +1,55 @@
+"""LayerNorm over the channels of ``(B, T, C)`` tokens, with an optional Triton kernel for CUDA inference.
+
+PyTorch's CUDA LayerNorm is slow for the narrow rows of Restore-RWKV (``C`` = 16-128, millions of rows):
+profiled on an NVIDIA H200 it took 43 % of the light network's whole-slice forward (benchmarks/NOTES.md). The
+kernel of :mod:`monai_rwkv.ops._triton_norm` normalises tiles of rows in registers instead. It is off by default
+until a GPU run has measured it (``benchmarks/gpu_levers.py`` times both): set :data:`TRITON_LAYER_NORM` to True,
+or the environment variable ``MONAI_RWKV_TRITON_LAYER_NORM=1`` before import, to use it.
+"""
+
+from __future__ import annotations
+
+import os
+
+import torch
+import torch.nn.functional as F
+
+from .wkv import _LazyKernels, _needs_torch_graph, _triton_interpreted
+
+__all__ = ["TRITON_LAYER_NORM", "kernel_available", "layer_norm", "triton_layer_norm_applies"]
+
+#: The switch: run eligible LayerNorms (see :func:`triton_layer_norm_applies`) through the Triton kernel.
+TRITON_LAYER_NORM = os.environ.get("MONAI_RWKV_TRITON_LAYER_NORM", "0") not in ("", "0")
+
+_KERNEL = _LazyKernels("monai_rwkv.ops._triton_norm")
+_DTYPES = (torch.float32, torch.float16, torch.bfloat16)
+
+
+def kernel_available() -> bool:
+    """Whether the Triton kernel can be used (triton importable)."""
+    return _KERNEL.module is not None
+
+
+def triton_layer_norm_applies(x: torch.Tensor, weight: torch.Tensor | None, bias: torch.Tensor | None) -> bool:
+    """Whether :func:`layer_norm` takes the Triton kernel for these arguments: the switch is on; a CUDA tensor (or
+    any, under ``TRITON_INTERPRET=1``) of float32/float16/bfloat16 with weight and bias; nothing needs gradients
+    (the kernel has no backward); and nothing is being compiled, traced or exported (they see ``F.layer_norm``)."""
+    if not TRITON_LAYER_NORM or weight is None or bias is None:
+        return False
+    if x.device.type != "cuda" and not _triton_interpreted():
+        return False
+    if x.dtype not in _DTYPES or torch.compiler.is_compiling() or _needs_torch_graph():
+        return False
+    if torch.is_grad_enabled() and any(t.requires_grad for t in (x, weight, bias)):
+        return False
+    return kernel_available()
+
+
+def layer_norm(
+    x: torch.Tensor, weight: torch.Tensor | None, bias: torch.Tensor | None, eps: float = 1e-5
+) -> torch.Tensor:
+    """``F.layer_norm(x, (C,), weight, bias, eps)`` over the last axis of ``x`` ``(..., C)``, through the Triton
+    kernel where :func:`triton_layer_norm_applies` (float32 arithmetic; the result is contiguous)."""
+    if triton_layer_norm_applies(x, weight, bias):
+        return _KERNEL.module.layer_norm_forward(x, weight, bias, eps)
+    return F.layer_norm(x, x.shape[-1:], weight, bias, eps)

@@ -41,8 +41,8 @@ import statistics
 import sys
 import time
 import traceback
-from collections.abc import Callable
-from contextlib import nullcontext
+from collections.abc import Callable, Iterator
+from contextlib import contextmanager, nullcontext
 from pathlib import Path
 from typing import Any, Optional
 
@@ -166,15 +166,25 @@ class WholeSlices:
         return dst.permute(2, 1, 0)[None]
 
 
+TRITON_LN = " + Triton LN"  # the suffix of a precision label whose rows run with the Triton LayerNorm
+
+
+@contextmanager
+def triton_norm(on: bool) -> Iterator[None]:
+    """The Triton LayerNorm (:data:`monai_rwkv.ops.norm.TRITON_LAYER_NORM`) switched ``on`` or off inside."""
+    before, norm.TRITON_LAYER_NORM = norm.TRITON_LAYER_NORM, on
+    try:
+        yield
+    finally:
+        norm.TRITON_LAYER_NORM = before
+
+
 def with_triton_norm(fn: Callable[[torch.Tensor], torch.Tensor]) -> Callable[[torch.Tensor], torch.Tensor]:
-    """``fn`` with the Triton LayerNorm switched on (:data:`monai_rwkv.ops.norm.TRITON_LAYER_NORM`) while it runs."""
+    """``fn`` with the Triton LayerNorm switched on while it runs."""
 
     def run(volume: torch.Tensor) -> torch.Tensor:
-        before, norm.TRITON_LAYER_NORM = norm.TRITON_LAYER_NORM, True
-        try:
+        with triton_norm(True):
             return fn(volume)
-        finally:
-            norm.TRITON_LAYER_NORM = before
 
     return run
 
@@ -288,7 +298,7 @@ class VolumePart:
             if device.type == "cuda" and norm.kernel_available():
                 self.measure(
                     "patches 128, overlap 0.25 (bundle)",
-                    precision + " + Triton LN",
+                    precision + TRITON_LN,
                     patch_batch,
                     False,
                     with_triton_norm(restorer),
@@ -312,15 +322,16 @@ class VolumePart:
                 if rate and rate > best[0]:
                     best = (rate, name)
                 if name in self.triton_norm_rows and norm.kernel_available():
-                    label = name + " + Triton LN"
+                    label = name + TRITON_LN
                     rate = self.measure("whole slice, direct", label, batch, False, with_triton_norm(restore), 20)
                     if rate and rate > best[0]:
                         best = (rate, label)
         if opts.profile is not None and device.type == "cuda" and self.rep.left() > 20:
-            module, amp, input_dtype = self.nets[best[1].removesuffix(" + Triton LN")]
+            module, amp, input_dtype = self.nets[best[1].removesuffix(TRITON_LN)]
             restore = WholeSlices(module, opts.batches[0], device, amp, input_dtype)
             try:
-                profile(with_triton_norm(restore) if "Triton" in best[1] else restore, self.volume, opts.profile)
+                fast = with_triton_norm(restore) if best[1].endswith(TRITON_LN) else restore
+                profile(fast, self.volume, opts.profile)
                 self.rep.note(
                     f"- {opts.profile.name}: CUDA kernels of the direct whole-slice loop ({best[1]}, batch "
                     f"{opts.batches[0]}) by total time"
@@ -375,6 +386,7 @@ class SlicePart:
             ],
         )
         self.models = {name: build(name).eval().to(device) for name in ("restore-rwkv-paper", "restormer")}
+        self.triton_norm_labels = _triton_norm_labels(device)
 
     def cell(self, batch: int, precision: str, is_compiled: bool) -> None:
         if self.rep.left() < (120 if is_compiled else 15):
@@ -390,7 +402,7 @@ class SlicePart:
             forward = compiled(model) if is_compiled else model
 
             def run(forward: Callable = forward) -> None:
-                with torch.inference_mode(), autocast(device, dtype):
+                with torch.inference_mode(), autocast(device, dtype), triton_norm(precision.endswith(TRITON_LN)):
                     forward(x)
 
             try:
@@ -408,12 +420,19 @@ class SlicePart:
 
     def eager(self) -> None:
         for batch in (1, 8):
-            for precision in ("fp32", "bf16 autocast"):
+            for precision in ("fp32", "bf16 autocast", *self.triton_norm_labels):
                 self.cell(batch, precision, False)
 
     def compiled(self) -> None:
         for precision in ("bf16 autocast", "fp32"):
             self.cell(1, precision, True)
+
+
+def _triton_norm_labels(device: torch.device) -> tuple[str, ...]:
+    """The precisions also timed with the Triton LayerNorm (CUDA only)."""
+    if device.type != "cuda" or not norm.kernel_available():
+        return ()
+    return ("fp32" + TRITON_LN, "bf16 autocast" + TRITON_LN)
 
 
 def _ms(value: Any) -> str:
@@ -442,6 +461,10 @@ class TrainPart:
             ["model", "precision", "compiled", "ms per step", "patches/s", "first step s", "peak MiB"],
         )
 
+    @property
+    def triton_norm_labels(self) -> tuple[str, ...]:
+        return _triton_norm_labels(self.device)
+
     def cell(self, name: str, precision: str, is_compiled: bool, profile_to: Optional[Path] = None) -> None:
         """One row; with ``profile_to``, no row: the CUDA kernels of one step after the warm-up, to that file."""
         opts, device = self.opts, self.device
@@ -459,7 +482,7 @@ class TrainPart:
 
         def step() -> None:
             opt.zero_grad(set_to_none=True)
-            with autocast(device, dtype):
+            with autocast(device, dtype), triton_norm(precision.endswith(TRITON_LN)):
                 loss = torch.nn.functional.l1_loss(forward(x).float(), y)
             loss.backward()
             opt.step()
@@ -496,6 +519,9 @@ class TrainPart:
     def eager(self) -> None:
         for name in ("restore-rwkv-paper", "restormer", "restore-rwkv-light"):
             for precision in ("fp32", "bf16 autocast"):
+                self.cell(name, precision, False)
+        for name in ("restore-rwkv-paper", "restore-rwkv-light"):
+            for precision in self.triton_norm_labels:
                 self.cell(name, precision, False)
         path = self.opts.train_profile
         if path is not None and self.device.type == "cuda" and self.rep.left() > 30:

@@ -1,10 +1,11 @@
-"""LayerNorm over the channels of ``(B, T, C)`` tokens, with an optional Triton kernel for CUDA inference.
+"""LayerNorm over the channels of ``(B, T, C)`` tokens, with optional Triton kernels on CUDA.
 
 PyTorch's CUDA LayerNorm is slow for the narrow rows of Restore-RWKV (``C`` = 16-128, millions of rows):
 profiled on an NVIDIA H200 it took 43 % of the light network's whole-slice forward (benchmarks/NOTES.md). The
-kernel of :mod:`monai_rwkv.ops._triton_norm` normalises tiles of rows in registers instead. It is off by default
-until a GPU run has measured it (``benchmarks/gpu_levers.py`` times both): set :data:`TRITON_LAYER_NORM` to True,
-or the environment variable ``MONAI_RWKV_TRITON_LAYER_NORM=1`` before import, to use it.
+kernels of :mod:`monai_rwkv.ops._triton_norm` normalise tiles of rows in registers instead (forward and backward).
+They are off by default until a GPU run has measured them (``benchmarks/gpu_levers.py`` times both): set
+:data:`TRITON_LAYER_NORM` to True, or the environment variable ``MONAI_RWKV_TRITON_LAYER_NORM=1`` before import, to
+use them.
 """
 
 from __future__ import annotations
@@ -31,16 +32,14 @@ def kernel_available() -> bool:
 
 
 def triton_layer_norm_applies(x: torch.Tensor, weight: torch.Tensor | None, bias: torch.Tensor | None) -> bool:
-    """Whether :func:`layer_norm` takes the Triton kernel for these arguments: the switch is on; a CUDA tensor (or
-    any, under ``TRITON_INTERPRET=1``) of float32/float16/bfloat16 with weight and bias; nothing needs gradients
-    (the kernel has no backward); and nothing is being compiled, traced or exported (they see ``F.layer_norm``)."""
+    """Whether :func:`layer_norm` takes the Triton kernels for these arguments: the switch is on; a CUDA tensor (or
+    any, under ``TRITON_INTERPRET=1``) of float32/float16/bfloat16 with weight and bias; and nothing is being
+    compiled, traced or exported (they see ``F.layer_norm``, which the compilers fuse themselves)."""
     if not TRITON_LAYER_NORM or weight is None or bias is None:
         return False
     if x.device.type != "cuda" and not _triton_interpreted():
         return False
     if x.dtype not in _DTYPES or torch.compiler.is_compiling() or _needs_torch_graph():
-        return False
-    if torch.is_grad_enabled() and any(t.requires_grad for t in (x, weight, bias)):
         return False
     return kernel_available()
 
@@ -49,7 +48,26 @@ def layer_norm(
     x: torch.Tensor, weight: torch.Tensor | None, bias: torch.Tensor | None, eps: float = 1e-5
 ) -> torch.Tensor:
     """``F.layer_norm(x, (C,), weight, bias, eps)`` over the last axis of ``x`` ``(..., C)``, through the Triton
-    kernel where :func:`triton_layer_norm_applies` (float32 arithmetic; the result is contiguous)."""
-    if triton_layer_norm_applies(x, weight, bias):
+    kernels where :func:`triton_layer_norm_applies` (float32 arithmetic; the result is contiguous, in the dtype of
+    ``x``; differentiable with respect to all three tensors)."""
+    if not triton_layer_norm_applies(x, weight, bias):
+        return F.layer_norm(x, x.shape[-1:], weight, bias, eps)
+    if torch.is_grad_enabled() and any(t.requires_grad for t in (x, weight, bias)):
+        return _TritonLayerNorm.apply(x, weight, bias, eps)
+    return _KERNEL.module.layer_norm_forward(x, weight, bias, eps)
+
+
+class _TritonLayerNorm(torch.autograd.Function):
+    """The Triton forward and backward as one autograd node (the input is all it saves)."""
+
+    @staticmethod
+    def forward(ctx, x: torch.Tensor, weight: torch.Tensor, bias: torch.Tensor, eps: float) -> torch.Tensor:
+        ctx.save_for_backward(x, weight)
+        ctx.eps = eps
         return _KERNEL.module.layer_norm_forward(x, weight, bias, eps)
-    return F.layer_norm(x, x.shape[-1:], weight, bias, eps)
+
+    @staticmethod
+    def backward(ctx, grad: torch.Tensor) -> tuple:
+        x, weight = ctx.saved_tensors
+        dx, dw, db = _KERNEL.module.layer_norm_backward(x, weight, grad, ctx.eps)
+        return dx, dw, db, None

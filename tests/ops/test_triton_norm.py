@@ -98,43 +98,85 @@ def _forbidden(*args: object) -> None:
     raise AssertionError("the Triton kernel ran")
 
 
-def test_switch_on_takes_kernel_for_inference_only(seed: int, switch_on: None, monkeypatch: pytest.MonkeyPatch) -> None:
-    """On: inference runs the kernel; anything autograd tracks, and LayerNorms without affine parameters, take
-    ``F.layer_norm`` (the kernel has no backward), with the same values."""
+def test_switch_on_takes_the_kernels(seed: int, switch_on: None, monkeypatch: pytest.MonkeyPatch) -> None:
+    """On: inference runs the forward kernel, training the forward and backward kernels (same values and gradients
+    as ``F.layer_norm``); LayerNorms without affine parameters take ``F.layer_norm``."""
     x, weight, bias = _plain(100, 16, seed)
-    calls = []
-    forward = kernels.layer_norm_forward
-    monkeypatch.setattr(kernels, "layer_norm_forward", lambda *a: calls.append(1) or forward(*a))
+    calls: list[str] = []
+    for name in ("layer_norm_forward", "layer_norm_backward"):
+        original = getattr(kernels, name)
+        monkeypatch.setattr(kernels, name, lambda *a, f=original, n=name: calls.append(n) or f(*a))
     with torch.no_grad():
         fast = norm.layer_norm(x, weight, bias)
-    assert calls == [1]
-    weight.requires_grad_()
-    slow = norm.layer_norm(x, weight, bias)
-    slow.sum().backward()
-    assert calls == [1] and weight.grad is not None
+    assert calls == ["layer_norm_forward"]
+    leaves = [t.clone().requires_grad_() for t in (x, weight, bias)]
+    norm.layer_norm(*leaves).pow(2).sum().backward()
+    assert calls == ["layer_norm_forward"] * 2 + ["layer_norm_backward"]
+    plain = [t.clone().requires_grad_() for t in (x, weight, bias)]
+    slow = F.layer_norm(plain[0], (16,), plain[1], plain[2], 1e-5)
+    slow.pow(2).sum().backward()
     torch.testing.assert_close(fast, slow.detach(), rtol=1e-5, atol=1e-5)
+    for got, want in zip(leaves, plain):
+        torch.testing.assert_close(got.grad, want.grad, rtol=1e-4, atol=1e-4)
     assert torch.equal(norm.layer_norm(x, None, None), F.layer_norm(x, (16,), None, None, 1e-5))
-    assert calls == [1]
+    assert len(calls) == 3
 
 
-def test_network_with_the_kernel(seed: int, switch_on: None) -> None:
-    """The light network's forward with every block's LayerNorm through the kernel matches PyTorch's LayerNorm."""
+@pytest.mark.parametrize("dtype", [torch.float32, torch.float16, torch.bfloat16])
+@pytest.mark.parametrize("channels", [3, 16, 48, 130])
+def test_backward_matches_float64(dtype: torch.dtype, channels: int, seed: int) -> None:
+    """Gradients of the input, weight and bias against float64 autograd of ``F.layer_norm`` on the same inputs and
+    output gradient, no further from it than PyTorch's own autograd in that dtype plus the gradient's rounding (the
+    weight and bias sums span several tiles)."""
+    rows = 4096 // triton_block(channels) * 3 + 11
+    x, weight, bias = _inputs(rows, channels, seed, dtype)
+    weight, bias = weight.float(), bias.float()  # parameters stay float32 under mixed precision
+    grad = torch.randn(rows, channels, generator=torch.Generator().manual_seed(seed + 1)).to(DEVICE, dtype)
+    dx, dw, db = kernels.layer_norm_backward(x, weight, grad, 1e-5)
+    assert dx.dtype == dtype and dw.dtype == db.dtype == torch.float32
+
+    def grads(t: torch.Tensor, w: torch.Tensor, b: torch.Tensor, g: torch.Tensor) -> tuple[torch.Tensor, ...]:
+        leaves = [v.detach().clone().requires_grad_() for v in (t, w, b)]
+        F.layer_norm(leaves[0], (channels,), leaves[1], leaves[2], 1e-5).backward(g)
+        return tuple(v.grad.double() for v in leaves)
+
+    ref = grads(*(v.double() for v in (x, weight, bias, grad)))
+    torch_grads = grads(x.float(), weight, bias, grad.float())
+    for got, want, theirs, floor in zip((dx, dw, db), ref, torch_grads, (TOLERANCE[dtype], 1e-6, 1e-6)):
+        error = (got.double() - want).abs().max().item()
+        torch_error = (theirs - want).abs().max().item()
+        assert error <= torch_error + floor * want.abs().max().item(), (error, torch_error)
+
+
+def test_network_with_the_kernels(seed: int, switch_on: None) -> None:
+    """The light network with every block's LayerNorm through the kernels matches PyTorch's LayerNorm: inference
+    output, and the parameters' gradients of a training loss."""
     torch.manual_seed(seed)
-    net = RestoreRWKV.from_preset("light").to(DEVICE).eval()
+    net = RestoreRWKV.from_preset("light").to(DEVICE)
     x = torch.rand(2, 1, 32, 40, generator=torch.Generator().manual_seed(seed)).to(DEVICE)
-    with torch.no_grad():
-        fast = net(x)
-        norm.TRITON_LAYER_NORM = False
-        plain = net(x)
-    torch.testing.assert_close(fast, plain, rtol=1e-4, atol=1e-5)
+    results = {}
+    for switch in (True, False):
+        norm.TRITON_LAYER_NORM = switch
+        with torch.no_grad():
+            out = net.eval()(x)
+        net.train().zero_grad()
+        net(x).square().mean().backward()
+        results[switch] = (out, {n: p.grad.clone() for n, p in net.named_parameters()})
+    torch.testing.assert_close(results[True][0], results[False][0], rtol=1e-4, atol=1e-5)
+    for name, grad in results[True][1].items():
+        scale = results[False][1][name].abs().max().item()
+        torch.testing.assert_close(grad, results[False][1][name], rtol=1e-3, atol=1e-4 * scale + 1e-9, msg=name)
 
 
 def test_every_kernel_variant_compiles_for_cuda(seed: int, monkeypatch: pytest.MonkeyPatch) -> None:
-    """The launches the network's widths and the three dtypes make compile for sm_80 and sm_90 (no GPU needed)."""
+    """The forward and backward launches of three widths and dtypes compile for sm_80 and sm_90 (no GPU needed)."""
     launches: list = []
-    name = "_layer_norm_rows"
-    monkeypatch.setattr(kernels, name, LaunchRecorder(name, getattr(kernels, name), launches))
+    names = ("_layer_norm_rows", "_layer_norm_rows_backward")
+    for name in names:
+        monkeypatch.setattr(kernels, name, LaunchRecorder(name, getattr(kernels, name), launches))
     for dtype in (torch.float32, torch.float16, torch.bfloat16):
         for channels in (16, 48, 130):
-            kernels.layer_norm_forward(*_inputs(64, channels, seed, dtype), 1e-5)
-    assert_launches_compile(launches, "monai_rwkv.ops._triton_norm", [name])
+            x, weight, bias = _inputs(64, channels, seed, dtype)
+            kernels.layer_norm_forward(x, weight, bias, 1e-5)
+            kernels.layer_norm_backward(x, weight.float(), torch.ones_like(x), 1e-5)
+    assert_launches_compile(launches, "monai_rwkv.ops._triton_norm", names)

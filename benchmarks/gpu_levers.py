@@ -19,8 +19,10 @@ cells come last in each part:
    and with float16 autocast; the same restorer with whole slices (ROI = the slice, overlap 0); and a direct
    whole-slice loop (pinned host buffers, ``batch`` slices per forward) in each precision: float32, bfloat16 /
    float16 autocast, float16 / bfloat16 weights, and torch.compile of those. On CUDA, rows marked "+ Triton LN"
-   run with the Triton LayerNorm switched on (:data:`monai_rwkv.ops.norm.TRITON_LAYER_NORM`). Accuracy: PSNR over
-   the HU range (4096 HU) and the largest difference against the float32 eager result of the same tiling.
+   run with the Triton LayerNorm switched on (:data:`monai_rwkv.ops.norm.TRITON_LAYER_NORM`), "+ in-place scans"
+   also with the Bi-WKV's column scans in place (:data:`monai_rwkv.ops.wkv.TRITON_IN_PLACE_SCANS`). Accuracy:
+   PSNR over the HU range (4096 HU) and the largest difference against the float32 eager result of the same
+   tiling.
 2. **Paper preset and MONAI's Restormer, one slice**: ms per ``size^2`` slice at batch 1 and 8, float32 and
    bfloat16 autocast, eager and compiled (``triton.testing.do_bench`` medians on CUDA).
 3. **Training step** (batch 8 of 128^2, forward, L1, backward, AdamW): paper, light and Restormer, float32 and
@@ -55,7 +57,7 @@ from benchmarks.common import header_lines, write_section  # noqa: E402
 from benchmarks.network import build, ct_volume, sync  # noqa: E402
 from monai_rwkv.inference import SliceWiseRestorer, load_network  # noqa: E402
 from monai_rwkv.networks.nets import RestoreRWKV  # noqa: E402
-from monai_rwkv.ops import norm  # noqa: E402
+from monai_rwkv.ops import norm, wkv  # noqa: E402
 
 SECTION = "## GPU levers: precision, compilation, whole slices (benchmarks/gpu_levers.py)"
 BUNDLE = REPO / "bundles" / "restore_rwkv_ct_denoise"
@@ -166,24 +168,37 @@ class WholeSlices:
         return dst.permute(2, 1, 0)[None]
 
 
-TRITON_LN = " + Triton LN"  # the suffix of a precision label whose rows run with the Triton LayerNorm
+#: Suffixes of precision labels for the CUDA fast paths that are switched off by default: the Triton LayerNorm
+#: (:data:`monai_rwkv.ops.norm.TRITON_LAYER_NORM`), and with it the Bi-WKV's column scans in place
+#: (:data:`monai_rwkv.ops.wkv.TRITON_IN_PLACE_SCANS`).
+FAST_PATHS = {" + Triton LN": (True, False), " + Triton LN + in-place scans": (True, True)}
+
+
+def base_label(label: str) -> str:
+    """``label`` without its fast-path suffix."""
+    for suffix in FAST_PATHS:
+        label = label.removesuffix(suffix)
+    return label
 
 
 @contextmanager
-def triton_norm(on: bool) -> Iterator[None]:
-    """The Triton LayerNorm (:data:`monai_rwkv.ops.norm.TRITON_LAYER_NORM`) switched ``on`` or off inside."""
-    before, norm.TRITON_LAYER_NORM = norm.TRITON_LAYER_NORM, on
+def fast_paths(label: str) -> Iterator[None]:
+    """The switches of ``label``'s fast-path suffix (none: both off) set inside."""
+    suffix = next((s for s in sorted(FAST_PATHS, key=len, reverse=True) if label.endswith(s)), None)
+    layer_norm, in_place = FAST_PATHS.get(suffix, (False, False))
+    before = norm.TRITON_LAYER_NORM, wkv.TRITON_IN_PLACE_SCANS
+    norm.TRITON_LAYER_NORM, wkv.TRITON_IN_PLACE_SCANS = layer_norm, in_place
     try:
         yield
     finally:
-        norm.TRITON_LAYER_NORM = before
+        norm.TRITON_LAYER_NORM, wkv.TRITON_IN_PLACE_SCANS = before
 
 
-def with_triton_norm(fn: Callable[[torch.Tensor], torch.Tensor]) -> Callable[[torch.Tensor], torch.Tensor]:
-    """``fn`` with the Triton LayerNorm switched on while it runs."""
+def with_fast_paths(fn: Callable[[torch.Tensor], torch.Tensor], label: str) -> Callable[[torch.Tensor], torch.Tensor]:
+    """``fn`` with the switches of ``label`` set while it runs."""
 
     def run(volume: torch.Tensor) -> torch.Tensor:
-        with triton_norm(True):
+        with fast_paths(label):
             return fn(volume)
 
     return run
@@ -295,15 +310,10 @@ class VolumePart:
             )
             precision = "fp16 autocast" if amp else "fp32"
             self.measure("patches 128, overlap 0.25 (bundle)", precision, patch_batch, False, restorer, 30)
-            if device.type == "cuda" and norm.kernel_available():
-                self.measure(
-                    "patches 128, overlap 0.25 (bundle)",
-                    precision + TRITON_LN,
-                    patch_batch,
-                    False,
-                    with_triton_norm(restorer),
-                    30,
-                )
+            for suffix in FAST_PATHS if device.type == "cuda" and norm.kernel_available() else ():
+                label = precision + suffix
+                tiling = "patches 128, overlap 0.25 (bundle)"
+                self.measure(tiling, label, patch_batch, False, with_fast_paths(restorer, label), 30)
         restorer = SliceWiseRestorer(
             self.net,
             roi_size=(size, size),
@@ -321,17 +331,16 @@ class VolumePart:
                 rate = self.measure("whole slice, direct", name, batch, False, restore, 20)
                 if rate and rate > best[0]:
                     best = (rate, name)
-                if name in self.triton_norm_rows and norm.kernel_available():
-                    label = name + TRITON_LN
-                    rate = self.measure("whole slice, direct", label, batch, False, with_triton_norm(restore), 20)
+                for suffix in FAST_PATHS if name in self.triton_norm_rows and norm.kernel_available() else ():
+                    label = name + suffix
+                    rate = self.measure("whole slice, direct", label, batch, False, with_fast_paths(restore, label), 20)
                     if rate and rate > best[0]:
                         best = (rate, label)
         if opts.profile is not None and device.type == "cuda" and self.rep.left() > 20:
-            module, amp, input_dtype = self.nets[best[1].removesuffix(TRITON_LN)]
+            module, amp, input_dtype = self.nets[base_label(best[1])]
             restore = WholeSlices(module, opts.batches[0], device, amp, input_dtype)
             try:
-                fast = with_triton_norm(restore) if best[1].endswith(TRITON_LN) else restore
-                profile(fast, self.volume, opts.profile)
+                profile(with_fast_paths(restore, best[1]), self.volume, opts.profile)
                 self.rep.note(
                     f"- {opts.profile.name}: CUDA kernels of the direct whole-slice loop ({best[1]}, batch "
                     f"{opts.batches[0]}) by total time"
@@ -402,7 +411,7 @@ class SlicePart:
             forward = compiled(model) if is_compiled else model
 
             def run(forward: Callable = forward) -> None:
-                with torch.inference_mode(), autocast(device, dtype), triton_norm(precision.endswith(TRITON_LN)):
+                with torch.inference_mode(), autocast(device, dtype), fast_paths(precision):
                     forward(x)
 
             try:
@@ -432,7 +441,7 @@ def _triton_norm_labels(device: torch.device) -> tuple[str, ...]:
     """The precisions also timed with the Triton LayerNorm (CUDA only)."""
     if device.type != "cuda" or not norm.kernel_available():
         return ()
-    return ("fp32" + TRITON_LN, "bf16 autocast" + TRITON_LN)
+    return tuple(precision + suffix for suffix in FAST_PATHS for precision in ("fp32", "bf16 autocast"))
 
 
 def _ms(value: Any) -> str:
@@ -482,7 +491,7 @@ class TrainPart:
 
         def step() -> None:
             opt.zero_grad(set_to_none=True)
-            with autocast(device, dtype), triton_norm(precision.endswith(TRITON_LN)):
+            with autocast(device, dtype), fast_paths(precision):
                 loss = torch.nn.functional.l1_loss(forward(x).float(), y)
             loss.backward()
             opt.step()

@@ -46,7 +46,9 @@ import torch
 import triton
 import triton.language as tl
 
-__all__ = ["wkv_backward", "wkv_forward"]
+from ._layout import scan_layout
+
+__all__ = ["scan_layout", "wkv_backward", "wkv_forward"]
 
 # Exponent of an empty state: far below any real one, yet finite so that differences of two empties are 0, not NaN.
 _EMPTY = tl.constexpr(-1.0e30)
@@ -67,9 +69,20 @@ def _compose(tau1, p1, s1, d1, tau2, p2, s2, d2):
 
 
 @triton.jit
-def _chunk_tile(seq_len, channels, L: tl.constexpr, BLOCK_C: tl.constexpr):
+def _token_offsets(batch, seq_len, channels, t, cols, n1, n2, s0, s1, s2):
+    """Offsets into (B, T, C) storage of the tokens at scan positions ``t`` (int64): position ``t`` has digits
+    ``(t // (n1 n2), t // n2 % n1, t % n2)`` in the scan's grid, whose axes lie ``s0, s1, s2`` rows apart in
+    storage (raster order: ``n1 = 1, n2 = T, s2 = 1``)."""
+    rest = t // n2
+    pos = (rest // n1) * s0 + (rest % n1) * s1 + (t % n2) * s2
+    return batch * seq_len * channels + pos[:, None] * channels + cols[None, :]
+
+
+@triton.jit
+def _chunk_tile(seq_len, channels, n1, n2, s0, s1, s2, L: tl.constexpr, BLOCK_C: tl.constexpr):
     """This program's tile of a (chunk, block of channels, batch item) grid: chunk and batch indices, the rows
-    and columns, the column mask, the number of valid rows, the element mask and the offsets into (B, T, C)."""
+    and columns, the column mask, the number of valid rows, the element mask and the offsets into (B, T, C) of its
+    tokens and of each one's predecessor and successor in scan order (see :func:`_token_offsets`)."""
     chunk = tl.program_id(0)
     cols = tl.program_id(1) * BLOCK_C + tl.arange(0, BLOCK_C)
     batch = tl.program_id(2).to(tl.int64)
@@ -77,8 +90,12 @@ def _chunk_tile(seq_len, channels, L: tl.constexpr, BLOCK_C: tl.constexpr):
     col_ok = cols < channels
     n_valid = tl.minimum(seq_len - chunk * L, L)
     ok = (rows < n_valid)[:, None] & col_ok[None, :]
-    offs = batch * seq_len * channels + (chunk * L + rows).to(tl.int64)[:, None] * channels + cols[None, :]
-    return chunk, batch, rows, cols, col_ok, n_valid, ok, offs
+    t = (chunk * L + rows).to(tl.int64)
+    offs = _token_offsets(batch, seq_len, channels, t, cols, n1, n2, s0, s1, s2)
+    # neighbours at -1 and T are masked where used; clamped so that their offsets stay in range
+    prev = _token_offsets(batch, seq_len, channels, tl.maximum(t - 1, 0), cols, n1, n2, s0, s1, s2)
+    nxt = _token_offsets(batch, seq_len, channels, tl.minimum(t + 1, seq_len - 1), cols, n1, n2, s0, s1, s2)
+    return chunk, batch, rows, cols, col_ok, n_valid, ok, offs, prev, nxt
 
 
 @triton.jit
@@ -98,6 +115,11 @@ def _chunk_summary(
     seq_len,
     channels,
     n_chunks,
+    n1,
+    n2,
+    s0,
+    s1,
+    s2,
     L: tl.constexpr,
     BLOCK_C: tl.constexpr,
     HAS_V2: tl.constexpr,
@@ -106,7 +128,9 @@ def _chunk_summary(
     position) and of ``sum_i e^{k_i - r_i w} (v_i, v2_i)`` (backward, seen from its first); ``r_i`` is the row in
     the chunk, ``n`` the number of valid rows, ``v2`` is 1 unless ``HAS_V2``. ``summary`` is (6, B, n_chunks, C):
     forward p, s, d then backward p, s, d."""
-    chunk, batch, rows, cols, col_ok, n_valid, ok, offs = _chunk_tile(seq_len, channels, L, BLOCK_C)
+    chunk, batch, rows, cols, col_ok, n_valid, ok, offs, _, _ = _chunk_tile(
+        seq_len, channels, n1, n2, s0, s1, s2, L, BLOCK_C
+    )
     k = tl.load(k_ptr + offs, mask=ok, other=0.0).to(tl.float32)
     v = tl.load(v_ptr + offs, mask=ok, other=0.0).to(tl.float32)
     w = tl.load(w_ptr + cols, mask=col_ok, other=0.0)
@@ -306,17 +330,17 @@ def _tile_states(w_row, bounded, k_ptr, v_ptr, v2_ptr, state_ptr, tile, plane, c
     values ``v2`` (1 unless ``HAS_V2``), seeded with the entering states of ``state`` at ``plane`` (from
     :func:`_chunk_plane`); ``tile`` from :func:`_chunk_tile`; ``bounded``: whether :func:`_states_bounded` applies to
     this block of channels."""
-    chunk, batch, rows, cols, col_ok, n_valid, ok, offs = tile
+    chunk, batch, rows, cols, col_ok, n_valid, ok, offs, offs_prev, offs_next = tile
     state_offs, stride = plane
     prev_ok = ok & (rows >= 1)[:, None]
-    k_prev = tl.load(k_ptr + offs - channels, mask=prev_ok, other=0.0).to(tl.float32)
-    v_prev = tl.load(v_ptr + offs - channels, mask=prev_ok, other=0.0).to(tl.float32)
+    k_prev = tl.load(k_ptr + offs_prev, mask=prev_ok, other=0.0).to(tl.float32)
+    v_prev = tl.load(v_ptr + offs_prev, mask=prev_ok, other=0.0).to(tl.float32)
     next_ok = ok & (rows < n_valid - 1)[:, None]
-    k_next = tl.load(k_ptr + offs + channels, mask=next_ok, other=0.0).to(tl.float32)
-    v_next = tl.load(v_ptr + offs + channels, mask=next_ok, other=0.0).to(tl.float32)
+    k_next = tl.load(k_ptr + offs_next, mask=next_ok, other=0.0).to(tl.float32)
+    v_next = tl.load(v_ptr + offs_next, mask=next_ok, other=0.0).to(tl.float32)
     if HAS_V2:
-        v2_prev = tl.load(v2_ptr + offs - channels, mask=prev_ok, other=0.0).to(tl.float32)
-        v2_next = tl.load(v2_ptr + offs + channels, mask=next_ok, other=0.0).to(tl.float32)
+        v2_prev = tl.load(v2_ptr + offs_prev, mask=prev_ok, other=0.0).to(tl.float32)
+        v2_next = tl.load(v2_ptr + offs_next, mask=next_ok, other=0.0).to(tl.float32)
     else:
         v2_prev = tl.where(prev_ok, 1.0, 0.0)
         v2_next = tl.where(next_ok, 1.0, 0.0)
@@ -340,7 +364,7 @@ def _forward_states(
     """The forward on this program's ``tile`` (from :func:`_chunk_tile`; see :func:`_chunk_output`): returns
     ``k``, ``v``, the output ``num / den``, ``den`` and ``top`` (``e^{top} den`` is the softmax denominator), and
     the weights and states of the parts: ``a_diag``, ``a_f, s_f, d_f`` (prefix), ``a_b, s_b, d_b`` (suffix)."""
-    chunk, batch, rows, cols, col_ok, n_valid, ok, offs = tile
+    chunk, batch, rows, cols, col_ok, n_valid, ok, offs, _, _ = tile
     w_row = tl.load(w_ptr + cols, mask=col_ok, other=0.0)
     u_row = tl.load(u_ptr + cols, mask=col_ok, other=0.0)
     k = tl.load(k_ptr + offs, mask=ok, other=0.0).to(tl.float32)
@@ -370,6 +394,11 @@ def _chunk_output(
     seq_len,
     channels,
     n_chunks,
+    n1,
+    n2,
+    s0,
+    s1,
+    s2,
     L: tl.constexpr,
     BLOCK_C: tl.constexpr,
     LIMIT: tl.constexpr,
@@ -377,8 +406,8 @@ def _chunk_output(
     """Within-chunk states in both directions seeded with the entering states, then the normalised output.
     A block of channels whose ``|w| L + |u|`` is at most ``LIMIT`` (:data:`FAST_RANGE`, or -1: never) takes
     :func:`_states_bounded`, any other :func:`_states_general`."""
-    tile = _chunk_tile(seq_len, channels, L, BLOCK_C)
-    chunk, batch, rows, cols, col_ok, n_valid, ok, offs = tile
+    tile = _chunk_tile(seq_len, channels, n1, n2, s0, s1, s2, L, BLOCK_C)
+    chunk, batch, rows, cols, col_ok, n_valid, ok, offs, _, _ = tile
     fwd = _forward_states(w_ptr, u_ptr, k_ptr, v_ptr, state_ptr, tile, channels, n_chunks, L, LIMIT)
     k, v, out, den, top, a_diag, a_f, s_f, d_f, a_b, s_b, d_b = fwd
     tl.store(out_ptr + offs, out.to(out_ptr.dtype.element_ty), mask=ok)
@@ -405,6 +434,11 @@ def _grad_prep(
     seq_len,
     channels,
     n_chunks,
+    n1,
+    n2,
+    s0,
+    s1,
+    s2,
     L: tl.constexpr,
     BLOCK_C: tl.constexpr,
     LIMIT: tl.constexpr,
@@ -412,8 +446,8 @@ def _grad_prep(
     """Backward, first pass (output gradient ``g``): recomputes the forward on the tile and stores ``q = -log``
     (softmax denominator), ``go = g * out``, and per chunk the column sums of the terms of ``grad_u`` and of the
     output side of ``grad_w`` (``sums`` planes 0-2, see :func:`wkv_backward`)."""
-    tile = _chunk_tile(seq_len, channels, L, BLOCK_C)
-    chunk, batch, rows, cols, col_ok, n_valid, ok, offs = tile
+    tile = _chunk_tile(seq_len, channels, n1, n2, s0, s1, s2, L, BLOCK_C)
+    chunk, batch, rows, cols, col_ok, n_valid, ok, offs, _, _ = tile
     fwd = _forward_states(w_ptr, u_ptr, k_ptr, v_ptr, state_ptr, tile, channels, n_chunks, L, LIMIT)
     k, v, out, den, top, a_diag, a_f, s_f, d_f, a_b, s_b, d_b = fwd
     g = tl.load(g_ptr + offs, mask=ok, other=0.0).to(tl.float32)
@@ -445,6 +479,11 @@ def _grad_output(
     seq_len,
     channels,
     n_chunks,
+    n1,
+    n2,
+    s0,
+    s1,
+    s2,
     L: tl.constexpr,
     BLOCK_C: tl.constexpr,
     LIMIT: tl.constexpr,
@@ -453,8 +492,8 @@ def _grad_output(
     scan of the same) give, at token ``i``, ``sum_{t != i} e^{q_t - (|t-i|-1) w} (g_t, go_t)`` per side; times
     ``e^{k_i}`` these are the gradients of ``k_i`` and ``v_i``. Also stores per chunk the column sums of the input
     side of ``grad_w`` (``sums`` planes 2-3)."""
-    tile = _chunk_tile(seq_len, channels, L, BLOCK_C)
-    chunk, batch, rows, cols, col_ok, n_valid, ok, offs = tile
+    tile = _chunk_tile(seq_len, channels, n1, n2, s0, s1, s2, L, BLOCK_C)
+    chunk, batch, rows, cols, col_ok, n_valid, ok, offs, _, _ = tile
     w_row = tl.load(w_ptr + cols, mask=col_ok, other=0.0)
     u_row = tl.load(u_ptr + cols, mask=col_ok, other=0.0)
     plane = _chunk_plane(chunk, batch, n_chunks, channels, cols)
@@ -542,10 +581,16 @@ def _launch_plan(k: torch.Tensor, settings: dict[str, int]) -> dict[str, int]:
 
 
 def _entering_states(
-    w32: torch.Tensor, k: torch.Tensor, v: torch.Tensor, v2: torch.Tensor | None, cfg: dict[str, int]
+    w32: torch.Tensor,
+    k: torch.Tensor,
+    v: torch.Tensor,
+    v2: torch.Tensor | None,
+    cfg: dict[str, int],
+    layout: tuple[int, ...],
 ) -> torch.Tensor:
     """The (6, B, n_chunks, C) float32 states entering every chunk from either side, for keys ``k``, values ``v``
-    and second values ``v2`` (None: 1): chunk summaries, then the chunk-level scan."""
+    and second values ``v2`` (None: 1) scanned in the order of ``layout`` (:func:`scan_layout`): chunk summaries,
+    then the chunk-level scan."""
     batch, seq_len, channels = k.shape
     chunk, n_chunks, block_c = cfg["chunk"], cfg["n_chunks"], cfg["block_c"]
     summary = torch.empty((6, batch, n_chunks, channels), device=k.device, dtype=torch.float32)
@@ -560,6 +605,7 @@ def _entering_states(
         seq_len,
         channels,
         n_chunks,
+        *layout,
         L=chunk,
         BLOCK_C=block_c,
         HAS_V2=v2 is not None,
@@ -581,13 +627,21 @@ def _entering_states(
 
 
 def wkv_forward(
-    w: torch.Tensor, u: torch.Tensor, k: torch.Tensor, v: torch.Tensor, return_state: bool = False, **settings: int
+    w: torch.Tensor,
+    u: torch.Tensor,
+    k: torch.Tensor,
+    v: torch.Tensor,
+    return_state: bool = False,
+    layout: Sequence[int] | None = None,
+    **settings: int,
 ) -> torch.Tensor | tuple[torch.Tensor, torch.Tensor, dict[str, int]]:
     """Bi-WKV forward on CUDA (or, under ``TRITON_INTERPRET=1``, CPU) tensors.
 
     Args:
         w, u: (C,) decay and bonus already divided by T (any float dtype; used in float32).
         k, v: (B, T, C) in float32, float16 or bfloat16.
+        layout: the scan order over the stored tokens, from :func:`scan_layout` (None: the storage order); the
+            output is stored like ``k`` and ``v``, so a column scan of raster-ordered tokens needs no copies.
         return_state: also return what :func:`wkv_backward` takes: the (6, B, T / L, C) chunk entering states
             (12 / L bytes per element) and the launch plan.
         settings: overrides of :data:`SETTINGS` (sizes: powers of two; ``chunk`` and ``chunk_block`` at least 16).
@@ -597,6 +651,7 @@ def wkv_forward(
     """
     cfg = _launch_plan(k, settings)
     batch, seq_len, channels = k.shape
+    layout = tuple(layout) if layout is not None else scan_layout(seq_len)
     k, v = k.contiguous(), v.contiguous()
     w32 = w.detach().to(device=k.device, dtype=torch.float32).contiguous()
     u32 = u.detach().to(device=k.device, dtype=torch.float32).contiguous()
@@ -604,7 +659,7 @@ def wkv_forward(
     if out.numel() == 0:
         state = torch.empty((6, batch, cfg["n_chunks"], channels), device=k.device, dtype=torch.float32)
         return (out, state, cfg) if return_state else out
-    state = _entering_states(w32, k, v, None, cfg)
+    state = _entering_states(w32, k, v, None, cfg, layout)
     grid = (cfg["n_chunks"], triton.cdiv(channels, cfg["block_c"]), batch)
     limit = FAST_RANGE if cfg["bounded"] else -1.0
     _chunk_output[grid](
@@ -617,6 +672,7 @@ def wkv_forward(
         seq_len,
         channels,
         cfg["n_chunks"],
+        *layout,
         L=cfg["chunk"],
         BLOCK_C=cfg["block_c"],
         LIMIT=limit,
@@ -632,6 +688,7 @@ def wkv_backward(
     state: torch.Tensor,
     grad: torch.Tensor,
     plan: dict[str, int],
+    layout: Sequence[int] | None = None,
 ) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor, torch.Tensor]:
     """Gradients of ``sum(grad * wkv_forward(w, u, k, v))`` with respect to ``(w, u, k, v)``, in O(B T C).
 
@@ -646,11 +703,13 @@ def wkv_backward(
     Args:
         w, u, k, v: the forward's inputs; ``state`` and ``plan``: from ``wkv_forward(..., return_state=True)``.
         grad: (B, T, C) gradient of the output.
+        layout: the forward's scan order (:func:`scan_layout`; None: the storage order).
 
     Returns:
         ``(grad_w, grad_u)`` float32 (C,) and ``(grad_k, grad_v)`` in the dtypes of ``k`` and ``v``.
     """
     batch, seq_len, channels = k.shape
+    layout = tuple(layout) if layout is not None else scan_layout(seq_len)
     k, v, grad = k.contiguous(), v.contiguous(), grad.contiguous()
     dev = k.device
     w32 = w.detach().to(device=dev, dtype=torch.float32).contiguous()
@@ -665,9 +724,24 @@ def wkv_backward(
     sums = torch.empty((5, batch, n_chunks, channels), device=dev, dtype=torch.float32)
     limit = FAST_RANGE if plan["bounded"] else -1.0
     _grad_prep[grid](
-        w32, u32, k, v, state, grad, q, go, sums, seq_len, channels, n_chunks, L=chunk, BLOCK_C=block_c, LIMIT=limit
+        w32,
+        u32,
+        k,
+        v,
+        state,
+        grad,
+        q,
+        go,
+        sums,
+        seq_len,
+        channels,
+        n_chunks,
+        *layout,
+        L=chunk,
+        BLOCK_C=block_c,
+        LIMIT=limit,
     )
-    t_state = _entering_states(w32, q, grad, go, plan)
+    t_state = _entering_states(w32, q, grad, go, plan, layout)
     _grad_output[grid](
         w32,
         u32,
@@ -683,6 +757,7 @@ def wkv_backward(
         seq_len,
         channels,
         n_chunks,
+        *layout,
         L=chunk,
         BLOCK_C=block_c,
         LIMIT=limit,

@@ -34,11 +34,15 @@ imported (an unsupported platform, a broken install) ``"auto"`` falls back to th
 from __future__ import annotations
 
 import importlib
+import math
 import os
+from collections.abc import Sequence
 from types import ModuleType
 from typing import Any, Optional, Union
 
 import torch
+
+from ._layout import scan_layout
 
 __all__ = ["BACKENDS", "bi_wkv", "describe_backend", "numba_available", "triton_available"]
 
@@ -143,6 +147,11 @@ def _needs_torch_graph() -> bool:
     return bool(compiler is not None and getattr(compiler, "is_exporting", lambda: False)())
 
 
+#: The switch for :func:`bi_wkv`'s scans in another axis order on the Triton backend: True reads and writes the
+#: tokens in place (no permuted copies); off until a GPU run has timed it (``benchmarks/gpu_levers.py``). Also set
+#: by the environment variable ``MONAI_RWKV_TRITON_IN_PLACE_SCANS=1`` before import.
+TRITON_IN_PLACE_SCANS = os.environ.get("MONAI_RWKV_TRITON_IN_PLACE_SCANS", "0") not in ("", "0")
+
 _KERNEL_DTYPES = (torch.float16, torch.bfloat16, torch.float32, torch.float64)
 
 
@@ -230,50 +239,67 @@ _DISPATCH_MODES = getattr(torch._C, "_len_torch_dispatch_stack", lambda: 1)
 
 @torch.library.custom_op("monai_rwkv::bi_wkv_triton", mutates_args=())
 def _triton_forward(
-    w: torch.Tensor, u: torch.Tensor, k: torch.Tensor, v: torch.Tensor
+    w: torch.Tensor, u: torch.Tensor, k: torch.Tensor, v: torch.Tensor, layout: list[int]
 ) -> tuple[torch.Tensor, torch.Tensor]:
     """Bi-WKV through the Triton kernels (float32 arithmetic): w, u (C,); k, v (B, T, C) in float32, float16 or
-    bfloat16. Returns the output (B, T, C) in the dtype of ``v`` and the (6, B, n_chunks, C) float32 chunk entering
-    states (12 / L bytes per element), all its backward :func:`_triton_backward` keeps besides the inputs.
+    bfloat16, scanned in the order of ``layout`` (:func:`~monai_rwkv.ops._layout.scan_layout`). Returns the output
+    (B, T, C) in the dtype of ``v``, stored like ``k``, and the (6, B, n_chunks, C) float32 chunk entering states
+    (12 / L bytes per element), all its backward :func:`_triton_backward` keeps besides the inputs.
 
     A ``torch.library`` custom op, so that ``torch.compile`` keeps the kernels as one opaque call."""
-    out, state, _ = _TRITON.module.wkv_forward(w, u, k, v, return_state=True)
+    out, state, _ = _TRITON.module.wkv_forward(w, u, k, v, return_state=True, layout=layout)
     return out, state
 
 
 @_triton_forward.register_fake
-def _(w: torch.Tensor, u: torch.Tensor, k: torch.Tensor, v: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+def _(
+    w: torch.Tensor, u: torch.Tensor, k: torch.Tensor, v: torch.Tensor, layout: list[int]
+) -> tuple[torch.Tensor, torch.Tensor]:
     state_shape = _TRITON.module.state_shape(k.shape)
     return torch.empty_like(v, memory_format=torch.contiguous_format), k.new_empty(state_shape, dtype=torch.float32)
 
 
 @torch.library.custom_op("monai_rwkv::bi_wkv_triton_backward", mutates_args=())
 def _triton_backward(
-    w: torch.Tensor, u: torch.Tensor, k: torch.Tensor, v: torch.Tensor, state: torch.Tensor, grad: torch.Tensor
+    w: torch.Tensor,
+    u: torch.Tensor,
+    k: torch.Tensor,
+    v: torch.Tensor,
+    state: torch.Tensor,
+    grad: torch.Tensor,
+    layout: list[int],
 ) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor, torch.Tensor]:
-    """Gradients ``(w, u, k, v)`` of :func:`_triton_forward` from its inputs, its ``state`` and the output's
-    gradient: (C,) float32 twice, then the dtypes of k and v (not itself differentiable)."""
-    return _TRITON.module.wkv_backward(w, u, k, v, state, grad, _TRITON.module.launch_plan(k, state))
+    """Gradients ``(w, u, k, v)`` of :func:`_triton_forward` from its inputs, its ``state``, the output's gradient
+    and its ``layout``: (C,) float32 twice, then the dtypes of k and v (not itself differentiable)."""
+    plan = _TRITON.module.launch_plan(k, state)
+    return _TRITON.module.wkv_backward(w, u, k, v, state, grad, plan, layout)
 
 
 @_triton_backward.register_fake
 def _(
-    w: torch.Tensor, u: torch.Tensor, k: torch.Tensor, v: torch.Tensor, state: torch.Tensor, grad: torch.Tensor
+    w: torch.Tensor,
+    u: torch.Tensor,
+    k: torch.Tensor,
+    v: torch.Tensor,
+    state: torch.Tensor,
+    grad: torch.Tensor,
+    layout: list[int],
 ) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor, torch.Tensor]:
     f32 = torch.float32
     grads_k_v = (torch.empty_like(x, memory_format=torch.contiguous_format) for x in (k, v))
     return (w.new_empty(w.shape, dtype=f32), u.new_empty(u.shape, dtype=f32), *grads_k_v)
 
 
-def _triton_setup_context(ctx: Any, inputs: tuple[torch.Tensor, ...], output: tuple[torch.Tensor, ...]) -> None:
+def _triton_setup_context(ctx: Any, inputs: tuple[Any, ...], output: tuple[torch.Tensor, ...]) -> None:
     ctx.mark_non_differentiable(output[1])
-    ctx.save_for_backward(*inputs, output[1])
+    ctx.save_for_backward(*inputs[:4], output[1])
+    ctx.layout = inputs[4]
 
 
 def _triton_backward_formula(ctx: Any, grad_out: torch.Tensor, _grad_state: Optional[torch.Tensor]) -> tuple:
     w, u, k, v, state = ctx.saved_tensors
-    grads = _triton_backward(w, u, k, v, state, grad_out.contiguous())
-    return tuple(g.to(x.dtype) for g, x in zip(grads, (w, u, k, v)))
+    grads = _triton_backward(w, u, k, v, state, grad_out.contiguous(), ctx.layout)
+    return (*(g.to(x.dtype) for g, x in zip(grads, (w, u, k, v))), None)
 
 
 _triton_forward.register_autograd(_triton_backward_formula, setup_context=_triton_setup_context)
@@ -300,6 +326,31 @@ def describe_backend(device: Union[str, torch.device] = "cpu") -> str:
     if numba_available():
         return "numba (fused CPU kernels)"
     return f"torch (pure PyTorch, several times slower: numba could not be imported: {_NUMBA.error!r})"
+
+
+def _permuted_scan(
+    w: torch.Tensor,
+    u: torch.Tensor,
+    k: torch.Tensor,
+    v: torch.Tensor,
+    backend: str,
+    grid: Sequence[int],
+    order: Sequence[int],
+) -> torch.Tensor:
+    """:func:`bi_wkv` over raster-ordered tokens of ``grid`` scanned in the axis ``order``, through copies of ``k`` and
+    ``v`` permuted into that order and the result permuted back."""
+    batch, seq_len, channels = k.shape
+    if sorted(order) != list(range(len(grid))) or math.prod(grid) != seq_len:
+        raise ValueError(f"order {tuple(order)} is not a scan of a grid {tuple(grid)} of {seq_len} tokens.")
+    shape = (batch, *grid, channels)
+    forward = (0, *(a + 1 for a in order), len(shape) - 1)
+    inverse = tuple(forward.index(i) for i in range(len(shape)))
+
+    def permute(t: torch.Tensor) -> torch.Tensor:
+        return t.reshape(shape).permute(forward).reshape(batch, seq_len, channels)
+
+    out = bi_wkv(w, u, permute(k), permute(v), backend=backend)
+    return out.reshape(tuple(shape[i] for i in forward)).permute(inverse).reshape(batch, seq_len, channels)
 
 
 def _choose(backend: str, tensors: tuple[torch.Tensor, ...]) -> str:
@@ -334,7 +385,15 @@ def _choose(backend: str, tensors: tuple[torch.Tensor, ...]) -> str:
     return backend
 
 
-def bi_wkv(w: torch.Tensor, u: torch.Tensor, k: torch.Tensor, v: torch.Tensor, backend: str = "auto") -> torch.Tensor:
+def bi_wkv(
+    w: torch.Tensor,
+    u: torch.Tensor,
+    k: torch.Tensor,
+    v: torch.Tensor,
+    backend: str = "auto",
+    grid: Optional[Sequence[int]] = None,
+    order: Optional[Sequence[int]] = None,
+) -> torch.Tensor:
     """Bidirectional WKV of Restore-RWKV (paper Eq. 8), exact, O(T) time and memory.
 
     Args:
@@ -345,6 +404,11 @@ def bi_wkv(w: torch.Tensor, u: torch.Tensor, k: torch.Tensor, v: torch.Tensor, b
         backend: ``"auto"`` (while nothing is being traced/scripted/exported: Triton kernels for CUDA
             tensors in float32/float16/bfloat16, numba kernels for CPU tensors when numba is installed; else
             pure PyTorch), ``"torch"``, ``"numba"`` or ``"triton"``.
+        grid, order: with both given, ``k`` and ``v`` hold the tokens of the spatial ``grid`` in raster order (last
+            axis fastest) and the scan visits them with the axes in ``order`` (slowest to fastest varying, e.g.
+            ``(1, 0)``: a 2D grid column by column); the result is in raster order too. The backends scan copies
+            permuted into that order, or with :data:`TRITON_IN_PLACE_SCANS` the Triton kernels read and write the
+            tokens where they are. None: the stored order.
 
     Returns:
         (B, T, C) tensor in the dtype of ``v``; float16 and bfloat16 inputs are computed in float64
@@ -358,11 +422,17 @@ def bi_wkv(w: torch.Tensor, u: torch.Tensor, k: torch.Tensor, v: torch.Tensor, b
     """
     _check_inputs(w, u, k, v)
     chosen = _choose(backend, (w, u, k, v))
+    if order is not None and grid is not None and list(order) != sorted(order):
+        if chosen == "triton" and TRITON_IN_PLACE_SCANS:
+            layout = list(scan_layout(k.shape[1], grid, order))
+            with torch.autocast(device_type=k.device.type, enabled=False):
+                return _triton_forward(w, u, k, v, layout)[0]
+        return _permuted_scan(w, u, k, v, chosen, grid, order)
     if chosen == "numba":  # autocast does not apply to the kernels, nor to the casts around them
         return _numba_bi_wkv(w, u, k, v)
     if chosen == "triton":
         with torch.autocast(device_type=k.device.type, enabled=False):
-            return _triton_forward(w, u, k, v)[0]
+            return _triton_forward(w, u, k, v, list(scan_layout(k.shape[1])))[0]
     f64 = torch.float64
     with torch.autocast(device_type=k.device.type, enabled=False):
         needs_grad = torch.is_grad_enabled() and any(t.requires_grad for t in (w, u, k, v))

@@ -10,6 +10,7 @@ sequences cover several chunks and several blocks of the chunk-level scan.
 from __future__ import annotations
 
 import importlib
+import math
 import os
 from typing import Any
 
@@ -250,10 +251,11 @@ def test_auto_picks_triton_on_cuda(seed: int) -> None:
     assert not _through_triton(bi_wkv(w.double(), u, k.double(), v.double()))
 
 
-def test_torch_compile_keeps_the_triton_kernels(seed: int) -> None:
+def test_torch_compile_keeps_the_triton_kernels(seed: int, monkeypatch: pytest.MonkeyPatch) -> None:
     """Under torch.compile the Triton kernels stay opaque custom ops, forward and backward (before, compiling sent
     CUDA tensors down the float64 pure path): same outputs and gradients as eager, the ops in the compiled graphs,
     and the shapes the fake implementations promise are the ones the kernels return."""
+    assert wkv_mod.triton_available()  # loads the kernels: a first import inside a fullgraph trace is a graph break
     w, u, k, v = _inputs(300, 16, 2, seed, decay_max=20.0, k_max=5.0)
     grad_out = torch.randn(k.shape, generator=torch.Generator().manual_seed(seed)).to(DEVICE)
 
@@ -261,12 +263,97 @@ def test_torch_compile_keeps_the_triton_kernels(seed: int) -> None:
         return bi_wkv(w, u, torch.tanh(k), v, backend="triton") * 2
 
     assert_compiled_like_eager(fn, (w, u, k, v), grad_out, "bi_wkv_triton")
-    torch.library.opcheck(wkv_mod._triton_forward, (w, u, k, v), test_utils=("test_schema", "test_faketensor"))
-    out, state = wkv_mod._triton_forward(w, u, k, v)
-    backward_args = (w, u, k, v, state, grad_out)
+    layout = list(kernels.scan_layout(300, (15, 20), (1, 0)))
+    forward_args = (w, u, k, v, layout)
+    torch.library.opcheck(wkv_mod._triton_forward, forward_args, test_utils=("test_schema", "test_faketensor"))
+    out, state = wkv_mod._triton_forward(*forward_args)
+    backward_args = (w, u, k, v, state, grad_out, layout)
     torch.library.opcheck(wkv_mod._triton_backward, backward_args, test_utils=("test_schema", "test_faketensor"))
     with pytest.raises(ValueError, match="does not belong to keys"):
-        wkv_mod._triton_backward(w, u, k[:, :17], v[:, :17], state, grad_out[:, :17])
+        wkv_mod._triton_backward(w, u, k[:, :17], v[:, :17], state, grad_out[:, :17], layout)
+
+    def column_scan(w, u, k, v):
+        return bi_wkv(w, u, torch.tanh(k), v, backend="triton", grid=(15, 20), order=(1, 0)) * 2
+
+    with monkeypatch.context() as patch:
+        patch.setattr(wkv_mod, "TRITON_IN_PLACE_SCANS", True)
+        assert_compiled_like_eager(column_scan, (w, u, k, v), grad_out, "bi_wkv_triton")
+
+
+@pytest.mark.parametrize(
+    "grid, order",
+    [((37, 21), (1, 0)), ((8, 40), (1, 0)), ((5, 7, 9), (2, 0, 1)), ((6, 5, 11), (1, 2, 0)), ((4, 6, 10), (0, 2, 1))],
+)
+def test_scan_order_in_place_matches_permuted_copies(grid: tuple[int, ...], order: tuple[int, ...], seed: int) -> None:
+    """Scanning raster-ordered tokens in another axis order inside the kernels (no copies) gives exactly the result
+    and gradients of permuting copies into that order, scanning in storage order and permuting back: the same
+    values meet the same arithmetic. Sizes that are not multiples of the chunk, 2D column scans and 3D rotations."""
+    seq_len = math.prod(grid)
+    w, u, k, v = _inputs(seq_len, 16, 2, seed, decay_max=20.0)
+    settings = {"chunk": 16, "chunk_block": 16, "scan_block_c": 4}
+    layout = kernels.scan_layout(seq_len, grid, order)
+    shape = (2, *grid, 16)
+    forward = (0, *(a + 1 for a in order), len(shape) - 1)
+    inverse = tuple(forward.index(i) for i in range(len(shape)))
+
+    def permute(t: torch.Tensor) -> torch.Tensor:
+        return t.reshape(shape).permute(forward).reshape(2, seq_len, 16).contiguous()
+
+    def unpermute(t: torch.Tensor) -> torch.Tensor:
+        return t.reshape(tuple(shape[i] for i in forward)).permute(inverse).reshape(2, seq_len, 16)
+
+    out, state, plan = kernels.wkv_forward(w, u, k, v, return_state=True, layout=layout, **settings)
+    ref, ref_state, ref_plan = kernels.wkv_forward(w, u, permute(k), permute(v), return_state=True, **settings)
+    assert torch.equal(out, unpermute(ref)) and torch.equal(state, ref_state)
+    grad = torch.randn(k.shape, generator=torch.Generator().manual_seed(seed + 1)).to(DEVICE)
+    got = kernels.wkv_backward(w, u, k, v, state, grad, plan, layout)
+    want = kernels.wkv_backward(w, u, permute(k), permute(v), ref_state, permute(grad), ref_plan)
+    assert torch.equal(got[0], want[0]) and torch.equal(got[1], want[1])
+    assert torch.equal(got[2], unpermute(want[2])) and torch.equal(got[3], unpermute(want[3]))
+
+
+def test_spatial_mix_with_in_place_scans(seed: int, monkeypatch: pytest.MonkeyPatch) -> None:
+    """Re-WKV (a raster scan, then a column scan) on the Triton backend gives the same output and parameter
+    gradients, bit for bit, with the column scan in place as through permuted copies."""
+    from functools import partial
+
+    from monai_rwkv.networks.blocks import ReWKV
+    from monai_rwkv.networks.blocks import rwkv as rwkv_block
+
+    monkeypatch.setattr(rwkv_block, "bi_wkv", partial(bi_wkv, backend="triton"))
+    torch.manual_seed(seed)
+    mix = ReWKV(2, 16, recurrence=2).to(DEVICE)
+    x = torch.randn(2, 24 * 40, 16, generator=torch.Generator().manual_seed(seed)).to(DEVICE)
+    results = []
+    for in_place in (True, False):
+        monkeypatch.setattr(wkv_mod, "TRITON_IN_PLACE_SCANS", in_place)
+        mix.zero_grad()
+        out = mix(x, (24, 40))
+        out.square().mean().backward()
+        results.append((out.detach(), [p.grad.clone() for p in mix.parameters()]))
+    assert torch.equal(results[0][0], results[1][0])
+    assert all(torch.equal(a, b) for a, b in zip(results[0][1], results[1][1]))
+
+
+@pytest.mark.parametrize("in_place", [True, False])
+def test_bi_wkv_scan_order_on_every_backend(in_place: bool, seed: int, monkeypatch: pytest.MonkeyPatch) -> None:
+    """``bi_wkv(..., grid, order)``: the Triton kernels (in place, or on permuted copies with the switch off) and
+    the float64 path through permuted copies agree to float32 rounding, forward and backward; a raster order is the
+    plain call."""
+    monkeypatch.setattr(wkv_mod, "TRITON_IN_PLACE_SCANS", in_place)
+    grid, order = (12, 17), (1, 0)
+    w, u, k, v = (x.requires_grad_() for x in _inputs(math.prod(grid), 16, 2, seed, decay_max=20.0))
+    grad = torch.randn(k.shape, generator=torch.Generator().manual_seed(seed + 1)).to(DEVICE)
+    results = {}
+    for backend in ("triton", "torch"):
+        out = bi_wkv(w, u, k, v, backend=backend, grid=grid, order=order)
+        results[backend] = (out, *torch.autograd.grad(out, (w, u, k, v), grad))
+    for got, want in zip(results["triton"], results["torch"]):
+        torch.testing.assert_close(got, want, rtol=1e-4, atol=1e-4 * want.abs().max().item())
+    plain = bi_wkv(w, u, k, v, backend="triton", grid=grid, order=(0, 1))
+    assert torch.equal(plain, bi_wkv(w, u, k, v, backend="triton"))
+    with pytest.raises(ValueError, match="is not a scan of a grid"):
+        bi_wkv(w, u, k, v, backend="triton", grid=(12, 16), order=(1, 0))
 
 
 _LAUNCHED = ("_chunk_summary", "_chunk_scan", "_chunk_output", "_grad_prep", "_grad_output")
@@ -287,6 +374,7 @@ def test_every_kernel_variant_compiles_for_cuda(monkeypatch: pytest.MonkeyPatch,
     w, u, k, v = _inputs(150, 16, 1, seed)
     for bounded in (0, 1):
         settings = {"chunk": 64, "chunk_block": 16, "bounded": bounded}
-        out, state, plan = kernels.wkv_forward(w, u, k, v, return_state=True, **settings)
-        kernels.wkv_backward(w, u, k, v, state, torch.ones_like(out), plan)
+        layout = kernels.scan_layout(150, (10, 15), (1, 0))  # a column scan's layout arguments
+        out, state, plan = kernels.wkv_forward(w, u, k, v, return_state=True, layout=layout, **settings)
+        kernels.wkv_backward(w, u, k, v, state, torch.ones_like(out), plan, layout)
     assert_launches_compile(launches, "monai_rwkv.ops._triton_wkv", _LAUNCHED)

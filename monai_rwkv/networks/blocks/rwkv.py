@@ -82,19 +82,7 @@ def _scan(
     order: Sequence[int],
 ) -> torch.Tensor:
     """Bi-WKV over the tokens read in the axis ``order``; k, v and the result are (B, T, C) in raster order."""
-    if list(order) == sorted(order):
-        return bi_wkv(w, u, k, v)
-    batch, seq_len, channels = k.shape
-    grid = (batch, *spatial_shape, channels)
-    forward = (0, *(a + 1 for a in order), len(grid) - 1)
-    inverse = tuple(forward.index(i) for i in range(len(grid)))
-
-    def permute(t: torch.Tensor) -> torch.Tensor:
-        return t.reshape(grid).permute(forward).reshape(batch, seq_len, channels)
-
-    out = bi_wkv(w, u, permute(k), permute(v))
-    permuted_grid = tuple(grid[i] for i in forward)
-    return out.reshape(permuted_grid).permute(inverse).reshape(batch, seq_len, channels)
+    return bi_wkv(w, u, k, v, grid=tuple(spatial_shape), order=tuple(order))
 
 
 class ReWKV(nn.Module):

@@ -79,10 +79,13 @@ def _token_offsets(batch, seq_len, channels, t, cols, n1, n2, s0, s1, s2):
 
 
 @triton.jit
-def _chunk_tile(seq_len, channels, n1, n2, s0, s1, s2, L: tl.constexpr, BLOCK_C: tl.constexpr):
+def _chunk_tile(
+    seq_len, channels, n1, n2, s0, s1, s2, L: tl.constexpr, BLOCK_C: tl.constexpr, STORED_ORDER: tl.constexpr
+):
     """This program's tile of a (chunk, block of channels, batch item) grid: chunk and batch indices, the rows
     and columns, the column mask, the number of valid rows, the element mask and the offsets into (B, T, C) of its
-    tokens and of each one's predecessor and successor in scan order (see :func:`_token_offsets`)."""
+    tokens and of each one's predecessor and successor in scan order (``STORED_ORDER``: the storage order, no
+    index arithmetic; else :func:`_token_offsets`)."""
     chunk = tl.program_id(0)
     cols = tl.program_id(1) * BLOCK_C + tl.arange(0, BLOCK_C)
     batch = tl.program_id(2).to(tl.int64)
@@ -91,10 +94,15 @@ def _chunk_tile(seq_len, channels, n1, n2, s0, s1, s2, L: tl.constexpr, BLOCK_C:
     n_valid = tl.minimum(seq_len - chunk * L, L)
     ok = (rows < n_valid)[:, None] & col_ok[None, :]
     t = (chunk * L + rows).to(tl.int64)
-    offs = _token_offsets(batch, seq_len, channels, t, cols, n1, n2, s0, s1, s2)
-    # neighbours at -1 and T are masked where used; clamped so that their offsets stay in range
-    prev = _token_offsets(batch, seq_len, channels, tl.maximum(t - 1, 0), cols, n1, n2, s0, s1, s2)
-    nxt = _token_offsets(batch, seq_len, channels, tl.minimum(t + 1, seq_len - 1), cols, n1, n2, s0, s1, s2)
+    if STORED_ORDER:
+        offs = batch * seq_len * channels + t[:, None] * channels + cols[None, :]
+        prev = offs - channels
+        nxt = offs + channels
+    else:
+        offs = _token_offsets(batch, seq_len, channels, t, cols, n1, n2, s0, s1, s2)
+        # neighbours at -1 and T are masked where used; clamped so that their offsets stay in range
+        prev = _token_offsets(batch, seq_len, channels, tl.maximum(t - 1, 0), cols, n1, n2, s0, s1, s2)
+        nxt = _token_offsets(batch, seq_len, channels, tl.minimum(t + 1, seq_len - 1), cols, n1, n2, s0, s1, s2)
     return chunk, batch, rows, cols, col_ok, n_valid, ok, offs, prev, nxt
 
 
@@ -122,6 +130,7 @@ def _chunk_summary(
     s2,
     L: tl.constexpr,
     BLOCK_C: tl.constexpr,
+    STORED_ORDER: tl.constexpr,
     HAS_V2: tl.constexpr,
 ):
     """Per chunk: ``(p, s, d)`` of ``sum_i e^{k_i - (n-1-r_i) w} (v_i, v2_i)`` (forward, seen from the chunk's last
@@ -129,7 +138,7 @@ def _chunk_summary(
     the chunk, ``n`` the number of valid rows, ``v2`` is 1 unless ``HAS_V2``. ``summary`` is (6, B, n_chunks, C):
     forward p, s, d then backward p, s, d."""
     chunk, batch, rows, cols, col_ok, n_valid, ok, offs, _, _ = _chunk_tile(
-        seq_len, channels, n1, n2, s0, s1, s2, L, BLOCK_C
+        seq_len, channels, n1, n2, s0, s1, s2, L, BLOCK_C, STORED_ORDER
     )
     k = tl.load(k_ptr + offs, mask=ok, other=0.0).to(tl.float32)
     v = tl.load(v_ptr + offs, mask=ok, other=0.0).to(tl.float32)
@@ -401,12 +410,13 @@ def _chunk_output(
     s2,
     L: tl.constexpr,
     BLOCK_C: tl.constexpr,
+    STORED_ORDER: tl.constexpr,
     LIMIT: tl.constexpr,
 ):
     """Within-chunk states in both directions seeded with the entering states, then the normalised output.
     A block of channels whose ``|w| L + |u|`` is at most ``LIMIT`` (:data:`FAST_RANGE`, or -1: never) takes
     :func:`_states_bounded`, any other :func:`_states_general`."""
-    tile = _chunk_tile(seq_len, channels, n1, n2, s0, s1, s2, L, BLOCK_C)
+    tile = _chunk_tile(seq_len, channels, n1, n2, s0, s1, s2, L, BLOCK_C, STORED_ORDER)
     chunk, batch, rows, cols, col_ok, n_valid, ok, offs, _, _ = tile
     fwd = _forward_states(w_ptr, u_ptr, k_ptr, v_ptr, state_ptr, tile, channels, n_chunks, L, LIMIT)
     k, v, out, den, top, a_diag, a_f, s_f, d_f, a_b, s_b, d_b = fwd
@@ -441,12 +451,13 @@ def _grad_prep(
     s2,
     L: tl.constexpr,
     BLOCK_C: tl.constexpr,
+    STORED_ORDER: tl.constexpr,
     LIMIT: tl.constexpr,
 ):
     """Backward, first pass (output gradient ``g``): recomputes the forward on the tile and stores ``q = -log``
     (softmax denominator), ``go = g * out``, and per chunk the column sums of the terms of ``grad_u`` and of the
     output side of ``grad_w`` (``sums`` planes 0-2, see :func:`wkv_backward`)."""
-    tile = _chunk_tile(seq_len, channels, n1, n2, s0, s1, s2, L, BLOCK_C)
+    tile = _chunk_tile(seq_len, channels, n1, n2, s0, s1, s2, L, BLOCK_C, STORED_ORDER)
     chunk, batch, rows, cols, col_ok, n_valid, ok, offs, _, _ = tile
     fwd = _forward_states(w_ptr, u_ptr, k_ptr, v_ptr, state_ptr, tile, channels, n_chunks, L, LIMIT)
     k, v, out, den, top, a_diag, a_f, s_f, d_f, a_b, s_b, d_b = fwd
@@ -486,13 +497,14 @@ def _grad_output(
     s2,
     L: tl.constexpr,
     BLOCK_C: tl.constexpr,
+    STORED_ORDER: tl.constexpr,
     LIMIT: tl.constexpr,
 ):
     """Backward, second pass: the states of keys ``q``, values ``g`` and ``go`` (entering states from the chunk
     scan of the same) give, at token ``i``, ``sum_{t != i} e^{q_t - (|t-i|-1) w} (g_t, go_t)`` per side; times
     ``e^{k_i}`` these are the gradients of ``k_i`` and ``v_i``. Also stores per chunk the column sums of the input
     side of ``grad_w`` (``sums`` planes 2-3)."""
-    tile = _chunk_tile(seq_len, channels, n1, n2, s0, s1, s2, L, BLOCK_C)
+    tile = _chunk_tile(seq_len, channels, n1, n2, s0, s1, s2, L, BLOCK_C, STORED_ORDER)
     chunk, batch, rows, cols, col_ok, n_valid, ok, offs, _, _ = tile
     w_row = tl.load(w_ptr + cols, mask=col_ok, other=0.0)
     u_row = tl.load(u_ptr + cols, mask=col_ok, other=0.0)
@@ -515,6 +527,11 @@ def _grad_output(
     r = rows.to(tl.float32)[:, None]
     _store_chunk_sum(sums_ptr, 2, plane, col_ok, r * (k_pre - k_suf) + k_suf)
     _store_chunk_sum(sums_ptr, 3, plane, col_ok, k_pre - k_suf)
+
+
+def _stored_order(layout: Sequence[int], seq_len: int) -> bool:
+    """Whether ``layout`` (:func:`scan_layout`) scans the tokens in their storage order."""
+    return tuple(layout) == scan_layout(seq_len)
 
 
 def _block_channels(channels: int) -> int:
@@ -608,6 +625,7 @@ def _entering_states(
         *layout,
         L=chunk,
         BLOCK_C=block_c,
+        STORED_ORDER=_stored_order(layout, seq_len),
         HAS_V2=v2 is not None,
     )
     chunk_block, scan_c = cfg["chunk_block"], cfg["scan_block_c"]
@@ -675,6 +693,7 @@ def wkv_forward(
         *layout,
         L=cfg["chunk"],
         BLOCK_C=cfg["block_c"],
+        STORED_ORDER=_stored_order(layout, seq_len),
         LIMIT=limit,
     )
     return (out, state, cfg) if return_state else out
@@ -739,6 +758,7 @@ def wkv_backward(
         *layout,
         L=chunk,
         BLOCK_C=block_c,
+        STORED_ORDER=_stored_order(layout, seq_len),
         LIMIT=limit,
     )
     t_state = _entering_states(w32, q, grad, go, plan, layout)
@@ -760,6 +780,7 @@ def wkv_backward(
         *layout,
         L=chunk,
         BLOCK_C=block_c,
+        STORED_ORDER=_stored_order(layout, seq_len),
         LIMIT=limit,
     )
     sums = sums.double()

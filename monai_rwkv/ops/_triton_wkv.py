@@ -33,6 +33,11 @@ Backward (:func:`wkv_backward`): ``_grad_prep`` recomputes step 3 from the saved
 ``grad_t``, ``grad_t out_t``, and ``_grad_output`` forms the within-chunk states of that pass and writes the
 gradients of ``k`` and ``v``; ``grad_w`` and ``grad_u`` come from per-chunk column sums of both passes.
 
+Scan order: the tokens are scanned in their storage order, or (``layout`` from :func:`scan_layout`) in another axis
+order of a grid stored in raster order; the kernels then address each scan position's storage row
+(:func:`_token_offsets`) and write the output (and the gradients) in storage order, so a column scan needs no
+permuted copies.
+
 So ``k`` and ``v`` are read twice and the output written once; the chunk states are ``12 / L`` bytes per
 element. Accuracy: float32 rounding in scans of at most ``max(L, CHUNK_BLOCK)`` steps per level, about 1e-6
 relative to the output's scale (tested against the float64 reference).

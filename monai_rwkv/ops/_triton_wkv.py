@@ -609,10 +609,11 @@ def _entering_states(
     v2: torch.Tensor | None,
     cfg: dict[str, int],
     layout: tuple[int, ...],
+    stored_order: bool,
 ) -> torch.Tensor:
     """The (6, B, n_chunks, C) float32 states entering every chunk from either side, for keys ``k``, values ``v``
-    and second values ``v2`` (None: 1) scanned in the order of ``layout`` (:func:`scan_layout`): chunk summaries,
-    then the chunk-level scan."""
+    and second values ``v2`` (None: 1) scanned in the order of ``layout`` (:func:`scan_layout`; ``stored_order``:
+    it is the storage order): chunk summaries, then the chunk-level scan."""
     batch, seq_len, channels = k.shape
     chunk, n_chunks, block_c = cfg["chunk"], cfg["n_chunks"], cfg["block_c"]
     summary = torch.empty((6, batch, n_chunks, channels), device=k.device, dtype=torch.float32)
@@ -630,7 +631,7 @@ def _entering_states(
         *layout,
         L=chunk,
         BLOCK_C=block_c,
-        STORED_ORDER=_stored_order(layout, seq_len),
+        STORED_ORDER=stored_order,
         HAS_V2=v2 is not None,
     )
     chunk_block, scan_c = cfg["chunk_block"], cfg["scan_block_c"]
@@ -675,6 +676,7 @@ def wkv_forward(
     cfg = _launch_plan(k, settings)
     batch, seq_len, channels = k.shape
     layout = tuple(layout) if layout is not None else scan_layout(seq_len)
+    stored_order = _stored_order(layout, seq_len)
     k, v = k.contiguous(), v.contiguous()
     w32 = w.detach().to(device=k.device, dtype=torch.float32).contiguous()
     u32 = u.detach().to(device=k.device, dtype=torch.float32).contiguous()
@@ -682,7 +684,7 @@ def wkv_forward(
     if out.numel() == 0:
         state = torch.empty((6, batch, cfg["n_chunks"], channels), device=k.device, dtype=torch.float32)
         return (out, state, cfg) if return_state else out
-    state = _entering_states(w32, k, v, None, cfg, layout)
+    state = _entering_states(w32, k, v, None, cfg, layout, stored_order)
     grid = (cfg["n_chunks"], triton.cdiv(channels, cfg["block_c"]), batch)
     limit = FAST_RANGE if cfg["bounded"] else -1.0
     _chunk_output[grid](
@@ -698,7 +700,7 @@ def wkv_forward(
         *layout,
         L=cfg["chunk"],
         BLOCK_C=cfg["block_c"],
-        STORED_ORDER=_stored_order(layout, seq_len),
+        STORED_ORDER=stored_order,
         LIMIT=limit,
     )
     return (out, state, cfg) if return_state else out
@@ -734,6 +736,7 @@ def wkv_backward(
     """
     batch, seq_len, channels = k.shape
     layout = tuple(layout) if layout is not None else scan_layout(seq_len)
+    stored_order = _stored_order(layout, seq_len)
     k, v, grad = k.contiguous(), v.contiguous(), grad.contiguous()
     dev = k.device
     w32 = w.detach().to(device=dev, dtype=torch.float32).contiguous()
@@ -763,10 +766,10 @@ def wkv_backward(
         *layout,
         L=chunk,
         BLOCK_C=block_c,
-        STORED_ORDER=_stored_order(layout, seq_len),
+        STORED_ORDER=stored_order,
         LIMIT=limit,
     )
-    t_state = _entering_states(w32, q, grad, go, plan, layout)
+    t_state = _entering_states(w32, q, grad, go, plan, layout, stored_order)
     _grad_output[grid](
         w32,
         u32,
@@ -785,7 +788,7 @@ def wkv_backward(
         *layout,
         L=chunk,
         BLOCK_C=block_c,
-        STORED_ORDER=_stored_order(layout, seq_len),
+        STORED_ORDER=stored_order,
         LIMIT=limit,
     )
     sums = sums.double()

@@ -317,11 +317,16 @@ def _triton_supported(tensors: tuple[torch.Tensor, ...]) -> bool:
 
 def describe_backend(device: Union[str, torch.device] = "cpu") -> str:
     """One line naming the Bi-WKV kernels ``backend="auto"`` runs for float32 inputs on ``device`` (and, when it
-    falls back to the pure PyTorch path, why), e.g. ``"numba (fused CPU kernels)"``."""
+    falls back to the pure PyTorch path, why; on CUDA, the fast-path switches that are on), e.g.
+    ``"numba (fused CPU kernels)"``."""
     device = torch.device(device)
     if device.type == "cuda":
         if triton_available():
-            return "triton (fused CUDA kernels)"
+            from . import norm  # imports this module
+
+            switches = (("Triton LayerNorm", norm.TRITON_LAYER_NORM), ("in-place scans", TRITON_IN_PLACE_SCANS))
+            on = [name for name, flag in switches if flag]
+            return "triton (fused CUDA kernels" + (f"; {', '.join(on)} on" if on else "") + ")"
         return f"torch (pure PyTorch: triton could not be imported: {_TRITON.error!r})"
     if numba_available():
         return "numba (fused CPU kernels)"

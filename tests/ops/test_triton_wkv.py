@@ -335,6 +335,22 @@ def test_spatial_mix_with_in_place_scans(seed: int, monkeypatch: pytest.MonkeyPa
     assert all(torch.equal(a, b) for a, b in zip(results[0][1], results[1][1]))
 
 
+def test_describe_backend_names_the_cuda_switches(monkeypatch: pytest.MonkeyPatch) -> None:
+    """The CLI's verbose line for a CUDA device says which fast-path switches are on."""
+    from monai_rwkv.ops import norm
+
+    assert wkv_mod.triton_available()
+    for layer_norm, in_place, tail in (
+        (False, False, "kernels)"),
+        (True, False, "; Triton LayerNorm on)"),
+        (True, True, "; Triton LayerNorm, in-place scans on)"),
+    ):
+        monkeypatch.setattr(norm, "TRITON_LAYER_NORM", layer_norm)
+        monkeypatch.setattr(wkv_mod, "TRITON_IN_PLACE_SCANS", in_place)
+        line = wkv_mod.describe_backend("cuda")
+        assert line.startswith("triton (fused CUDA kernels") and line.endswith(tail), line
+
+
 @pytest.mark.parametrize("in_place", [True, False])
 def test_bi_wkv_scan_order_on_every_backend(in_place: bool, seed: int, monkeypatch: pytest.MonkeyPatch) -> None:
     """``bi_wkv(..., grid, order)``: the Triton kernels (in place, or on permuted copies with the switch off) and

@@ -5,7 +5,14 @@ from __future__ import annotations
 import math
 from collections.abc import Sequence
 
-__all__ = ["scan_layout"]
+__all__ = ["check_scan", "scan_layout"]
+
+
+def check_scan(seq_len: int, grid: Sequence[int], order: Sequence[int]) -> None:
+    """Raises ValueError unless ``order`` is a permutation of the axes of ``grid`` and ``grid`` holds ``seq_len``
+    tokens."""
+    if sorted(order) != list(range(len(grid))) or math.prod(grid) != seq_len:
+        raise ValueError(f"order {tuple(order)} is not a scan of a grid {tuple(grid)} of {seq_len} tokens.")
 
 
 def scan_layout(seq_len: int, grid: Sequence[int] | None = None, order: Sequence[int] | None = None) -> tuple[int, ...]:
@@ -16,11 +23,13 @@ def scan_layout(seq_len: int, grid: Sequence[int] | None = None, order: Sequence
     the storage order: ``(1, T, 0, 0, 1)``.
 
     Raises:
-        ValueError: ``order`` is not a permutation of the axes of a grid of ``seq_len`` tokens.
+        ValueError: ``order`` is not a permutation of the axes of a grid of ``seq_len`` tokens (:func:`check_scan`),
+            or the grid has more than three axes.
     """
     if grid is None or order is None or list(order) == sorted(order):
         return (1, seq_len, 0, 0, 1)
-    if sorted(order) != list(range(len(grid))) or not 1 <= len(grid) <= 3 or math.prod(grid) != seq_len:
+    check_scan(seq_len, grid, order)
+    if not 1 <= len(grid) <= 3:
         raise ValueError(f"order {tuple(order)} is not a scan of a grid {tuple(grid)} of {seq_len} tokens.")
     strides = [math.prod(grid[axis + 1 :]) for axis in range(len(grid))]
     sizes = [1] * (3 - len(order)) + [grid[axis] for axis in order]

@@ -34,7 +34,6 @@ imported (an unsupported platform, a broken install) ``"auto"`` falls back to th
 from __future__ import annotations
 
 import importlib
-import math
 import os
 from collections.abc import Sequence
 from types import ModuleType
@@ -42,7 +41,7 @@ from typing import Any, Optional, Union
 
 import torch
 
-from ._layout import scan_layout
+from ._layout import check_scan, scan_layout
 
 __all__ = ["BACKENDS", "bi_wkv", "describe_backend", "numba_available", "triton_available"]
 
@@ -345,8 +344,7 @@ def _permuted_scan(
     """:func:`bi_wkv` over raster-ordered tokens of ``grid`` scanned in the axis ``order``, through copies of ``k`` and
     ``v`` permuted into that order and the result permuted back."""
     batch, seq_len, channels = k.shape
-    if sorted(order) != list(range(len(grid))) or math.prod(grid) != seq_len:
-        raise ValueError(f"order {tuple(order)} is not a scan of a grid {tuple(grid)} of {seq_len} tokens.")
+    check_scan(seq_len, grid, order)
     shape = (batch, *grid, channels)
     forward = (0, *(a + 1 for a in order), len(shape) - 1)
     inverse = tuple(forward.index(i) for i in range(len(shape)))

@@ -73,18 +73,6 @@ def scan_order(spatial_dims: int, index: int) -> tuple[int, ...]:
     return tuple((axis - index) % spatial_dims for axis in range(spatial_dims))
 
 
-def _scan(
-    w: torch.Tensor,
-    u: torch.Tensor,
-    k: torch.Tensor,
-    v: torch.Tensor,
-    spatial_shape: Sequence[int],
-    order: Sequence[int],
-) -> torch.Tensor:
-    """Bi-WKV over the tokens read in the axis ``order``; k, v and the result are (B, T, C) in raster order."""
-    return bi_wkv(w, u, k, v, grid=tuple(spatial_shape), order=tuple(order))
-
-
 class ReWKV(nn.Module):
     """Re-WKV spatial mix: Omni-Shift, then ``recurrence`` chained Bi-WKV scans along rotating axis orders.
 
@@ -120,7 +108,7 @@ class ReWKV(nn.Module):
         k, v, r = (pointwise(layer, shifted, spatial_shape) for layer in (self.key, self.value, self.receptance))
         for j in range(self.recurrence):
             w, u = self.spatial_decay[j] / seq_len, self.spatial_first[j] / seq_len
-            v = _scan(w, u, k, v, spatial_shape, scan_order(self.spatial_dims, j))
+            v = bi_wkv(w, u, k, v, grid=tuple(spatial_shape), order=scan_order(self.spatial_dims, j))
         if _in_place_ok(r):
             return pointwise(self.output, r.sigmoid_().mul_(v), spatial_shape)
         return self.output(torch.sigmoid(r) * v)
@@ -165,8 +153,8 @@ class ChannelMix(nn.Module):
 
 class TokenLayerNorm(nn.LayerNorm):
     """:class:`torch.nn.LayerNorm` over the channels of ``(B, T, C)`` tokens (same parameters and state dict) that
-    runs through :func:`monai_rwkv.ops.norm.layer_norm`: the Triton kernel for CUDA inference when its switch is
-    on, ``F.layer_norm`` otherwise."""
+    runs through :func:`monai_rwkv.ops.norm.layer_norm`: the Triton kernels on CUDA (forward and backward) when
+    their switch is on, ``F.layer_norm`` otherwise."""
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         return layer_norm(x, self.weight, self.bias, self.eps)

@@ -139,8 +139,14 @@ def _worker(
     jobs: Any,
     results: Any,
     options: tuple,
+    studies: Any,
+    slot: int,
 ) -> None:
-    """A worker process: build the model once, then restore studies from ``jobs`` until ``None`` arrives."""
+    """A worker process: build the model once, then restore studies from ``jobs`` until ``None`` arrives.
+
+    ``studies[slot]`` (shared memory) holds the index of the study this worker took last: written before the
+    study starts, so that the parent can name it if the worker dies, even where a queued message would be lost.
+    """
     signal.signal(signal.SIGINT, signal.SIG_IGN)  # the parent stops its workers with SIGTERM
     warnings.showwarning = _show_warning
     # notices about an optional GPU DICOM decoder that is never used: shown (or not) by the parent, not per worker
@@ -148,12 +154,21 @@ def _worker(
     logging.getLogger("monai.data.nvimgcodec_pydicom_plugin").setLevel(logging.ERROR)
     try:
         with terminate_as_interrupt():
-            _serve(factory, threads, parent_pid, jobs, results, options)
+            _serve(factory, threads, parent_pid, jobs, results, options, studies, slot)
     except KeyboardInterrupt as e:  # Terminated: temporary outputs and the claim were removed while unwinding
         sys.exit(getattr(e, "exit_status", 130))
 
 
-def _serve(factory: RestorerFactory, threads: int, parent_pid: int, jobs: Any, results: Any, options: tuple) -> None:
+def _serve(
+    factory: RestorerFactory,
+    threads: int,
+    parent_pid: int,
+    jobs: Any,
+    results: Any,
+    options: tuple,
+    studies: Any,
+    slot: int,
+) -> None:
     from monai_rwkv.apps.restore import run_study
 
     pid = os.getpid()
@@ -176,7 +191,7 @@ def _serve(factory: RestorerFactory, threads: int, parent_pid: int, jobs: Any, r
         if item is None or os.getppid() != parent_pid:
             return
         index, task = item
-        results.put(("start", pid, index))
+        studies[slot] = index
         outcome = run_study(restorer, task, *options)
         results.put(("done", pid, (index, outcome)))
 
@@ -248,6 +263,9 @@ def restore_in_workers(
     for _ in range(count):
         jobs.put(None)
     options = (model, overwrite, guard, spec, allow_mismatch, claim_timeout)
+    # the study each worker took last (-1: none yet): shared memory, written by the worker before it starts one,
+    # so a worker killed at once still names its study (a message on the results queue can die in its feeder)
+    studies = context.Array("q", [-1] * count, lock=False)
     processes = []
     outcomes: list[StudyOutcome | None] = [None] * len(tasks)
     bar = tqdm(total=len(tasks), desc="studies", unit="study", disable=not progress, dynamic_ncols=True)
@@ -264,24 +282,23 @@ def restore_in_workers(
             for n in range(count):
                 process = context.Process(
                     target=_worker,
-                    args=(factory.for_worker(), threads, os.getpid(), jobs, results, options),
+                    args=(factory.for_worker(), threads, os.getpid(), jobs, results, options, studies, n),
                     name=f"monai-rwkv-worker-{n + 1}",
                     daemon=True,
                 )
                 process.start()
                 processes.append(process)
-        current: dict[int, int] = {}  # worker pid -> index of the study it is restoring
         gone: set[int] = set()
         while any(o is None for o in outcomes):
             try:
-                kind, pid, payload = results.get(timeout=_POLL)
+                kind, _pid, payload = results.get(timeout=_POLL)
             except queue.Empty:
-                for process in processes:
+                for slot, process in enumerate(processes):
                     if process.pid in gone or process.is_alive():
                         continue
                     gone.add(process.pid)
-                    index = current.pop(process.pid, None)
-                    if index is not None and outcomes[index] is None:
+                    index = studies[slot]
+                    if index >= 0 and outcomes[index] is None:
                         problem = f"the worker process {process.pid} died (exit code {process.exitcode}) while "
                         deliver(index, _failed(tasks[index], problem + "restoring it; run again to resume"))
                 if len(gone) == len(processes):
@@ -293,11 +310,8 @@ def restore_in_workers(
                 continue
             if kind == "fatal":
                 raise SystemExit(payload if payload.startswith("error: ") else f"error: {payload}")
-            if kind == "start":
-                current[pid] = payload
-            elif kind == "done":
+            if kind == "done":
                 index, outcome = payload
-                current.pop(pid, None)
                 deliver(index, outcome)
     except BaseException:
         _stop(processes)

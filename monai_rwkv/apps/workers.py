@@ -132,21 +132,8 @@ def _show_warning(message, category, filename, lineno, file=None, line=None) -> 
     print(f"warning: {' '.join(str(message).split())}", file=sys.stderr if file is None else file, flush=True)
 
 
-def _worker(
-    factory: RestorerFactory,
-    threads: int,
-    parent_pid: int,
-    jobs: Any,
-    results: Any,
-    options: tuple,
-    studies: Any,
-    slot: int,
-) -> None:
-    """A worker process: build the model once, then restore studies from ``jobs`` until ``None`` arrives.
-
-    ``studies[slot]`` (shared memory) holds the index of the study this worker took last: written before the
-    study starts, so that the parent can name it if the worker dies, even where a queued message would be lost.
-    """
+def _worker(*args: Any) -> None:
+    """A worker process: its signal and warning settings, then :func:`_serve` with ``args``."""
     signal.signal(signal.SIGINT, signal.SIG_IGN)  # the parent stops its workers with SIGTERM
     warnings.showwarning = _show_warning
     # notices about an optional GPU DICOM decoder that is never used: shown (or not) by the parent, not per worker
@@ -154,7 +141,7 @@ def _worker(
     logging.getLogger("monai.data.nvimgcodec_pydicom_plugin").setLevel(logging.ERROR)
     try:
         with terminate_as_interrupt():
-            _serve(factory, threads, parent_pid, jobs, results, options, studies, slot)
+            _serve(*args)
     except KeyboardInterrupt as e:  # Terminated: temporary outputs and the claim were removed while unwinding
         sys.exit(getattr(e, "exit_status", 130))
 
@@ -169,17 +156,21 @@ def _serve(
     studies: Any,
     slot: int,
 ) -> None:
+    """Build the model once, then restore studies from ``jobs`` until ``None`` arrives.
+
+    ``studies[slot]`` (shared memory) holds the index of the study this worker took last: written before the
+    study starts, so that the parent can name it if the worker dies, even where a queued message would be lost.
+    """
     from monai_rwkv.apps.restore import run_study
 
-    pid = os.getpid()
     torch.set_num_threads(threads)
     try:
         restorer = factory.build()
     except SystemExit as e:  # bundle helpers exit with one line
-        results.put(("fatal", pid, str(e.code)))
+        results.put(("fatal", str(e.code)))
         return
     except Exception as e:  # noqa: BLE001 - reported by the parent as one line
-        results.put(("fatal", pid, one_line(e)))
+        results.put(("fatal", one_line(e)))
         return
     while True:
         try:
@@ -193,7 +184,7 @@ def _serve(
         index, task = item
         studies[slot] = index
         outcome = run_study(restorer, task, *options)
-        results.put(("done", pid, (index, outcome)))
+        results.put(("done", (index, outcome)))
 
 
 def _failed(task: Any, detail: str) -> StudyOutcome:
@@ -291,7 +282,7 @@ def restore_in_workers(
         gone: set[int] = set()
         while any(o is None for o in outcomes):
             try:
-                kind, _pid, payload = results.get(timeout=_POLL)
+                kind, payload = results.get(timeout=_POLL)
             except queue.Empty:
                 for slot, process in enumerate(processes):
                     if process.pid in gone or process.is_alive():

@@ -52,6 +52,7 @@ def compare(bundle: Path, pairs: Path) -> list[str]:
     default = restorer(bundle, None, None)
     psnr = {"patches": [], "whole": []}
     ssim = {"patches": [], "whole": []}
+    names = []  # "file:k" of each kept slice, in the order of psnr's lists
     largest = 0.0
     for image in find_inputs(pairs / "full"):
         clean = read_volume(image)
@@ -59,6 +60,7 @@ def compare(bundle: Path, pairs: Path) -> list[str]:
         whole = restorer(bundle, [int(clean.shape[2]), int(clean.shape[1])], 0.0)  # rows j, columns i
         outputs = {"patches": default(low), "whole": whole(low)}
         keep = ~constant_slices(clean, CT_EVAL_WINDOW)
+        names += [f"{image.path.name}:{k}" for k in range(len(keep)) if keep[k]]
         for name, out in outputs.items():
             metrics = volume_slice_metrics(out, clean, CT_EVAL_WINDOW)
             psnr[name] += metrics["psnr"][keep].tolist()
@@ -67,10 +69,11 @@ def compare(bundle: Path, pairs: Path) -> list[str]:
     diff = torch.tensor(psnr["whole"]) - torch.tensor(psnr["patches"])
     mean = {k: sum(v) / len(v) for k, v in psnr.items()}
     mean_ssim = {k: sum(v) / len(v) for k, v in ssim.items()}
+    worst = names[int(diff.argmin())]
     return [
         f"| {os.path.relpath(pairs, REPO)} | {len(diff)} | {mean['patches']:.3f} / {mean_ssim['patches']:.4f} | "
         f"{mean['whole']:.3f} / {mean_ssim['whole']:.4f} | {float(diff.mean()):+.3f} ± {float(diff.std()):.3f} | "
-        f"{float(diff.min()):+.3f} .. {float(diff.max()):+.3f} | {largest:.1f} |"
+        f"{float(diff.min()):+.3f} .. {float(diff.max()):+.3f} | {worst} | {largest:.1f} |"
     ]
 
 
@@ -89,8 +92,8 @@ def main(argv: Optional[list[str]] = None) -> None:
         f"- metrics: PSNR (dB) / SSIM per slice in the window [{CT_EVAL_WINDOW[0]:g}, {CT_EVAL_WINDOW[1]:g}] HU",
         "",
         "| pairs | slices | patches PSNR / SSIM | whole PSNR / SSIM | ΔPSNR whole - patches (mean ± std) | "
-        "ΔPSNR range | largest voxel difference (HU) |",
-        "|---|---|---|---|---|---|---|",
+        "ΔPSNR range | lowest ΔPSNR at (file:slice) | largest voxel difference (HU) |",
+        "|---|---|---|---|---|---|---|---|",
         *rows,
     ]
     print("\n".join(lines))

@@ -21,8 +21,9 @@ the default ``cutoff=1`` gives 22 HU RMSE, 9.7 HU of ringing far from the skull 
 ``cutoff=0.5`` (the image Nyquist frequency) 39 HU RMSE, 3.8 HU of ringing and about half the noise std.
 
 The noise comes from torch generators; the random streams of CPU and CUDA generators differ, so a seed reproduces
-the noise only on the same device type. A 256 x 256 slice takes about 0.5-1 s on one CPU thread (see the
-tomography module). Simulate whole slices, so that every ray crosses the whole object, then crop.
+the noise only on the same device type (there on every CPU model: the simulation runs in float64,
+:data:`SIMULATION_DTYPE`). A 256 x 256 slice takes about 0.5-1 s on one CPU thread (see the tomography module).
+Simulate whole slices, so that every ray crosses the whole object, then crop.
 """
 
 from __future__ import annotations
@@ -48,6 +49,7 @@ __all__ = [
     "BEAMS",
     "VIEW_SAMPLINGS",
     "MU_WATER_PER_MM",
+    "SIMULATION_DTYPE",
     "hu_to_mu",
     "mu_to_hu",
     "simulate_low_dose_ct",
@@ -65,6 +67,13 @@ rebinned to parallel rays before reconstruction (:mod:`monai_rwkv.transforms.fan
 VIEW_SAMPLINGS = ("uniform", "log-uniform")
 """How :class:`RandLowDoseCT` draws ``n_views`` from a range: every integer equally likely, or log-uniformly (each
 octave of view counts equally likely, so that the few-view scans with the strongest streaks are drawn more often)."""
+
+SIMULATION_DTYPE = torch.float64
+"""The dtype :func:`simulate_low_dose_ct` computes in, whatever its input's. ``torch.poisson`` draws a
+rate-dependent number of uniforms per count, so one last-bit change of one expected count re-draws the noise of
+every later bin; and float32 results differ in the last bit between CPU instruction sets (a 256 x 256 head slice
+came out different with ``ATEN_CPU_CAPABILITY=default`` than with ``avx2``). In float64 the same seed gives the
+same scan on every CPU tested (``tests/transforms/test_ct.py``), at up to about 30 % more simulation time."""
 
 MU_WATER_PER_MM = 0.0192
 """Linear attenuation of water in 1/mm at an effective energy of about 70 keV (NIST XCOM: 0.193 cm^2/g)."""
@@ -118,14 +127,15 @@ def simulate_low_dose_ct(
             (detector cross-talk and focal-spot size: the reconstruction is softer, the noise is not), 0 for none.
 
     Returns:
-        ``(..., H, W)`` reconstructed low-dose image in HU, same dtype and device as ``image_hu``.
+        ``(..., H, W)`` reconstructed low-dose image in HU, same dtype and device as ``image_hu``; computed in
+        float64 whatever the input dtype (see :data:`SIMULATION_DTYPE`).
     """
     if dose_fraction <= 0 or incident_photons <= 0 or min_counts <= 0 or electronic_noise_var < 0:
         raise ValueError("dose_fraction, incident_photons and min_counts must be > 0, electronic_noise_var >= 0.")
     if not detector_blur_fwhm >= 0:
         raise ValueError(f"detector_blur_fwhm must be >= 0, got {detector_blur_fwhm!r}.")
     blank = incident_photons * dose_fraction
-    mu = hu_to_mu(image_hu, mu_water)
+    mu = hu_to_mu(image_hu.to(SIMULATION_DTYPE), mu_water)
     if isinstance(geometry, FanBeamGeometry):
         fine = ParallelBeamGeometry.create(geometry.image_shape, geometry.spacing)
         sino = fan_project(radon(mu, fine), fine, geometry)
@@ -139,8 +149,8 @@ def simulate_low_dose_ct(
         counts = counts + math.sqrt(electronic_noise_var) * noise
     noisy_sino = -torch.log(counts.clamp_min(min_counts) / blank)
     if isinstance(geometry, FanBeamGeometry):
-        return mu_to_hu(iradon(rebin_to_parallel(noisy_sino, geometry), geometry.parallel(), window, cutoff), mu_water)
-    return mu_to_hu(iradon(noisy_sino, geometry, window, cutoff), mu_water)
+        noisy_sino, geometry = rebin_to_parallel(noisy_sino, geometry), geometry.parallel()
+    return mu_to_hu(iradon(noisy_sino, geometry, window, cutoff), mu_water).to(image_hu.dtype)
 
 
 def _detector_blur(sinogram: torch.Tensor, fwhm: float) -> torch.Tensor:

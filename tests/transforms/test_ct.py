@@ -9,6 +9,9 @@ from __future__ import annotations
 
 import json
 import math
+import os
+import subprocess
+import sys
 from pathlib import Path
 
 import numpy as np
@@ -189,6 +192,43 @@ def test_deterministic_with_seed():
     c = RandLowDoseCT(dose_fraction=(0.1, 0.5), spacing=3.2).set_random_state(8)(img)
     assert torch.equal(a, b)
     assert not torch.equal(a, c)
+
+
+# One float32 low-dose scan of a head-like slice per beam, hashed; the input comes from numpy (torch.randn's float32
+# values themselves differ between instruction sets).
+_SCAN_HASHES = """
+import hashlib, numpy as np, torch
+from monai_rwkv.transforms.ct import simulate_low_dose_ct
+from monai_rwkv.transforms.fanbeam import FanBeamGeometry
+from monai_rwkv.transforms.tomography import ParallelBeamGeometry
+torch.set_num_threads(1)
+n = 256
+yy, xx = np.meshgrid(np.linspace(-1, 1, n), np.linspace(-1, 1, n), indexing="ij")
+r = np.hypot(xx, yy / 1.2)
+hu = np.where(r < 0.85, 40.0, -1000.0) + np.where((r > 0.78) & (r < 0.85), 1200.0, 0.0)
+hu = torch.from_numpy(hu + 30 * np.random.default_rng(0).standard_normal((n, n))).float()[None]
+for geometry in (ParallelBeamGeometry.create((n, n), 0.9, 180), FanBeamGeometry.create((n, n), 0.9, 360)):
+    out = simulate_low_dose_ct(hu, geometry, 0.25, generator=torch.Generator().manual_seed(1))
+    print(out.dtype, hashlib.sha256(out.numpy().tobytes()).hexdigest())
+"""
+
+
+def test_simulated_scan_is_the_same_on_every_cpu_instruction_set():
+    """A seed gives the same scan whichever vector instructions torch uses (float32 inputs did not, see
+    SIMULATION_DTYPE): the scan of a subprocess with ATEN_CPU_CAPABILITY=default equals that of the CPU's own."""
+    native = torch.backends.cpu.get_cpu_capability().lower()
+    if native == "default":
+        pytest.skip("this CPU has no vectorised ATen kernels to compare with the default ones")
+
+    def hashes(capability: str) -> str:
+        env = {**os.environ, "ATEN_CPU_CAPABILITY": capability}
+        run = subprocess.run([sys.executable, "-c", _SCAN_HASHES], env=env, capture_output=True, text=True, timeout=300)
+        assert run.returncode == 0, run.stderr
+        return run.stdout
+
+    native_hashes = hashes(native)
+    assert native_hashes.count("torch.float32") == 2
+    assert hashes("default") == native_hashes
 
 
 def test_torch_numpy_metatensor_and_shapes():

@@ -21,8 +21,8 @@ the default ``cutoff=1`` gives 22 HU RMSE, 9.7 HU of ringing far from the skull 
 ``cutoff=0.5`` (the image Nyquist frequency) 39 HU RMSE, 3.8 HU of ringing and about half the noise std.
 
 The noise comes from torch generators; the random streams of CPU and CUDA generators differ, so a seed reproduces
-the noise only on the same device type (there on every CPU model: the simulation runs in float64,
-:data:`SIMULATION_DTYPE`). A 256 x 256 slice takes about 0.5-1 s on one CPU thread (see the tomography module).
+the noise only on the same device type (on the CPU whichever vector instructions it has: the simulation runs in
+float64, :data:`SIMULATION_DTYPE`). A 256 x 256 slice takes about 0.5-1 s on one CPU thread (see the tomography module).
 Simulate whole slices, so that every ray crosses the whole object, then crop.
 """
 

@@ -83,7 +83,7 @@ def scan(slice_hu: torch.Tensor, spacing: tuple[float, float], scanner: str, see
     """The low-dose scan of one ``(H, W)`` slice by a named scanner, noise seeded by ``seed``."""
     simulator = RandLowDoseCT(spacing=spacing, **SCANNERS[scanner])
     simulator.set_random_state(seed)
-    return simulator(slice_hu[None].double())[0].float()
+    return simulator(slice_hu[None])[0].float()  # the simulator computes in float64 (SIMULATION_DTYPE)
 
 
 def head_pairs(volume: nib.Nifti1Image, seed: int) -> tuple[np.ndarray, np.ndarray, list[str]]:

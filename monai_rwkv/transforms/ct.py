@@ -226,8 +226,8 @@ def _image_spacing(img: NdarrayOrTensor, spacing: Union[float, Sequence[float], 
 
 
 def _working_tensor(img: NdarrayOrTensor) -> tuple[torch.Tensor, torch.dtype]:
-    """``img`` as a plain tensor to compute in (float64 for float64 input, else float32) and the output dtype (the
-    input's if floating point, else float32)."""
+    """``img`` as a plain tensor (float64 for float64 input, else float32; :func:`simulate_low_dose_ct` computes in
+    :data:`SIMULATION_DTYPE` whatever it gets) and the output dtype (the input's if floating point, else float32)."""
     data = convert_to_tensor(img, track_meta=False)
     out_dtype = data.dtype if data.is_floating_point() else torch.float32
     return data.to(torch.float64 if out_dtype == torch.float64 else torch.float32), out_dtype

@@ -11,6 +11,7 @@ import importlib
 from typing import Any
 
 _EXPORTS = {
+    "bundle_metadata": "bundle",
     "bundle_root": "bundle",
     "exit_on_errors": "bundle",
     "flag": "bundle",
@@ -19,6 +20,7 @@ _EXPORTS = {
     "model_name_version": "bundle",
     "run_evaluate": "bundle",
     "run_restore": "bundle",
+    "task_config": "bundle",
     "weights_for": "bundle",
     "evaluate_restoration": "evaluate",
     "volume_slice_metrics": "evaluate",

@@ -11,7 +11,7 @@ import inspect
 import logging
 import os
 import sys
-from collections.abc import Mapping
+from collections.abc import Mapping, Sequence
 from pathlib import Path
 from typing import Any
 
@@ -21,12 +21,14 @@ from torch import nn
 from monai_rwkv.apps.evaluate import evaluate_restoration
 from monai_rwkv.apps.restore import RestoreReport, error_line, restore_dataset
 from monai_rwkv.apps.signals import Terminated, terminate_as_interrupt
+from monai_rwkv.bundles import BundleNotFoundError, find_bundle
 from monai_rwkv.data import InputSpec
 from monai_rwkv.data.errors import ImageReadError, one_line
 from monai_rwkv.inference import VolumeRestorer, load_network
 from monai_rwkv.networks.nets import SelfEnsemble
 
 __all__ = [
+    "bundle_metadata",
     "bundle_root",
     "exit_on_errors",
     "flag",
@@ -35,6 +37,7 @@ __all__ = [
     "model_name_version",
     "run_evaluate",
     "run_restore",
+    "task_config",
     "weights_for",
 ]
 
@@ -76,26 +79,71 @@ def bundle_root(default: str | os.PathLike = ".") -> str:
 
 
 def load_bundle_config(
-    bundle_dir: str | os.PathLike, config: str = "inference.json", overrides: Mapping[str, Any] | None = None
+    bundle_dir: str | os.PathLike,
+    config: str | Sequence[str] = "inference.json",
+    overrides: Mapping[str, Any] | None = None,
 ) -> ConfigParser:
     """
     Parse ``<bundle_dir>/configs/<config>`` with its ``metadata.json`` (as ``_meta_``), ``bundle_root`` set to
-    ``bundle_dir``, then apply ``overrides`` (config ids such as ``"device"`` or ``"network_def#dim"``).
+    ``bundle_dir``, then apply ``overrides`` (config ids such as ``"device"`` or ``"network_def#dim"``; a value may
+    be an object, e.g. a network for ``"network"``). Several configs (``["inference.json", "train.json"]``) are
+    merged in order, as ``monai.bundle run --config_file "[a,b]"`` does.
 
     Raises:
         FileNotFoundError: the bundle has no such config.
     """
     configs = Path(bundle_dir) / "configs"
-    config_file = configs / config
-    if not config_file.is_file():
-        raise FileNotFoundError(f"{bundle_dir}: not a bundle (no configs/{config})")
+    files = [configs / name for name in ([config] if isinstance(config, str) else config)]
+    for config_file in files:
+        if not config_file.is_file():
+            raise FileNotFoundError(f"{bundle_dir}: not a bundle (no configs/{config_file.name})")
     parser = ConfigParser()
-    parser.read_config(os.fspath(config_file))
+    parser.read_config([os.fspath(f) for f in files])
     if (configs / "metadata.json").is_file():
         parser.read_meta(os.fspath(configs / "metadata.json"))
     parser["bundle_root"] = os.path.abspath(bundle_dir)
     parser.update(dict(overrides or {}))
     return parser
+
+
+def task_config(
+    tasks: Mapping[str, str],
+    task: str,
+    config: str | Sequence[str] = "inference.json",
+    overrides: Mapping[str, Any] | None = None,
+) -> ConfigParser:
+    """
+    The configs of the bundle that runs ``task``, for a bundle that serves several tasks with one network (the
+    all-in-one bundle): each task then reads, normalises, infers and writes exactly as its own bundle does.
+
+    Args:
+        tasks: task name -> bundle name or folder (see :func:`monai_rwkv.bundles.find_bundle`), e.g.
+            ``{"ct": "restore_rwkv_ct_denoise", "mri": "restore_rwkv_mri_sr"}``.
+        task: a key of ``tasks``.
+        config: the config file(s) of that bundle, merged in order (:func:`load_bundle_config`).
+        overrides: config ids of that bundle to set, e.g. ``{"network": network, "device": "cpu"}``.
+
+    Exits with one line when ``task`` is not a key of ``tasks`` or its bundle cannot be found.
+    """
+    key = str(task).strip().lower()
+    if key not in tasks:
+        raise SystemExit(f"error: --task {task!r}: expected one of {', '.join(tasks)}")
+    try:
+        folder = find_bundle(tasks[key])
+    except BundleNotFoundError as e:
+        raise SystemExit(f"error: task {key!r}: {e}") from None
+    return load_bundle_config(folder, config, overrides)
+
+
+def bundle_metadata(parser: ConfigParser) -> dict[str, Any]:
+    """
+    The metadata that a bundle's restorations are checked against (``network_data_format``) and named by (name,
+    version): the config's ``"metadata"`` entry when it has one (a bundle serving several tasks gives the chosen
+    task's input format there), its ``metadata.json`` (``_meta_``) otherwise. Loads no network.
+    """
+    if "metadata" in parser:
+        return dict(parser.get_parsed_content("metadata"))
+    return dict(parser.get("_meta_", {}))
 
 
 def load_bundle_network(

@@ -37,7 +37,7 @@ import logging
 import os
 import sys
 import warnings
-from collections.abc import Sequence
+from collections.abc import Mapping, Sequence
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
@@ -158,6 +158,11 @@ def _add_bundle_options(command: argparse.ArgumentParser) -> None:
         action="store_true",
         help="average the network over 8 flips and rotations of each patch (8x the compute; see the bundle's README)",
     )
+    command.add_argument(
+        "--task",
+        metavar="NAME",
+        help="the task, for a bundle that serves several (all_in_one: ct, mri or pet; default: the bundle's)",
+    )
     command.add_argument("--no-progress", action="store_true", help="no progress bar")
     command.add_argument(
         "-v", "--verbose", action="store_true", help="say on stderr which device and Bi-WKV kernels run, and threads"
@@ -203,12 +208,24 @@ def _config_overrides(args: argparse.Namespace) -> dict[str, Any]:
         overrides["output_dtype"] = args.dtype
     if args.self_ensemble:
         overrides["self_ensemble"] = True
+    if args.task is not None:
+        overrides["task"] = args.task
     for item in args.set:
         key, sep, value = item.partition("=")
         if not sep or not key:
             raise _UsageError(f"--set expects ID=VALUE, got {item!r}")
         overrides[key] = json_or_text(value)
     return overrides
+
+
+def _load_config(args: argparse.Namespace, overrides: Mapping[str, Any]) -> Any:
+    """The bundle's inference config with ``overrides``; ``--task`` only for a bundle that serves several tasks."""
+    from monai_rwkv.apps.bundle import load_bundle_config
+
+    parser = load_bundle_config(args.bundle, "inference.json", overrides)
+    if args.task is not None and "tasks" not in parser:
+        raise _UsageError(f"--task: {args.bundle} serves one task; --task is for bundles that serve several")
+    return parser
 
 
 def _is_nifti(path: str | os.PathLike) -> bool:
@@ -246,7 +263,7 @@ def _check_paths(args: argparse.Namespace) -> None:
 
 def _restore(args: argparse.Namespace) -> list[Path]:
     """Read INPUT, build the bundle's restorer, restore with the bundles' own :func:`restore_task`."""
-    from monai_rwkv.apps.bundle import load_bundle_config, model_name_version
+    from monai_rwkv.apps.bundle import bundle_metadata, model_name_version
     from monai_rwkv.apps.restore import InputImage, RestoreTask, check_input, error_line, read_volume, restore_task
     from monai_rwkv.data import InputSpec, MultipleSeriesError, check_dicom_source
     from monai_rwkv.inference import resolve_device
@@ -257,8 +274,9 @@ def _restore(args: argparse.Namespace) -> list[Path]:
     except ValueError as e:
         raise _CommandError(f"--device {args.device}: {e}") from None
     _say_backend(args, device)
-    parser = load_bundle_config(args.bundle, "inference.json", overrides)  # parsed only: no network is built yet
-    spec = InputSpec.from_metadata(parser.get("_meta_", {}))
+    parser = _load_config(args, overrides)  # parsed only: no network is built yet
+    metadata = bundle_metadata(parser)
+    spec = InputSpec.from_metadata(metadata)
     source, output = Path(args.input), Path(args.output)
     image = InputImage(source, source.name, series_uid=args.series_uid, is_dicom=not _is_nifti(source))
     nifti = _is_nifti(output)
@@ -282,7 +300,7 @@ def _restore(args: argparse.Namespace) -> list[Path]:
     except ValueError as e:
         raise _CommandError(error_line(source, e)) from None
     restorer = parser.get_parsed_content("restorer")
-    name, version = model_name_version(parser.get("_meta_", {}))
+    name, version = model_name_version(metadata)
     return restore_task(restorer, task, name, version, overwrite=args.overwrite, volume=volume)
 
 
@@ -315,7 +333,7 @@ def _check_batch_paths(args: argparse.Namespace) -> None:
 
 def _batch(args: argparse.Namespace) -> int:
     """Restore a folder with the bundle's :func:`restore_dataset`; one line per study, then the counts."""
-    from monai_rwkv.apps.bundle import load_bundle_config, model_name_version
+    from monai_rwkv.apps.bundle import bundle_metadata, model_name_version
     from monai_rwkv.apps.restore import logger as restore_logger
     from monai_rwkv.apps.restore import restore_dataset
     from monai_rwkv.apps.workers import BundleRestorerFactory
@@ -328,12 +346,12 @@ def _batch(args: argparse.Namespace) -> int:
     except ValueError as e:
         raise _CommandError(f"--device {args.device}: {e}") from None
     _say_backend(args, device)
-    parser = load_bundle_config(args.bundle, "inference.json", overrides)
+    parser = _load_config(args, overrides)
     if args.workers > 1:  # each worker builds the model from the same config and overrides
         restorer = BundleRestorerFactory.from_parser(parser, args.bundle)
     else:
         restorer = parser.get_parsed_content("restorer")
-    metadata = parser.get("_meta_", {})
+    metadata = bundle_metadata(parser)
     name, version = model_name_version(metadata)
 
     def show(outcome: Any) -> None:

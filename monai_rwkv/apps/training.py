@@ -1,7 +1,8 @@
 """
-Helpers for the bundles' ``train.json``: the datalists and the network to train; and for ``multi_gpu_train.json``
-(merged over it, started by ``torchrun``): the process group, each process's device, the
-``DistributedDataParallel`` network and the samplers.
+Helpers for the bundles' ``train.json``: the datalists and the network to train; for a bundle that trains one
+network on several tasks (the all-in-one bundle), each task's datasets and metrics taken from the task's own bundle;
+and for ``multi_gpu_train.json`` (merged over it, started by ``torchrun``): the process group, each process's
+device, the ``DistributedDataParallel`` network and the samplers.
 
 The training loop itself is MONAI's (``SupervisedTrainer`` / ``SupervisedEvaluator`` with ignite handlers); these
 functions only do what a JSON config cannot say in one readable line.
@@ -11,18 +12,25 @@ from __future__ import annotations
 
 import logging
 import os
+from collections.abc import Callable, Mapping, Sequence
 from pathlib import Path
+from typing import Any
 
 import torch
 import torch.distributed as dist
-from monai.data import DistributedSampler, load_decathlon_datalist
+from ignite.metrics import Metric, MetricsLambda
+from monai.bundle import ConfigParser
+from monai.data import DistributedSampler, MetaTensor, load_decathlon_datalist
 from torch import nn
-from torch.utils.data import Dataset, RandomSampler
+from torch.utils.data import Dataset, RandomSampler, WeightedRandomSampler
 
+from monai_rwkv.apps.bundle import task_config
+from monai_rwkv.handlers import SliceMetric
 from monai_rwkv.inference import resolve_device
 from monai_rwkv.networks.nets.restore_rwkv import _unwrap_state_dict
 
 __all__ = [
+    "TaskDataset",
     "bundle_datalist",
     "datalist",
     "distributed_device",
@@ -32,6 +40,11 @@ __all__ = [
     "quiet_other_ranks",
     "rank",
     "rank_sampler",
+    "task_configs",
+    "task_datasets",
+    "task_mean_metric",
+    "task_metrics",
+    "task_sampler",
     "training_network",
     "validation_sampler",
 ]
@@ -114,6 +127,117 @@ def training_network(
 
 def _is_2d(network: nn.Module) -> bool:
     return any(isinstance(m, nn.Conv2d) for m in network.modules())
+
+
+# -- one network, several tasks (the all-in-one bundle) ------------------------------------------------------------
+
+
+class TaskDataset(Dataset):
+    """
+    ``dataset`` whose items say which task they come from: ``item["label"].meta[key] = task``. The tag rides on the
+    label's metadata because MONAI's engines keep only ``image``, ``label`` and ``pred`` in their output, where the
+    metrics look. An item may be a dict or a list of dicts (the patches of one slice from a ``...Samplesd`` crop).
+    """
+
+    def __init__(self, dataset: Dataset, task: str, key: str = "task") -> None:
+        self.dataset, self.task, self.key = dataset, str(task), key
+
+    def __len__(self) -> int:
+        return len(self.dataset)
+
+    def _tag(self, item: dict) -> dict:
+        label = item["label"]
+        label = label if isinstance(label, MetaTensor) else MetaTensor(label)
+        label.meta[self.key] = self.task
+        return {**item, "label": label}
+
+    def __getitem__(self, index: int) -> Any:
+        item = self.dataset[index]
+        return [self._tag(patch) for patch in item] if isinstance(item, list) else self._tag(item)
+
+
+def task_configs(
+    tasks: Mapping[str, str],
+    task_data: Mapping[str, Mapping[str, Any] | None],
+    overrides: Mapping[str, Any] | None = None,
+) -> dict[str, ConfigParser]:
+    """
+    ``inference.json`` and ``train.json`` of the bundle of every task in ``task_data`` (see
+    :func:`~monai_rwkv.apps.bundle.task_config`), each with ``overrides`` (settings shared by all tasks, such as
+    ``patch_size``) and then ``task_data[task]`` (the task's own: ``dataset_dir``, ...) applied.
+    """
+    if not task_data:
+        raise SystemExit("error: task_data: no task to train on")
+    return {
+        name: task_config(
+            tasks, name, ("inference.json", "train.json"), {**dict(overrides or {}), **dict(settings or {})}
+        )
+        for name, settings in task_data.items()
+    }
+
+
+def task_datasets(configs: Mapping[str, ConfigParser], section: str = "train") -> dict[str, TaskDataset]:
+    """Each task's ``<section>#dataset`` (``"train"`` or ``"validate"``) as its bundle builds it, items tagged."""
+    return {
+        name: TaskDataset(parser.get_parsed_content(f"{section}#dataset"), name) for name, parser in configs.items()
+    }
+
+
+def task_sampler(
+    datasets: Mapping[str, Dataset], weights: Mapping[str, float] | None, num_samples: int
+) -> WeightedRandomSampler:
+    """
+    Sampler of ``ConcatDataset(list(datasets.values()))``: each of the ``num_samples`` draws (with replacement)
+    picks a task with probability ``weights[task] / sum(weights)`` (equal when ``weights`` is None), then one of
+    its items uniformly, so a task weighs what its weight says whatever the number of its volumes.
+    """
+    weights = {name: 1.0 for name in datasets} if weights is None else weights
+    missing = [name for name in datasets if name not in weights]
+    if missing:
+        raise SystemExit(f"error: task_weights: no weight for task(s) {', '.join(missing)}")
+    total = sum(float(weights[name]) for name in datasets)
+    if not total > 0 or any(float(weights[name]) < 0 for name in datasets):
+        raise SystemExit(f"error: task_weights: expected non-negative weights with a positive sum, got {dict(weights)}")
+    per_item = [float(weights[name]) / total / len(ds) for name, ds in datasets.items() for _ in range(len(ds))]
+    return WeightedRandomSampler(per_item, int(num_samples), replacement=True)
+
+
+def _task_items(task: str, key: str = "task") -> Callable[[Mapping[str, Any]], tuple[torch.Tensor, torch.Tensor]]:
+    """Engine output -> ``(pred, label)`` of the items of ``task`` (tagged by :class:`TaskDataset`; may be empty)."""
+
+    def select(output: Mapping[str, Any]) -> tuple[torch.Tensor, torch.Tensor]:
+        names = output["label"].meta[key]
+        names = [names] if isinstance(names, str) else list(names)
+        keep = torch.tensor([name == task for name in names], dtype=torch.bool)
+        pred, label = (torch.as_tensor(output[k]).as_subclass(torch.Tensor) for k in ("pred", "label"))
+        return pred[keep.to(pred.device)], label[keep.to(label.device)]
+
+    return select
+
+
+def _task_metric(parser: ConfigParser, task: str, metric: str) -> SliceMetric:
+    """``metric`` on the items of ``task``, with the window and intensity range of the task's own validation."""
+    own = parser.get_parsed_content("validate#evaluator#key_val_metric#val_psnr")
+    return SliceMetric(metric, own.window, own.intensity_range, output_transform=_task_items(task))
+
+
+def task_metrics(configs: Mapping[str, ConfigParser], metrics: Sequence[str] = ("psnr", "ssim", "rmse")) -> dict:
+    """
+    ``{"val_<metric>_<task>": SliceMetric}`` for every task and metric: each task scored in its own units and
+    window, as its own bundle validates (CT in HU within [-160, 240], ...), on its validation items only.
+    """
+    return {f"val_{m}_{name}": _task_metric(parser, name, m) for name, parser in configs.items() for m in metrics}
+
+
+def task_mean_metric(configs: Mapping[str, ConfigParser], metric: str = "psnr") -> Metric:
+    """
+    The mean over tasks of each task's mean ``metric`` (``"psnr"`` or ``"ssim"``: RMSEs in different units do not
+    average): every task weighs the same whatever its number of validation slices.
+    """
+    if metric not in ("psnr", "ssim"):
+        raise ValueError(f"metric must be 'psnr' or 'ssim' (RMSEs of different units do not average), got {metric!r}.")
+    parts = [_task_metric(parser, name, metric) for name, parser in configs.items()]
+    return MetricsLambda(lambda *values: sum(values) / len(values), *parts)
 
 
 # -- distributed training (multi_gpu_train.json, started by torchrun) --------------------------------------------

@@ -1,5 +1,6 @@
 """
-The MONAI Label app of monai_rwkv: every bundle as an infer task (type ``"others"``) and a train task.
+The MONAI Label app of monai_rwkv: every bundle as an infer task (type ``"others"``) and a train task (not for a
+bundle that serves several tasks, such as the all-in-one bundle: served with its default task, no train task).
 
 Start it with ``monailabel start_server --app <this folder> --studies <images> --conf zoo_source local`` (see
 docs/monailabel.md). Options (``--conf key value``):
@@ -20,7 +21,7 @@ from pathlib import Path
 from monailabel.interfaces.app import MONAILabelApp
 
 import monai_rwkv
-from monai_rwkv.monailabel_app.lib.bundles import finetuned_weights, served_bundles
+from monai_rwkv.monailabel_app.lib.bundles import finetuned_weights, served_bundles, serves_several_tasks
 from monai_rwkv.monailabel_app.lib.infers import RestorationInferTask
 from monai_rwkv.monailabel_app.lib.trainers import RestorationTrainTask
 
@@ -59,5 +60,5 @@ class RestoreRWKVApp(MONAILabelApp):
         return {
             name: RestorationTrainTask(path, self.conf, finetuned_weights(self.model_dir, name))
             for name, path in self.bundles.items()
-            if os.path.isfile(path / "configs" / "train.json")
+            if os.path.isfile(path / "configs" / "train.json") and not serves_several_tasks(path)
         }

@@ -2,12 +2,13 @@
 
 from __future__ import annotations
 
+import json
 import os
 from pathlib import Path
 
 from monai_rwkv.bundles import find_bundle, list_bundles, short_name
 
-__all__ = ["finetuned_weights", "served_bundles"]
+__all__ = ["finetuned_weights", "serves_several_tasks", "served_bundles"]
 
 
 def served_bundles(spec: str | None = None) -> dict[str, Path]:
@@ -48,3 +49,13 @@ def served_bundles(spec: str | None = None) -> dict[str, Path]:
 def finetuned_weights(model_dir: str | os.PathLike, name: str) -> Path:
     """Where the train task of bundle ``name`` puts its fine-tuned weights (the infer task prefers them)."""
     return Path(model_dir) / name / "model.pt"
+
+
+def serves_several_tasks(bundle: str | os.PathLike) -> bool:
+    """
+    Whether the bundle serves several tasks with one network (``"tasks"`` in its ``configs/inference.json``, as the
+    all-in-one bundle): it is served for inference with its default task, and gets no train task, since its
+    training needs a dataset of every task and a MONAI Label datastore holds one.
+    """
+    config = json.loads((Path(bundle) / "configs" / "inference.json").read_text(encoding="utf-8"))
+    return "tasks" in config

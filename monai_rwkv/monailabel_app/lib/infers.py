@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import copy
-import json
 import logging
 import os
 import tempfile
@@ -17,7 +16,7 @@ from monailabel.interfaces.exception import MONAILabelError, MONAILabelException
 from monailabel.interfaces.tasks.infer_v2 import InferType
 from monailabel.tasks.infer.bundle import BundleInferTask
 
-from monai_rwkv.apps.bundle import load_bundle_config
+from monai_rwkv.apps.bundle import bundle_metadata, load_bundle_config
 from monai_rwkv.data import write_nifti
 from monai_rwkv.inference import load_network, resolve_device
 
@@ -72,8 +71,8 @@ class RestorationInferTask(BundleInferTask):
             self.valid = False
         if not self.valid:
             return
-        meta = json.loads((Path(bundle) / "configs" / "metadata.json").read_text(encoding="utf-8"))
-        self.metadata = meta
+        # what the restorations are checked against and named by (for a bundle serving several tasks: its task's)
+        self.metadata = bundle_metadata(load_bundle_config(bundle, "inference.json"))
         self.dimension = 3  # 2D networks, applied slice by slice: the task takes and returns volumes
         self.labels = {}
         self._config.pop("model_filename", None)  # one weights file per bundle (plus the fine-tuned one)

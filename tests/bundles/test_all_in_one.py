@@ -1,0 +1,263 @@
+"""
+The all-in-one bundle: one network, each task (``--task ct | mri | pet``) read, normalised, restored and written by
+its own bundle's pipeline; training on the union of the tasks' datasets with each task's own validation metric.
+
+Tiny random networks and tiny synthetic data exercise the plumbing; nothing here is a restoration result.
+"""
+
+from __future__ import annotations
+
+import csv
+import json
+from pathlib import Path
+
+import nibabel as nib
+import numpy as np
+import pydicom
+import pytest
+import torch
+from monai.data import MetaTensor
+from torch.utils.data import ConcatDataset
+
+from monai_rwkv.apps import load_bundle_config, task_config
+from monai_rwkv.apps.cli import main
+from monai_rwkv.apps.training import TaskDataset, _task_items, task_mean_metric, task_metrics, task_sampler
+from monai_rwkv.handlers import SliceMetric
+from monai_rwkv.networks.nets import RestoreRWKV
+from tests.bundles.test_ct_bundle import bundle_run
+from tests.bundles.test_multi_gpu_train import _ct_dataset, _mri_dataset, _pet_dataset
+from tests.bundles.test_pipeline import TINY
+from tests.bundles.utils import REPO, TINY_CLI_ARGS, TINY_NETWORK, make_tiny_bundle
+from tests.data.conftest import tree_digest
+from tests.robustness.conftest import write_pet_series
+
+AIO = REPO / "bundles" / "restore_rwkv_all_in_one"
+TASK_BUNDLES = {
+    "ct": REPO / "bundles" / "restore_rwkv_ct_denoise",
+    "mri": REPO / "bundles" / "restore_rwkv_mri_sr",
+    "pet": REPO / "bundles" / "restore_rwkv_pet_synthesis",
+}
+
+
+@pytest.fixture(scope="module")
+def tiny_aio(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    return make_tiny_bundle(tmp_path_factory.mktemp("aio") / AIO.name, seed=5, bundle=AIO)
+
+
+def _volume(task: str, rng: np.random.Generator, shape: tuple[int, ...] = (21, 18, 2)) -> np.ndarray:
+    if task == "ct":
+        return rng.uniform(-1024, 1500, shape).astype(np.float32)
+    return (rng.gamma(2.0, 300.0 if task == "mri" else 1.5, shape)).astype(np.float32)
+
+
+@pytest.mark.parametrize("task", ["ct", "mri", "pet"])
+def test_each_task_restores_as_its_own_bundle_with_the_shared_weights(task: str, tiny_aio: Path, seed: int) -> None:
+    """Same weights in the task's own bundle and in the all-in-one with --task: the same volume, to the bit."""
+    rng = np.random.default_rng(seed)
+    volume = torch.from_numpy(_volume(task, rng))[None]
+    weights = str(tiny_aio / "models" / "model.pt")
+    aio = load_bundle_config(tiny_aio, "inference.json", {**TINY, "task": task}).get_parsed_content("restorer")
+    own = load_bundle_config(TASK_BUNDLES[task], "inference.json", {**TINY, "weights": weights})
+    own = own.get_parsed_content("restorer")
+    expected = own(volume.clone())
+    assert not torch.equal(expected, volume)  # the tiny network changes the image
+    torch.testing.assert_close(aio(volume.clone()), expected, rtol=0, atol=0)
+
+
+def test_the_task_is_named_in_one_line_when_unknown(tiny_aio: Path) -> None:
+    parser = load_bundle_config(tiny_aio, "inference.json", {**TINY, "task": "xray"})
+    with pytest.raises(SystemExit, match=r"^error: --task 'xray': expected one of ct, mri, pet$"):
+        parser.get_parsed_content("restorer")
+    assert task_config({"ct": "restore_rwkv_ct_denoise"}, " CT ").get("bundle_root") == str(TASK_BUNDLES["ct"])
+    with pytest.raises(SystemExit, match=r"^error: task 'x': nowhere: no such bundle folder or bundle name"):
+        task_config({"x": "nowhere"}, "x")
+
+
+def test_bundle_run_pet_dicom_series_in_derived_series_out(tiny_aio: Path, tmp_path: Path) -> None:
+    """The real ``monai.bundle run`` with --task pet on a DICOM PET series writes what the PET bundle writes with the
+    same weights (NIfTI in the series' units, a derived PET series), naming this bundle; the input untouched."""
+    series = tmp_path / "in" / "pet_series"
+    activity = np.random.default_rng(2).gamma(2.0, 2.0, (16, 16, 3))
+    write_pet_series(series, activity)
+    digest = tree_digest(series.parent)
+    outputs = {}
+    for name, configs, extra in (
+        ("aio", tiny_aio / "configs", ["--task", "pet"]),
+        ("pet", TASK_BUNDLES["pet"] / "configs", ["--weights", tiny_aio / "models" / "model.pt"]),
+    ):
+        outputs[name] = tmp_path / name
+        result = bundle_run(
+            [configs / "inference.json"],
+            tmp_path,
+            "--meta_file",
+            configs / "metadata.json",
+            *extra,
+            "--dataset_dir",
+            series.parent,
+            "--output_dir",
+            outputs[name],
+        )
+        assert result.returncode == 0, result.stderr[-3000:]
+    assert tree_digest(series.parent) == digest
+    restored, expected = (nib.load(outputs[k] / "pet_series_restored.nii.gz") for k in ("aio", "pet"))
+    assert restored.shape == activity.shape
+    np.testing.assert_array_equal(restored.get_fdata(), expected.get_fdata())
+    np.testing.assert_array_equal(restored.affine, expected.affine)
+    written = sorted((outputs["aio"] / "pet_series_restored").iterdir())
+    assert len(written) == 3
+    first, theirs = (pydicom.dcmread(sorted((outputs[k] / "pet_series_restored").iterdir())[0]) for k in ("aio", "pet"))
+    assert first.Modality == "PT" and first.Units == theirs.Units
+    described = " ".join(str(first.get(k, "")) for k in ("SeriesDescription", "DerivationDescription"))
+    assert "all-in-one" in described.lower(), described
+
+
+def test_task_sampler_draws_each_task_by_its_weight(seed: int) -> None:
+    datasets = {
+        "a": TaskDataset([{"label": torch.zeros(1)}] * 2, "a"),
+        "b": TaskDataset([{"label": torch.zeros(1)}] * 30, "b"),
+    }
+    torch.manual_seed(seed)
+    draws = list(task_sampler(datasets, {"a": 3.0, "b": 1.0}, 4000))
+    share_a = np.mean([i < 2 for i in draws])
+    assert abs(share_a - 0.75) < 0.04  # 3:1 whatever the 2 vs 30 items
+    assert set(draws) == set(range(32))
+    with pytest.raises(SystemExit, match="no weight for task"):
+        task_sampler(datasets, {"a": 1.0}, 10)
+    with pytest.raises(SystemExit, match="positive sum"):
+        task_sampler(datasets, {"a": 0.0, "b": 0.0}, 10)
+    concat = ConcatDataset(list(datasets.values()))
+    assert concat[1]["label"].meta["task"] == "a" and concat[2]["label"].meta["task"] == "b"
+
+
+def test_task_items_and_the_mean_over_tasks(seed: int) -> None:
+    """A batch mixing tasks is split by the label's tag; the key metric is the mean of the task means."""
+    rng = np.random.default_rng(seed)
+    label = MetaTensor(torch.from_numpy(rng.uniform(0, 1, (3, 1, 16, 16)).astype(np.float32)))
+    label.meta["task"] = ["a", "b", "a"]
+    pred = label.as_tensor() + torch.from_numpy(rng.normal(0, 0.05, (3, 1, 16, 16)).astype(np.float32))
+    output = {"pred": pred, "label": label}
+    p, lab = _task_items("a")(output)
+    assert torch.equal(p, pred[[0, 2]]) and torch.equal(lab, label.as_tensor()[[0, 2]])
+    assert _task_items("c")(output)[0].shape[0] == 0
+
+    class Parser:
+        def get_parsed_content(self, _: str) -> SliceMetric:
+            return SliceMetric("psnr", None, (0.0, 1.0))
+
+    configs = {"a": Parser(), "b": Parser()}
+    per_task = {}
+    for name, metric in task_metrics(configs, ["psnr"]).items():
+        metric.reset()
+        metric.update(metric._output_transform(output))
+        per_task[name] = metric.compute()
+    mean = task_mean_metric(configs, "psnr")
+    for part in mean.args:
+        part.reset()
+        part.update(part._output_transform(output))
+    assert mean.compute() == pytest.approx((per_task["val_psnr_a"] + per_task["val_psnr_b"]) / 2)
+    with pytest.raises(ValueError, match="RMSEs of different units"):
+        task_mean_metric(configs, "rmse")
+
+
+def test_train_on_the_union_of_the_tasks(tmp_path: Path) -> None:
+    """train.json over inference.json: the three tasks' tiny datasets, each validated in its own units; the log has
+    the mean and the per-task columns; resumable checkpoint and best model written."""
+    data = {}
+    for task, make in (("ct", _ct_dataset), ("mri", _mri_dataset), ("pet", _pet_dataset)):
+        data[task] = tmp_path / "data" / task
+        data[task].mkdir(parents=True)
+        make(data[task], 3)
+    out = tmp_path / "train"
+    configs = AIO / "configs"
+    overrides = {
+        "task_data": {task: {"dataset_dir": str(folder)} for task, folder in data.items()},
+        "output_dir": str(out),
+        "max_epochs": 2,
+        "epoch_length": 3,
+        "patch_size": [32, 32],
+        "num_workers": 0,
+        "device": "cpu",
+    }
+    args = [arg for key, value in overrides.items() for arg in (f"--{key}", json.dumps(value))]
+    result = bundle_run([configs / "inference.json", configs / "train.json"], tmp_path, *args)
+    assert result.returncode == 0, result.stderr[-3000:]
+    with (out / "train_log.csv").open(newline="") as f:
+        rows = list(csv.DictReader(f))
+    assert [r["iteration"] for r in rows] == ["3", "6"]
+    for row in rows:
+        tasks = [float(row[f"val_psnr_{t}"]) for t in ("ct", "mri", "pet")]
+        assert all(np.isfinite(tasks))
+        assert float(row["val_psnr"]) == pytest.approx(np.mean(tasks), abs=1e-3)
+        assert float(row["val_rmse_ct"]) > 1  # CT in HU, as the CT bundle validates
+    state = torch.load(out / "model.pt", weights_only=True)
+    assert set(state) == set(RestoreRWKV(**TINY_NETWORK).state_dict())
+    assert list((out / "checkpoints").iterdir())
+
+
+def test_cli_restore_takes_the_task_and_checks_inputs_against_it(
+    tiny_aio: Path, tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    """``monai-rwkv restore --bundle all_in_one --task mri`` writes what the MRI bundle writes with the same
+    weights; a PET series under the default task (ct) is refused before any model is loaded, naming the series."""
+    source = tmp_path / "t1.nii.gz"
+    nib.save(nib.Nifti1Image(_volume("mri", np.random.default_rng(4)), np.diag([0.9, 0.9, 1.2, 1.0])), source)
+    weights = tiny_aio / "models" / "model.pt"
+    outputs = {name: tmp_path / f"{name}.nii.gz" for name in ("aio", "mri")}
+    args = {
+        "aio": ["--bundle", str(tiny_aio), "--task", "mri"],
+        "mri": ["--bundle", "mri_sr", "--set", f"weights={weights}"],
+    }
+    for name, extra in args.items():
+        assert main(["restore", str(source), str(outputs[name]), *extra, *TINY_CLI_ARGS]) == 0
+    aio, mri = (nib.load(outputs[k]).get_fdata() for k in ("aio", "mri"))
+    np.testing.assert_array_equal(aio, mri)
+    series = tmp_path / "pet_series"
+    write_pet_series(series, np.random.default_rng(5).gamma(2.0, 2.0, (16, 16, 2)))
+    capsys.readouterr()
+    assert main(["restore", "--bundle", str(tiny_aio), str(series), str(tmp_path / "pet.nii.gz"), *TINY_CLI_ARGS]) != 0
+    err = capsys.readouterr().err.strip().splitlines()
+    assert len(err) == 1 and str(series) in err[0] and "Modality PT" in err[0], err
+    assert not (tmp_path / "pet.nii.gz").exists()
+    with pytest.raises(SystemExit) as usage:  # argparse's usage error
+        main(["restore", "--bundle", "ct_denoise", "--task", "pet", str(series), str(tmp_path / "x.nii.gz")])
+    assert usage.value.code == 2
+    assert "serves one task" in capsys.readouterr().err
+
+
+def test_evaluate_runs_the_task_bundles_protocol(tiny_aio: Path, tmp_path: Path) -> None:
+    """``evaluate.json --task pet`` scores the PET bundle's sample with the PET protocol (its pairs and window):
+    the same per-slice metrics as the PET bundle's own evaluation with the same weights."""
+    outputs = {}
+    for name, configs, extra in (
+        ("aio", tiny_aio / "configs", ["--task", "pet"]),
+        ("pet", TASK_BUNDLES["pet"] / "configs", ["--weights", tiny_aio / "models" / "model.pt"]),
+    ):
+        outputs[name] = tmp_path / name
+        files = [configs / "inference.json", configs / "evaluate.json"]
+        result = bundle_run(
+            files, tmp_path, "--meta_file", configs / "metadata.json", *extra, "--output_dir", outputs[name]
+        )
+        assert result.returncode == 0, result.stderr[-3000:]
+    aio, pet = ((outputs[k] / "metrics.csv").read_text() for k in ("aio", "pet"))
+    assert aio == pet and len(aio.splitlines()) == 1 + 4  # the 4 slices of the PET sample
+
+
+def test_batch_with_two_workers_builds_the_tasks_pipeline_in_each(
+    tiny_aio: Path, tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    """``monai-rwkv batch --task pet --workers 2``: each worker process rebuilds the task's pipeline from the
+    config; the volumes equal those of one process."""
+    data = tmp_path / "in"
+    data.mkdir()
+    rng = np.random.default_rng(6)
+    for name in ("a", "b"):
+        nib.save(nib.Nifti1Image(_volume("pet", rng), np.diag([2.0, 2.0, 2.0, 1.0])), data / f"{name}.nii.gz")
+    outputs = {}
+    for workers in ("1", "2"):
+        outputs[workers] = tmp_path / f"out{workers}"
+        argv = ["batch", "--bundle", str(tiny_aio), "--task", "pet", str(data), str(outputs[workers])]
+        assert main([*argv, "--workers", workers, *TINY_CLI_ARGS]) == 0
+    for name in ("a", "b"):
+        one, two = (nib.load(outputs[w] / f"{name}_restored.nii.gz").get_fdata() for w in ("1", "2"))
+        np.testing.assert_array_equal(one, two)
+    capsys.readouterr()

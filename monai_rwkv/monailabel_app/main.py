@@ -1,6 +1,7 @@
 """
-The MONAI Label app of monai_rwkv: every bundle as an infer task (type ``"others"``) and a train task (not for a
-bundle that serves several tasks, such as the all-in-one bundle: served with its default task, no train task).
+The MONAI Label app of monai_rwkv: every bundle as an infer task (type ``"others"``) and a train task; a bundle that
+serves several tasks with one network (the all-in-one bundle) as one infer task per task (``all_in_one_mri``, ...)
+and no train task.
 
 Start it with ``monailabel start_server --app <this folder> --studies <images> --conf zoo_source local`` (see
 docs/monailabel.md). Options (``--conf key value``):
@@ -21,7 +22,7 @@ from pathlib import Path
 from monailabel.interfaces.app import MONAILabelApp
 
 import monai_rwkv
-from monai_rwkv.monailabel_app.lib.bundles import finetuned_weights, served_bundles, serves_several_tasks
+from monai_rwkv.monailabel_app.lib.bundles import bundle_tasks, finetuned_weights, served_bundles
 from monai_rwkv.monailabel_app.lib.infers import RestorationInferTask
 from monai_rwkv.monailabel_app.lib.trainers import RestorationTrainTask
 
@@ -49,16 +50,21 @@ class RestoreRWKVApp(MONAILabelApp):
     def init_infers(self) -> dict[str, RestorationInferTask]:
         infers = {}
         for name, path in self.bundles.items():
-            task = RestorationInferTask(path, self.conf, finetuned_weights(self.model_dir, name))
-            if task.is_valid():
-                infers[name] = task
+            tasks = bundle_tasks(path)
+            if tasks:  # one infer task per task of a bundle that serves several (no fine-tuned weights: no train task)
+                served = {f"{name}_{t}": RestorationInferTask(path, self.conf, overrides={"task": t}) for t in tasks}
             else:
-                logger.warning("%s: not served (no configs/inference.json or models/model.pt)", path)
+                served = {name: RestorationInferTask(path, self.conf, finetuned_weights(self.model_dir, name))}
+            for infer_name, task in served.items():
+                if task.is_valid():
+                    infers[infer_name] = task
+                else:
+                    logger.warning("%s: not served (no configs/inference.json or models/model.pt)", path)
         return infers
 
     def init_trainers(self) -> dict[str, RestorationTrainTask]:
         return {
             name: RestorationTrainTask(path, self.conf, finetuned_weights(self.model_dir, name))
             for name, path in self.bundles.items()
-            if os.path.isfile(path / "configs" / "train.json") and not serves_several_tasks(path)
+            if os.path.isfile(path / "configs" / "train.json") and not bundle_tasks(path)
         }

@@ -12,7 +12,7 @@ import pytest
 
 from monai_rwkv.bundles import BundleNotFoundError, bundle_names
 from monai_rwkv.monailabel_app import APP_DIR, write_app
-from monai_rwkv.monailabel_app.lib.bundles import finetuned_weights, served_bundles, serves_several_tasks
+from monai_rwkv.monailabel_app.lib.bundles import bundle_tasks, finetuned_weights, served_bundles
 from tests.bundles.utils import REPO, make_tiny_bundle
 
 
@@ -56,9 +56,11 @@ def test_served_bundles_from_paths_and_folders(tmp_path: Path) -> None:
         served_bundles("no_such_bundle")
 
 
-def test_only_single_task_bundles_get_a_train_task() -> None:
+def test_bundle_tasks() -> None:
     served = served_bundles(None)
-    assert [name for name, path in served.items() if serves_several_tasks(path)] == ["all_in_one"]
+    assert {name: bundle_tasks(path) for name, path in served.items() if bundle_tasks(path)} == {
+        "all_in_one": ["ct", "mri", "pet"]
+    }
 
 
 def test_finetuned_weights(tmp_path: Path) -> None:

@@ -31,7 +31,7 @@ import torch
 from monai_rwkv.apps.bundle import bundle_metadata, load_bundle_config
 from monai_rwkv.apps.cli import main as cli
 from monai_rwkv.bundles import short_name
-from monai_rwkv.monailabel_app.lib.bundles import serves_several_tasks
+from monai_rwkv.monailabel_app.lib.bundles import bundle_tasks
 from tests.bundles.utils import REPO, TINY_NETWORK, random_volume
 
 ML_VENV = REPO / ".venv-monailabel"
@@ -51,6 +51,12 @@ pytestmark = NEEDS_ML_ENV
 
 BUNDLES = sorted(p.parent.parent for p in (REPO / "bundles").glob("*/configs/inference.json"))
 NAMES = [short_name(b.name) for b in BUNDLES]
+#: infer task name -> (bundle, task): one per bundle, one per task of a bundle that serves several (all_in_one_mri...)
+INFERS = {
+    (f"{short_name(b.name)}_{t}" if t else short_name(b.name)): (b, t)
+    for b in BUNDLES
+    for t in (bundle_tasks(b) or [None])
+}
 #: a clean target for the sample input of these bundles (a training pair for the train test).
 TARGETS = {"ct_denoise": "fulldose/ct_head.nii.gz", "mri_sr": "reference/colin_t1.nii.gz"}
 #: written into the copies' inference.json, so the server and the CLI both use them (a 256 x 256 window: one per
@@ -75,9 +81,11 @@ def _tiny_copy(bundle: Path, dest: Path) -> Path:
     return dest
 
 
-def _sample_input(bundle: Path, dest: Path) -> Path:
-    """The bundle's sample input (its inference.json ``dataset_dir``), or a random volume when it has none yet."""
-    sample_dir = Path(load_bundle_config(bundle).get_parsed_content("dataset_dir"))
+def _sample_input(bundle: Path, dest: Path, task: str | None = None) -> Path:
+    """The bundle's sample input (its inference.json ``dataset_dir``, for ``task``), or a random volume when it has
+    none yet."""
+    overrides = {"task": task} if task else None
+    sample_dir = Path(load_bundle_config(bundle, "inference.json", overrides).get_parsed_content("dataset_dir"))
     samples = sorted(sample_dir.glob("*.nii*")) if sample_dir.is_dir() else []
     if samples:
         shutil.copyfile(samples[0], dest)
@@ -141,7 +149,9 @@ def setup(tmp_path_factory: pytest.TempPathFactory) -> dict:
     for bundle in BUNDLES:
         name = short_name(bundle.name)
         _tiny_copy(bundle, bundles / bundle.name)
-        inputs[name] = _sample_input(bundle, studies / f"{name}.nii.gz")
+        for infer_name, (_, task) in INFERS.items():
+            if INFERS[infer_name][0] == bundle:
+                inputs[infer_name] = _sample_input(bundle, studies / f"{infer_name}.nii.gz", task)
         target = bundle / "sample" / TARGETS.get(name, "-")
         if target.is_file():
             shutil.copyfile(target, studies / "labels" / "final" / f"{name}.nii.gz")
@@ -208,23 +218,24 @@ def _cli(bundle: Path, source: Path, output: Path, *args: str) -> np.ndarray:
 
 def test_info_lists_every_bundle(server: Server) -> None:
     models, trainers = server.info["models"], server.info["trainers"]
-    assert sorted(models) == sorted(NAMES), server.info
-    for name in NAMES:
+    assert sorted(models) == sorted(INFERS), server.info
+    for name in INFERS:
         assert models[name]["type"] == "others", models[name]
         assert models[name]["labels"] == {}
         assert models[name]["dimension"] == 3
     trainable = [REPO / "bundles" / f"restore_rwkv_{n}" for n in NAMES]
-    trainable = [b for b in trainable if (b / "configs" / "train.json").is_file() and not serves_several_tasks(b)]
+    trainable = [b for b in trainable if (b / "configs" / "train.json").is_file() and not bundle_tasks(b)]
     assert {short_name(b.name) for b in trainable} == set(trainers)
 
 
-@pytest.mark.parametrize("name", NAMES)
+@pytest.mark.parametrize("name", INFERS)
 def test_infer_equals_the_cli(name: str, setup: dict, server: Server, tmp_path: Path) -> None:
     source = setup["inputs"][name]
     params, result, seconds = server.infer(name, name)
     print(f"\n/infer/{name}: {seconds:.2f} s (server: {params['latencies']})", file=sys.stderr)
-    bundle = setup["bundles"] / f"restore_rwkv_{name}"
-    meta = bundle_metadata(load_bundle_config(bundle))  # a bundle serving several tasks: its default task's
+    task = INFERS[name][1]
+    bundle = setup["bundles"] / INFERS[name][0].name
+    meta = bundle_metadata(load_bundle_config(bundle, "inference.json", {"task": task} if task else None))
     assert params["units"] == meta["network_data_format"]["outputs"]["pred"]["format"]
     assert params["dtype"] == "float32" and params["bundle"] == bundle.name
     assert params["weights"] == str(bundle / "models" / "model.pt")
@@ -232,7 +243,8 @@ def test_infer_equals_the_cli(name: str, setup: dict, server: Server, tmp_path: 
     assert restored.get_data_dtype() == np.float32
     assert restored.shape == original.shape
     np.testing.assert_allclose(restored.affine, original.affine, atol=1e-4)
-    expected = _cli(bundle, source, tmp_path / "cli.nii.gz")
+    assert params.get("task") == task
+    expected = _cli(bundle, source, tmp_path / "cli.nii.gz", *(["--task", task] if task else []))
     assert list(expected.shape) == params["shape"]
     served = restored.get_fdata(dtype=np.float32)
     print(f"/infer/{name} vs monai-rwkv restore: max |difference| {np.abs(served - expected).max()}", file=sys.stderr)
@@ -272,7 +284,7 @@ def test_dicom_input_is_refused_with_a_reason(server: Server, tmp_path: Path) ->
     series = tmp_path / "series"
     write_ct_series(series, n=3)
     with pytest.raises(AssertionError, match="HTTP 500"):
-        server.request("POST", f"/infer/{NAMES[0]}?image={series}&output=json")
+        server.request("POST", f"/infer/{next(iter(INFERS))}?image={series}&output=json")
     deadline = time.monotonic() + 30  # the traceback reaches the log after the response
     while "DICOM input needs pydicom>=3" not in server.log.read_text(errors="replace"):
         assert time.monotonic() < deadline, server.tail()

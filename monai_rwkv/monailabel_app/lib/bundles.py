@@ -8,7 +8,7 @@ from pathlib import Path
 
 from monai_rwkv.bundles import find_bundle, list_bundles, short_name
 
-__all__ = ["finetuned_weights", "serves_several_tasks", "served_bundles"]
+__all__ = ["bundle_tasks", "finetuned_weights", "served_bundles"]
 
 
 def served_bundles(spec: str | None = None) -> dict[str, Path]:
@@ -51,11 +51,12 @@ def finetuned_weights(model_dir: str | os.PathLike, name: str) -> Path:
     return Path(model_dir) / name / "model.pt"
 
 
-def serves_several_tasks(bundle: str | os.PathLike) -> bool:
+def bundle_tasks(bundle: str | os.PathLike) -> list[str]:
     """
-    Whether the bundle serves several tasks with one network (``"tasks"`` in its ``configs/inference.json``, as the
-    all-in-one bundle): it is served for inference with its default task, and gets no train task, since its
-    training needs a dataset of every task and a MONAI Label datastore holds one.
+    The tasks of a bundle that serves several with one network (the keys of ``"tasks"`` in its
+    ``configs/inference.json``, as in the all-in-one bundle), ``[]`` for a bundle of one task. The app serves such a
+    bundle as one infer task per task (``<bundle>_<task>``) and gives it no train task: its training needs a dataset
+    of every task, and a MONAI Label datastore holds one.
     """
     config = json.loads((Path(bundle) / "configs" / "inference.json").read_text(encoding="utf-8"))
-    return "tasks" in config
+    return list(config.get("tasks") or {})

@@ -52,11 +52,20 @@ class RestorationInferTask(BundleInferTask):
     * the weights are loaded with :func:`monai_rwkv.inference.load_network` (strict: a checkpoint that does not fit
       ``network_def`` is an error, not a warning); the train task's fine-tuned weights are used when they exist.
 
-    The result JSON has ``bundle``, ``version``, ``units``, ``modality``, ``dtype``, ``shape`` and ``weights``.
+    The result JSON has ``bundle``, ``version``, ``units``, ``modality``, ``dtype``, ``shape`` and ``weights`` (and
+    ``task`` for a task of a bundle serving several, chosen by ``overrides={"task": ...}``: config items set on the
+    bundle's configs, as ``monai-rwkv restore --task`` does).
     """
 
-    def __init__(self, bundle: str | os.PathLike, conf: dict[str, str], finetuned: str | os.PathLike | None = None):
+    def __init__(
+        self,
+        bundle: str | os.PathLike,
+        conf: dict[str, str],
+        finetuned: str | os.PathLike | None = None,
+        overrides: dict[str, Any] | None = None,
+    ):
         self.finetuned = Path(finetuned) if finetuned is not None else None
+        self.overrides = dict(overrides or {})  # config items set on the bundle's configs, e.g. {"task": "mri"}
         super().__init__(
             os.fspath(bundle),
             conf,
@@ -72,7 +81,7 @@ class RestorationInferTask(BundleInferTask):
         if not self.valid:
             return
         # what the restorations are checked against and named by (for a bundle serving several tasks: its task's)
-        self.metadata = bundle_metadata(load_bundle_config(bundle, "inference.json"))
+        self.metadata = bundle_metadata(load_bundle_config(bundle, "inference.json", self.overrides))
         self.dimension = 3  # 2D networks, applied slice by slice: the task takes and returns volumes
         self.labels = {}
         self._config.pop("model_filename", None)  # one weights file per bundle (plus the fine-tuned one)
@@ -87,12 +96,14 @@ class RestorationInferTask(BundleInferTask):
         return super().pre_transforms(data)
 
     def _load_bundle_config(self, path: str, config: str) -> Any:
-        # as `monai-rwkv restore` parses it: with metadata.json as _meta_ and bundle_root = the bundle folder
-        return load_bundle_config(path, Path(config).name)
+        # as `monai-rwkv restore` parses it: with metadata.json as _meta_, bundle_root = the bundle folder, overrides
+        return load_bundle_config(path, Path(config).name, self.overrides)
 
     def info(self) -> dict[str, Any]:
         info = super().info()
         info["bundle"] = os.path.basename(self.bundle_path)
+        if "task" in self.overrides:
+            info["task"] = self.overrides["task"]
         return info
 
     def _get_network(self, device: str, data: Any) -> torch.nn.Module:
@@ -124,6 +135,7 @@ class RestorationInferTask(BundleInferTask):
                 "dtype": "float32",
                 "shape": [int(s) for s in pred.shape[1:]],
                 "weights": self.get_path(),
+                **({"task": self.overrides["task"]} if "task" in self.overrides else {}),
             }
         )
         return os.fspath(path), result

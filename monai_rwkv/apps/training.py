@@ -184,12 +184,14 @@ def task_datasets(configs: Mapping[str, ConfigParser], section: str = "train") -
 
 
 def task_sampler(
-    datasets: Mapping[str, Dataset], weights: Mapping[str, float] | None, num_samples: int
+    datasets: Mapping[str, Dataset], weights: Mapping[str, float] | None, num_samples: int, seed: int | None = None
 ) -> WeightedRandomSampler:
     """
     Sampler of ``ConcatDataset(list(datasets.values()))``: each of the ``num_samples`` draws (with replacement)
     picks a task with probability ``weights[task] / sum(weights)`` (equal when ``weights`` is None), then one of
-    its items uniformly, so a task weighs what its weight says whatever the number of its volumes.
+    its items uniformly, so a task weighs what its weight says whatever the number of its volumes. With ``seed``
+    (``multi_gpu_train.json``) the draws come from a generator seeded with ``seed`` and the rank, as in
+    :func:`rank_sampler`, so that every process draws its own items; without, from torch's global generator.
     """
     weights = {name: 1.0 for name in datasets} if weights is None else weights
     missing = [name for name in datasets if name not in weights]
@@ -199,7 +201,8 @@ def task_sampler(
     if not total > 0 or any(float(weights[name]) < 0 for name in datasets):
         raise SystemExit(f"error: task_weights: expected non-negative weights with a positive sum, got {dict(weights)}")
     per_item = [float(weights[name]) / total / len(ds) for name, ds in datasets.items() for _ in range(len(ds))]
-    return WeightedRandomSampler(per_item, int(num_samples), replacement=True)
+    generator = None if seed is None else torch.Generator().manual_seed(int(seed) * 1000 + rank())
+    return WeightedRandomSampler(per_item, int(num_samples), replacement=True, generator=generator)
 
 
 def _task_items(task: str, key: str = "task") -> Callable[[Mapping[str, Any]], tuple[torch.Tensor, torch.Tensor]]:

@@ -25,7 +25,7 @@ from monai_rwkv.apps.training import TaskDataset, _task_items, task_mean_metric,
 from monai_rwkv.handlers import SliceMetric
 from monai_rwkv.networks.nets import RestoreRWKV
 from tests.bundles.test_ct_bundle import bundle_run
-from tests.bundles.test_multi_gpu_train import _ct_dataset, _mri_dataset, _pet_dataset
+from tests.bundles.test_multi_gpu_train import _ct_dataset, _mri_dataset, _pet_dataset, _records, _torchrun
 from tests.bundles.test_pipeline import TINY
 from tests.bundles.utils import REPO, TINY_CLI_ARGS, TINY_NETWORK, make_tiny_bundle
 from tests.data.conftest import tree_digest
@@ -261,3 +261,29 @@ def test_batch_with_two_workers_builds_the_tasks_pipeline_in_each(
         one, two = (nib.load(outputs[w] / f"{name}_restored.nii.gz").get_fdata() for w in ("1", "2"))
         np.testing.assert_array_equal(one, two)
     capsys.readouterr()
+
+
+@pytest.mark.slow
+def test_multi_gpu_train_two_processes(tmp_path: Path, seed: int) -> None:
+    """multi_gpu_train.json with 2 CPU processes (gloo): each draws its own task-balanced batches, the gradients are
+    averaged (same weights in both), each validates its part of the three tasks' validation sets and both get the
+    metrics of the whole; rank 0 alone writes the best model and the log."""
+    data = {}
+    for task, make in (("ct", _ct_dataset), ("mri", _mri_dataset), ("pet", _pet_dataset)):
+        data[task] = tmp_path / "data" / task
+        data[task].mkdir(parents=True)
+        make(data[task], seed)
+    out, records = tmp_path / "run", tmp_path / "records"
+    extra = {"task_data": {task: {"dataset_dir": str(folder)} for task, folder in data.items()}}
+    result = _torchrun(AIO.name, tmp_path / "data", out, records, extra=extra)
+    assert result.returncode == 0, (result.stdout + result.stderr)[-5000:]
+    ranks = _records(records)
+    assert ranks[0]["loss"] != ranks[1]["loss"], "both processes saw the same batch"
+    for key, value in ranks[0]["params"].items():
+        torch.testing.assert_close(ranks[1]["params"][key], value, rtol=0, atol=0, msg=key)
+    n_val = sum(len(json.loads((d / "datalist.json").read_text())["validation"]) for d in data.values())
+    assert sorted(ranks[0]["val_items"] + ranks[1]["val_items"]) == list(range(n_val))
+    assert ranks[0]["metrics"] == ranks[1]["metrics"]
+    assert {f"val_psnr_{t}" for t in data} <= set(ranks[0]["metrics"])
+    assert ranks[1]["saved"] == []
+    assert sorted(p.name for p in out.iterdir()) == ["checkpoints", "model.pt", "train_log.csv"]

@@ -139,7 +139,10 @@ def _configs(name: str) -> list[Path]:
     return [configs / "inference.json", configs / "train.json", configs / "multi_gpu_train.json"]
 
 
-def _torchrun(name: str, data: Path, out: Path, records: Path, epochs: int = EPOCHS) -> subprocess.CompletedProcess:
+def _torchrun(
+    name: str, data: Path, out: Path, records: Path, epochs: int = EPOCHS, extra: dict[str, Any] | None = None
+) -> subprocess.CompletedProcess:
+    """Run the bundle's multi_gpu_train.json with 2 CPU processes; ``extra``: more config overrides."""
     records.mkdir()
     recorder = records / "record.json"
     recorder.write_text(
@@ -159,7 +162,7 @@ def _torchrun(name: str, data: Path, out: Path, records: Path, epochs: int = EPO
     cmd = [sys.executable, "-m", "torch.distributed.run", "--standalone", "--nnodes=1", "--nproc_per_node=2"]
     cmd += ["-m", "monai.bundle", "run", "--config_file", str([str(c) for c in configs])]
     cmd += ["--meta_file", str(configs_dir / "metadata.json"), "--logging_file", str(configs_dir / "logging.conf")]
-    for key, value in _overrides(data, out, epochs).items():
+    for key, value in {**_overrides(data, out, epochs), **(extra or {})}.items():
         cmd += [f"--{key}", json.dumps(value)]
     env = {**os.environ, "OMP_NUM_THREADS": "1", "NUMBA_NUM_THREADS": "1"}
     env["CUDA_VISIBLE_DEVICES"] = ""  # the CPU path (gloo) even on a machine with GPUs

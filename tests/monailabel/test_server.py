@@ -149,8 +149,8 @@ def setup(tmp_path_factory: pytest.TempPathFactory) -> dict:
     for bundle in BUNDLES:
         name = short_name(bundle.name)
         _tiny_copy(bundle, bundles / bundle.name)
-        for infer_name, (_, task) in INFERS.items():
-            if INFERS[infer_name][0] == bundle:
+        for infer_name, (served, task) in INFERS.items():
+            if served == bundle:
                 inputs[infer_name] = _sample_input(bundle, studies / f"{infer_name}.nii.gz", task)
         target = bundle / "sample" / TARGETS.get(name, "-")
         if target.is_file():

@@ -232,14 +232,18 @@ def task_metrics(configs: Mapping[str, ConfigParser], metrics: Sequence[str] = (
     return {f"val_{m}_{name}": _task_metric(parser, name, m) for name, parser in configs.items() for m in metrics}
 
 
-def task_mean_metric(configs: Mapping[str, ConfigParser], metric: str = "psnr") -> Metric:
+def task_mean_metric(metrics: Mapping[str, Metric], metric: str = "psnr") -> Metric:
     """
     The mean over tasks of each task's mean ``metric`` (``"psnr"`` or ``"ssim"``: RMSEs in different units do not
-    average): every task weighs the same whatever its number of validation slices.
+    average), from the ``val_<metric>_<task>`` entries of :func:`task_metrics`: every task weighs the same whatever
+    its number of validation slices. It reuses those metric objects, so attached beside them (ignite registers a
+    metric's handlers once) every slice is still scored once.
     """
     if metric not in ("psnr", "ssim"):
         raise ValueError(f"metric must be 'psnr' or 'ssim' (RMSEs of different units do not average), got {metric!r}.")
-    parts = [_task_metric(parser, name, metric) for name, parser in configs.items()]
+    parts = [value for name, value in metrics.items() if name.startswith(f"val_{metric}_")]
+    if not parts:
+        raise ValueError(f"no val_{metric}_<task> metric to average in {sorted(metrics)}.")
     return MetricsLambda(lambda *values: sum(values) / len(values), *parts)
 
 

@@ -46,8 +46,8 @@ def _load(path: Path) -> torch.Tensor:
     return sitk_load_imaged("image", image_only=True, ensure_channel_first=True)({"image": str(path)})["image"].float()
 
 
-def task_pair(task: str, data: Path, ct_file: str, k: int | None) -> tuple[torch.Tensor, torch.Tensor, int]:
-    """(degraded, reference) test volumes ``(1, i, j, k)`` of a task and the slice shown (default: the middle)."""
+def task_pair(task: str, data: Path, ct_file: str) -> tuple[torch.Tensor, torch.Tensor, int]:
+    """(degraded, reference) test volumes ``(1, i, j, k)`` of a task and the slice shown (the middle one)."""
     if task == "ct":
         low, full = (_load(data / "ct" / "shifted" / "test" / d / ct_file) for d in ("low", "full"))
     elif task == "mri":
@@ -55,7 +55,7 @@ def task_pair(task: str, data: Path, ct_file: str, k: int | None) -> tuple[torch
         low = KSpaceTruncate(4.0, spatial_axes=(0, 1))(full)
     else:
         low, full = (_load(data / "pet" / f"{d}_test_v0.nii.gz") for d in ("low", "full"))
-    return low, full, full.shape[-1] // 2 if k is None else k
+    return low, full, full.shape[-1] // 2
 
 
 def restore(task: str, weights: Path, volume: torch.Tensor) -> torch.Tensor:
@@ -82,7 +82,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     rows = []
     with tempfile.TemporaryDirectory() as tmp:
         for task, (bundle, window) in TASKS.items():
-            low, full, k = task_pair(task, args.data_dir, args.ct_file, None)
+            low, full, k = task_pair(task, args.data_dir, args.ct_file)
             low, full = low[..., k : k + 1], full[..., k : k + 1]  # slices are restored independently
             own = restore(task, BUNDLES / bundle / "models" / "model.pt", low.clone())
             aio = restore(task, args.weights, low.clone())

@@ -11,6 +11,7 @@ import importlib
 from typing import Any
 
 _EXPORTS = {
+    "bundle_input_spec": "bundle",
     "bundle_metadata": "bundle",
     "bundle_root": "bundle",
     "exit_on_errors": "bundle",
@@ -33,6 +34,10 @@ _EXPORTS = {
     "restore_dataset": "restore",
     "restore_task": "restore",
     "restore_tasks": "restore",
+    "AUTO_TASK": "routing",
+    "TaskRouter": "routing",
+    "TaskSpecs": "routing",
+    "is_auto_task": "routing",
 }
 
 __all__ = sorted(_EXPORTS)

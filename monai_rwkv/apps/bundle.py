@@ -28,6 +28,7 @@ from monai_rwkv.inference import VolumeRestorer, load_network
 from monai_rwkv.networks.nets import SelfEnsemble
 
 __all__ = [
+    "bundle_input_spec",
     "bundle_metadata",
     "bundle_root",
     "exit_on_errors",
@@ -144,6 +145,17 @@ def bundle_metadata(parser: ConfigParser) -> dict[str, Any]:
     if "metadata" in parser:
         return dict(parser.get_parsed_content("metadata"))
     return dict(parser.get("_meta_", {}))
+
+
+def bundle_input_spec(parser: ConfigParser) -> Any:
+    """
+    What a bundle's restorations check their inputs against: the config's ``"input_spec"`` entry when it has one
+    (a bundle that chooses the task of each input gives a :class:`~monai_rwkv.apps.routing.TaskSpecs` there),
+    else the :class:`~monai_rwkv.data.InputSpec` of :func:`bundle_metadata`. Loads no network.
+    """
+    if "input_spec" in parser:
+        return parser.get_parsed_content("input_spec")
+    return InputSpec.from_metadata(bundle_metadata(parser))
 
 
 def load_bundle_network(
@@ -264,6 +276,7 @@ def run_restore(
     allow_mismatch: bool = False,
     workers: int | str | None = None,
     worker_threads: int | str | None = None,
+    spec: Any = None,
 ) -> RestoreReport:
     """
     The ``run`` entry of the restoration bundles: :func:`~monai_rwkv.apps.restore.restore_dataset` with the model
@@ -278,7 +291,11 @@ def run_restore(
     ``workers`` item if it has one (``--workers N`` on the ``monai.bundle run`` command line), else 1.
     ``worker_threads``: torch threads per worker (None: the config's ``worker_threads``, else torch's thread count
     divided by ``workers``).
+    ``spec``: what inputs are checked against (an :class:`~monai_rwkv.data.InputSpec` or
+    :class:`~monai_rwkv.apps.routing.TaskSpecs`); None: the spec of ``metadata``.
     """
+    if dataset_dir is None:
+        raise SystemExit("error: dataset_dir is required: pass --dataset_dir <folder, NIfTI file or DICOM series>")
     name, version = model_name_version(metadata)
     overwrite, dicom_output = flag(overwrite, "overwrite"), flag(dicom_output, "dicom_output")
     allow_mismatch = flag(allow_mismatch, "allow_mismatch")
@@ -302,7 +319,7 @@ def run_restore(
                 overwrite,
                 dicom_output,
                 summary_file=summary_file,
-                spec=InputSpec.from_metadata(metadata),
+                spec=InputSpec.from_metadata(metadata) if spec is None else spec,
                 allow_mismatch=allow_mismatch,
                 workers=workers,
                 worker_threads=worker_threads,

@@ -161,7 +161,8 @@ def _add_bundle_options(command: argparse.ArgumentParser) -> None:
     command.add_argument(
         "--task",
         metavar="NAME",
-        help="the task, for a bundle that serves several (all_in_one: ct, mri or pet; default: the bundle's)",
+        help="the task, for a bundle that serves several (all_in_one: ct, mri or pet, or auto: each DICOM series by "
+        "its Modality; default: the bundle's)",
     )
     command.add_argument("--no-progress", action="store_true", help="no progress bar")
     command.add_argument(
@@ -263,9 +264,9 @@ def _check_paths(args: argparse.Namespace) -> None:
 
 def _restore(args: argparse.Namespace) -> list[Path]:
     """Read INPUT, build the bundle's restorer, restore with the bundles' own :func:`restore_task`."""
-    from monai_rwkv.apps.bundle import bundle_metadata, model_name_version
+    from monai_rwkv.apps.bundle import bundle_input_spec, bundle_metadata, model_name_version
     from monai_rwkv.apps.restore import InputImage, RestoreTask, check_input, error_line, read_volume, restore_task
-    from monai_rwkv.data import InputSpec, MultipleSeriesError, check_dicom_source
+    from monai_rwkv.data import MultipleSeriesError, check_dicom_source
     from monai_rwkv.inference import resolve_device
 
     overrides = _config_overrides(args)
@@ -276,7 +277,7 @@ def _restore(args: argparse.Namespace) -> list[Path]:
     _say_backend(args, device)
     parser = _load_config(args, overrides)  # parsed only: no network is built yet
     metadata = bundle_metadata(parser)
-    spec = InputSpec.from_metadata(metadata)
+    spec = bundle_input_spec(parser)
     source, output = Path(args.input), Path(args.output)
     image = InputImage(source, source.name, series_uid=args.series_uid, is_dicom=not _is_nifti(source))
     nifti = _is_nifti(output)
@@ -333,11 +334,10 @@ def _check_batch_paths(args: argparse.Namespace) -> None:
 
 def _batch(args: argparse.Namespace) -> int:
     """Restore a folder with the bundle's :func:`restore_dataset`; one line per study, then the counts."""
-    from monai_rwkv.apps.bundle import bundle_metadata, model_name_version
+    from monai_rwkv.apps.bundle import bundle_input_spec, bundle_metadata, model_name_version
     from monai_rwkv.apps.restore import logger as restore_logger
     from monai_rwkv.apps.restore import restore_dataset
     from monai_rwkv.apps.workers import BundleRestorerFactory
-    from monai_rwkv.data import InputSpec
     from monai_rwkv.inference import resolve_device
 
     overrides = _config_overrides(args)
@@ -371,7 +371,7 @@ def _batch(args: argparse.Namespace) -> int:
         not args.no_dicom,
         args.summary,
         show,
-        spec=InputSpec.from_metadata(metadata),
+        spec=bundle_input_spec(parser),
         allow_mismatch=args.allow_mismatch,
         workers=args.workers,
         worker_threads=args.worker_threads,

@@ -19,9 +19,11 @@ import torch
 from monai.data import MetaTensor
 from torch.utils.data import ConcatDataset
 
-from monai_rwkv.apps import load_bundle_config, task_config
+from monai_rwkv.apps import TaskRouter, TaskSpecs, load_bundle_config, read_volume, task_config
 from monai_rwkv.apps.cli import main
+from monai_rwkv.apps.restore import InputImage, check_input
 from monai_rwkv.apps.training import TaskDataset, _task_items, task_mean_metric, task_metrics, task_sampler
+from monai_rwkv.data import InputSpec
 from monai_rwkv.handlers import SliceMetric
 from monai_rwkv.networks.nets import RestoreRWKV
 from tests.bundles.test_ct_bundle import bundle_run
@@ -29,7 +31,7 @@ from tests.bundles.test_multi_gpu_train import _ct_dataset, _mri_dataset, _pet_d
 from tests.bundles.test_pipeline import TINY
 from tests.bundles.utils import REPO, TINY_CLI_ARGS, TINY_NETWORK, make_tiny_bundle
 from tests.data.conftest import tree_digest
-from tests.robustness.conftest import write_pet_series
+from tests.robustness.conftest import write_ct_series, write_mr_series, write_pet_series
 
 AIO = REPO / "bundles" / "restore_rwkv_all_in_one"
 TASK_BUNDLES = {
@@ -286,3 +288,106 @@ def test_multi_gpu_train_two_processes(tmp_path: Path, seed: int) -> None:
     assert {f"val_psnr_{t}" for t in data} <= set(ranks[0]["metrics"])
     assert ranks[1]["saved"] == []
     assert sorted(p.name for p in out.iterdir()) == ["checkpoints", "model.pt", "train_log.csv"]
+
+
+def _mixed_folder(root: Path) -> dict[str, Path]:
+    """A PACS-like export: a CT, an MR and a PET series side by side, and a NIfTI file (which names no modality)."""
+    series = {"ct": root / "ct_series", "mri": root / "mr_series", "pet": root / "pet_series"}
+    write_ct_series(series["ct"], n=3, seed=1)
+    write_mr_series(series["mri"], n=3, seed=2)
+    write_pet_series(series["pet"], np.random.default_rng(3).gamma(2.0, 2.0, (16, 16, 3)))
+    nib.save(nib.Nifti1Image(_volume("ct", np.random.default_rng(4)), np.eye(4)), root / "scan.nii.gz")
+    return series
+
+
+def test_auto_task_restores_each_series_as_its_modalitys_task(
+    tiny_aio: Path, tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    """``batch --task auto`` over a CT, an MR and a PET series writes, for each, what ``--task <its task>`` writes
+    (NIfTI and derived series); the NIfTI file fails alone with one line saying to name the task; inputs untouched."""
+    data = tmp_path / "in"
+    series = _mixed_folder(data)
+    digest = tree_digest(data)
+    auto = tmp_path / "auto"
+    assert main(["batch", "--bundle", str(tiny_aio), "--task", "auto", str(data), str(auto), *TINY_CLI_ARGS]) == 1
+    err = [line for line in capsys.readouterr().err.splitlines() if line.startswith("error: ")]
+    assert len(err) == 2, err  # the NIfTI study's line, then the count
+    assert "scan.nii.gz: no DICOM Modality to choose the task by" in err[0] and "--task ct, mri or pet" in err[0]
+    assert not (auto / "scan_restored.nii.gz").exists()
+    with (auto / "restore_summary.csv").open(newline="") as f:
+        status = {row["name"]: row["status"] for row in csv.DictReader(f)}
+    assert status == {"ct_series": "written", "mr_series": "written", "pet_series": "written", "scan": "failed"}
+    for task, folder in series.items():
+        own = tmp_path / task  # the same folder under the fixed task: only that task's series fits
+        main(["batch", "--bundle", str(tiny_aio), "--task", task, str(data), str(own), *TINY_CLI_ARGS])
+        name = f"{folder.name}_restored"
+        expected = nib.load(own / f"{name}.nii.gz")
+        restored = nib.load(auto / f"{name}.nii.gz")
+        np.testing.assert_array_equal(restored.get_fdata(), expected.get_fdata())
+        np.testing.assert_array_equal(restored.affine, expected.affine)
+        ours, theirs = (sorted((out / name).iterdir()) for out in (auto, own))
+        assert [p.name for p in ours] == [p.name for p in theirs]
+        first = pydicom.dcmread(ours[0])
+        assert first.Modality == pydicom.dcmread(sorted(folder.iterdir())[0]).Modality
+        np.testing.assert_array_equal(first.pixel_array, pydicom.dcmread(theirs[0]).pixel_array)
+    capsys.readouterr()
+    assert tree_digest(data) == digest
+
+
+def test_bundle_run_auto_task_with_two_workers(tiny_aio: Path, tmp_path: Path) -> None:
+    """The real ``monai.bundle run`` with ``--task auto --workers 2``: each worker routes by Modality; the outputs
+    equal those of one process; without --dataset_dir it stops with one line (no task, no sample to default to)."""
+    data = tmp_path / "in"
+    series = _mixed_folder(data)
+    (data / "scan.nii.gz").unlink()
+    configs = tiny_aio / "configs"
+    outputs = {}
+    for workers in ("1", "2"):
+        outputs[workers] = tmp_path / f"out{workers}"
+        args = ["--meta_file", configs / "metadata.json", "--task", "auto", "--workers", workers]
+        result = bundle_run(
+            [configs / "inference.json"], tmp_path, *args, "--dataset_dir", data, "--output_dir", outputs[workers]
+        )
+        assert result.returncode == 0, result.stderr[-3000:]
+    for folder in series.values():
+        one, two = (nib.load(outputs[w] / f"{folder.name}_restored.nii.gz").get_fdata() for w in ("1", "2"))
+        np.testing.assert_array_equal(one, two)
+    result = bundle_run(
+        [configs / "inference.json"], tmp_path, "--meta_file", configs / "metadata.json", "--task", "auto"
+    )
+    assert result.returncode != 0
+    assert result.stderr.strip().splitlines()[-1] == (
+        "error: dataset_dir is required: pass --dataset_dir <folder, NIfTI file or DICOM series>"
+    )
+
+
+def test_task_specs_choose_by_modality_and_check_against_that_task(tiny_aio: Path, tmp_path: Path, seed: int) -> None:
+    """The input check under --task auto is the chosen task's own; modalities come from the task bundles."""
+    tasks = load_bundle_config(tiny_aio, "inference.json").get_parsed_content("tasks")
+    specs = TaskSpecs.from_tasks(tasks)
+    assert specs.tasks == {"CT": "ct", "MR": "mri", "PT": "pet"}
+    folder = tmp_path / "ct"
+    write_ct_series(folder, n=2, seed=seed)
+    volume = read_volume(InputImage(folder, folder.name))
+    assert specs.problems(volume, volume.meta, folder) == []
+    check_input(specs, volume, folder)
+    outside = volume * 0 + 20000.0  # far above the CT range on every voxel: the CT task's own value check
+    outside.meta = volume.meta
+    assert any("hounsfield" in p or "range" in p for p in specs.problems(outside, volume.meta, folder))
+    with pytest.raises(ValueError, match=r"^x.dcm: Modality US: no task of this bundle takes it \(CT -> ct, MR -> mri"):
+        specs.task_for({"dicom_modality": "US"}, "x.dcm")
+    with pytest.raises(ValueError, match="both take Modality CT"):
+        TaskSpecs({"a": InputSpec(modality="CT"), "b": InputSpec(modality="ct".upper())})
+    with pytest.raises(ValueError, match="names no input modality"):
+        TaskSpecs({"a": InputSpec()})
+    router = TaskRouter.from_tasks(
+        tasks,
+        {
+            "network": RestoreRWKV(**TINY_NETWORK).eval(),
+            **{k: v for k, v in TINY.items() if not k.startswith("network_def")},
+        },
+    )
+    assert router.output_dtype == "float32" and set(router.describe()["tasks"]) == {"ct", "mri", "pet"}
+    assert router.task_for(volume) == "ct"
+    with pytest.raises(ValueError, match="no DICOM Modality"):
+        router(torch.zeros(1, 8, 8, 1))

@@ -376,6 +376,11 @@ def test_task_specs_choose_by_modality_and_check_against_that_task(tiny_aio: Pat
     assert any("hounsfield" in p or "range" in p for p in specs.problems(outside, volume.meta, folder))
     with pytest.raises(ValueError, match=r"^x.dcm: Modality US: no task of this bundle takes it \(CT -> ct, MR -> mri"):
         specs.task_for({"dicom_modality": "US"}, "x.dcm")
+    nifti = tmp_path / "scan.nii.gz"
+    nib.save(nib.Nifti1Image(_volume("ct", np.random.default_rng(seed)), np.eye(4)), nifti)
+    no_modality = read_volume(InputImage(nifti, nifti.name))
+    with pytest.raises(ValueError, match=r"scan.nii.gz: no DICOM Modality to choose the task by"):
+        check_input(specs, no_modality, nifti, allow_mismatch=True)  # no task to restore it with, even so
     with pytest.raises(ValueError, match="both take Modality CT"):
         TaskSpecs({"a": InputSpec(modality="CT"), "b": InputSpec(modality="ct".upper())})
     with pytest.raises(ValueError, match="names no input modality"):

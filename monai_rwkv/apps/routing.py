@@ -120,14 +120,16 @@ class TaskRouter:
         self.output_dtype: str = dtypes.pop()
 
     @classmethod
-    def from_tasks(cls, tasks: Mapping[str, str], settings: Mapping[str, Any]) -> TaskRouter:
+    def from_tasks(
+        cls, tasks: Mapping[str, str], settings: Mapping[str, Any], specs: TaskSpecs | None = None
+    ) -> TaskRouter:
         """
         The router over every task of ``tasks`` (task -> bundle): each task's ``restorer`` from its own bundle's
         ``inference.json`` with ``settings`` set (e.g. ``{"network": network, "device": "cpu"}``, one network
-        for all), see :func:`~monai_rwkv.apps.task_config`.
+        for all), see :func:`~monai_rwkv.apps.task_config`; ``specs``: ``TaskSpecs.from_tasks(tasks)`` if None.
         """
         restorers = {t: task_config(tasks, t, "inference.json", settings).get_parsed_content("restorer") for t in tasks}
-        return cls(restorers, TaskSpecs.from_tasks(tasks))
+        return cls(restorers, TaskSpecs.from_tasks(tasks) if specs is None else specs)
 
     def task_for(self, volume: torch.Tensor) -> str:
         """The task of ``volume`` (read by :func:`~monai_rwkv.apps.read_volume`, meta included)."""

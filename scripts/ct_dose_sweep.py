@@ -1,0 +1,127 @@
+#!/usr/bin/env python
+"""Where a CT denoising model helps, and where it starts to hurt: the in-distribution test head simulated over a
+sweep of noise levels, from far noisier than the training scans to nearly clean, each restored by the model(s).
+
+A model trained on noisy scans only may smooth a nearly clean scan below its input: on real scans with less noise
+than its training data it then does harm. This measures the level at which that happens.
+
+Data: ``scripts/prepare_ct_data.py`` (the test volume named in ``<data-dir>/split.json``). Each level simulates
+the test volume with :class:`~monai_rwkv.transforms.LowDoseCT` (its default scanner: parallel beam, Ram-Lak, the
+bundle evaluation's; seed ``--seed``) at ``incident_photons`` = 2e6 x the level and ``dose_fraction`` 1, so a level
+is the dose relative to the in-distribution test's full dose (0.25 is the bundle's evaluation protocol; the
+training scans span levels 0.025-1, ``dose_fraction`` 0.1-0.5 at 5e5-4e6 photons). Every model runs through the
+bundle's own ``restorer`` (device cpu). Metrics: the bundle's protocol (:func:`~monai_rwkv.apps.volume_slice_metrics`,
+window [-160, 240] HU, per-slice data range), slices with a constant windowed reference left out.
+
+Output (``--out``, also printed): per level, the input's and each model's PSNR / SSIM (mean over slices), each
+model's per-slice gain over the input (mean +- std) and the fraction of slices where the model is better.
+
+Example::
+
+    python scripts/ct_dose_sweep.py --model "0.11.0=bundles/restore_rwkv_ct_denoise/models/model.pt" \\
+        --out runs/ct_dose_sweep.md
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import sys
+from pathlib import Path
+
+import numpy as np
+import torch
+
+from monai_rwkv.apps import find_inputs, load_bundle_config, read_volume, volume_slice_metrics
+from monai_rwkv.apps.evaluate import constant_slices
+from monai_rwkv.transforms import LowDoseCT
+
+BUNDLE = Path(__file__).resolve().parents[1] / "bundles" / "restore_rwkv_ct_denoise"
+#: photons per ray at level 1 (the in-distribution test's full dose, LowDoseCT's default).
+FULL_DOSE_PHOTONS = 2e6
+WINDOW = (-160.0, 240.0)
+
+
+def _model(text: str) -> tuple[str, str]:
+    label, sep, weights = text.partition("=")
+    if not sep or not label or not weights:
+        raise argparse.ArgumentTypeError(f"expected LABEL=WEIGHTS, got {text!r}")
+    return label, weights
+
+
+def _parser() -> argparse.ArgumentParser:
+    p = argparse.ArgumentParser(description=__doc__.split("\n\n")[0], formatter_class=argparse.RawTextHelpFormatter)
+    p.add_argument("--data-dir", type=Path, default=Path("data/ct"), help="prepare_ct_data.py output")
+    p.add_argument("--bundle", type=Path, default=BUNDLE, help="the bundle whose inference pipeline runs the models")
+    p.add_argument("--model", type=_model, action="append", required=True, metavar="LABEL=WEIGHTS")
+    p.add_argument(
+        "--levels",
+        default="0.00625,0.025,0.1,0.25,1,4,16",
+        help="comma-separated doses relative to the test's full dose (photons per ray 2e6 x level)",
+    )
+    p.add_argument("--seed", type=int, default=0, help="noise seed of every level")
+    p.add_argument("--threads", type=int, default=None)
+    p.add_argument("--out", type=Path, help="the markdown table (also printed)")
+    return p
+
+
+def _metrics(pred: torch.Tensor, label: torch.Tensor, keep: torch.Tensor) -> dict[str, np.ndarray]:
+    values = volume_slice_metrics(pred, label, WINDOW)
+    return {k: v[keep].numpy() for k, v in values.items()}
+
+
+def sweep(args: argparse.Namespace) -> str:
+    """Run the sweep; return the markdown report."""
+    split = json.loads((args.data_dir / "split.json").read_text())["splits"]
+    source = args.data_dir / split["test"]["file"]
+    clean = read_volume(find_inputs(source)[0])
+    keep = ~constant_slices(clean, WINDOW)
+    restorers = {
+        label: load_bundle_config(
+            args.bundle, "inference.json", {"weights": os.path.abspath(w), "device": "cpu", "progress": False}
+        ).get_parsed_content("restorer")
+        for label, w in args.model
+    }
+    levels = [float(v) for v in args.levels.split(",")]
+    head = "| level (photons per ray) | input PSNR / SSIM | " + " | ".join(
+        f"{label} PSNR / SSIM | {label} minus input (dB) | {label} better" for label in restorers
+    )
+    lines = [
+        f"Test head `{source.name}` ({int(keep.sum())} slices), LowDoseCT seed {args.seed}, window [-160, 240] HU; "
+        "mean over slices; differences per slice (mean +- std).",
+        "",
+        head + " |",
+        "|" + "---|" * (2 + 3 * len(restorers)),
+    ]
+    for level in levels:
+        low = LowDoseCT(1.0, args.seed, incident_photons=FULL_DOSE_PHOTONS * level)(clean.clone())
+        base = _metrics(low, clean, keep)
+        row = [f"{level:g} ({FULL_DOSE_PHOTONS * level:.2g})", f"{base['psnr'].mean():.2f} / {base['ssim'].mean():.4f}"]
+        for restorer in restorers.values():
+            ours = _metrics(restorer(low.clone()), clean, keep)
+            gain = ours["psnr"] - base["psnr"]
+            row += [
+                f"{ours['psnr'].mean():.2f} / {ours['ssim'].mean():.4f}",
+                f"{gain.mean():+.2f} +- {gain.std():.2f}",
+                f"{100 * np.mean(gain > 0):.0f} %",
+            ]
+        lines.append("| " + " | ".join(row) + " |")
+        print(lines[-1], file=sys.stderr, flush=True)
+    return "\n".join(lines) + "\n"
+
+
+def main(argv: list[str] | None = None) -> int:
+    args = _parser().parse_args(argv)
+    if args.threads:
+        torch.set_num_threads(args.threads)
+    report = sweep(args)
+    print(report)
+    if args.out is not None:
+        args.out.parent.mkdir(parents=True, exist_ok=True)
+        args.out.write_text(report)
+    return 0
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())

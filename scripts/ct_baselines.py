@@ -440,7 +440,14 @@ def parse_args(argv: Sequence[str] | None) -> argparse.Namespace:
     p.add_argument("--output-dir", type=Path, default=Path("runs/ct_baselines"), help="per-method reports")
     p.add_argument("--out", type=Path, default=Path("runs/ct_baselines.md"), help="the markdown report")
     p.add_argument("--bundle", type=Path, default=BUNDLE, help="the bundle whose inference pipeline runs the models")
-    p.add_argument("--model", action="append", default=[], metavar="LABEL=WEIGHTS", help="a model row (repeatable)")
+    p.add_argument(
+        "--model",
+        action="append",
+        default=[],
+        type=lib.parse_model,
+        metavar="LABEL=WEIGHTS",
+        help="a model row (repeatable)",
+    )
     p.add_argument("--sets", default=",".join(SETS), help=f"comma-separated subset of {','.join(SETS)}")
     p.add_argument(
         "--methods",
@@ -456,12 +463,7 @@ def parse_args(argv: Sequence[str] | None) -> argparse.Namespace:
     p.add_argument("--overwrite", action="store_true", help="recompute baseline rows whose reports exist")
     args = p.parse_args(argv)
     args.override = dict(args.override)
-    args.models = []
-    for spec in args.model:
-        label, sep, path = spec.partition("=")
-        if not sep or not Path(path).is_file():
-            p.error(f"--model {spec!r}: expected LABEL=WEIGHTS with an existing weights file")
-        args.models.append((label, Path(path)))
+    args.models = args.model
     if not args.models:
         p.error("give at least one --model LABEL=WEIGHTS")
     for name in args.methods.split(","):

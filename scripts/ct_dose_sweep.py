@@ -34,27 +34,21 @@ import numpy as np
 import torch
 
 from monai_rwkv.apps import find_inputs, load_bundle_config, read_volume, volume_slice_metrics
+from monai_rwkv.apps.baselines import parse_model
 from monai_rwkv.apps.evaluate import constant_slices
+from monai_rwkv.metrics import CT_EVAL_WINDOW
 from monai_rwkv.transforms import LowDoseCT
 
 BUNDLE = Path(__file__).resolve().parents[1] / "bundles" / "restore_rwkv_ct_denoise"
 #: photons per ray at level 1 (the in-distribution test's full dose, LowDoseCT's default).
 FULL_DOSE_PHOTONS = 2e6
-WINDOW = (-160.0, 240.0)
-
-
-def _model(text: str) -> tuple[str, str]:
-    label, sep, weights = text.partition("=")
-    if not sep or not label or not weights:
-        raise argparse.ArgumentTypeError(f"expected LABEL=WEIGHTS, got {text!r}")
-    return label, weights
 
 
 def _parser() -> argparse.ArgumentParser:
     p = argparse.ArgumentParser(description=__doc__.split("\n\n")[0], formatter_class=argparse.RawTextHelpFormatter)
     p.add_argument("--data-dir", type=Path, default=Path("data/ct"), help="prepare_ct_data.py output")
     p.add_argument("--bundle", type=Path, default=BUNDLE, help="the bundle whose inference pipeline runs the models")
-    p.add_argument("--model", type=_model, action="append", required=True, metavar="LABEL=WEIGHTS")
+    p.add_argument("--model", type=parse_model, action="append", required=True, metavar="LABEL=WEIGHTS")
     p.add_argument(
         "--levels",
         default="0.00625,0.025,0.1,0.25,1,4,16",
@@ -67,7 +61,7 @@ def _parser() -> argparse.ArgumentParser:
 
 
 def _metrics(pred: torch.Tensor, label: torch.Tensor, keep: torch.Tensor) -> dict[str, np.ndarray]:
-    values = volume_slice_metrics(pred, label, WINDOW)
+    values = volume_slice_metrics(pred, label, CT_EVAL_WINDOW)
     return {k: v[keep].numpy() for k, v in values.items()}
 
 
@@ -76,7 +70,7 @@ def sweep(args: argparse.Namespace) -> str:
     split = json.loads((args.data_dir / "split.json").read_text())["splits"]
     source = args.data_dir / split["test"]["file"]
     clean = read_volume(find_inputs(source)[0])
-    keep = ~constant_slices(clean, WINDOW)
+    keep = ~constant_slices(clean, CT_EVAL_WINDOW)
     restorers = {
         label: load_bundle_config(
             args.bundle, "inference.json", {"weights": os.path.abspath(w), "device": "cpu", "progress": False}

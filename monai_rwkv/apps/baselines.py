@@ -40,6 +40,7 @@ __all__ = [
     "mean_std",
     "paired_table",
     "panel_figure",
+    "parse_model",
     "same_scores",
     "tune",
 ]
@@ -189,6 +190,14 @@ def tune(baseline: Baseline, objective: Callable[[Mapping[str, Any]], float], ma
                     break
                 best = candidate
     return best
+
+
+def parse_model(spec: str) -> tuple[str, Path]:
+    """``LABEL=WEIGHTS`` (a report's model row) as ``(label, path)``; the weights file must exist."""
+    label, sep, path = spec.partition("=")
+    if not sep or not label or not Path(path).is_file():
+        raise argparse.ArgumentTypeError(f"expected LABEL=WEIGHTS with an existing weights file, got {spec!r}")
+    return label, Path(path)
 
 
 def parse_override(spec: str) -> tuple[str, Any]:

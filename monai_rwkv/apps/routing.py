@@ -17,15 +17,13 @@ from typing import Any
 import torch
 
 from monai_rwkv.apps.bundle import task_config
-from monai_rwkv.data import InputSpec
+from monai_rwkv.data import DICOM_MODALITY, InputSpec
 from monai_rwkv.inference import VolumeRestorer
 
 __all__ = ["AUTO_TASK", "TaskRouter", "TaskSpecs", "is_auto_task"]
 
 #: the ``task`` value that chooses the task of each input by its DICOM Modality.
 AUTO_TASK = "auto"
-#: meta key of the first source slice's DICOM Modality (:class:`~monai_rwkv.data.SimpleITKReader`).
-_MODALITY_KEY = "dicom_modality"
 
 
 def is_auto_task(task: Any) -> bool:
@@ -69,7 +67,7 @@ class TaskSpecs:
         Raises:
             ValueError: one line naming ``path``: no DICOM Modality (a NIfTI file), or one no task takes.
         """
-        modality = str(meta.get(_MODALITY_KEY) or "").strip().upper()
+        modality = str(meta.get(DICOM_MODALITY) or "").strip().upper()
         where = f"{os.fspath(path)}: " if os.fspath(path) else ""
         if not modality:
             raise ValueError(

@@ -16,6 +16,7 @@ from monai_rwkv.data.nifti_writer import write_nifti
 from monai_rwkv.data.outputs import InputGuard, OutputConflictError, check_replaceable
 from monai_rwkv.data.sitk_reader import (
     DEFAULT_MAX_VOXELS,
+    DICOM_MODALITY,
     DICOM_SOURCE_FILES,
     SimpleITKReader,
     SitkImage,
@@ -26,6 +27,7 @@ from monai_rwkv.data.spec import InputSpec
 
 __all__ = [
     "DEFAULT_MAX_VOXELS",
+    "DICOM_MODALITY",
     "DICOM_SOURCE_FILES",
     "DicomSeries",
     "DicomSliceHeader",

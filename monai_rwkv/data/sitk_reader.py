@@ -44,6 +44,7 @@ __all__ = [
     "SimpleITKReader",
     "SitkImage",
     "DEFAULT_MAX_VOXELS",
+    "DICOM_MODALITY",
     "DICOM_SOURCE_FILES",
     "PET_SUV_FACTOR",
     "PET_SUV_PROBLEM",
@@ -68,6 +69,8 @@ def _sitk() -> ModuleType:
 DEFAULT_MAX_VOXELS = 2**30
 #: meta key holding the per-slice source DICOM files, in volume slice order.
 DICOM_SOURCE_FILES = "dicom_source_files"
+#: meta key of the series' DICOM Modality (its first slice's; ``""`` when absent).
+DICOM_MODALITY = "dicom_modality"
 #: meta keys of per-slice header facts (lists parallel to ``DICOM_SOURCE_FILES``): Modality, SamplesPerPixel,
 #: PhotometricInterpretation.
 DICOM_SLICE_MODALITIES = "dicom_slice_modalities"
@@ -429,7 +432,7 @@ def _dicom_meta(series: DicomSeries) -> dict[str, Any]:
         DICOM_SOURCE_FILES: series.files,
         "dicom_series_instance_uid": first.series_uid,
         "dicom_sop_instance_uids": [s.sop_instance_uid for s in series.slices],
-        "dicom_modality": first.modality,
+        DICOM_MODALITY: first.modality,
         "dicom_series_description": first.series_description,
         "dicom_image_position_patient": series.positions.copy(),
         "dicom_uniform_spacing": bool(series.uniform),
@@ -559,7 +562,7 @@ class SimpleITKReader(ImageReader):
         if header.frames > 1 or header.samples_per_pixel != 1:
             img = read_with_sitk(path, self.max_voxels)  # multi-frame / colour: SimpleITK's own geometry
             _check_decoded(header, img)
-            img.meta.update({DICOM_SOURCE_FILES: [path], "dicom_modality": header.modality, **_slice_facts([header])})
+            img.meta.update({DICOM_SOURCE_FILES: [path], DICOM_MODALITY: header.modality, **_slice_facts([header])})
             img.meta.update(_pet_units(header))
             return img
         return self._series_image(build_series(path, [header]))

@@ -12,14 +12,19 @@ Run after ``scripts/prepare_ct_data.py``. It reads the validation and test head 
 * ``{split}/{full,low}/body.nii.gz``: synthetic adult thorax, abdomen and head slices
   (:func:`monai_rwkv.transforms.synthetic_ct`) of 512 x 512 pixels of 0.7 mm (a 358 mm field of view: finer
   pixels and larger bodies than any training image), seeds disjoint from training's random stream;
+* ``{split}/{full,low}/head_quiet.nii.gz``: the split's head slices again, each scanned by the ``quiet`` scanner;
 
-each slice scanned by one of two scanners outside the training ranges of ``configs/train.json`` (alternating by
-slice, recorded in ``datalist_shifted.json``):
+the slices of ``head``, ``head_fine`` and ``body`` scanned by one of two scanners outside the training ranges of
+``configs/train.json`` (alternating by slice), those of ``head_quiet`` by a third (the scanner of each slice is
+recorded in ``datalist_shifted.json``):
 
 * ``soft``: a Hamming-windowed filter (no training filter), cutoff 0.85, 960 views, photons x dose = 6e4 with
   electronic noise variance 60 and a 2-bin detector blur: much noise, smooth grain;
 * ``sharp``: Ram-Lak at full cutoff, 90 views (three quarters of the fewest any training scan has: view-aliasing
-  streaks), photons x dose = 2.4e6, electronic noise variance 5, no blur: little noise, streaks.
+  streaks), photons x dose = 2.4e6, electronic noise variance 5, no blur: little noise, streaks;
+* ``quiet``: a routine-dose scan, Shepp-Logan filter (no training filter) at cutoff 0.9, 1000 views,
+  photons x dose = 8e6 (four times the most any training scan gets), electronic noise variance 2, a 1-bin detector
+  blur: the least noise of the set; a denoiser must not smooth away what a good scan shows.
 
 ``<data>/datalist_shifted.json`` lists the pairs (``validation`` and ``test``, paths relative to ``--data``), the
 scanners and the slices; the ``full`` and ``low`` folders also pair by file name, as
@@ -71,10 +76,19 @@ SCANNERS = {
         "cutoff": 1.0,
         "detector_blur_fwhm": 0.0,
     },
+    "quiet": {
+        "dose_fraction": 0.5,
+        "incident_photons": 1.6e7,
+        "electronic_noise_var": 2.0,
+        "n_views": 1000,
+        "window": "shepp-logan",
+        "cutoff": 0.9,
+        "detector_blur_fwhm": 1.0,
+    },
 }
 SPLITS = {"validation": ("validation", 8, 1000), "test": ("test", 12, 2000)}  # folder, body slices, first seed
 BODY_SHAPE, BODY_PIXEL = (512, 512), 0.7
-FORMAT_VERSION = 3  # 3: adds head_fine; 2: the sharp scanner has 90 views (1: 180)
+FORMAT_VERSION = 4  # 4: adds head_quiet; 3: adds head_fine; 2: the sharp scanner has 90 views (1: 180)
 FINE_MATRIX = 512  # head_fine's matrix: the head's field of view on a clinical head scan's grid
 DATALIST_FILE = "datalist_shifted.json"
 
@@ -86,16 +100,19 @@ def scan(slice_hu: torch.Tensor, spacing: tuple[float, float], scanner: str, see
     return simulator(slice_hu[None])[0].float()  # the simulator computes in float64 (SIMULATION_DTYPE)
 
 
-def head_pairs(volume: nib.Nifti1Image, seed: int) -> tuple[np.ndarray, np.ndarray, list[str]]:
-    """Full and low-dose ``(i, j, k)`` volumes; each axial slice scanned as an image of rows j and columns i."""
+def head_pairs(
+    volume: nib.Nifti1Image, seed: int, scanners: tuple[str, ...] = ("soft", "sharp")
+) -> tuple[np.ndarray, np.ndarray, list[str]]:
+    """Full and low-dose ``(i, j, k)`` volumes; each axial slice scanned as an image of rows j and columns i, slice k
+    by ``scanners[k % len(scanners)]``."""
     full = np.asarray(volume.dataobj, dtype=np.float32)
     sx, sy = (float(z) for z in volume.header.get_zooms()[:2])
-    low, scanners = np.empty_like(full), []
+    low, used = np.empty_like(full), []
     for k in range(full.shape[2]):
-        scanner = ("soft", "sharp")[k % 2]
+        scanner = scanners[k % len(scanners)]
         low[:, :, k] = scan(torch.from_numpy(full[:, :, k].T.copy()), (sy, sx), scanner, seed + k).numpy().T
-        scanners.append(scanner)
-    return full, low, scanners
+        used.append(scanner)
+    return full, low, used
 
 
 def fine_volume(volume: nib.Nifti1Image, matrix: int = FINE_MATRIX) -> nib.Nifti1Image:
@@ -152,6 +169,9 @@ def prepare(data: Path, force: bool = False) -> dict:
         full, low, slices = body_pairs(n_body, seed + 100)
         records["body"] = slices
         pairs.append(("body", full, low, np.diag([-BODY_PIXEL, BODY_PIXEL, 5.0, 1.0])))
+        full, low, scanners = head_pairs(volume, seed + 600, ("quiet",))
+        records["head_quiet"] = scanners
+        pairs.append(("head_quiet", full, low, volume.affine))
         for name, full_v, low_v, affine in pairs:
             for kind, array in (("full", full_v), ("low", low_v)):
                 (data / "shifted" / tag / kind).mkdir(parents=True, exist_ok=True)

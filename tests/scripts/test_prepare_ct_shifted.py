@@ -1,13 +1,20 @@
-"""scripts/prepare_ct_shifted.py's ``fine_volume``: the head on a clinical head scan's grid keeps its field of view,
-world position and HU, on random volumes and oblique affines."""
+"""scripts/prepare_ct_shifted.py: ``fine_volume`` (the head on a clinical head scan's grid keeps its field of view,
+world position and HU, on random volumes and oblique affines), the scanners lying outside the CT bundle's training
+ranges, and ``head_pairs`` scanning each slice with its recorded scanner."""
 
 from __future__ import annotations
+
+import json
+from pathlib import Path
 
 import nibabel as nib
 import numpy as np
 import pytest
+import torch
 
 from tests.scripts import load_script
+
+TRAIN_CONFIG = Path(__file__).resolve().parents[2] / "bundles" / "restore_rwkv_ct_denoise" / "configs" / "train.json"
 
 
 @pytest.fixture(scope="module")
@@ -61,3 +68,54 @@ def test_fine_volume_keeps_hu(prep, seed: int) -> None:
     per_pixel = slope.sum() * 2 / 19  # HU per old pixel along the diagonal
     assert abs(error.mean()) < 1e-6 * per_pixel  # no shift: the cubic kernel's error averages out
     assert np.abs(error).max() < 0.05 * per_pixel  # and stays under 1/20 of an old pixel
+
+
+def training_ranges() -> dict:
+    """The CT bundle's training scanner ranges, as ``configs/train.json`` sets them."""
+    config = json.loads(TRAIN_CONFIG.read_text())
+    (d0, d1), (p0, p1) = config["dose_fraction"], config["incident_photons"]
+    return {
+        "photons": (d0 * p0, d1 * p1),  # photons x dose, the noise level's scale
+        "electronic": tuple(config["electronic_noise_var"]),
+        "views": tuple(config["n_views"]),
+        "windows": tuple(config["filter_windows"]),
+        "cutoff": config["filter_cutoff"],
+        "blur": config["detector_blur_fwhm"],
+    }
+
+
+def test_every_scanner_lies_outside_training(prep) -> None:
+    """Each shifted scanner differs from every training scan in at least one setting, and the quiet one gets more
+    photons than any training scan (its purpose: less noise than training ever shows)."""
+    train = training_ranges()
+    assert set(prep.SCANNERS) == {"soft", "sharp", "quiet"}
+    for name, s in prep.SCANNERS.items():
+        photons = s["dose_fraction"] * s["incident_photons"]
+        outside = {
+            "photons": not train["photons"][0] <= photons <= train["photons"][1],
+            "electronic": not train["electronic"][0] <= s["electronic_noise_var"] <= train["electronic"][1],
+            "views": not train["views"][0] <= s["n_views"] <= train["views"][1],
+            "window": s["window"] not in train["windows"],
+            "cutoff": s["cutoff"] != train["cutoff"],
+            "blur": s["detector_blur_fwhm"] != train["blur"],
+        }
+        assert any(outside.values()), f"scanner {name!r} lies inside the training ranges"
+    quiet = prep.SCANNERS["quiet"]
+    assert quiet["dose_fraction"] * quiet["incident_photons"] > train["photons"][1]
+
+
+def test_head_pairs_scan_each_slice_with_its_scanner(prep, seed: int) -> None:
+    """Slice k of the low-dose volume is ``scan`` of slice k (rows j, columns i) by ``scanners[k % len]`` with seed
+    ``seed + k``; the full-dose volume is the input, untouched."""
+    rng = np.random.default_rng(seed)
+    shape = (int(rng.integers(20, 28)), int(rng.integers(20, 28)), 3)
+    hu = np.full(shape, -1000.0, np.float32)
+    hu[3:-3, 3:-3] = rng.uniform(-100, 1500, (shape[0] - 6, shape[1] - 6, 3)).astype(np.float32)
+    affine = np.diag([0.75, 1.25, 3.0, 1.0])  # exact in the header's float32
+    full, low, used = prep.head_pairs(nib.Nifti1Image(hu, affine), seed, ("quiet", "sharp"))
+    assert used == ["quiet", "sharp", "quiet"]
+    np.testing.assert_array_equal(full, hu)
+    for k, scanner in enumerate(used):
+        expected = prep.scan(torch.from_numpy(hu[:, :, k].T.copy()), (1.25, 0.75), scanner, seed + k).numpy().T
+        np.testing.assert_array_equal(low[:, :, k], expected)
+        assert not np.array_equal(low[:, :, k], hu[:, :, k])

@@ -1,11 +1,8 @@
 """scripts/prepare_ct_shifted.py: ``fine_volume`` (the head on a clinical head scan's grid keeps its field of view,
-world position and HU, on random volumes and oblique affines), the scanners lying outside the CT bundle's training
-ranges, and ``head_pairs`` scanning each slice with its recorded scanner."""
+world position and HU, on random volumes and oblique affines) and ``head_pairs`` scanning each slice with its
+recorded scanner. That the scanners lie outside the training ranges: tests/bundles/test_ct_train.py."""
 
 from __future__ import annotations
-
-import json
-from pathlib import Path
 
 import nibabel as nib
 import numpy as np
@@ -13,8 +10,6 @@ import pytest
 import torch
 
 from tests.scripts import load_script
-
-TRAIN_CONFIG = Path(__file__).resolve().parents[2] / "bundles" / "restore_rwkv_ct_denoise" / "configs" / "train.json"
 
 
 @pytest.fixture(scope="module")
@@ -68,40 +63,6 @@ def test_fine_volume_keeps_hu(prep, seed: int) -> None:
     per_pixel = slope.sum() * 2 / 19  # HU per old pixel along the diagonal
     assert abs(error.mean()) < 1e-6 * per_pixel  # no shift: the cubic kernel's error averages out
     assert np.abs(error).max() < 0.05 * per_pixel  # and stays under 1/20 of an old pixel
-
-
-def training_ranges() -> dict:
-    """The CT bundle's training scanner ranges, as ``configs/train.json`` sets them."""
-    config = json.loads(TRAIN_CONFIG.read_text())
-    (d0, d1), (p0, p1) = config["dose_fraction"], config["incident_photons"]
-    return {
-        "photons": (d0 * p0, d1 * p1),  # photons x dose, the noise level's scale
-        "electronic": tuple(config["electronic_noise_var"]),
-        "views": tuple(config["n_views"]),
-        "windows": tuple(config["filter_windows"]),
-        "cutoff": config["filter_cutoff"],
-        "blur": config["detector_blur_fwhm"],
-    }
-
-
-def test_every_scanner_lies_outside_training(prep) -> None:
-    """Each shifted scanner differs from every training scan in at least one setting, and the quiet one gets more
-    photons than any training scan (its purpose: less noise than training ever shows)."""
-    train = training_ranges()
-    assert set(prep.SCANNERS) == {"soft", "sharp", "quiet"}
-    for name, s in prep.SCANNERS.items():
-        photons = s["dose_fraction"] * s["incident_photons"]
-        outside = {
-            "photons": not train["photons"][0] <= photons <= train["photons"][1],
-            "electronic": not train["electronic"][0] <= s["electronic_noise_var"] <= train["electronic"][1],
-            "views": not train["views"][0] <= s["n_views"] <= train["views"][1],
-            "window": s["window"] not in train["windows"],
-            "cutoff": s["cutoff"] != train["cutoff"],
-            "blur": s["detector_blur_fwhm"] != train["blur"],
-        }
-        assert any(outside.values()), f"scanner {name!r} lies inside the training ranges"
-    quiet = prep.SCANNERS["quiet"]
-    assert quiet["dose_fraction"] * quiet["incident_photons"] > train["photons"][1]
 
 
 def test_head_pairs_scan_each_slice_with_its_scanner(prep, seed: int) -> None:

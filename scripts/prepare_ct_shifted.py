@@ -23,9 +23,9 @@ recorded in ``datalist_shifted.json``):
 * ``sharp``: Ram-Lak at full cutoff, 90 views (three quarters of the fewest any training scan has: view-aliasing
   streaks), photons x dose = 2.4e6, electronic noise variance 5, no blur: little noise, streaks;
 * ``quiet``: a routine-dose scan, Shepp-Logan filter (no training filter) at cutoff 0.9, 1000 views,
-  photons x dose = 8e6 (sixteen times the evaluation protocol's quarter dose of 2e6 photons: the dose sweep's
-  level 16), electronic noise variance 2, a 1-bin detector blur: the least noise of the set; a denoiser must not
-  smooth away what a good scan shows.
+  photons x dose = 8e6 (sixteen times the evaluation protocol's quarter dose of 2e6 photons, the level 4 of
+  ``scripts/ct_dose_sweep.py``), electronic noise variance 2, a 1-bin detector blur: the least noise of the set; a
+  denoiser must not smooth away what a good scan shows.
 
 ``<data>/datalist_shifted.json`` lists the pairs (``validation`` and ``test``, paths relative to ``--data``), the
 scanners and the slices; the ``full`` and ``low`` folders also pair by file name, as

@@ -8,10 +8,13 @@ from collections.abc import Sequence
 import torch
 from monai.metrics.regression import compute_ssim_and_cs
 
-__all__ = ["CT_EVAL_WINDOW", "edge_band_rmse", "flat_region_rmse", "slice_metrics"]
+__all__ = ["CT_EVAL_WINDOW", "CT_FLAT_GRADIENT", "edge_band_rmse", "flat_region_rmse", "slice_metrics"]
 
 #: Hounsfield window the paper truncates CT to before computing metrics.
 CT_EVAL_WINDOW = (-160.0, 240.0)
+#: HU per pixel: the Sobel gradient below which CT soft tissue counts as flat in :func:`flat_region_rmse` reports
+#: (where residual noise and streaks show; edges are steeper).
+CT_FLAT_GRADIENT = 20.0
 
 
 def slice_metrics(

@@ -55,7 +55,7 @@ import torch
 from monai_rwkv.apps import baselines as lib
 from monai_rwkv.apps.evaluate import constant_slices, evaluate_restoration
 from monai_rwkv.apps.restore import find_inputs, read_volume
-from monai_rwkv.metrics import CT_EVAL_WINDOW, edge_band_rmse, flat_region_rmse
+from monai_rwkv.metrics import CT_EVAL_WINDOW, CT_FLAT_GRADIENT, edge_band_rmse, flat_region_rmse
 from monai_rwkv.networks.nets import BilateralDenoiser, BM3DDenoiser, GaussianDenoiser, NonLocalMeansDenoiser
 from monai_rwkv.transforms import LowDoseCT
 
@@ -142,7 +142,6 @@ def pair_folders(args: argparse.Namespace, set_name: str, split: str) -> tuple[P
     return full, low
 
 
-FLAT_GRADIENT_HU = 20.0  # HU per pixel: the flat soft tissue of the residual-noise table (edges are steeper)
 BONE_HU = 300.0  # the edge-band table: reference values from which a pixel is bone
 EDGE_BAND_PX = 2.0  # the edge-band table: soft tissue within this many pixels of bone
 
@@ -267,7 +266,7 @@ def set_table(set_name: str, rows: Sequence[lib.Row], models: Sequence[lib.Row],
 
 #: The per-slice region errors of the report, ``(pred, reference)`` slices ``(N, H, W)`` in HU -> ``(N,)``.
 REGION_METRICS: dict[str, Callable[[torch.Tensor, torch.Tensor], torch.Tensor]] = {
-    "flat": lambda pred, ref: flat_region_rmse(pred, ref, CT_EVAL_WINDOW, FLAT_GRADIENT_HU),
+    "flat": lambda pred, ref: flat_region_rmse(pred, ref, CT_EVAL_WINDOW, CT_FLAT_GRADIENT),
     "edge": lambda pred, ref: edge_band_rmse(pred, ref, CT_EVAL_WINDOW, BONE_HU, EDGE_BAND_PX),
 }
 
@@ -298,7 +297,7 @@ def flat_table(rows: Sequence[lib.Row], flat: dict[str | None, dict[tuple[str, i
     """Residual noise and streaks: the RMSE over flat soft tissue per row (``flat``: :func:`region_errors`' "flat" by
     method, None for the low-dose input), and the first model's paired difference."""
     return region_table(
-        f"Residual error in flat soft tissue (reference inside the window, Sobel gradient < {FLAT_GRADIENT_HU:g} "
+        f"Residual error in flat soft tissue (reference inside the window, Sobel gradient < {CT_FLAT_GRADIENT:g} "
         "HU/pixel: where noise and streaks show): RMSE in HU, mean ± std over slices; Δ: first model minus row, "
         "per slice; wins: fraction of slices where the model's is lower.",
         "flat-region RMSE (HU)",

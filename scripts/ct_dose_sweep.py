@@ -11,10 +11,13 @@ bundle evaluation's; seed ``--seed``) at ``incident_photons`` = 2e6 x the level 
 is the dose relative to the in-distribution test's full dose (0.25 is the bundle's evaluation protocol; the
 training scans span levels 0.025-1, ``dose_fraction`` 0.1-0.5 at 5e5-4e6 photons). Every model runs through the
 bundle's own ``restorer`` (device cpu). Metrics: the bundle's protocol (:func:`~monai_rwkv.apps.volume_slice_metrics`,
-window [-160, 240] HU, per-slice data range), slices with a constant windowed reference left out.
+window [-160, 240] HU, per-slice data range), slices with a constant windowed reference left out, and the RMSE
+in flat soft tissue (:func:`~monai_rwkv.metrics.flat_region_rmse`, as ``scripts/ct_baselines.py`` reports it: where
+residual noise shows, and where smoothing removes the texture of a clean scan).
 
-Output (``--out``, also printed): per level, the input's and each model's PSNR / SSIM (mean over slices), each
-model's per-slice gain over the input (mean +- std) and the fraction of slices where the model is better.
+Output (``--out``, also printed): per level, the input's and each model's PSNR / SSIM / flat-region RMSE (mean over
+slices), each model's per-slice gain over the input (mean +- std) and the fraction of slices where the model is
+better.
 
 Example::
 
@@ -36,7 +39,7 @@ import torch
 from monai_rwkv.apps import find_inputs, load_bundle_config, read_volume, volume_slice_metrics
 from monai_rwkv.apps.baselines import parse_model
 from monai_rwkv.apps.evaluate import constant_slices
-from monai_rwkv.metrics import CT_EVAL_WINDOW
+from monai_rwkv.metrics import CT_EVAL_WINDOW, CT_FLAT_GRADIENT, flat_region_rmse
 from monai_rwkv.transforms import LowDoseCT
 
 BUNDLE = Path(__file__).resolve().parents[1] / "bundles" / "restore_rwkv_ct_denoise"
@@ -62,7 +65,14 @@ def _parser() -> argparse.ArgumentParser:
 
 def _metrics(pred: torch.Tensor, label: torch.Tensor, keep: torch.Tensor) -> dict[str, np.ndarray]:
     values = volume_slice_metrics(pred, label, CT_EVAL_WINDOW)
+    slices = [torch.as_tensor(v)[0].permute(2, 0, 1) for v in (pred, label)]  # (1, i, j, k) -> (k, i, j)
+    values["flat"] = flat_region_rmse(*slices, CT_EVAL_WINDOW, CT_FLAT_GRADIENT)
     return {k: v[keep].numpy() for k, v in values.items()}
+
+
+def _cell(values: dict[str, np.ndarray]) -> str:
+    """``PSNR / SSIM / flat-region RMSE``, means over slices."""
+    return f"{values['psnr'].mean():.2f} / {values['ssim'].mean():.4f} / {np.nanmean(values['flat']):.1f}"
 
 
 def sweep(args: argparse.Namespace) -> str:
@@ -78,12 +88,13 @@ def sweep(args: argparse.Namespace) -> str:
         for label, w in args.model
     }
     levels = [float(v) for v in args.levels.split(",")]
-    head = "| level (photons per ray) | input PSNR / SSIM | " + " | ".join(
-        f"{label} PSNR / SSIM | {label} minus input (dB) | {label} better" for label in restorers
+    head = "| level (photons per ray) | input PSNR / SSIM / flat RMSE | " + " | ".join(
+        f"{label} PSNR / SSIM / flat RMSE | {label} minus input (dB) | {label} better" for label in restorers
     )
     lines = [
         f"Test head `{source.name}` ({int(keep.sum())} slices), LowDoseCT seed {args.seed}, window [-160, 240] HU; "
-        "mean over slices; differences per slice (mean +- std).",
+        "mean over slices; differences per slice (mean +- std); flat RMSE: HU in flat soft tissue (Sobel gradient "
+        f"< {CT_FLAT_GRADIENT:g} HU per pixel).",
         "",
         head + " |",
         "|" + "---|" * (2 + 3 * len(restorers)),
@@ -91,12 +102,12 @@ def sweep(args: argparse.Namespace) -> str:
     for level in levels:
         low = LowDoseCT(1.0, args.seed, incident_photons=FULL_DOSE_PHOTONS * level)(clean.clone())
         base = _metrics(low, clean, keep)
-        row = [f"{level:g} ({FULL_DOSE_PHOTONS * level:.2g})", f"{base['psnr'].mean():.2f} / {base['ssim'].mean():.4f}"]
+        row = [f"{level:g} ({FULL_DOSE_PHOTONS * level:.2g})", _cell(base)]
         for restorer in restorers.values():
             ours = _metrics(restorer(low.clone()), clean, keep)
             gain = ours["psnr"] - base["psnr"]
             row += [
-                f"{ours['psnr'].mean():.2f} / {ours['ssim'].mean():.4f}",
+                _cell(ours),
                 f"{gain.mean():+.2f} +- {gain.std():.2f}",
                 f"{100 * np.mean(gain > 0):.0f} %",
             ]

@@ -11,6 +11,7 @@ import torch
 
 from monai_rwkv.apps import find_inputs, read_volume, volume_slice_metrics
 from monai_rwkv.data import write_nifti
+from monai_rwkv.metrics import flat_region_rmse
 from monai_rwkv.transforms import LowDoseCT
 from tests.bundles.utils import CT_BUNDLE, phantom_ct_volume, tiny_inference_bundle
 from tests.scripts import load_script
@@ -34,7 +35,11 @@ def test_rows_per_level_and_gain_over_the_input(tmp_path: Path, seed: int, capsy
         low = LowDoseCT(1.0, seed, incident_photons=2e6 * level)(clean.clone())
         expected = volume_slice_metrics(low, clean, (-160.0, 240.0))["psnr"]
         assert cells[1].startswith(f"{float(torch.mean(expected)):.2f} / ")  # the input row is the protocol's
-        model_psnr = float(cells[2].split(" / ")[0])
+        slices = [v[0].permute(2, 0, 1) for v in (low, clean)]
+        flat = flat_region_rmse(*slices, (-160.0, 240.0), 20.0)
+        assert cells[1].endswith(f" / {float(np.nanmean(flat.numpy())):.1f}")  # and its flat-region residual
+        model_psnr, _, model_flat = (float(v) for v in cells[2].split(" / "))
+        assert 0 <= model_flat < 2000
         gain = float(cells[3].split(" +- ")[0])
         assert abs(model_psnr - float(torch.mean(expected)) - gain) < 0.011  # the gain is the model's over the input
         assert cells[4].endswith("%")

@@ -25,16 +25,20 @@ __all__ = [
     "BUNDLE_PREFIX",
     "BundleInfo",
     "BundleNotFoundError",
+    "TASKS_KEY",
     "bundle_names",
     "bundles_dir",
     "find_bundle",
     "list_bundles",
     "metadata_schema",
+    "served_tasks",
     "short_name",
 ]
 
 #: folder-name prefix of this project's bundles; a bundle's short name is its folder name without it.
 BUNDLE_PREFIX = "restore_rwkv_"
+#: the inference config key of a bundle that serves several tasks with one network: ``{task: {...}}``.
+TASKS_KEY = "tasks"
 #: the schema of ``configs/metadata.json`` written by this project (see ``bundles/schema``), relative to the bundles.
 SCHEMA_FILE = Path("schema") / "meta_schema_monai_rwkv.json"
 
@@ -186,3 +190,12 @@ def metadata_schema() -> Path:
         python -m monai.bundle verify_metadata --meta_file <bundle>/configs/metadata.json --filepath <this file>
     """
     return bundles_dir() / SCHEMA_FILE
+
+
+def served_tasks(config: Any) -> list[str]:
+    """
+    The tasks that a bundle's inference config serves with one network (the keys of its ``"tasks"`` entry, as in the
+    all-in-one bundle), ``[]`` for a bundle of one task. ``config``: the raw config as a mapping, or a
+    ``monai.bundle.ConfigParser`` that has read it (both answer ``.get(key)``).
+    """
+    return list(config.get(TASKS_KEY) or {})

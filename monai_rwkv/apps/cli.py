@@ -222,9 +222,10 @@ def _config_overrides(args: argparse.Namespace) -> dict[str, Any]:
 def _load_config(args: argparse.Namespace, overrides: Mapping[str, Any]) -> Any:
     """The bundle's inference config with ``overrides``; ``--task`` only for a bundle that serves several tasks."""
     from monai_rwkv.apps.bundle import load_bundle_config
+    from monai_rwkv.bundles import served_tasks
 
     parser = load_bundle_config(args.bundle, "inference.json", overrides)
-    if args.task is not None and "tasks" not in parser:
+    if args.task is not None and not served_tasks(parser):
         raise _UsageError(f"--task: {args.bundle} serves one task; --task is for bundles that serve several")
     return parser
 

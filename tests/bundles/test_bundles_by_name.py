@@ -20,7 +20,15 @@ import numpy as np
 import pytest
 
 from monai_rwkv.apps.cli import main
-from monai_rwkv.bundles import BundleNotFoundError, bundle_names, bundles_dir, find_bundle, list_bundles, short_name
+from monai_rwkv.bundles import (
+    BundleNotFoundError,
+    bundle_names,
+    bundles_dir,
+    find_bundle,
+    list_bundles,
+    served_tasks,
+    short_name,
+)
 from tests.bundles.utils import REPO
 
 BUNDLES = REPO / "bundles"
@@ -28,6 +36,21 @@ CT = BUNDLES / "restore_rwkv_ct_denoise"
 #: what a wheel is built from (as in an sdist: MANIFEST.in decides what of it is packaged).
 SOURCES = ("monai_rwkv", "bundles", "setup.py", "setup.cfg", "pyproject.toml", "MANIFEST.in", "README.md")
 MAX_FILE_BYTES = 50 * 2**20
+
+
+def test_served_tasks_from_raw_json_and_parsed_config() -> None:
+    """The tasks of a bundle that serves several, the same from its raw JSON and from a ConfigParser that read it;
+    none for a bundle of one task."""
+    from monai.bundle import ConfigParser  # noqa: PLC0415
+
+    for info in list_bundles():
+        path = info.path / "configs" / "inference.json"
+        raw = json.loads(path.read_text())
+        parser = ConfigParser()
+        parser.read_config(str(path))
+        assert served_tasks(raw) == served_tasks(parser) == list(raw.get("tasks", {}))
+    assert served_tasks(json.loads((BUNDLES / "restore_rwkv_all_in_one" / "configs" / "inference.json").read_text()))
+    assert served_tasks(json.loads((CT / "configs" / "inference.json").read_text())) == []
 
 
 def test_list_bundles_reads_metadata() -> None:

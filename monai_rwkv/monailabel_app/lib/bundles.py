@@ -6,7 +6,7 @@ import json
 import os
 from pathlib import Path
 
-from monai_rwkv.bundles import find_bundle, list_bundles, short_name
+from monai_rwkv.bundles import find_bundle, list_bundles, served_tasks, short_name
 
 __all__ = ["bundle_tasks", "finetuned_weights", "served_bundles"]
 
@@ -53,10 +53,10 @@ def finetuned_weights(model_dir: str | os.PathLike, name: str) -> Path:
 
 def bundle_tasks(bundle: str | os.PathLike) -> list[str]:
     """
-    The tasks of a bundle that serves several with one network (the keys of ``"tasks"`` in its
+    The tasks of a bundle that serves several with one network (:func:`monai_rwkv.bundles.served_tasks` of its
     ``configs/inference.json``, as in the all-in-one bundle), ``[]`` for a bundle of one task. The app serves such a
     bundle as one infer task per task (``<bundle>_<task>``) and gives it no train task: its training needs a dataset
     of every task, and a MONAI Label datastore holds one.
     """
     config = json.loads((Path(bundle) / "configs" / "inference.json").read_text(encoding="utf-8"))
-    return list(config.get("tasks") or {})
+    return served_tasks(config)

@@ -9,11 +9,12 @@ Data: ``scripts/prepare_ct_data.py`` (the test volume named in ``<data-dir>/spli
 the test volume with :class:`~monai_rwkv.transforms.LowDoseCT` (its default scanner: parallel beam, Ram-Lak, the
 bundle evaluation's; seed ``--seed``) at ``incident_photons`` = 2e6 x the level and ``dose_fraction`` 1, so a level
 is the dose relative to the in-distribution test's full dose (0.25 is the bundle's evaluation protocol; the
-training scans span levels 0.025-1, ``dose_fraction`` 0.1-0.5 at 5e5-4e6 photons). Every model runs through the
-bundle's own ``restorer`` (device cpu). Metrics: the bundle's protocol (:func:`~monai_rwkv.apps.volume_slice_metrics`,
-window [-160, 240] HU, per-slice data range), slices with a constant windowed reference left out, and the RMSE
-in flat soft tissue (:func:`~monai_rwkv.metrics.flat_region_rmse`, as ``scripts/ct_baselines.py`` reports it: where
-residual noise shows, and where smoothing removes the texture of a clean scan).
+CT bundle's training scans span levels 0.025-8, ``dose_fraction`` 0.1-0.5 at 5e5-3.2e7 photons). Every model runs
+through the bundle's own ``restorer`` (device cpu). Metrics: the bundle's protocol
+(:func:`~monai_rwkv.apps.volume_slice_metrics`, window [-160, 240] HU, per-slice data range), slices with a constant
+windowed reference left out, and the RMSE in flat soft tissue (:func:`~monai_rwkv.metrics.flat_region_rmse`, as
+``scripts/ct_baselines.py`` reports it: where residual noise shows, and where smoothing removes the texture of a
+clean scan).
 
 Output (``--out``, also printed): per level, the input's and each model's PSNR / SSIM / flat-region RMSE (mean over
 slices), each model's per-slice gain over the input (mean +- std) and the fraction of slices where the model is

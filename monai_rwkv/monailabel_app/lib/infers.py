@@ -80,8 +80,9 @@ class RestorationInferTask(BundleInferTask):
             self.valid = False
         if not self.valid:
             return
-        # what the restorations are checked against and named by (for a bundle serving several tasks: its task's)
-        self.metadata = bundle_metadata(load_bundle_config(bundle, "inference.json", self.overrides))
+        # what the restorations are checked against and named by (for a bundle serving several tasks: its task's),
+        # from the config BundleInferTask has parsed through _load_bundle_config (overrides applied)
+        self.metadata = bundle_metadata(self.bundle_config)
         self.dimension = 3  # 2D networks, applied slice by slice: the task takes and returns volumes
         self.labels = {}
         self._config.pop("model_filename", None)  # one weights file per bundle (plus the fine-tuned one)

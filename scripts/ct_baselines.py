@@ -53,7 +53,7 @@ import numpy as np
 import torch
 
 from monai_rwkv.apps import baselines as lib
-from monai_rwkv.apps.evaluate import constant_slices, evaluate_restoration
+from monai_rwkv.apps.evaluate import constant_slices, evaluate_restoration, volume_slices
 from monai_rwkv.apps.restore import find_inputs, read_volume
 from monai_rwkv.metrics import CT_EVAL_WINDOW, CT_FLAT_GRADIENT, edge_band_rmse, flat_region_rmse
 from monai_rwkv.networks.nets import BilateralDenoiser, BM3DDenoiser, GaussianDenoiser, NonLocalMeansDenoiser
@@ -284,7 +284,7 @@ def region_errors(set_name: str, method: str | None, args) -> dict[str, dict[tup
         if not path.is_file():
             return None
         clean = read_volume(reference)
-        pred, ref = read_volume(find_inputs(path)[0])[0].permute(2, 0, 1), clean[0].permute(2, 0, 1)
+        pred, ref = volume_slices(read_volume(find_inputs(path)[0]))[:, 0], volume_slices(clean)[:, 0]
         constant = constant_slices(clean, CT_EVAL_WINDOW).tolist()
         for name, metric in REGION_METRICS.items():
             for k, (value, is_constant) in enumerate(zip(metric(pred, ref).tolist(), constant)):

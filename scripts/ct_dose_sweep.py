@@ -39,7 +39,7 @@ import torch
 
 from monai_rwkv.apps import find_inputs, load_bundle_config, read_volume, volume_slice_metrics
 from monai_rwkv.apps.baselines import parse_model
-from monai_rwkv.apps.evaluate import constant_slices
+from monai_rwkv.apps.evaluate import constant_slices, volume_slices
 from monai_rwkv.metrics import CT_EVAL_WINDOW, CT_FLAT_GRADIENT, flat_region_rmse
 from monai_rwkv.transforms import LowDoseCT
 
@@ -66,8 +66,9 @@ def _parser() -> argparse.ArgumentParser:
 
 def _metrics(pred: torch.Tensor, label: torch.Tensor, keep: torch.Tensor) -> dict[str, np.ndarray]:
     values = volume_slice_metrics(pred, label, CT_EVAL_WINDOW)
-    slices = [torch.as_tensor(v)[0].permute(2, 0, 1) for v in (pred, label)]  # (1, i, j, k) -> (k, i, j)
-    values["flat"] = flat_region_rmse(*slices, CT_EVAL_WINDOW, CT_FLAT_GRADIENT)
+    values["flat"] = flat_region_rmse(
+        volume_slices(pred)[:, 0], volume_slices(label)[:, 0], CT_EVAL_WINDOW, CT_FLAT_GRADIENT
+    )
     return {k: v[keep].numpy() for k, v in values.items()}
 
 

@@ -25,6 +25,7 @@ _EXPORTS = {
     "weights_for": "bundle",
     "evaluate_restoration": "evaluate",
     "volume_slice_metrics": "evaluate",
+    "volume_slices": "evaluate",
     "InputImage": "restore",
     "RestoreReport": "restore",
     "RestoreTask": "restore",

@@ -30,7 +30,7 @@ from monai_rwkv.data import atomic_output_file, write_nifti
 from monai_rwkv.inference import VolumeRestorer
 from monai_rwkv.metrics import slice_metrics
 
-__all__ = ["METRICS", "constant_slices", "evaluate_restoration", "volume_slice_metrics"]
+__all__ = ["METRICS", "constant_slices", "evaluate_restoration", "volume_slice_metrics", "volume_slices"]
 
 METRICS = ("psnr", "ssim", "rmse")
 _CSV_FIELDS = ["file", "slice", "label_constant"] + [f"{m}_{w}" for w in ("input", "pred") for m in METRICS]
@@ -38,8 +38,14 @@ _CSV_FIELDS = ["file", "slice", "label_constant"] + [f"{m}_{w}" for w in ("input
 logger = logging.getLogger(__name__)
 
 
-def _slices(volume: torch.Tensor) -> torch.Tensor:
-    """``(1, i, j, k)`` -> ``(k, 1, i, j)``: the slices along the last axis."""
+def volume_slices(volume: torch.Tensor) -> torch.Tensor:
+    """
+    A single-channel volume ``(1, i, j, k)`` (tensor or MetaTensor; ``(1, i, j)`` is one slice) as float32 slices
+    ``(k, 1, i, j)`` along its last axis, the axis every evaluation here scores slice by slice.
+
+    Raises:
+        ValueError: the volume has more than one channel.
+    """
     if volume.shape[0] != 1:
         raise ValueError(f"expected a single-channel volume (1, i, j, k), got shape {tuple(volume.shape)}.")
     data = volume.as_tensor() if isinstance(volume, MetaTensor) else torch.as_tensor(volume)
@@ -51,12 +57,12 @@ def volume_slice_metrics(
     pred: torch.Tensor, label: torch.Tensor, window: Sequence[float] | None = None
 ) -> dict[str, torch.Tensor]:
     """:func:`~monai_rwkv.metrics.slice_metrics` of every slice (last axis) of two ``(1, i, j, k)`` volumes, (k,)."""
-    return slice_metrics(_slices(pred), _slices(label), window)
+    return slice_metrics(volume_slices(pred), volume_slices(label), window)
 
 
 def constant_slices(label: torch.Tensor, window: Sequence[float] | None) -> torch.Tensor:
     """(k,) True where the (windowed) label slice is constant: PSNR/SSIM are meaningless there."""
-    slices = _slices(label)
+    slices = volume_slices(label)
     if window is not None:
         slices = slices.clamp(*window)
     return slices.amax(dim=(1, 2, 3)) == slices.amin(dim=(1, 2, 3))

@@ -14,6 +14,7 @@ import pydicom
 import pytest
 import SimpleITK as sitk
 import torch
+from monai.data import MetaTensor
 from torch import nn
 
 from monai_rwkv.apps import (
@@ -23,6 +24,7 @@ from monai_rwkv.apps import (
     plan_tasks,
     restore_dataset,
     volume_slice_metrics,
+    volume_slices,
 )
 from monai_rwkv.apps.restore import read_volume
 from monai_rwkv.data import ImageReadError
@@ -162,6 +164,18 @@ def test_low_dose_simulation_is_reproducible(tmp_path: Path) -> None:
     assert not torch.equal(a.as_tensor(), LowDoseCT(0.25, 4)(image).as_tensor())
     noise = (a - image).as_tensor()[..., 8:24, 8:24, :]
     assert 1.0 < float(noise.std()) < 500.0  # noisy, yet a CT image
+
+
+def test_volume_slices_are_the_last_axis_as_float32() -> None:
+    data = np.random.default_rng().integers(-1024, 3000, size=(1, 7, 5, 3)).astype(np.int16)
+    volume = MetaTensor(torch.as_tensor(data), affine=torch.diag(torch.tensor([0.7, 0.7, 2.5, 1.0])))
+    slices = volume_slices(volume)
+    assert slices.shape == (3, 1, 7, 5) and slices.dtype == torch.float32 and type(slices) is torch.Tensor
+    for k in range(3):
+        assert torch.equal(slices[k, 0], torch.as_tensor(data[0, :, :, k], dtype=torch.float32))
+    assert torch.equal(volume_slices(torch.as_tensor(data[..., 1])), slices[1:2])  # (1, i, j): one slice
+    with pytest.raises(ValueError, match="single-channel"):
+        volume_slices(torch.zeros(2, 7, 5, 3))
 
 
 def test_evaluation_protocol_writes_per_slice_csv_and_summary(tmp_path: Path) -> None:

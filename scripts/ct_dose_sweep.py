@@ -18,17 +18,20 @@ clean scan).
 
 Output (``--out``, also printed): per level, the input's and each model's PSNR / SSIM / flat-region RMSE (mean over
 slices), each model's per-slice gain over the input (mean +- std) and the fraction of slices where the model is
-better.
+better. With ``--oracle nlm`` (any method of ``scripts/ct_baselines.py``, repeatable), that classical filter is
+tuned at each level on the test scan itself (the oracle of the baseline reports: an upper bound for the filter, the
+comparison that real low-noise scans are judged by) and each model's per-slice difference with it is reported too.
 
 Example::
 
     python scripts/ct_dose_sweep.py --model "0.11.0=bundles/restore_rwkv_ct_denoise/models/model.pt" \\
-        --out runs/ct_dose_sweep.md
+        --oracle nlm --out runs/ct_dose_sweep.md
 """
 
 from __future__ import annotations
 
 import argparse
+import contextlib
 import json
 import os
 import sys
@@ -37,11 +40,14 @@ from pathlib import Path
 import numpy as np
 import torch
 
+from monai_rwkv.apps import baselines as lib
 from monai_rwkv.apps import find_inputs, load_bundle_config, read_volume, volume_slice_metrics
-from monai_rwkv.apps.baselines import parse_model
 from monai_rwkv.apps.evaluate import constant_slices, volume_slices
 from monai_rwkv.metrics import CT_EVAL_WINDOW, CT_FLAT_GRADIENT, flat_region_rmse
 from monai_rwkv.transforms import LowDoseCT
+
+sys.path.insert(0, str(Path(__file__).resolve().parent))
+from ct_baselines import BASELINES, DEFAULT_METHODS  # noqa: E402 - the CT filters and their search spaces, as the baseline report
 
 BUNDLE = Path(__file__).resolve().parents[1] / "bundles" / "restore_rwkv_ct_denoise"
 #: photons per ray at level 1 (the in-distribution test's full dose, LowDoseCT's default).
@@ -52,7 +58,14 @@ def _parser() -> argparse.ArgumentParser:
     p = argparse.ArgumentParser(description=__doc__.split("\n\n")[0], formatter_class=argparse.RawTextHelpFormatter)
     p.add_argument("--data-dir", type=Path, default=Path("data/ct"), help="prepare_ct_data.py output")
     p.add_argument("--bundle", type=Path, default=BUNDLE, help="the bundle whose inference pipeline runs the models")
-    p.add_argument("--model", type=parse_model, action="append", required=True, metavar="LABEL=WEIGHTS")
+    p.add_argument("--model", type=lib.parse_model, action="append", required=True, metavar="LABEL=WEIGHTS")
+    p.add_argument(
+        "--oracle",
+        action="append",
+        default=[],
+        choices=DEFAULT_METHODS,
+        help="a classical filter tuned at each level on the test scan itself (repeatable)",
+    )
     p.add_argument(
         "--levels",
         default="0.00625,0.025,0.1,0.25,1,4,16",
@@ -77,6 +90,18 @@ def _cell(values: dict[str, np.ndarray]) -> str:
     return f"{values['psnr'].mean():.2f} / {values['ssim'].mean():.4f} / {np.nanmean(values['flat']):.1f}"
 
 
+def oracle(method: str, low: torch.Tensor, clean: torch.Tensor) -> tuple[torch.Tensor, str]:
+    """``method`` of ``scripts/ct_baselines.py`` tuned on ``(low, clean)`` itself (progress on stderr); returns its
+    restoration of ``low`` and its parameters in words."""
+    baseline = BASELINES[method]
+    objective = lib.Objective(
+        f"{method} (oracle)", lambda p: lib.SliceFilterRestorer(baseline.build(**p), {}), [(low, clean)], CT_EVAL_WINDOW
+    )
+    with contextlib.redirect_stdout(sys.stderr):
+        best = lib.tune(baseline, objective)
+    return lib.SliceFilterRestorer(baseline.build(**best), {})(low), baseline.describe(best)
+
+
 def sweep(args: argparse.Namespace) -> str:
     """Run the sweep; return the markdown report."""
     split = json.loads((args.data_dir / "split.json").read_text())["splits"]
@@ -93,26 +118,39 @@ def sweep(args: argparse.Namespace) -> str:
     head = "| level (photons per ray) | input PSNR / SSIM / flat RMSE | " + " | ".join(
         f"{label} PSNR / SSIM / flat RMSE | {label} minus input (dB) | {label} better" for label in restorers
     )
+    for method in args.oracle:
+        name = f"{BASELINES[method].label} (oracle)"
+        head += f" | {name} PSNR / SSIM / flat RMSE (parameters) | " + " | ".join(
+            f"{label} minus {name} (dB, better)" for label in restorers
+        )
     lines = [
         f"Test head `{source.name}` ({int(keep.sum())} slices), LowDoseCT seed {args.seed}, window [-160, 240] HU; "
         "mean over slices; differences per slice (mean +- std); flat RMSE: HU in flat soft tissue (Sobel gradient "
         f"< {CT_FLAT_GRADIENT:g} HU per pixel).",
         "",
         head + " |",
-        "|" + "---|" * (2 + 3 * len(restorers)),
+        "|" + "---|" * (2 + 3 * len(restorers) + len(args.oracle) * (1 + len(restorers))),
     ]
     for level in levels:
         low = LowDoseCT(1.0, args.seed, incident_photons=FULL_DOSE_PHOTONS * level)(clean.clone())
         base = _metrics(low, clean, keep)
         row = [f"{level:g} ({FULL_DOSE_PHOTONS * level:.2g})", _cell(base)]
+        models = []
         for restorer in restorers.values():
-            ours = _metrics(restorer(low.clone()), clean, keep)
-            gain = ours["psnr"] - base["psnr"]
+            models.append(_metrics(restorer(low.clone()), clean, keep))
+            gain = models[-1]["psnr"] - base["psnr"]
             row += [
-                _cell(ours),
+                _cell(models[-1]),
                 f"{gain.mean():+.2f} +- {gain.std():.2f}",
                 f"{100 * np.mean(gain > 0):.0f} %",
             ]
+        for method in args.oracle:
+            filtered, params = oracle(method, low.clone(), clean)
+            theirs = _metrics(filtered, clean, keep)
+            row.append(f"{_cell(theirs)} ({params})")
+            for ours in models:
+                lead = ours["psnr"] - theirs["psnr"]
+                row.append(f"{lead.mean():+.2f} +- {lead.std():.2f} ({100 * np.mean(lead > 0):.0f} %)")
         lines.append("| " + " | ".join(row) + " |")
         print(lines[-1], file=sys.stderr, flush=True)
     return "\n".join(lines) + "\n"

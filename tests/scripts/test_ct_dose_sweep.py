@@ -9,9 +9,10 @@ from pathlib import Path
 import numpy as np
 import torch
 
-from monai_rwkv.apps import find_inputs, load_bundle_config, read_volume, volume_slice_metrics
+from monai_rwkv.apps import find_inputs, load_bundle_config, read_volume, volume_slice_metrics, volume_slices
 from monai_rwkv.data import write_nifti
 from monai_rwkv.metrics import flat_region_rmse
+from monai_rwkv.networks.nets import GaussianDenoiser
 from monai_rwkv.transforms import LowDoseCT
 from tests.bundles.utils import CT_BUNDLE, phantom_ct_volume, tiny_inference_bundle
 from tests.scripts import load_script
@@ -19,7 +20,7 @@ from tests.scripts import load_script
 
 def mean_flat_rmse(pred: torch.Tensor, label: torch.Tensor) -> float:
     """Mean over slices of the flat-region RMSE of two ``(1, i, j, k)`` volumes (window [-160, 240] HU, 20 HU/px)."""
-    slices = [torch.as_tensor(v)[0].permute(2, 0, 1) for v in (pred, label)]
+    slices = [volume_slices(v)[:, 0] for v in (pred, label)]
     return float(np.nanmean(flat_region_rmse(*slices, (-160.0, 240.0), 20.0).numpy()))
 
 
@@ -52,3 +53,37 @@ def test_rows_per_level_and_gain_over_the_input(tmp_path: Path, seed: int, capsy
     psnr_in = [float(r.split("|")[2].split("/")[0]) for r in rows]
     assert psnr_in[1] > psnr_in[0] + 2  # 40 times the photons: a cleaner input
     assert capsys.readouterr().out.strip() == out.read_text().strip()
+
+
+def test_oracle_filter_is_tuned_on_each_level_and_compared_per_slice(tmp_path: Path, seed: int, capsys) -> None:
+    script = load_script("ct_dose_sweep")
+    data = tmp_path / "ct"
+    volume = phantom_ct_volume(np.random.default_rng(seed), 3, size=32)
+    write_nifti(volume, data / "test.nii.gz", np.diag([0.8, 0.8, 3.0, 1.0]), dtype="int16")
+    (data / "split.json").write_text(json.dumps({"splits": {"test": {"file": "test.nii.gz"}}}))
+    bundle, weights = tiny_inference_bundle(tmp_path / "bundle", CT_BUNDLE)
+    argv = ["--data-dir", str(data), "--bundle", str(bundle), "--model", f"tiny={weights}", "--levels", "0.05"]
+    assert script.main([*argv, "--seed", str(seed), "--threads", "1", "--oracle", "gaussian"]) == 0
+    lines = capsys.readouterr().out.strip().splitlines()
+    assert "Gaussian smoothing (oracle) PSNR / SSIM / flat RMSE (parameters)" in lines[2]
+    assert "tiny minus Gaussian smoothing (oracle) (dB, better)" in lines[2]
+    cells = [c.strip() for c in lines[4].strip("|").split("|")]
+    assert len(cells) == len(lines[2].strip("|").split("|")) == 7
+    scores, params = cells[5].split(" (")
+    oracle_psnr = float(scores.split(" / ")[0])
+    sigma = float(params.removeprefix("sigma ").removesuffix(" px)"))
+    clean = read_volume(find_inputs(data / "test.nii.gz")[0])
+    low = LowDoseCT(1.0, seed, incident_photons=2e6 * 0.05)(clean.clone())
+
+    def gaussian_psnr(s: float) -> float:
+        slices = GaussianDenoiser(s)(volume_slices(low))
+        restored = slices[:, 0].permute(1, 2, 0)[None]
+        return float(torch.mean(volume_slice_metrics(restored, clean, (-160.0, 240.0))["psnr"]))
+
+    assert abs(gaussian_psnr(sigma) - oracle_psnr) < 0.011  # the row is the reported parameter's
+    for grid_sigma in (0.5, 1.0, 2.0, 3.0):  # tuned on the answer: no grid point does better
+        assert gaussian_psnr(grid_sigma) <= oracle_psnr + 0.005
+    model_psnr = float(cells[2].split(" / ")[0])
+    lead, better = cells[6].split(" (")
+    assert abs(float(lead.split(" +- ")[0]) - (model_psnr - oracle_psnr)) < 0.011
+    assert better.endswith("%)")

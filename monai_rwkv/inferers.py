@@ -13,7 +13,23 @@ from typing import Any
 import torch
 from monai.inferers import SliceInferer, SlidingWindowInferer
 
-__all__ = ["RestorationInferer", "SliceRestorationInferer", "network_call"]
+__all__ = ["RestorationInferer", "SliceRestorationInferer", "fit_roi", "network_call"]
+
+
+def fit_roi(roi_size: Sequence[int], image_size: Sequence[int]) -> tuple[int, ...]:
+    """
+    ``roi_size`` shrunk to ``image_size`` along every axis where the image is smaller (non-positive components, which
+    MONAI reads as "the image's size", are kept). A sliding window never pads the image then: a window larger than
+    the image would pad it with a constant, an edge that the network never saw in training and that costs it
+    accuracy near the border (the network pads its own input to the size it needs).
+
+    Args:
+        roi_size: the configured window, one value per axis of ``image_size``.
+        image_size: the spatial size of the image (or slice) the window slides over.
+    """
+    if len(roi_size) != len(image_size):
+        raise ValueError(f"roi_size {tuple(roi_size)} and image size {tuple(image_size)} differ in dimensions.")
+    return tuple(int(min(r, s)) if r > 0 else int(r) for r, s in zip(roi_size, image_size))
 
 
 def network_call(
@@ -45,6 +61,9 @@ class RestorationInferer(SlidingWindowInferer):
     input's dimensionality (a 3D network on ``(B, C, i, j, k)`` with a 3D ``roi_size``), with float16 autocast on
     CUDA when ``amp`` and the in-place safety of :func:`network_call`.
 
+    An image smaller than ``roi_size`` along an axis gets windows of its own size along that axis
+    (:func:`fit_roi`), never constant padding.
+
     Args:
         roi_size: patch size, one value per spatial dimension.
         amp: float16 autocast for CUDA inputs.
@@ -55,8 +74,13 @@ class RestorationInferer(SlidingWindowInferer):
     def __init__(self, roi_size: Sequence[int] | int, amp: bool = False, **kwargs: Any) -> None:
         super().__init__(roi_size=roi_size, **kwargs)
         self.amp = bool(amp)
+        #: the configured window (one value: the same along every axis); each call slides ``fit_roi`` of it.
+        self.patch_size = (int(roi_size),) if isinstance(roi_size, int) else tuple(int(r) for r in roi_size)
 
     def __call__(self, inputs: torch.Tensor, network: Callable[..., torch.Tensor], *args: Any, **kwargs: Any):
+        spatial = inputs.shape[2:]
+        roi = self.patch_size * len(spatial) if len(self.patch_size) == 1 else self.patch_size
+        self.roi_size = fit_roi(roi, spatial)
         return super().__call__(inputs, lambda x: network_call(network, x, self.amp), *args, **kwargs)
 
 
@@ -69,7 +93,9 @@ class SliceRestorationInferer(SliceInferer):
     Slice convention: the volume is indexed ``(i, j, k)`` as MONAI's readers return it (``i`` along the image
     rows' direction, i.e. columns; ``j`` down the rows). With ``transpose`` (default) each slice is given to the
     network as an image of ``(rows, columns) = (j, i)``, the orientation in which it is displayed and in which the
-    training slices were cut; ``roi_size`` is ``(rows, columns)`` of the network's patches.
+    training slices were cut; ``roi_size`` is ``(rows, columns)`` of the network's patches. A slice smaller than
+    ``roi_size`` along an axis gets patches of its own size along that axis (:func:`fit_roi`), never constant
+    padding.
 
     Args:
         roi_size: ``(rows, columns)`` of a patch.
@@ -106,7 +132,10 @@ class SliceRestorationInferer(SliceInferer):
             ``(B, C_out, i, j, k)`` (or ``(B, C_out, i, j)``).
         """
         planar = inputs.ndim == 4
-        out = super().__call__(inputs[..., None] if planar else inputs, network, *args, **kwargs)
+        volume = inputs[..., None] if planar else inputs
+        slice_size = [s for axis, s in enumerate(volume.shape[2:]) if axis != self.spatial_dim]
+        self.orig_roi_size = fit_roi(self.patch_size[::-1] if self.transpose else self.patch_size, slice_size)
+        out = super().__call__(volume, network, *args, **kwargs)
         return out[..., 0] if planar else out
 
     def network_wrapper(self, network: Callable[..., torch.Tensor], x: torch.Tensor, *args: Any, **kwargs: Any):

@@ -73,7 +73,7 @@ def test_slices_are_given_to_the_network_as_rows_j_columns_i() -> None:
 
     volume = torch.zeros(1, 12, 7, 3)  # i=12, j=7
     SliceWiseRestorer(Probe(), roi_size=(64, 64), device="cpu", progress=False)(volume)
-    assert seen and all(s == (64, 64) for s in seen)  # padded to the ROI
+    assert seen == [(7, 12)] * 3  # a slice smaller than the ROI: one patch of the slice itself, never padded
     seen.clear()
     SliceWiseRestorer(Probe(), roi_size=(7, 12), device="cpu", progress=False)(volume)
     assert seen == [(7, 12)] * 3  # one patch per slice: rows j, columns i

@@ -7,7 +7,7 @@ import torch
 from monai.inferers import SlidingWindowInferer
 from torch import nn
 
-from monai_rwkv.inferers import RestorationInferer, SliceRestorationInferer
+from monai_rwkv.inferers import RestorationInferer, SliceRestorationInferer, fit_roi
 
 
 def _conv_net(seed: int, dims: int = 2) -> nn.Module:
@@ -24,7 +24,9 @@ def test_slices_match_a_per_slice_sliding_window_on_transposed_slices(seed: int,
     net = _conv_net(seed)
     roi = (8, 13)  # (rows, columns): not square, so a transposition error cannot hide
     inferer = SliceRestorationInferer(roi_size=roi, overlap=overlap, mode="gaussian", sw_batch_size=3)
-    reference = SlidingWindowInferer(roi_size=roi, overlap=overlap, mode="gaussian", sw_batch_size=1)
+    # slices are (rows j, columns i); an axis shorter than the window gets a window of its own length
+    fitted = (min(roi[0], j), min(roi[1], i))
+    reference = SlidingWindowInferer(roi_size=fitted, overlap=overlap, mode="gaussian", sw_batch_size=1)
     with torch.no_grad():
         out = inferer(volume, net)
         expected = torch.stack(
@@ -79,6 +81,63 @@ def test_3d_patches_match_monai(seed: int) -> None:
         torch.testing.assert_close(
             RestorationInferer(**kwargs)(volume, net), SlidingWindowInferer(**kwargs)(volume, net)
         )
+
+
+def test_a_slice_smaller_than_the_window_is_one_window_of_its_own_size(seed: int) -> None:
+    """No constant padding: the network sees the slice itself, and the result is the network on the whole slice."""
+    gen = torch.Generator().manual_seed(seed)
+    i, j = (int(v) for v in torch.randint(5, 40, (2,), generator=gen))
+    volume = torch.rand(1, 1, i, j, 3, generator=gen) * 2000 - 1000
+    net, seen = _conv_net(seed), []
+
+    def probe(x: torch.Tensor) -> torch.Tensor:
+        seen.extend([tuple(x.shape[-2:])] * x.shape[0])
+        return net(x)
+
+    with torch.no_grad():
+        out = SliceRestorationInferer(roi_size=(64, 48), overlap=0.25, mode="gaussian", sw_batch_size=2)(volume, probe)
+        expected = torch.stack([net(volume[..., s].transpose(-1, -2)).transpose(-1, -2) for s in range(3)], -1)
+    assert seen == [(j, i)] * 3
+    torch.testing.assert_close(out, expected, rtol=1e-6, atol=1e-6 * float(expected.abs().max()))
+
+
+def test_a_slice_shorter_than_the_window_along_one_axis_slides_along_the_other(seed: int) -> None:
+    gen = torch.Generator().manual_seed(seed)
+    i, j = int(torch.randint(41, 90, (1,), generator=gen)), int(torch.randint(4, 16, (1,), generator=gen))
+    volume = torch.rand(1, 1, i, j, 2, generator=gen) * 10 - 5
+    net = _conv_net(seed)
+    with torch.no_grad():
+        out = SliceRestorationInferer(roi_size=(16, 16), overlap=0.25, mode="gaussian")(volume, net)
+        window = SlidingWindowInferer(roi_size=(j, 16), overlap=0.25, mode="gaussian")
+        expected = torch.stack([window(volume[..., s].transpose(-1, -2), net).transpose(-1, -2) for s in range(2)], -1)
+    torch.testing.assert_close(out, expected, rtol=0, atol=64 * torch.finfo(torch.float32).eps * 5)
+
+
+def test_3d_windows_fit_an_image_smaller_than_the_roi(seed: int) -> None:
+    gen = torch.Generator().manual_seed(seed)
+    volume = torch.rand(1, 1, 30, 6, 11, generator=gen)
+    net, seen = _conv_net(seed, dims=3), []
+
+    def probe(x: torch.Tensor) -> torch.Tensor:
+        seen.append(tuple(x.shape[2:]))
+        return net(x)
+
+    kwargs = {"overlap": 0.25, "mode": "gaussian", "sw_batch_size": 1}
+    with torch.no_grad():
+        out = RestorationInferer(roi_size=(8, 8, 16), **kwargs)(volume, probe)
+        expected = SlidingWindowInferer(roi_size=(8, 6, 11), **kwargs)(volume, net)
+    assert set(seen) == {(8, 6, 11)}
+    torch.testing.assert_close(out, expected)
+    with torch.no_grad():  # one value: the same window along every axis, fitted likewise
+        cubic = SlidingWindowInferer(roi_size=(8, 6, 8), **kwargs)(volume, net)
+        torch.testing.assert_close(RestorationInferer(roi_size=8, **kwargs)(volume, net), cubic)
+
+
+def test_fit_roi() -> None:
+    assert fit_roi((128, 128), (512, 100)) == (128, 100)
+    assert fit_roi((-1, 64), (30, 20)) == (-1, 20)  # MONAI's "the image's size" stays as it is
+    with pytest.raises(ValueError, match="differ in dimensions"):
+        fit_roi((8, 8), (8, 8, 8))
 
 
 def test_roi_must_be_two_dimensional_for_slices() -> None:

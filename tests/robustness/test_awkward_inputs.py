@@ -14,7 +14,9 @@ import pydicom
 import pytest
 from pydicom.uid import RLELossless
 
+from monai_rwkv.apps import find_inputs, load_bundle_config
 from monai_rwkv.apps.restore import InputImage, read_volume
+from tests.bundles.utils import TINY_NETWORK
 from tests.robustness.conftest import (
     assert_failed_cleanly,
     compress_slice,
@@ -135,9 +137,15 @@ def test_image_smaller_than_the_roi(bundle: Path, tmp_path: Path, capsys) -> Non
     source = tmp_path / "tiny.nii.gz"
     data = np.random.default_rng(3).integers(-1000, 1000, (5, 7, 3)).astype(np.int16)
     nib.save(nib.Nifti1Image(data, AFFINE), source)
-    restored, _ = _restore_nifti(capsys, bundle, source, tmp_path / "out.nii.gz", "--roi", "32", "32")
+    restored, _ = _restore_nifti(capsys, bundle, source, tmp_path / "out.nii.gz")  # the tiny bundle's ROI: 16 x 16
     assert restored.shape == (5, 7, 3)
     np.testing.assert_allclose(restored.affine, AFFINE, atol=1e-5)
+    # one window of the slice itself (rows j = 7, columns i = 5), never a constant-padded 16 x 16 one
+    overrides = {f"network_def#{k}": v for k, v in TINY_NETWORK.items()}
+    overrides.update(roi_size=[7, 5], device="cpu", progress=False)
+    restorer = load_bundle_config(bundle, "inference.json", overrides).get_parsed_content("restorer")
+    exact = restorer(read_volume(find_inputs(source)[0]))
+    np.testing.assert_allclose(restored.get_fdata(), exact[0].numpy(), rtol=0, atol=1e-2)
 
 
 def test_nifti2_is_read_although_simpleitk_cannot(bundle: Path, tmp_path: Path, capsys) -> None:

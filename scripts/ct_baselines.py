@@ -189,9 +189,7 @@ def run_baseline(baseline: lib.Baseline, tuning_split: str, method: str, label: 
     start = time.time()
     full, low = pair_folders(args, set_name, tuning_split)
     pairs = [(read_volume(find_inputs(low / i.path.name)[0]), read_volume(i)) for i in find_inputs(full)]
-    objective = lib.Objective(
-        baseline.name, lambda p: lib.SliceFilterRestorer(baseline.build(**p), {}), pairs, CT_EVAL_WINDOW
-    )
+    objective = lib.filter_objective(baseline, pairs, CT_EVAL_WINDOW)
     best = lib.tune(baseline, objective)
     out.mkdir(parents=True, exist_ok=True)
     record = objective.record(

@@ -94,9 +94,7 @@ def oracle(method: str, low: torch.Tensor, clean: torch.Tensor) -> tuple[torch.T
     """``method`` of ``scripts/ct_baselines.py`` tuned on ``(low, clean)`` itself (progress on stderr); returns its
     restoration of ``low`` and its parameters in words."""
     baseline = BASELINES[method]
-    objective = lib.Objective(
-        f"{method} (oracle)", lambda p: lib.SliceFilterRestorer(baseline.build(**p), {}), [(low, clean)], CT_EVAL_WINDOW
-    )
+    objective = lib.filter_objective(baseline, [(low, clean)], CT_EVAL_WINDOW, f"{method} (oracle)")
     with contextlib.redirect_stdout(sys.stderr):
         best = lib.tune(baseline, objective)
     return lib.SliceFilterRestorer(baseline.build(**best), {})(low), baseline.describe(best)

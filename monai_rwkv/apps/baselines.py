@@ -36,6 +36,7 @@ __all__ = [
     "add_override_option",
     "detail_window",
     "display_slice",
+    "filter_objective",
     "fmt",
     "mean_std",
     "paired_table",
@@ -165,6 +166,18 @@ class Objective:
             "best_metrics": self.results[tuple(sorted(best.items()))],
             "tried": [{"params": dict(k), **v} for k, v in tried],
         }
+
+
+def filter_objective(
+    baseline: Baseline,
+    pairs: Sequence[tuple[torch.Tensor, torch.Tensor]],
+    window: Sequence[float] | None,
+    name: str | None = None,
+) -> Objective:
+    """The :class:`Objective` of a 2D filter ``baseline`` run slice by slice (:class:`SliceFilterRestorer`) on the
+    ``(degraded, clean)`` volume ``pairs``, scored in ``window``; ``name`` (default ``baseline.name``) in the progress
+    lines."""
+    return Objective(name or baseline.name, lambda p: SliceFilterRestorer(baseline.build(**p), {}), pairs, window)
 
 
 def tune(baseline: Baseline, objective: Callable[[Mapping[str, Any]], float], max_moves: int = 8) -> dict[str, Any]:

@@ -24,13 +24,19 @@ def mean_flat_rmse(pred: torch.Tensor, label: torch.Tensor) -> float:
     return float(np.nanmean(flat_region_rmse(*slices, (-160.0, 240.0), 20.0).numpy()))
 
 
-def test_rows_per_level_and_gain_over_the_input(tmp_path: Path, seed: int, capsys) -> None:
-    script = load_script("ct_dose_sweep")
+def sweep_inputs(tmp_path: Path, seed: int) -> tuple[Path, Path, Path]:
+    """A 3-slice phantom head as the test volume of a data folder, and a tiny CT bundle: (data, bundle, weights)."""
     data = tmp_path / "ct"
     volume = phantom_ct_volume(np.random.default_rng(seed), 3, size=32)
     write_nifti(volume, data / "test.nii.gz", np.diag([0.8, 0.8, 3.0, 1.0]), dtype="int16")
     (data / "split.json").write_text(json.dumps({"splits": {"test": {"file": "test.nii.gz"}}}))
     bundle, weights = tiny_inference_bundle(tmp_path / "bundle", CT_BUNDLE)
+    return data, bundle, weights
+
+
+def test_rows_per_level_and_gain_over_the_input(tmp_path: Path, seed: int, capsys) -> None:
+    script = load_script("ct_dose_sweep")
+    data, bundle, weights = sweep_inputs(tmp_path, seed)
     out = tmp_path / "sweep.md"
     argv = ["--data-dir", str(data), "--bundle", str(bundle), "--model", f"tiny={weights}", "--levels", "0.05,2"]
     assert script.main([*argv, "--seed", str(seed), "--threads", "1", "--out", str(out)]) == 0
@@ -57,11 +63,7 @@ def test_rows_per_level_and_gain_over_the_input(tmp_path: Path, seed: int, capsy
 
 def test_oracle_filter_is_tuned_on_each_level_and_compared_per_slice(tmp_path: Path, seed: int, capsys) -> None:
     script = load_script("ct_dose_sweep")
-    data = tmp_path / "ct"
-    volume = phantom_ct_volume(np.random.default_rng(seed), 3, size=32)
-    write_nifti(volume, data / "test.nii.gz", np.diag([0.8, 0.8, 3.0, 1.0]), dtype="int16")
-    (data / "split.json").write_text(json.dumps({"splits": {"test": {"file": "test.nii.gz"}}}))
-    bundle, weights = tiny_inference_bundle(tmp_path / "bundle", CT_BUNDLE)
+    data, bundle, weights = sweep_inputs(tmp_path, seed)
     argv = ["--data-dir", str(data), "--bundle", str(bundle), "--model", f"tiny={weights}", "--levels", "0.05"]
     assert script.main([*argv, "--seed", str(seed), "--threads", "1", "--oracle", "gaussian"]) == 0
     lines = capsys.readouterr().out.strip().splitlines()

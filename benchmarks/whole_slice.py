@@ -71,11 +71,11 @@ def _row(label: str, slices: list[dict[str, Any]], largest: float) -> str:
 def compare(bundle: Path, pairs: Path) -> list[str]:
     """Table rows for one folder of pairs: all its slices, then each file's when it holds several."""
     default = restorer(bundle, None, None)
+    whole = restorer(bundle, [-1, -1], 0.0)  # a non-positive ROI component is the slice's size (MONAI's rule)
     per_file: dict[str, tuple[list[dict[str, Any]], float]] = {}
     for image in find_inputs(pairs / "full"):
         clean = read_volume(image)
         low = read_volume(find_inputs(pairs / "low" / image.path.name)[0])
-        whole = restorer(bundle, [int(clean.shape[2]), int(clean.shape[1])], 0.0)  # rows j, columns i
         outputs = {"patches": default(low), "whole": whole(low)}
         keep = ~constant_slices(clean, CT_EVAL_WINDOW)
         metrics = {way: volume_slice_metrics(out, clean, CT_EVAL_WINDOW) for way, out in outputs.items()}

@@ -22,7 +22,7 @@ from torch import nn
 from tqdm.auto import tqdm
 
 from monai_rwkv.inferers import SliceRestorationInferer
-from monai_rwkv.networks.nets import RestoreRWKV, SelfEnsemble
+from monai_rwkv.networks.nets import BlendWithInput, RestoreRWKV, SelfEnsemble
 from monai_rwkv.networks.nets.restore_rwkv import _unwrap_state_dict
 from monai_rwkv.runtime import reuse_freed_memory
 
@@ -340,6 +340,9 @@ class Restorer:
         """The settings of this restorer, for logs and reports."""
         inferer = self.inferer
         roi = getattr(inferer, "patch_size", None) or getattr(inferer, "roi_size", None)
+        network, strength = self.network, 1.0
+        if isinstance(network, BlendWithInput):
+            network, strength = network.network, network.strength
         return {
             "inferer": type(inferer).__name__,
             "roi_size": list(roi) if roi is not None else None,
@@ -351,7 +354,8 @@ class Restorer:
             "amp": bool(getattr(inferer, "amp", False)),
             "output_dtype": self.output_dtype,
             "clip_output": self.clip_output,
-            "self_ensemble": isinstance(self.network, SelfEnsemble),
+            "self_ensemble": isinstance(network, SelfEnsemble),
+            "strength": strength,
         }
 
 

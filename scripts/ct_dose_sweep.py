@@ -10,8 +10,9 @@ the test volume with :class:`~monai_rwkv.transforms.LowDoseCT` (its default scan
 bundle evaluation's; seed ``--seed``) at ``incident_photons`` = 2e6 x the level and ``dose_fraction`` 1, so a level
 is the dose relative to the in-distribution test's full dose (0.25 is the bundle's evaluation protocol; the
 CT bundle's training scans span levels 0.025-8, ``dose_fraction`` 0.1-0.5 at 5e5-3.2e7 photons). Every model runs
-through the bundle's own ``restorer`` (device cpu). Metrics: the bundle's protocol
-(:func:`~monai_rwkv.apps.volume_slice_metrics`, window [-160, 240] HU, per-slice data range), slices with a constant
+through the bundle's own ``restorer`` (device cpu; ``--override KEY=JSON`` for its settings, e.g.
+``strength=0.5``). Metrics: the bundle's protocol (:func:`~monai_rwkv.apps.volume_slice_metrics`, window
+[-160, 240] HU, per-slice data range), slices with a constant
 windowed reference left out, and the RMSE in flat soft tissue (:func:`~monai_rwkv.metrics.flat_region_rmse`, as
 ``scripts/ct_baselines.py`` reports it: where residual noise shows, and where smoothing removes the texture of a
 clean scan).
@@ -71,6 +72,7 @@ def _parser() -> argparse.ArgumentParser:
         default="0.00625,0.025,0.1,0.25,1,4,16",
         help="comma-separated doses relative to the test's full dose (photons per ray 2e6 x level)",
     )
+    lib.add_override_option(p)
     p.add_argument("--seed", type=int, default=0, help="noise seed of every level")
     p.add_argument("--threads", type=int, default=None)
     p.add_argument("--out", type=Path, help="the markdown table (also printed)")
@@ -108,7 +110,9 @@ def sweep(args: argparse.Namespace) -> str:
     keep = ~constant_slices(clean, CT_EVAL_WINDOW)
     restorers = {
         label: load_bundle_config(
-            args.bundle, "inference.json", {"weights": os.path.abspath(w), "device": "cpu", "progress": False}
+            args.bundle,
+            "inference.json",
+            {**dict(args.override), "weights": os.path.abspath(w), "device": "cpu", "progress": False},
         ).get_parsed_content("restorer")
         for label, w in args.model
     }
@@ -124,7 +128,8 @@ def sweep(args: argparse.Namespace) -> str:
     lines = [
         f"Test head `{source.name}` ({int(keep.sum())} slices), LowDoseCT seed {args.seed}, window [-160, 240] HU; "
         "mean over slices; differences per slice (mean +- std); flat RMSE: HU in flat soft tissue (Sobel gradient "
-        f"< {CT_FLAT_GRADIENT:g} HU per pixel).",
+        f"< {CT_FLAT_GRADIENT:g} HU per pixel)."
+        + (f" Model settings: {json.dumps(dict(args.override))}." if args.override else ""),
         "",
         head + " |",
         "|" + "---|" * (2 + 3 * len(restorers) + len(args.oracle) * (1 + len(restorers))),

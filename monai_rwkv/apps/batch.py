@@ -199,7 +199,10 @@ def read_manifest_problem(
         return f"manifest unreadable ({type(e).__name__})"
     if not isinstance(record, dict) or record.get("version") != MANIFEST_VERSION:
         return "manifest of another version"
-    if record.get("model") != {"name": model[0], "version": model[1]}:
+    recorded_model = record.get("model")
+    if recorded_model != {"name": model[0], "version": model[1]}:
+        if isinstance(recorded_model, dict):
+            return f"written by another model ({recorded_model.get('name')} {recorded_model.get('version')})"
         return "written by another model"
     if record.get("input") != dict(input_fingerprint):
         return "input changed"

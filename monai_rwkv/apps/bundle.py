@@ -25,7 +25,7 @@ from monai_rwkv.bundles import BundleNotFoundError, find_bundle
 from monai_rwkv.data import InputSpec
 from monai_rwkv.data.errors import ImageReadError, one_line
 from monai_rwkv.inference import VolumeRestorer, load_network
-from monai_rwkv.networks.nets import SelfEnsemble
+from monai_rwkv.networks.nets import BlendWithInput, SelfEnsemble, check_strength
 
 __all__ = [
     "bundle_input_spec",
@@ -163,14 +163,18 @@ def load_bundle_network(
     weights: str | os.PathLike,
     device: str | None = "auto",
     self_ensemble: bool | str = False,
+    strength: float | str = 1.0,
 ) -> nn.Module:
     """
     :func:`~monai_rwkv.inference.load_network` for bundle configs: a missing or unsuitable checkpoint exits with
     one line ``error: <checkpoint>: <problem>`` instead of a traceback through the config parser. With
     ``self_ensemble`` (a bool or a command-line string, see :func:`flag`) the loaded network is wrapped in
     :class:`~monai_rwkv.networks.nets.SelfEnsemble` (the average over 8 flips and rotations, 8 times the compute)
-    of the network's ``spatial_dims`` (2 when it has none).
+    of the network's ``spatial_dims`` (2 when it has none). A ``strength`` below 1 (a number in [0, 1], also as
+    command-line text) wraps the result in :class:`~monai_rwkv.networks.nets.BlendWithInput`: that fraction of the
+    network's change to each pixel is kept; a value outside [0, 1] exits with one line.
     """
+    strength = _strength(strength)
     try:
         network = load_network(network_def, weights, device)
     except RuntimeError as e:  # load_state_dict: keys or shapes differ
@@ -180,7 +184,16 @@ def load_bundle_network(
         raise SystemExit(f"error: {error_line(weights, e)}") from None
     if flag(self_ensemble, "self_ensemble"):
         network = SelfEnsemble(network, getattr(network, "spatial_dims", 2)).eval()
+    if strength < 1.0:
+        network = BlendWithInput(network, strength).eval()
     return network
+
+
+def _strength(value: Any) -> float:
+    try:
+        return check_strength(value)
+    except ValueError as e:
+        raise SystemExit(f"error: --strength: {e}") from None
 
 
 def weights_for(bundle_root: str | os.PathLike, files: Mapping[str, str], value: Any, name: str = "factor") -> str:
@@ -223,9 +236,17 @@ def flag(value: Any, name: str = "option") -> bool:
     raise SystemExit(f"error: --{name}: expected True or False, got {value!r}")
 
 
-def model_name_version(metadata: Mapping[str, Any]) -> tuple[str, str]:
-    """``(name, version)`` of a bundle's metadata, for DICOM descriptions and reports."""
-    return str(metadata.get("name", "Restore-RWKV")), str(metadata.get("version", "0"))
+def model_name_version(metadata: Mapping[str, Any], strength: float | str = 1.0) -> tuple[str, str]:
+    """
+    ``(name, version)`` of a bundle's metadata, for DICOM descriptions, manifests and reports. A partial
+    restoration (``strength`` below 1, see :func:`load_bundle_network`) is part of the version, e.g.
+    ``"0.12.0 strength 0.5"``: derived DICOM series say so, and studies finished at another strength are redone.
+    """
+    version = str(metadata.get("version", "0"))
+    strength = _strength(strength)
+    if strength < 1.0:
+        version = f"{version} strength {strength:g}"
+    return str(metadata.get("name", "Restore-RWKV")), version
 
 
 def exit_on_errors(report: RestoreReport) -> RestoreReport:
@@ -296,11 +317,11 @@ def run_restore(
     """
     if dataset_dir is None:
         raise SystemExit("error: dataset_dir is required: pass --dataset_dir <folder, NIfTI file or DICOM series>")
-    name, version = model_name_version(metadata)
     overwrite, dicom_output = flag(overwrite, "overwrite"), flag(dicom_output, "dicom_output")
     allow_mismatch = flag(allow_mismatch, "allow_mismatch")
     workflow = _workflow()
     config = workflow.parser if workflow is not None else ConfigParser()
+    name, version = model_name_version(metadata, config.get("strength", 1.0))
     workers = _count(config.get("workers", 1) if workers is None else workers, "workers")
     worker_threads = config.get("worker_threads") if worker_threads is None else worker_threads
     worker_threads = None if worker_threads is None else _count(worker_threads, "worker_threads")
@@ -351,7 +372,9 @@ def run_evaluate(
     """
     if dataset_dir is None:
         raise SystemExit("error: dataset_dir is required: pass --dataset_dir <folder of clean reference volumes>")
-    name, version = model_name_version(metadata)
+    workflow = _workflow()
+    strength = workflow.parser.get("strength", 1.0) if workflow is not None else 1.0
+    name, version = model_name_version(metadata, strength)
     for key in ("save_images", "overwrite"):
         if key in kwargs:
             kwargs[key] = flag(kwargs[key], key)

@@ -80,6 +80,15 @@ def _overlap(text: str) -> float:
     return value
 
 
+def _strength(text: str) -> float:
+    from monai_rwkv.networks.nets.blend import check_strength
+
+    try:
+        return check_strength(text)
+    except ValueError as e:
+        raise argparse.ArgumentTypeError(str(e)) from None
+
+
 def _parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(prog="monai-rwkv", description="Restore-RWKV medical image restoration.")
     commands = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
@@ -159,6 +168,13 @@ def _add_bundle_options(command: argparse.ArgumentParser) -> None:
         help="average the network over 8 flips and rotations of each patch (8x the compute; see the bundle's README)",
     )
     command.add_argument(
+        "--strength",
+        type=_strength,
+        metavar="S",
+        help="keep this fraction in [0, 1] of the network's change to each pixel (default: the bundle's, 1: the "
+        "whole restoration; lower keeps more of the input's noise and texture, see the bundle's README)",
+    )
+    command.add_argument(
         "--task",
         metavar="NAME",
         help="the task, for a bundle that serves several (all_in_one: ct, mri or pet, or auto: each DICOM series by "
@@ -209,6 +225,8 @@ def _config_overrides(args: argparse.Namespace) -> dict[str, Any]:
         overrides["output_dtype"] = args.dtype
     if args.self_ensemble:
         overrides["self_ensemble"] = True
+    if args.strength is not None:
+        overrides["strength"] = args.strength
     if args.task is not None:
         overrides["task"] = args.task
     for item in args.set:
@@ -302,7 +320,7 @@ def _restore(args: argparse.Namespace) -> list[Path]:
     except ValueError as e:
         raise _CommandError(error_line(source, e)) from None
     restorer = parser.get_parsed_content("restorer")
-    name, version = model_name_version(metadata)
+    name, version = model_name_version(metadata, parser.get("strength", 1.0))
     return restore_task(restorer, task, name, version, overwrite=args.overwrite, volume=volume)
 
 
@@ -353,7 +371,7 @@ def _batch(args: argparse.Namespace) -> int:
     else:
         restorer = parser.get_parsed_content("restorer")
     metadata = bundle_metadata(parser)
-    name, version = model_name_version(metadata)
+    name, version = model_name_version(metadata, parser.get("strength", 1.0))
 
     def show(outcome: Any) -> None:
         if outcome.status == "failed":

@@ -112,7 +112,7 @@ def test_incomplete_or_stale_outputs_are_redone(dataset: Path, tmp_path: Path) -
     assert details["a"] == ("redone", "interrupted (outputs claimed, never recorded)")
     assert details["b"] == ("skipped", "") and details["c"] == ("redone", "c_restored.nii: content changed")
     report = restore_dataset(identity_restorer(), dataset, out, "other model", "2")
-    assert {s.detail for s in report.studies} == {"written by another model"}
+    assert {s.detail for s in report.studies} == {"written by another model (m 1)"}
 
 
 def test_an_output_this_program_did_not_write_is_never_replaced_without_overwrite(tmp_path: Path) -> None:

@@ -147,6 +147,35 @@ def test_lowercase_booleans_on_the_command_line_mean_what_they_say(tmp_path: Pat
     assert bad.stderr.strip().splitlines()[-1] == "error: --overwrite: expected True or False, got 'maybe'"
 
 
+def test_strength_is_in_the_derived_series_and_a_new_strength_redoes_the_study(tmp_path: Path) -> None:
+    """``--strength 0.5`` with the real ``monai.bundle`` CLI: the derived DICOM series says so, a rerun at the same
+    strength skips the finished study, a rerun at another strength redoes it, and a strength outside [0, 1] exits
+    with one line and writes nothing."""
+    bundle = make_tiny_bundle(tmp_path / "bundle")
+    copy_series(CT5N, tmp_path / "in" / "CT5N")
+    out = tmp_path / "out"
+    config = str(bundle / "configs" / "inference.json")
+    args = ("--dataset_dir", tmp_path / "in", "--output_dir", out)
+
+    def statuses() -> list[str]:
+        with open(out / "restore_summary.csv") as f:
+            return [row["status"] for row in csv.DictReader(f)]
+
+    result = bundle_run(config, tmp_path, *args, "--strength", "0.5")
+    assert result.returncode == 0, result.stderr[-3000:]
+    first = sorted((out / "CT5N_restored").iterdir())[0]
+    header = sitk.ReadImage(str(first))
+    version = ConfigParser.load_config_file(str(CONFIGS / "metadata.json"))["version"]
+    assert f"{version} strength 0.5" in header.GetMetaData("0008|103e")
+    assert bundle_run(config, tmp_path, *args, "--strength", "0.5").returncode == 0 and statuses() == ["skipped"]
+    assert bundle_run(config, tmp_path, *args).returncode == 0 and statuses() == ["redone"]
+    header = sitk.ReadImage(str(sorted((out / "CT5N_restored").iterdir())[0]))
+    assert "strength" not in header.GetMetaData("0008|103e")
+    bad = bundle_run(config, tmp_path, *args[:3], tmp_path / "o2", "--strength", "1.5")
+    assert bad.returncode == 1 and not (tmp_path / "o2").exists()
+    assert bad.stderr.strip().splitlines()[-1].startswith("error: --strength: strength must be a number in [0, 1]")
+
+
 @pytest.mark.parametrize(
     ("value", "expected"), [(True, True), (0, False), ("false", False), ("FALSE", False), ("yes", True), ("1", True)]
 )

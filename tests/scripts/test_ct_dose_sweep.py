@@ -89,3 +89,19 @@ def test_oracle_filter_is_tuned_on_each_level_and_compared_per_slice(tmp_path: P
     lead, better = cells[6].split(" (")
     assert abs(float(lead.split(" +- ")[0]) - (model_psnr - oracle_psnr)) < 0.011
     assert better.endswith("%)")
+
+
+def test_override_reaches_the_model_rows(tmp_path: Path, seed: int, capsys) -> None:
+    """``--override strength=0`` (keep none of the network's change): every model row is the input's."""
+    script = load_script("ct_dose_sweep")
+    data, bundle, weights = sweep_inputs(tmp_path, seed)
+    out = tmp_path / "sweep.md"
+    argv = ["--data-dir", str(data), "--bundle", str(bundle), "--model", f"tiny={weights}", "--levels", "0.05,2"]
+    assert script.main([*argv, "--override", "strength=0", "--threads", "1", "--out", str(out)]) == 0
+    report = out.read_text()
+    assert 'Model settings: {"strength": 0}.' in report
+    rows = [line for line in report.splitlines() if line.startswith("| 0.05") or line.startswith("| 2 ")]
+    for row in rows:
+        cells = [c.strip() for c in row.strip("|").split("|")]
+        assert cells[2] == cells[1] and cells[3] == "+0.00 +- 0.00"
+    capsys.readouterr()

@@ -20,6 +20,7 @@ import subprocess
 import sys
 import time
 import urllib.error
+import urllib.parse
 import urllib.request
 from pathlib import Path
 
@@ -108,21 +109,29 @@ class Server:
     def tail(self, n: int = 60) -> str:
         return "\n".join(self.log.read_text(errors="replace").splitlines()[-n:])
 
-    def request(self, method: str, path: str, body: dict | None = None, timeout: float = REQUEST_S):
-        data = json.dumps(body).encode() if body is not None else None
+    def request(self, method: str, path: str, body: dict | None = None, timeout: float = REQUEST_S, form: bool = False):
+        """``body`` as JSON, or with ``form`` as the form field ``params`` (what /infer reads its parameters from)."""
+        if body is None:
+            data = None
+        elif form:
+            data = urllib.parse.urlencode({"params": json.dumps(body)}).encode()
+        else:
+            data = json.dumps(body).encode()
         req = urllib.request.Request(self.url + path, data=data, method=method)
         if data is not None:
-            req.add_header("Content-Type", "application/json")
+            kind = "application/x-www-form-urlencoded" if form else "application/json"
+            req.add_header("Content-Type", kind)
         try:
             with urllib.request.urlopen(req, timeout=timeout) as response:
                 return response.headers, response.read()
         except urllib.error.HTTPError as e:
             raise AssertionError(f"{method} {path}: HTTP {e.code} {e.read()[:2000]!r}\n{self.tail()}") from None
 
-    def infer(self, model: str, image: str) -> tuple[dict, Path, float]:
-        """``(result json, result NIfTI, seconds)`` of POST /infer/<model>?image=<id>&output=all."""
+    def infer(self, model: str, image: str, params: dict | None = None) -> tuple[dict, Path, float]:
+        """``(result json, result NIfTI, seconds)`` of POST /infer/<model>?image=<id>&output=all (``params``: the
+        request's parameters, sent as its ``params`` form field)."""
         start = time.perf_counter()
-        headers, body = self.request("POST", f"/infer/{model}?image={image}&output=all")
+        headers, body = self.request("POST", f"/infer/{model}?image={image}&output=all", params, form=True)
         seconds = time.perf_counter() - start
         message = email.message_from_bytes(
             b"Content-Type: " + headers["Content-Type"].encode() + b"\r\n\r\n" + body, policy=email.policy.HTTP
@@ -249,6 +258,22 @@ def test_infer_equals_the_cli(name: str, setup: dict, server: Server, tmp_path: 
     served = restored.get_fdata(dtype=np.float32)
     print(f"/infer/{name} vs monai-rwkv restore: max |difference| {np.abs(served - expected).max()}", file=sys.stderr)
     np.testing.assert_allclose(served, expected, rtol=1e-5, atol=1e-3)
+
+
+def test_a_request_strength_is_the_cli_strength(setup: dict, server: Server, tmp_path: Path) -> None:
+    """``{"strength": 0.5}`` in the request body gives ``monai-rwkv restore --strength 0.5``'s volume and says so;
+    a strength outside [0, 1] is refused."""
+    name = next(n for n in INFERS if INFERS[n][1] is None)
+    bundle = setup["bundles"] / INFERS[name][0].name
+    params, result, _ = server.infer(name, name, {"strength": 0.5})
+    assert params["strength"] == 0.5
+    expected = _cli(bundle, setup["inputs"][name], tmp_path / "cli.nii.gz", "--strength", "0.5")
+    full = _cli(bundle, setup["inputs"][name], tmp_path / "full.nii.gz")
+    served = nib.load(result).get_fdata(dtype=np.float32)
+    np.testing.assert_allclose(served, expected, rtol=1e-5, atol=1e-3)
+    assert np.abs(served - full).max() > 1.0  # not the full restoration
+    with pytest.raises(AssertionError, match="HTTP"):
+        server.request("POST", f"/infer/{name}?image={name}&output=json", {"strength": 1.5}, form=True)
 
 
 @pytest.mark.parametrize("name", [n for n in NAMES if n in TARGETS])

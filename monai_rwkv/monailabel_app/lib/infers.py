@@ -19,6 +19,7 @@ from monailabel.tasks.infer.bundle import BundleInferTask
 from monai_rwkv.apps.bundle import bundle_metadata, load_bundle_config
 from monai_rwkv.data import write_nifti
 from monai_rwkv.inference import load_network, resolve_device
+from monai_rwkv.networks.nets import BlendWithInput, check_strength
 
 __all__ = ["RestorationInferTask"]
 
@@ -52,9 +53,12 @@ class RestorationInferTask(BundleInferTask):
     * the weights are loaded with :func:`monai_rwkv.inference.load_network` (strict: a checkpoint that does not fit
       ``network_def`` is an error, not a warning); the train task's fine-tuned weights are used when they exist.
 
-    The result JSON has ``bundle``, ``version``, ``units``, ``modality``, ``dtype``, ``shape`` and ``weights`` (and
-    ``task`` for a task of a bundle serving several, chosen by ``overrides={"task": ...}``: config items set on the
-    bundle's configs, as ``monai-rwkv restore --task`` does).
+    A request may set ``strength`` (a number in [0, 1]; default the bundle config's, 1): the fraction of the
+    network's change kept, as ``monai-rwkv restore --strength``; another value is refused as invalid input.
+
+    The result JSON has ``bundle``, ``version``, ``units``, ``modality``, ``dtype``, ``shape``, ``weights`` and
+    ``strength`` (and ``task`` for a task of a bundle serving several, chosen by ``overrides={"task": ...}``: config
+    items set on the bundle's configs, as ``monai-rwkv restore --task`` does).
     """
 
     def __init__(
@@ -112,12 +116,24 @@ class RestorationInferTask(BundleInferTask):
         mtime = os.stat(path).st_mtime if path else 0.0
         cached = self._networks.get(device)
         if cached is not None and cached[1] == mtime and cached[2] == path:
-            return cached[0]
+            return self._blend(cached[0], data)
         if cached is not None:
             logger.info("%s: loading weights %s (changed since the last request)", self.bundle_path, path)
         network = load_network(copy.deepcopy(self.network), path, resolve_device(device))
         self._networks[device] = (network, mtime, path)
-        return network
+        return self._blend(network, data)
+
+    def _strength(self, data: Any) -> float:
+        """The request's ``strength`` (the bundle config's when the request has none); 400-style error otherwise."""
+        value = (data or {}).get("strength", self.bundle_config.get("strength", 1.0))
+        try:
+            return check_strength(value)
+        except ValueError as e:
+            raise MONAILabelException(MONAILabelError.INVALID_INPUT, str(e)) from None
+
+    def _blend(self, network: torch.nn.Module, data: Any) -> torch.nn.Module:
+        strength = self._strength(data)
+        return BlendWithInput(network, strength).eval() if strength < 1.0 else network
 
     def writer(self, data: dict[str, Any], extension: Any = None, dtype: Any = None) -> tuple[Any, Any]:
         pred = data[self.output_label_key]
@@ -136,6 +152,7 @@ class RestorationInferTask(BundleInferTask):
                 "dtype": "float32",
                 "shape": [int(s) for s in pred.shape[1:]],
                 "weights": self.get_path(),
+                "strength": self._strength(data),
                 **({"task": self.overrides["task"]} if "task" in self.overrides else {}),
             }
         )

@@ -486,10 +486,7 @@ def main(argv: Sequence[str] | None = None) -> int:
         models = [run_model(label, path, i, args, set_name) for i, (label, path) in enumerate(args.models)]
         report.append(set_table(set_name, models + rows, models, args))
         report.append(f"![{set_name}]({figure(set_name, models + rows, args).resolve()})\n")
-    text = "\n".join(report)
-    args.out.parent.mkdir(parents=True, exist_ok=True)
-    args.out.write_text(text)
-    print(text)
+    lib.emit_report("\n".join(report), args.out)
     return 0
 
 

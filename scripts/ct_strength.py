@@ -33,13 +33,14 @@ from pathlib import Path
 import numpy as np
 import torch
 
+from monai_rwkv.apps import baselines as lib
 from monai_rwkv.apps import find_inputs, load_bundle_config, read_volume, volume_slice_metrics
 from monai_rwkv.apps.evaluate import constant_slices
 from monai_rwkv.metrics import CT_EVAL_WINDOW
 from monai_rwkv.transforms import LowDoseCT
 
-BUNDLE = Path(__file__).resolve().parents[1] / "bundles" / "restore_rwkv_ct_denoise"
-FULL_DOSE_PHOTONS = 2e6
+sys.path.insert(0, str(Path(__file__).resolve().parent))
+from ct_dose_sweep import BUNDLE, FULL_DOSE_PHOTONS  # noqa: E402 - the bundle and the levels of the noise sweep
 
 
 def _parser() -> argparse.ArgumentParser:
@@ -128,11 +129,7 @@ def main(argv: list[str] | None = None) -> int:
     args = _parser().parse_args(argv)
     if args.threads:
         torch.set_num_threads(args.threads)
-    text = report(args)
-    print(text)
-    if args.out is not None:
-        args.out.parent.mkdir(parents=True, exist_ok=True)
-        args.out.write_text(text)
+    lib.emit_report(report(args), args.out)
     return 0
 
 

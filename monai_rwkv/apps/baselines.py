@@ -14,6 +14,7 @@ import argparse
 import csv
 import itertools
 import math
+import os
 import time
 from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, field
@@ -34,6 +35,7 @@ __all__ = [
     "Row",
     "SliceFilterRestorer",
     "add_override_option",
+    "emit_report",
     "detail_window",
     "display_slice",
     "filter_objective",
@@ -232,6 +234,14 @@ def add_override_option(parser: argparse.ArgumentParser) -> None:
         metavar="KEY=JSON",
         help="an inference.json setting for the model rows, e.g. roi_size=[256,256] (repeatable)",
     )
+
+
+def emit_report(text: str, out: str | os.PathLike | None) -> None:
+    """Print a markdown report and, when ``out`` is given, write it there (its folder created)."""
+    print(text)
+    if out is not None:
+        Path(out).parent.mkdir(parents=True, exist_ok=True)
+        Path(out).write_text(text)
 
 
 def mean_std(values: Sequence[float]) -> tuple[float, float]:

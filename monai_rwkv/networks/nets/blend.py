@@ -18,14 +18,15 @@ __all__ = ["BlendWithInput", "check_strength"]
 
 def check_strength(strength: float) -> float:
     """``strength`` as a float; a ``ValueError`` saying what is allowed unless it is a number in [0, 1]."""
+    problem = ValueError(f"strength must be a number in [0, 1] (1: the full restoration), got {strength!r}.")
     if isinstance(strength, bool):
-        raise ValueError(f"strength must be a number in [0, 1] (1: the full restoration), got {strength!r}.")
+        raise problem
     try:
         value = float(strength)
     except (TypeError, ValueError):
-        raise ValueError(f"strength must be a number in [0, 1] (1: the full restoration), got {strength!r}.") from None
+        raise problem from None
     if not (math.isfinite(value) and 0.0 <= value <= 1.0):
-        raise ValueError(f"strength must be a number in [0, 1] (1: the full restoration), got {strength!r}.")
+        raise problem
     return value
 
 

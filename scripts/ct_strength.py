@@ -40,6 +40,7 @@ from monai_rwkv.metrics import CT_EVAL_WINDOW
 from monai_rwkv.transforms import LowDoseCT
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
+from ct_baselines import SOFT_TISSUE  # noqa: E402 - the figures' detail, as the baseline report's
 from ct_dose_sweep import BUNDLE, FULL_DOSE_PHOTONS  # noqa: E402 - the bundle and the levels of the noise sweep
 
 
@@ -53,6 +54,9 @@ def _parser() -> argparse.ArgumentParser:
     p.add_argument("--sets", default="validation,test", help="comma-separated subset of validation,test")
     p.add_argument("--threads", type=int, default=None)
     p.add_argument("--out", type=Path, help="the markdown report (also printed)")
+    p.add_argument("--figure", type=Path, help="a PNG of one test slice of --figure-group at the strengths")
+    p.add_argument("--figure-group", default="in-distribution head, level 4", help="the group the figure shows")
+    p.add_argument("--figure-strengths", default="0.5,0.7,1", help="comma-separated strengths the figure shows")
     return p
 
 
@@ -122,7 +126,23 @@ def report(args: argparse.Namespace) -> str:
             best = np.median(least_squares_strength(low_k, pred_k, clean_k))
             lines.append(f"| {name} | {len(index)} | " + " | ".join(cells) + f" | {best:.2f} |")
             print(lines[-1], file=sys.stderr, flush=True)
+            if args.figure is not None and split == "test" and name == args.figure_group:
+                figure(args, low_k, pred_k, clean_k)
     return "\n".join(lines) + "\n"
+
+
+def figure(args: argparse.Namespace, low: torch.Tensor, pred: torch.Tensor, clean: torch.Tensor) -> None:
+    """``args.figure``: the input, the ``--figure-strengths`` and the reference on the group's slice of median PSNR
+    at strength 1, each with its PSNR, and a zoomed detail of soft tissue (as ``scripts/ct_baselines.py``)."""
+    psnr = volume_slice_metrics(pred, clean, CT_EVAL_WINDOW)["psnr"].numpy()
+    k = int(np.argsort(psnr)[len(psnr) // 2])
+    panels = []
+    for s in [0.0, *(float(v) for v in args.figure_strengths.split(","))]:
+        blend = low + s * (pred - low)
+        value = float(volume_slice_metrics(blend[..., k : k + 1], clean[..., k : k + 1], CT_EVAL_WINDOW)["psnr"][0])
+        panels.append(("Input" if s == 0 else f"Strength {s:g}", f"{value:.2f} dB", lib.display_slice(blend, k)))
+    panels.append(("Reference", args.figure_group.rsplit(", ", 1)[-1], lib.display_slice(clean, k)))
+    lib.panel_figure(panels, CT_EVAL_WINDOW, lib.detail_window(panels[-1][2], 64, SOFT_TISSUE), args.figure)
 
 
 def main(argv: list[str] | None = None) -> int:

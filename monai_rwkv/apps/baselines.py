@@ -317,9 +317,17 @@ def display_slice(volume: torch.Tensor, k: int) -> np.ndarray:
     return np.flipud(data[0, :, :, k].float().numpy().T).copy()
 
 
-def detail_window(reference: np.ndarray, size: int) -> tuple[int, int, int]:
-    """Top-left corner and side of the ``size x size`` window (clipped to the image) of highest gradient energy."""
+def detail_window(
+    reference: np.ndarray, size: int, value_range: tuple[float, float] | None = None
+) -> tuple[int, int, int]:
+    """Top-left corner and side of the ``size x size`` window (clipped to the image) of highest gradient energy;
+    with ``value_range`` ``(low, high)``, of the structure inside that range only (pixels outside it count as the
+    median of those above ``low``: e.g. soft tissue, not its edges against air and bone)."""
     size = min(size, *reference.shape)
+    if value_range is not None:
+        low, high = value_range
+        inside = (reference > low) & (reference < high)
+        reference = np.where(inside, reference, np.median(reference[reference > low]))
     energy = np.zeros_like(reference, dtype=np.float64)
     energy[:-1, :] += np.diff(reference.astype(np.float64), axis=0) ** 2
     energy[:, :-1] += np.diff(reference.astype(np.float64), axis=1) ** 2

@@ -52,7 +52,13 @@ def test_columns_are_the_bundle_run_at_each_strength(tmp_path: Path, seed: int, 
     torch.save(state, weights)
     out = tmp_path / "strength.md"
     argv = ["--data-dir", str(data), "--bundle", str(bundle), "--model", str(weights), "--strengths", "0.5,1"]
-    assert script.main([*argv, "--levels", "2", "--sets", "test", "--threads", "1", "--out", str(out)]) == 0
+    figure = tmp_path / "strength.png"
+    options = ["--figure", str(figure), "--figure-group", "shifted head, soft", "--figure-strengths", "0.5,1"]
+    assert script.main([*argv, "--levels", "2", "--sets", "test", "--threads", "1", "--out", str(out), *options]) == 0
+    from PIL import Image
+
+    with Image.open(figure) as png:  # input, two strengths, reference: 4 panels of 32 pixels or their zoomed detail
+        assert png.size[0] == 4 * (max(32, 32 * 3) + 4)
     rows = {
         r.split("|")[1].strip(): [c.strip() for c in r.strip("|").split("|")]
         for r in out.read_text().splitlines()

@@ -216,6 +216,10 @@ class Restorer:
         clip_output: clip the network's output to [0, 1] before ``denormalize`` (for models trained on [0, 1]).
         progress: show a progress bar over slices.
         intensity_range: ``(low, high)`` the model's physical range, only named in the warning about NaN values.
+        network_input: for a network that takes more than the image (e.g. a per-slice noise-level map,
+            :class:`~monai_rwkv.transforms.NoiseLevelMap`), ``(1, *spatial) -> (C_in, *spatial)`` applied to each
+            channel's normalised slab of whole slices before the inferer (never to a patch: the sliding window
+            cuts its result). None: the network gets the image alone.
 
     On the CPU the restorer calls :func:`monai_rwkv.runtime.reuse_freed_memory` (glibc ``malloc`` settings for the
     whole process: freed feature maps are reused instead of being unmapped and faulted in again on every call).
@@ -235,6 +239,7 @@ class Restorer:
         clip_output: bool = True,
         progress: bool = True,
         intensity_range: Sequence[float] | None = None,
+        network_input: Callable[[torch.Tensor], torch.Tensor] | None = None,
     ) -> None:
         if output_dtype not in OUTPUT_DTYPES:
             raise ValueError(f"output_dtype must be one of {sorted(OUTPUT_DTYPES)}, got {output_dtype!r}.")
@@ -248,10 +253,14 @@ class Restorer:
         self.clip_output = clip_output
         self.progress = progress
         self.intensity_range = None if intensity_range is None else tuple(float(v) for v in intensity_range)
+        self.network_input = network_input
 
     def _infer(self, normalised: torch.Tensor) -> torch.Tensor:
         """Normalised ``(B, 1, *spatial)`` -> restored, float32 on the CPU, clipped to [0, 1] when ``clip_output``."""
-        out = self.inferer(normalised.to(self.device, torch.float32), self.network).float()
+        inputs = normalised.to(self.device, torch.float32)
+        if self.network_input is not None:
+            inputs = torch.stack([torch.as_tensor(self.network_input(item)) for item in inputs]).float()
+        out = self.inferer(inputs, self.network).float()
         if self.clip_output:
             out = out.clamp(0.0, 1.0)
         return out.cpu()
@@ -356,6 +365,7 @@ class Restorer:
             "clip_output": self.clip_output,
             "self_ensemble": isinstance(network, SelfEnsemble),
             "strength": strength,
+            "network_input": None if self.network_input is None else type(self.network_input).__name__,
         }
 
 

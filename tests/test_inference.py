@@ -222,3 +222,43 @@ def test_the_output_grid_is_the_one_normalize_returns() -> None:
     assert tuple(out.shape) == (1, 10, 14, 3)
     np.testing.assert_allclose(out.affine.numpy(), np.diag([0.5, 0.5, 3.0, 1.0]))
     np.testing.assert_allclose(out[0, ::2, ::2].numpy(), image[0].numpy(), rtol=1e-5)
+
+
+def test_network_input_is_computed_on_whole_slices_before_the_sliding_window(seed: int) -> None:
+    """A per-slice noise-level channel reaches every patch of a slice with the value of the whole slice, across
+    slab boundaries and for several image channels; the network's output is the restored image."""
+    from monai_rwkv.inference import Restorer
+    from monai_rwkv.inferers import SliceRestorationInferer
+    from monai_rwkv.transforms import NoiseLevelMap, estimate_noise_level, noise_level_channel
+
+    rng = np.random.default_rng(seed)
+    n = Restorer.slab_size + 5
+    sigmas = rng.uniform(0.002, 0.05, (2, n))
+    volume = 0.4 + rng.normal(size=(2, 40, 33, n)) * sigmas[:, None, None, :]
+    volume[:, :10] += 0.3  # an edge in every slice
+    seen: dict[float, list[float]] = {}
+
+    def network(x: torch.Tensor) -> torch.Tensor:
+        assert x.shape[1] == 2
+        for patch in x:  # the level channel is constant over each patch
+            level = float(patch[1].mean())
+            assert torch.all(patch[1] == patch[1, 0, 0])
+            seen.setdefault(level, []).append(float(patch[0].mean()))
+        return x[:, :1] * 2.0
+
+    restorer = Restorer(
+        network,
+        SliceRestorationInferer((8, 8), overlap=0.25, sw_batch_size=5),
+        lambda v: v,
+        lambda v: v,
+        device="cpu",
+        clip_output=False,
+        progress=False,
+        network_input=NoiseLevelMap(reference=0.01, slice_dim=2),
+    )
+    out = restorer(torch.from_numpy(volume).float())
+    torch.testing.assert_close(out, torch.from_numpy(volume).float() * 2.0)
+    slices = torch.from_numpy(volume).float().permute(0, 3, 2, 1).reshape(2 * n, 33, 40)  # (rows j, columns i)
+    expected = noise_level_channel(estimate_noise_level(slices), 0.01)
+    assert sorted(seen) == pytest.approx(sorted(set(expected.tolist())), abs=1e-4)
+    assert restorer.describe()["network_input"] == "NoiseLevelMap"

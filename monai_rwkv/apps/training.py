@@ -107,12 +107,16 @@ def training_network(
     Args:
         network: e.g. ``RestoreRWKV`` (global residual ``output(features) + input``).
         device: ``"auto"`` (CUDA when available), ``"cpu"``, ``"cuda"``...
-        init_weights: a state_dict file to start from (fine-tuning), loaded with ``weights_only=True``.
+        init_weights: a state_dict file to start from (fine-tuning), loaded with ``weights_only=True``; a network
+            with a ``checkpoint_filter_fn`` adapts it first (``RestoreRWKV``: the weights of a network without its
+            conditioning channels start it as that network, see :meth:`RestoreRWKV.checkpoint_filter_fn`).
         zero_output: without ``init_weights``, zero the last convolution (``network.output``) so that the
             untrained network is the identity and training starts from the input instead of from noise added to it.
     """
     if init_weights is not None:
-        network.load_state_dict(_unwrap_state_dict(init_weights, "cpu"))
+        state = _unwrap_state_dict(init_weights, "cpu")
+        adapt = getattr(network, "checkpoint_filter_fn", None)
+        network.load_state_dict(adapt(state) if callable(adapt) else state)
         logger.info("initial weights: %s", init_weights)
     elif zero_output:
         output = getattr(network, "output", None)

@@ -13,6 +13,8 @@ transform plus a dictionary version (``...d``).
   :class:`RandPETAcquisition`);
 - ``kspace``: MRI k-space truncation (:class:`KSpaceTruncate`), the paper's MRI super-resolution degradation, and
   zero-filling onto a finer grid (:class:`KSpaceZeroFill`);
+- ``noise_level``: the noise level of each slice estimated from the image (:func:`estimate_noise_level`) and
+  appended as an input channel (:class:`NoiseLevelMap`), for networks that adapt to the noise they are given;
 - ``counts``: count-domain Poisson noise with a flat background (:class:`RandPoissonCounts`), for PET and other
   counting measurements.
 
@@ -52,6 +54,7 @@ from .kspace import (
     truncate_kspace,
     zero_fill_kspace,
 )
+from .noise_level import NoiseLevelMap, NoiseLevelMapd, estimate_noise_level, noise_level_channel
 from .pet import (
     FULL_COUNTS_PER_SLICE,
     LOW_COUNT_FRACTION,
@@ -86,6 +89,8 @@ from .tomography import (
 )
 
 __all__ = [
+    "estimate_noise_level",
+    "noise_level_channel",
     "FILTER_WINDOWS",
     "TOMOGRAPHY_BACKENDS",
     "FULL_COUNTS_PER_SLICE",
@@ -101,6 +106,8 @@ __all__ = [
     "MAX_SUV",
     "MU_WATER_511KEV_PER_MM",
     "MU_WATER_PER_MM",
+    "NoiseLevelMap",
+    "NoiseLevelMapd",
     "PETAcquisition",
     "PETAcquisitiond",
     "ParallelBeamGeometry",

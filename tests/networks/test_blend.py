@@ -62,3 +62,21 @@ def test_shape_changing_network_is_refused_with_what_to_do() -> None:
     up = nn.Upsample(scale_factor=2)
     with pytest.raises(ValueError, match="use strength 1"):
         BlendWithInput(up, 0.5)(torch.rand(1, 1, 4, 4))
+
+
+def test_conditioned_input_blends_with_its_image_channels(seed: int) -> None:
+    torch.manual_seed(seed)
+    net = RestoreRWKV(
+        spatial_dims=2, in_channels=1, out_channels=1, dim=8, num_blocks=[1, 1, 1, 1], conditioning_channels=1
+    )
+    with torch.no_grad():
+        for p in net.parameters():
+            p.add_(0.05 * torch.randn_like(p))
+    net = net.eval()
+    image = torch.randn(2, 1, 16, 24) * 20
+    x = torch.cat([image, torch.full_like(image, -2.0)], 1)
+    with torch.no_grad():
+        y = BlendWithInput(net, 0.3)(x)
+        reference = image.double() + 0.3 * (net(x).double() - image.double())
+    assert y.shape == image.shape
+    torch.testing.assert_close(y.double(), reference, rtol=1e-6, atol=1e-5, msg=f"seed {seed}")

@@ -83,7 +83,7 @@ def test_from_official_infers_config_and_loads_files(tmp_path: Path, seed: int) 
     }
     model = RestoreRWKV(**cfg).eval()
     state = model.state_dict()
-    assert infer_config(state) == {"spatial_dims": 2, **cfg}
+    assert infer_config(state) == {"spatial_dims": 2, "conditioning_channels": 0, **cfg}
     x = torch.randn(1, 2, 16, 16)
     for i, payload in enumerate([state, {"params": state}, {"module." + k: v for k, v in state.items()}]):
         torch.save(payload, tmp_path / f"ckpt{i}.pt")
@@ -137,6 +137,48 @@ def test_global_residual_only_when_channels_match(seed: int) -> None:
     torch.nn.init.zeros_(other.output.weight)
     torch.nn.init.zeros_(other.output.bias)
     assert torch.equal(other(x), torch.zeros(1, 2, 8, 8))
+
+
+@pytest.mark.parametrize("spatial_dims", [2, 3])
+def test_conditioning_channels_feed_the_network_but_not_the_residual(spatial_dims: int, seed: int) -> None:
+    model = RestoreRWKV(spatial_dims=spatial_dims, in_channels=1, out_channels=1, conditioning_channels=1, **TINY)
+    model.eval()
+    size = (8, 12) if spatial_dims == 2 else (8, 4, 6)
+    image = torch.randn(2, 1, *size) * 3
+    level = torch.full_like(image, 1.5)
+    with torch.no_grad():
+        changed = model(torch.cat([image, level], 1))
+        assert not torch.equal(changed, model(torch.cat([image, level - 1.0], 1)))  # the level is an input
+        torch.nn.init.zeros_(model.output.weight)
+        torch.nn.init.zeros_(model.output.bias)
+        assert torch.equal(model(torch.cat([image, level], 1)), image)  # the residual is the image alone
+    with pytest.raises(ValueError, match=r"expected 2 input channels \(1 image \+ 1 conditioning\)"):
+        model(image)
+
+
+def test_checkpoint_filter_starts_a_conditioned_network_as_the_blind_one(tmp_path: Path, seed: int) -> None:
+    gen = torch.Generator().manual_seed(seed)
+    blind = RestoreRWKV(**TINY).eval()
+    with torch.no_grad():
+        for p in blind.parameters():
+            p.add_(0.1 * torch.randn(p.shape, generator=gen))
+    conditioned = RestoreRWKV(conditioning_channels=2, **TINY).eval()
+    state = conditioned.checkpoint_filter_fn(blind.state_dict())
+    conditioned.load_state_dict(state)  # strict: the filter also records the conditioning
+    image = torch.randn(1, 1, 16, 24, generator=gen) * 10
+    levels = torch.randn(1, 2, 1, 1, generator=gen).expand(1, 2, 16, 24) * 4
+    with torch.no_grad():
+        torch.testing.assert_close(conditioned(torch.cat([image, levels], 1)), blind(image), rtol=1e-5, atol=1e-5)
+    assert conditioned.checkpoint_filter_fn(state).keys() == state.keys()  # a fitting state dict is kept
+    # the saved weights say how many input channels condition the image: from_official rebuilds the same network
+    assert infer_config(state)["conditioning_channels"] == 2 and infer_config(state)["in_channels"] == 1
+    torch.save(state, tmp_path / "conditioned.pt")
+    loaded = RestoreRWKV.from_official(tmp_path / "conditioned.pt").eval()
+    x = torch.cat([image, levels], 1)
+    with torch.no_grad():
+        assert torch.equal(loaded(x), conditioned(x))
+    # a network with more input than output channels but no conditioning keeps its meaning (no residual)
+    assert infer_config(RestoreRWKV(in_channels=2, out_channels=1, **TINY).state_dict())["in_channels"] == 2
 
 
 @pytest.mark.parametrize("spatial_dims", [2, 3])

@@ -36,7 +36,9 @@ class BlendWithInput(nn.Module):
     network makes to each pixel. Computed in float32 (also when the network returns half precision under AMP).
 
     Input ``(B, C, *spatial)``; the network's output must have the same shape (an image-to-image network on its
-    own grid, e.g. a denoiser; not an upsampling network).
+    own grid, e.g. a denoiser; not an upsampling network), or fewer channels when the input's last channels
+    condition the network (e.g. a noise-level map, ``RestoreRWKV(conditioning_channels=...)``): the output is
+    blended with the input's first channels.
 
     Args:
         network: an image-to-image module (or :class:`~monai_rwkv.networks.nets.SelfEnsemble` of one).
@@ -55,6 +57,8 @@ class BlendWithInput(nn.Module):
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         y = self.network(x)
+        if y.shape[2:] == x.shape[2:] and y.shape[:1] == x.shape[:1] and y.shape[1] < x.shape[1]:
+            x = x[:, : y.shape[1]]  # the image channels of a conditioned input
         if y.shape != x.shape:
             raise ValueError(
                 f"strength < 1 blends the network's output with its input, which needs the input's shape: input "

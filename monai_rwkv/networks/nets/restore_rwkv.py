@@ -35,8 +35,11 @@ class RestoreRWKV(nn.Module):
 
     Args:
         spatial_dims: 2 (published) or 3 (this project's extension: scans cycle through W, H, D).
-        in_channels: number of input channels.
-        out_channels: number of output channels. The input is added to the output when equal.
+        in_channels: number of image channels of the input.
+        out_channels: number of output channels. The image is added to the output when equal to ``in_channels``.
+        conditioning_channels: extra input channels after the image's, e.g. a noise-level map
+            (:class:`~monai_rwkv.transforms.NoiseLevelMap`): the first convolution sees them, the global residual
+            adds only the image.
         dim: width C of the first level.
         num_blocks: number of RWKV blocks at levels 1-4 (encoder; the decoder mirrors levels 1-3).
         num_refinement_blocks: blocks of the full-resolution refinement stage.
@@ -44,9 +47,9 @@ class RestoreRWKV(nn.Module):
         hidden_rate: channel-mix hidden width as a multiple of the level width.
 
     Shapes:
-        input (B, in_channels, *spatial) of any size; output (B, out_channels, *spatial). Sizes that are
-        not multiples of 8 are reflect-padded inside ``forward`` and cropped back (replicate padding
-        for sides shorter than the pad).
+        input (B, in_channels + conditioning_channels, *spatial) of any size; output (B, out_channels, *spatial).
+        Sizes that are not multiples of 8 are reflect-padded inside ``forward`` and cropped back (replicate
+        padding for sides shorter than the pad).
     """
 
     def __init__(
@@ -59,14 +62,20 @@ class RestoreRWKV(nn.Module):
         num_refinement_blocks: int = 4,
         recurrence: int | None = None,
         hidden_rate: int = 4,
+        conditioning_channels: int = 0,
     ) -> None:
         super().__init__()
+        if conditioning_channels < 0:
+            raise ValueError(f"conditioning_channels must be >= 0, got {conditioning_channels}.")
         if spatial_dims not in (2, 3):
             raise ValueError(f"spatial_dims must be 2 or 3, got {spatial_dims}.")
         if len(num_blocks) != _LEVELS:
             raise ValueError(f"num_blocks needs one entry per level ({_LEVELS}), got {tuple(num_blocks)}.")
         recurrence = spatial_dims if recurrence is None else recurrence
         self.spatial_dims, self.in_channels, self.out_channels = spatial_dims, in_channels, out_channels
+        self.conditioning_channels = conditioning_channels
+        if conditioning_channels:  # recorded in the state dict, so that from_official tells image from conditioning
+            self.register_buffer("conditioning", torch.tensor(conditioning_channels))
         self.config = {
             "spatial_dims": spatial_dims,
             "in_channels": in_channels,
@@ -76,6 +85,7 @@ class RestoreRWKV(nn.Module):
             "num_refinement_blocks": num_refinement_blocks,
             "recurrence": recurrence,
             "hidden_rate": hidden_rate,
+            "conditioning_channels": conditioning_channels,
         }
         conv = Conv[Conv.CONV, spatial_dims]
 
@@ -83,7 +93,7 @@ class RestoreRWKV(nn.Module):
             return nn.Sequential(*(RWKVBlock(spatial_dims, channels, recurrence, hidden_rate) for _ in range(depth)))
 
         c1, c2, c3, c4 = dim, 2 * dim, 4 * dim, 8 * dim
-        self.patch_embed = conv(in_channels, c1, 3, padding=1, bias=True)
+        self.patch_embed = conv(in_channels + conditioning_channels, c1, 3, padding=1, bias=True)
         self.encoder_level1 = stage(c1, num_blocks[0])
         self.down1_2 = Downsample(spatial_dims, c1)
         self.encoder_level2 = stage(c2, num_blocks[1])
@@ -103,6 +113,14 @@ class RestoreRWKV(nn.Module):
         self.output = conv(c2, out_channels, 3, padding=1, bias=True)
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
+        expected = self.in_channels + self.conditioning_channels
+        if x.shape[1] != expected:
+            extra = (
+                f" ({self.in_channels} image + {self.conditioning_channels} conditioning)"
+                if self.conditioning_channels
+                else ""
+            )
+            raise ValueError(f"expected {expected} input channels{extra}, got input of shape {tuple(x.shape)}.")
         spatial_shape = x.shape[2:]
         padded = _pad_to_multiple(x, 2 ** (_LEVELS - 1))
         enc1 = self.encoder_level1(self.patch_embed(padded))
@@ -114,7 +132,7 @@ class RestoreRWKV(nn.Module):
         dec1 = self.decoder_level1(torch.cat([self.up2_1(dec2), enc1], 1))
         out = self.output(self.refinement(dec1))
         if self.in_channels == self.out_channels:
-            out = out + padded
+            out = out + padded[:, : self.in_channels]
         return out[(...,) + tuple(slice(0, s) for s in spatial_shape)]
 
     @classmethod
@@ -123,6 +141,22 @@ class RestoreRWKV(nn.Module):
         if name not in PRESETS:
             raise ValueError(f"Unknown preset {name!r}; choose one of {sorted(PRESETS)}.")
         return cls(**{**PRESETS[name], **overrides})
+
+    def checkpoint_filter_fn(self, state: Mapping[str, torch.Tensor]) -> dict[str, torch.Tensor]:
+        """A state dict of this layout without conditioning channels (e.g. the weights of a blind denoiser)
+        adapted to this network: the first convolution's weights for the conditioning channels are zero, so the
+        adapted network computes what the original did, whatever the conditioning (the start of a fine-tune that
+        teaches it to use them). The number of conditioning channels (buffer ``conditioning``) is added when
+        missing; a state dict that already fits is returned as it is."""
+        state = dict(state)
+        if self.conditioning_channels and "conditioning" not in state:
+            state["conditioning"] = self.conditioning.clone()
+        weight = state.get("patch_embed.weight")
+        wanted = self.patch_embed.weight.shape[1]
+        if weight is not None and weight.shape[1] == self.in_channels and wanted > self.in_channels:
+            extra = weight.new_zeros((weight.shape[0], wanted - weight.shape[1], *weight.shape[2:]))
+            state["patch_embed.weight"] = torch.cat([weight, extra], dim=1)
+        return state
 
     @classmethod
     def from_official(
@@ -156,15 +190,19 @@ def infer_config(state: Mapping[str, torch.Tensor]) -> dict[str, Any]:
     def depth(prefix: str) -> int:
         return len({key.split(".")[1] for key in state if key.startswith(prefix + ".") and key.endswith("gamma1")})
 
+    # a network with conditioning channels records their number (the buffer "conditioning"); without it every input
+    # channel is the image's, as in the published networks
+    conditioning = int(state["conditioning"]) if "conditioning" in state else 0
     return {
         "spatial_dims": embed.dim() - 2,
-        "in_channels": embed.shape[1],
+        "in_channels": embed.shape[1] - conditioning,
         "out_channels": out.shape[0],
         "dim": dim,
         "num_blocks": tuple(depth(f"encoder_level{i}") for i in (1, 2, 3)) + (depth("latent"),),
         "num_refinement_blocks": depth("refinement"),
         "recurrence": recurrence,
         "hidden_rate": hidden // dim,
+        "conditioning_channels": conditioning,
     }
 
 

@@ -76,13 +76,14 @@ class InputSpec:
     def from_metadata(cls, metadata: Mapping[str, Any], key: str = "image") -> InputSpec:
         """
         The spec of input ``key`` in a bundle's metadata (``network_data_format.inputs.<key>``); missing
-        fields accept anything (a missing ``num_channels`` means 1).
+        fields accept anything (a missing ``num_channels`` means 1). Channels the pipeline derives from the image
+        (``derived_channels``, e.g. a noise-level map) are not expected in the input file.
         """
         fmt = metadata.get("network_data_format", {}).get("inputs", {}).get(key, {}) if metadata else {}
         value_range = fmt.get("value_range")
         return cls(
             modality=str(fmt["modality"]).upper() if fmt.get("modality") else None,
-            num_channels=int(fmt.get("num_channels", 1)),
+            num_channels=int(fmt.get("num_channels", 1)) - int(fmt.get("derived_channels", 0)),
             value_range=(float(value_range[0]), float(value_range[1])) if value_range else None,
             units=str(fmt.get("format", "")),
         )

@@ -33,3 +33,12 @@ def test_the_reader_records_per_slice_facts_and_the_check_uses_them(tmp_path: Pa
     assert problems[0].startswith(f"1 of {n} slices: PhotometricInterpretation RGB")
     assert problems[1].startswith(f"1 of {n} slices: Modality MR, not CT")
     assert InputSpec(value_range=(-1024, 3072)).problems(np.full((1, 2, 2, 1), -3000.0), {}, series)
+
+
+def test_channels_the_pipeline_derives_are_not_expected_in_the_file() -> None:
+    image = {"format": "hounsfield", "modality": "CT", "num_channels": 2, "derived_channels": 1}
+    spec = InputSpec.from_metadata({"network_data_format": {"inputs": {"image": image}}})
+    assert spec.num_channels == 1 and spec.describe().startswith("CT, 1 channel")
+    assert (
+        InputSpec.from_metadata({"network_data_format": {"inputs": {"image": {"num_channels": 3}}}}).num_channels == 3
+    )

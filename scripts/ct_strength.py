@@ -14,7 +14,9 @@ clipping to [-1024, 3072] HU; the two differ only at a pixel restored beyond tha
 window). Metrics: the bundle's
 protocol (window [-160, 240] HU, per-slice data range), slices with a constant windowed reference left out; per
 group the mean over slices, and the least-squares strength of each slice (``<c - l, p - l> / |p - l|^2`` over the
-windowed pixels: the blend closest to the reference), median over the group.
+windowed pixels: the blend closest to the reference), median over the group; beside it the noise level of the
+group's input estimated from the image itself (:func:`~monai_rwkv.transforms.estimate_noise_level` in HU, median
+over the slices): whether the strength a group wants follows the noise a network could measure.
 
 Example::
 
@@ -37,7 +39,7 @@ from monai_rwkv.apps import baselines as lib
 from monai_rwkv.apps import find_inputs, load_bundle_config, read_volume, volume_slice_metrics
 from monai_rwkv.apps.evaluate import constant_slices
 from monai_rwkv.metrics import CT_EVAL_WINDOW
-from monai_rwkv.transforms import LowDoseCT
+from monai_rwkv.transforms import LowDoseCT, estimate_noise_level
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 from ct_baselines import SOFT_TISSUE  # noqa: E402 - the figures' detail, as the baseline report's
@@ -99,15 +101,16 @@ def report(args: argparse.Namespace) -> str:
     strengths = [float(s) for s in args.strengths.split(",")]
     lines = [
         f"Model `{args.model}`; window [-160, 240] HU; PSNR (dB) / SSIM, mean over the group's slices, for each "
-        "strength; s*: median over the slices of the least-squares strength.",
+        "strength; noise: median over the slices of the input's noise level estimated from the image (HU); s*: "
+        "median over the slices of the least-squares strength.",
     ]
     for split in args.sets.split(","):
         lines += [
             "",
             f"### {split}",
             "",
-            "| group | slices | input | " + " | ".join(f"strength {s:g}" for s in strengths) + " | s* |",
-            "|---|---|---|" + "---|" * (len(strengths) + 1),
+            "| group | slices | input | " + " | ".join(f"strength {s:g}" for s in strengths) + " | noise (HU) | s* |",
+            "|---|---|---|" + "---|" * (len(strengths) + 2),
         ]
         restored_from = None  # the groups of a shifted file share its volumes: restore and check them once
         for name, low, clean, index in groups(args, split):
@@ -122,7 +125,8 @@ def report(args: argparse.Namespace) -> str:
                 m = volume_slice_metrics(low_k + s * (pred_k - low_k), clean_k, CT_EVAL_WINDOW)
                 cells.append(f"{float(m['psnr'].mean()):.2f} / {float(m['ssim'].mean()):.4f}")
             best = np.median(least_squares_strength(low_k, pred_k, clean_k))
-            lines.append(f"| {name} | {len(index)} | " + " | ".join(cells) + f" | {best:.2f} |")
+            noise = float(np.median(estimate_noise_level(low_k[0].permute(2, 1, 0).float()).numpy()))
+            lines.append(f"| {name} | {len(index)} | " + " | ".join(cells) + f" | {noise:.1f} | {best:.2f} |")
             print(lines[-1], file=sys.stderr, flush=True)
             if args.figure is not None and split == "test" and name == args.figure_group:
                 figure(args, low_k, pred_k, clean_k)

@@ -6,6 +6,7 @@ Model-zoo tooling on every bundle, through the real ``python -m monai.bundle`` c
 
 from __future__ import annotations
 
+import json
 import subprocess
 import sys
 from pathlib import Path
@@ -22,7 +23,8 @@ from tests.bundles.utils import make_tiny_bundle
 TINY_NET_ARGS = [
     arg for key, value in TINY.items() if key.startswith("network_def") for arg in (f"--{key}", str(value))
 ]
-SHAPE = (1, 1, 64, 64)
+#: a batch of one 64 x 64 patch; its channels are the network's (metadata ``num_channels``: image and derived)
+PATCH = (64, 64)
 
 
 def _bundle_command(bundle: Path, command: str, *args: str) -> subprocess.CompletedProcess:
@@ -52,13 +54,15 @@ def test_verify_export_and_reload(bundle_dir: Path, tmp_path: Path, seed: int) -
     assert "verified with no error" in result.stdout + result.stderr
     ts, onnx_file = tmp_path / "export" / "model.ts", tmp_path / "export" / "model.onnx"
     ts.parent.mkdir()
-    shape = str(list(SHAPE))
+    channels = json.loads((bundle / "configs" / "metadata.json").read_text())["network_data_format"]["inputs"]
+    shape_of_input = (1, int(channels["image"]["num_channels"]), *PATCH)
+    shape = str(list(shape_of_input))
     trace = ("--use_trace", "True", "--input_shape", shape)
     _bundle_command(bundle, "ckpt_export", "--filepath", str(ts), "--ckpt_file", str(weights), *trace)
     _bundle_command(bundle, "onnx_export", "--filepath", str(onnx_file), "--ckpt_file", str(weights), *trace)
 
     network = load_bundle_config(bundle, "inference.json", TINY).get_parsed_content("network")
-    x = torch.rand(SHAPE, generator=torch.Generator().manual_seed(seed))
+    x = torch.rand(shape_of_input, generator=torch.Generator().manual_seed(seed))
     with torch.no_grad():
         eager = network(x).numpy()
         scripted = torch.jit.load(str(ts))(x).numpy()

@@ -45,12 +45,20 @@ TINY_CLI_ARGS = [
 
 
 def make_tiny_bundle(dest: Path, seed: int = 0, bundle: Path = CT_BUNDLE) -> Path:
-    """Copy a bundle's configs and docs to ``dest`` and save a tiny random network as ``models/model.pt``."""
+    """Copy a bundle's configs and docs to ``dest`` and save a tiny random network as ``models/model.pt`` (with the
+    bundle network's channels: image, output and conditioning)."""
     shutil.copytree(bundle, dest, ignore=shutil.ignore_patterns("models", "sample", "__pycache__"))
     (dest / "models").mkdir()
     torch.manual_seed(seed)
-    torch.save(RestoreRWKV(**TINY_NETWORK).state_dict(), dest / "models" / "model.pt")
+    torch.save(RestoreRWKV(**TINY_NETWORK, **network_channels(bundle)).state_dict(), dest / "models" / "model.pt")
     return dest
+
+
+def network_channels(bundle: Path) -> dict:
+    """The channel arguments of the bundle's ``network_def`` (those it sets; defaults otherwise)."""
+    network_def = json.loads((bundle / "configs" / "inference.json").read_text()).get("network_def", {})
+    keys = ("in_channels", "out_channels", "conditioning_channels")
+    return {key: network_def[key] for key in keys if isinstance(network_def.get(key), int)}
 
 
 def input_spec(bundle: Path) -> dict:

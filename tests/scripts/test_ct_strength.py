@@ -1,5 +1,6 @@
 """scripts/ct_strength.py on tiny CT data through a tiny bundle: per group, the input column is the input's metrics,
-each strength column is the bundle run with that ``strength`` (inside the window), s* the least-squares strength."""
+each strength column is the bundle run with that ``strength`` (inside the window), s* the least-squares strength,
+noise the median of the per-slice noise estimates of the input."""
 
 from __future__ import annotations
 
@@ -11,7 +12,7 @@ import torch
 
 from monai_rwkv.apps import find_inputs, load_bundle_config, read_volume, volume_slice_metrics
 from monai_rwkv.data import write_nifti
-from monai_rwkv.transforms import LowDoseCT
+from monai_rwkv.transforms import LowDoseCT, estimate_noise_level
 from tests.bundles.utils import CT_BUNDLE, phantom_ct_volume, tiny_inference_bundle
 from tests.scripts import load_script
 
@@ -93,5 +94,8 @@ def test_columns_are_the_bundle_run_at_each_strength(tmp_path: Path, seed: int, 
             / ((pred[..., j] - lwk[..., j]) ** 2).sum()
             for j in range(ck.shape[-1])
         ]
-        assert cells[5] == f"{np.median(best):.2f}"
+        assert cells[6] == f"{np.median(best):.2f}"
+        # the input's noise as a network could measure it: the estimate of each input slice, in HU, median
+        noise = [float(estimate_noise_level(lw[0, :, :, j].T[None].float())[0]) for j in range(lw.shape[-1])]
+        assert cells[5] == f"{np.median(np.array(noise)[np.arange(lw.shape[-1])[k]]):.1f}"
     capsys.readouterr()

@@ -17,12 +17,14 @@ from monai_rwkv.networks.nets import RestoreRWKV
 from monai_rwkv.transforms import estimate_noise_level, noise_level_channel
 from tests.bundles.utils import CT_BUNDLE, REPO, TINY_NETWORK
 
-MIXIN = REPO / "scripts" / "experiments" / "ct_noise_level.json"
+EXPERIMENTS = REPO / "scripts" / "experiments"
 
 
-def _parser(weights: Path | None = None) -> ConfigParser:
+def _parser(weights: Path | None = None, training: bool = False) -> ConfigParser:
     configs = CT_BUNDLE / "configs"
-    files = [configs / "inference.json", configs / "train.json", MIXIN]
+    files = [configs / "inference.json", EXPERIMENTS / "ct_noise_level.json"]
+    if training:
+        files += [configs / "train.json", EXPERIMENTS / "ct_noise_level_train.json"]
     parser = ConfigParser(ConfigParser.load_config_files([str(f) for f in files]))
     parser["bundle_root"] = str(CT_BUNDLE)
     parser["device"] = "cpu"
@@ -55,7 +57,7 @@ def test_conditioned_pipeline_starts_as_the_blind_network(tmp_path: Path, seed: 
 
 
 def test_training_and_validation_inputs_carry_the_level_of_the_whole_slice(seed: int) -> None:
-    parser = _parser()
+    parser = _parser(training=True)
     rng = np.random.default_rng(seed)
     low, high = parser["intensity_range"]
     image = torch.from_numpy(rng.uniform(-200, 200, (1, 120, 100)).astype(np.float32))

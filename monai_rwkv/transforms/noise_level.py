@@ -107,9 +107,8 @@ class NoiseLevelMap(Transform):
     def levels(self, img: torch.Tensor) -> torch.Tensor:
         """The level channels alone: ``(C, *spatial)`` float32 on ``img``'s device."""
         if img.ndim == 3:
-            channels, height, width = img.shape
-            values = estimate_noise_level(img.reshape(channels, height, width))
-            return noise_level_channel(values, self.reference).view(channels, 1, 1).expand(img.shape)
+            values = estimate_noise_level(img)  # each channel is one slice
+            return noise_level_channel(values, self.reference).view(-1, 1, 1).expand(img.shape)
         if img.ndim == 4:
             axis = self.slice_dim + 1
             moved = img.movedim(axis, 1)  # (C, S, a, b)
@@ -122,8 +121,7 @@ class NoiseLevelMap(Transform):
     def __call__(self, img: NdarrayOrTensor) -> torch.Tensor:
         image = convert_to_tensor(img, track_meta=True)
         data = image.as_tensor() if isinstance(image, MetaTensor) else image
-        levels = self.levels(data).to(torch.float32)
-        out = torch.cat([data.float(), levels], dim=0)
+        out = torch.cat([data.float(), self.levels(data)], dim=0)
         return MetaTensor(out, meta=image.meta) if isinstance(image, MetaTensor) else out
 
 

@@ -59,6 +59,7 @@ def _parser() -> argparse.ArgumentParser:
     p.add_argument("--figure", type=Path, help="a PNG of one test slice of --figure-group at the strengths")
     p.add_argument("--figure-group", default="in-distribution head, level 4", help="the group the figure shows")
     p.add_argument("--figure-strengths", default="0.5,0.7,1", help="comma-separated strengths the figure shows")
+    lib.add_override_option(p)  # e.g. network_def#dim=32 for weights of another width
     return p
 
 
@@ -95,9 +96,8 @@ def least_squares_strength(low: torch.Tensor, pred: torch.Tensor, clean: torch.T
 
 
 def report(args: argparse.Namespace) -> str:
-    restorer = load_bundle_config(
-        args.bundle, "inference.json", {"weights": os.path.abspath(args.model), "device": "cpu", "progress": False}
-    ).get_parsed_content("restorer")
+    overrides = {**dict(args.override), "weights": os.path.abspath(args.model), "device": "cpu", "progress": False}
+    restorer = load_bundle_config(args.bundle, "inference.json", overrides).get_parsed_content("restorer")
     strengths = [float(s) for s in args.strengths.split(",")]
     lines = [
         f"Model `{args.model}`; window [-160, 240] HU; PSNR (dB) / SSIM, mean over the group's slices, for each "

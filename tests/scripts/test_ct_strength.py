@@ -12,6 +12,7 @@ import torch
 
 from monai_rwkv.apps import find_inputs, load_bundle_config, read_volume, volume_slice_metrics
 from monai_rwkv.data import write_nifti
+from monai_rwkv.networks.nets import widen_state_dict
 from monai_rwkv.transforms import LowDoseCT, estimate_noise_level
 from tests.bundles.utils import CT_BUNDLE, phantom_ct_volume, tiny_inference_bundle
 from tests.scripts import load_script
@@ -98,4 +99,29 @@ def test_columns_are_the_bundle_run_at_each_strength(tmp_path: Path, seed: int, 
         # the input's noise as a network could measure it: the estimate of each input slice, in HU, median
         noise = [float(estimate_noise_level(lw[0, :, :, j].T[None].float())[0]) for j in range(lw.shape[-1])]
         assert cells[5] == f"{np.median(np.array(noise)[np.arange(lw.shape[-1])[k]]):.1f}"
+    capsys.readouterr()
+
+
+def test_override_runs_weights_of_another_width(tmp_path: Path, seed: int, capsys) -> None:
+    """``--override network_def#dim=...``: weights of a wider network (here the bundle's widened, no perturbation)
+    run through the same pipeline and give the narrow weights' report."""
+    script = load_script("ct_strength")
+    data = _data(tmp_path / "ct", seed)
+    bundle, weights = tiny_inference_bundle(tmp_path / "bundle", CT_BUNDLE)
+    state = torch.load(weights, weights_only=True)
+    state["output.weight"] *= 0.02
+    state["output.bias"] *= 0.02
+    torch.save(state, weights)
+    wide = widen_state_dict(state, 2)
+    torch.save(wide, tmp_path / "wide.pt")
+    argv = ["--data-dir", str(data), "--bundle", str(bundle), "--levels", "2", "--sets", "test", "--threads", "1"]
+    reports = {}
+    for name, model, extra in (
+        ("narrow", weights, []),
+        ("wide", tmp_path / "wide.pt", ["--override", f"network_def#dim={wide['patch_embed.weight'].shape[0]}"]),
+    ):
+        out = tmp_path / f"{name}.md"
+        assert script.main([*argv, "--model", str(model), "--strengths", "0.5,1", "--out", str(out), *extra]) == 0
+        reports[name] = [r for r in out.read_text().splitlines() if r.startswith("| ")]
+    assert len(reports["wide"]) > 3 and reports["wide"] == reports["narrow"]
     capsys.readouterr()

@@ -4,6 +4,7 @@ from .blend import BlendWithInput, check_strength
 from .classical import BilateralDenoiser, BM3DDenoiser, GaussianDenoiser, NonLocalMeansDenoiser
 from .ensemble import SelfEnsemble, grid_symmetries
 from .restore_rwkv import PRESETS, RestoreRWKV, infer_config
+from .widen import widen_state_dict
 
 __all__ = [
     "PRESETS",
@@ -17,4 +18,5 @@ __all__ = [
     "check_strength",
     "grid_symmetries",
     "infer_config",
+    "widen_state_dict",
 ]

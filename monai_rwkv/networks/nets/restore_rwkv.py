@@ -142,13 +142,24 @@ class RestoreRWKV(nn.Module):
             raise ValueError(f"Unknown preset {name!r}; choose one of {sorted(PRESETS)}.")
         return cls(**{**PRESETS[name], **overrides})
 
-    def checkpoint_filter_fn(self, state: Mapping[str, torch.Tensor]) -> dict[str, torch.Tensor]:
-        """A state dict of this layout without conditioning channels (e.g. the weights of a blind denoiser)
-        adapted to this network: the first convolution's weights for the conditioning channels are zero, so the
-        adapted network computes what the original did, whatever the conditioning (the start of a fine-tune that
-        teaches it to use them). The number of conditioning channels (buffer ``conditioning``) is added when
-        missing; a state dict that already fits is returned as it is."""
+    def checkpoint_filter_fn(
+        self, state: Mapping[str, torch.Tensor], widen_noise: float = 0.01, generator: torch.Generator | None = None
+    ) -> dict[str, torch.Tensor]:
+        """A state dict of a narrower network of this layout, or of one without conditioning channels (e.g. the
+        weights of a blind denoiser), adapted to this network, which then computes what the original did (the
+        start of a fine-tune).
+
+        - A width (``dim``) that divides this network's is widened (:func:`~monai_rwkv.networks.nets.widen.
+          widen_state_dict`, every channel copied; ``widen_noise`` and ``generator``: the perturbation that lets
+          training separate the copies, which changes the output at second order only).
+        - The first convolution's weights for missing conditioning channels are zero, so the output does not
+          depend on the conditioning; the number of conditioning channels (buffer ``conditioning``) is added.
+
+        A state dict that already fits is returned as it is.
+        """
         state = dict(state)
+        if "patch_embed.weight" in state and state["patch_embed.weight"].shape[0] != self.config["dim"]:
+            state = self._widened(state, widen_noise, generator)
         if self.conditioning_channels and "conditioning" not in state:
             state["conditioning"] = self.conditioning.clone()
         weight = state.get("patch_embed.weight")
@@ -157,6 +168,23 @@ class RestoreRWKV(nn.Module):
             extra = weight.new_zeros((weight.shape[0], wanted - weight.shape[1], *weight.shape[2:]))
             state["patch_embed.weight"] = torch.cat([weight, extra], dim=1)
         return state
+
+    def _widened(
+        self, state: dict[str, torch.Tensor], noise: float, generator: torch.Generator | None
+    ) -> dict[str, torch.Tensor]:
+        from .widen import widen_state_dict  # widen imports this module
+
+        narrow = infer_config(state)
+        factor, rest = divmod(self.config["dim"], narrow["dim"])
+        others = {k: v for k, v in narrow.items() if k not in ("dim", "conditioning_channels")}
+        mismatch = {k: (v, self.config[k]) for k, v in others.items() if self.config[k] != v}
+        if rest or mismatch:
+            raise ValueError(
+                f"cannot adapt a state dict of width {narrow['dim']} to this network of width {self.config['dim']}: "
+                + (f"the width is not a multiple of {narrow['dim']}" if rest else f"other settings differ {mismatch}")
+                + "; build the network with the checkpoint's settings (RestoreRWKV.from_official)."
+            )
+        return widen_state_dict(state, factor, noise=noise, generator=generator)
 
     @classmethod
     def from_official(

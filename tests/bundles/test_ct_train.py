@@ -167,3 +167,24 @@ def test_bad_dataset_fails_with_one_line_naming_the_file(tmp_path: Path, problem
     last = result.stderr.strip().splitlines()[-1]
     assert last.startswith(f"error: {data / 'datalist.json'}: ") and "Traceback" not in result.stderr, result.stderr
     assert not (tmp_path / "run").exists()
+
+
+def test_starts_a_wider_network_from_narrower_weights(tmp_path: Path, seed: int) -> None:
+    """``--network_def#dim`` of a multiple of the checkpoint's width: ``init_weights`` are widened
+    (``RestoreRWKV.checkpoint_filter_fn``), so the wide network starts as the narrow one."""
+    data, out = _clean_dataset(tmp_path / "data", seed), tmp_path / "run"
+    narrow = _tiny_network().eval()
+    with torch.no_grad():
+        for p in narrow.parameters():
+            p.add_(0.05 * torch.randn(p.shape, generator=torch.Generator().manual_seed(seed)))
+    torch.save(narrow.state_dict(), tmp_path / "narrow.pt")
+    wide_dim = 2 * TINY_NETWORK["dim"]
+    extra = ["--init_weights", str(tmp_path / "narrow.pt"), "--learning_rate", "1e-12", "--network_def#dim"]
+    result = _train(data, out, 1, *extra, str(wide_dim))
+    assert result.returncode == 0, result.stderr[-3000:]
+    wide = RestoreRWKV.from_official(out / "model.pt").eval()
+    assert wide.config["dim"] == wide_dim
+    x = torch.rand(1, 1, 32, 32, generator=torch.Generator().manual_seed(seed))
+    with torch.no_grad():
+        expected = narrow(x)
+        assert (wide(x) - expected).abs().max() < 1e-3 * expected.abs().max()

@@ -105,6 +105,8 @@ def test_checkpoint_filter_widens_init_weights(tmp_path: Path, seed: int) -> Non
 
 def test_widening_refuses_what_it_cannot_do(seed: int) -> None:
     state = RestoreRWKV(**TINY).state_dict()
+    release_2024 = {**state, "encoder_level1.0.att.dwconv.weight": torch.zeros(8, 1, 3, 3)}  # unused, dropped
+    assert widen_state_dict(release_2024, 2).keys() == widen_state_dict(state, 2).keys()
     with pytest.raises(ValueError, match="positive integer"):
         widen_state_dict(state, 0)
     with pytest.raises(ValueError, match="are not of a RestoreRWKV state dict"):

@@ -138,6 +138,7 @@ class _Widener:
         hidden = torch.arange(hidden_rate * len(m)) % (hidden_rate * len(m) // self.factor)
         for i in blocks:
             p = f"{name}.{i}."
+            self.done.add(p + "att.dwconv.weight")  # the unused convolution of the 2024 release: dropped
             for key in _PER_CHANNEL:
                 self.out[p + key] = self.take(p + key)[m].clone()
             for key in ("att.spatial_decay", "att.spatial_first"):

@@ -25,7 +25,7 @@ def _random_network(seed: int, spatial_dims: int = 2, **overrides: object) -> Re
 
 def _wide(narrow: RestoreRWKV, factor: int, **kwargs: object) -> RestoreRWKV:
     state = widen_state_dict(narrow.state_dict(), factor, **kwargs)
-    wide = RestoreRWKV(**{**infer_config(state)}).double().eval()
+    wide = RestoreRWKV(**infer_config(state)).double().eval()
     wide.load_state_dict(state)  # strict
     return wide
 

@@ -23,14 +23,14 @@ head (see the CT bundle's README for what they add).
 from __future__ import annotations
 
 import math
-from collections.abc import Hashable, Mapping, Sequence
+from collections.abc import Callable, Hashable, Mapping, Sequence
 from typing import Optional, Union
 
 import numpy as np
 import torch
 from monai.config import KeysCollection, NdarrayOrTensor
 from monai.data import MetaTensor
-from monai.transforms.transform import MapTransform, RandomizableTransform
+from monai.transforms.transform import MapTransform, Randomizable, RandomizableTransform
 from monai.utils.misc import MAX_SEED
 
 from ._util import gaussian_blur, value_range
@@ -378,6 +378,9 @@ class RandSyntheticCTd(RandomizableTransform, MapTransform):
         keys: items to replace.
         prob: probability of replacing them.
         spatial_size, pixel_size, regions, contrast_prob, couch_prob, blur: as for :class:`RandSyntheticCT`.
+        scan: a transform applied to each new slice (HU in, HU out), e.g. a full-dose scan
+            (``RandLowDoseCT(dose_fraction=1.0, ...)``) so that the slice carries a scanner's noise as a real
+            full-dose slice does; seeded from this transform when it is randomizable. ``None``: the noise-free slice.
         allow_missing_keys: don't raise if a key is missing.
     """
 
@@ -391,11 +394,13 @@ class RandSyntheticCTd(RandomizableTransform, MapTransform):
         contrast_prob: float = 0.5,
         couch_prob: float = 0.5,
         blur: Sequence[float] = (0.3, 0.9),
+        scan: Optional[Callable[[torch.Tensor], torch.Tensor]] = None,
         allow_missing_keys: bool = False,
     ) -> None:
         MapTransform.__init__(self, keys, allow_missing_keys)
         RandomizableTransform.__init__(self, prob)
         self.generator = RandSyntheticCT(spatial_size, pixel_size, regions, contrast_prob, couch_prob, blur)
+        self.scan = scan
 
     def __call__(self, data: Mapping[Hashable, NdarrayOrTensor]) -> dict[Hashable, NdarrayOrTensor]:
         """A copy of ``data`` whose keys hold one new synthetic slice (or ``data`` unchanged, with ``1 - prob``)."""
@@ -405,6 +410,10 @@ class RandSyntheticCTd(RandomizableTransform, MapTransform):
             return d
         self.generator.set_random_state(int(self.R.randint(MAX_SEED)))
         slice_hu = self.generator()
+        if self.scan is not None:
+            if isinstance(self.scan, Randomizable):
+                self.scan.set_random_state(int(self.R.randint(MAX_SEED)))
+            slice_hu = self.scan(slice_hu)
         for key in self.key_iterator(d):
             d[key] = slice_hu.clone()
         return d

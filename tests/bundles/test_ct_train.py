@@ -15,9 +15,12 @@ from pathlib import Path
 import numpy as np
 import pytest
 import torch
+from monai.data import MetaTensor
+from monai.transforms import Compose
 
 from monai_rwkv.data import write_nifti
 from monai_rwkv.networks.nets import RestoreRWKV
+from monai_rwkv.transforms import RandSyntheticCTd
 from tests.bundles.utils import CT_BUNDLE, TINY_NETWORK, phantom_ct_volume
 
 CONFIGS = CT_BUNDLE / "configs"
@@ -188,3 +191,30 @@ def test_starts_a_wider_network_from_narrower_weights(tmp_path: Path, seed: int)
     with torch.no_grad():
         expected = narrow(x)
         assert (wide(x) - expected).abs().max() < 1e-3 * expected.abs().max()
+
+
+def test_synthetic_target_photons_scan_each_synthetic_slice_at_full_dose(seed: int) -> None:
+    """``synthetic_target_photons``: a synthetic training slice is scanned at full dose before the low-dose
+    simulation copies it, so its target carries a scan's noise as a real full-dose slice does; ``null`` (the
+    default) keeps the noise-free slice."""
+    from monai.bundle import ConfigParser  # noqa: PLC0415
+
+    voxels = torch.from_numpy(np.random.default_rng(seed).uniform(-100, 100, (1, 48, 48, 6)).astype(np.float32))
+    volume = MetaTensor(voxels, affine=torch.diag(torch.tensor([1.0, 1.0, 1.5, 1.0], dtype=torch.float64)))
+    labels = {}
+    for photons in (None, [1e5, 4e5]):
+        parser = ConfigParser()
+        parser.read_config([str(CONFIGS / "inference.json"), str(CONFIGS / "train.json")])
+        parser.update({"synthetic_fraction": 1.0, "synthetic_size": [64, 64], "synthetic_target_photons": photons})
+        steps = parser.get_parsed_content("train#load_clean")
+        synthetic = next(t for t in steps if isinstance(t, RandSyntheticCTd))
+        assert (synthetic.scan is None) == (photons is None)
+        pipeline = Compose(steps[2:])  # without the file reader: the volume is in memory
+        pipeline.set_random_state(seed)
+        out = pipeline({"label": volume})
+        assert out["label"].shape == out["image"].shape == (1, 64, 64)
+        labels[photons is None] = out["label"]
+    clean, scanned = labels[True], labels[False]
+    body = clean > -500  # HU
+    noise = float((scanned - clean)[body].std())
+    assert 2.0 < noise < 200.0, noise  # the same synthetic anatomy, with a full-dose scan's noise

@@ -10,7 +10,6 @@ from pathlib import Path
 import numpy as np
 import torch
 from monai.bundle import ConfigParser
-from monai.data import MetaTensor
 from monai.transforms import Compose
 
 from monai_rwkv.inference import SliceWiseRestorer
@@ -72,40 +71,3 @@ def test_training_and_validation_inputs_carry_the_level_of_the_whole_slice(seed:
     validation = parser.get_parsed_content("noise_level_keys")({"image": (volume - low) / (high - low)})
     assert validation["image"].shape == (2, 120, 100, 2)
     assert torch.allclose(validation["image"][1, :, :, 0], expected[0].expand(120, 100), atol=1e-5)
-
-
-def _noisy_target_parser(synthetic_fraction: float) -> ConfigParser:
-    configs = CT_BUNDLE / "configs"
-    files = [configs / "inference.json", configs / "train.json", EXPERIMENTS / "ct_noisy_synthetic_target_train.json"]
-    parser = ConfigParser(ConfigParser.load_config_files([str(f) for f in files]))
-    parser["bundle_root"] = str(CT_BUNDLE)
-    parser["synthetic_fraction"] = synthetic_fraction
-    parser["synthetic_size"] = [64, 64]
-    return parser
-
-
-def test_noisy_synthetic_targets_carry_a_full_dose_scan_and_real_slices_their_own(seed: int) -> None:
-    """ct_noisy_synthetic_target_train.json: a synthetic training slice becomes a simulated full-dose scan before
-    the low-dose simulation, as a real full-dose slice is one; real slices are unchanged."""
-    rng = np.random.default_rng(seed)
-    voxels = torch.from_numpy(rng.uniform(-100, 100, (1, 48, 48, 6)).astype(np.float32))
-    volume = MetaTensor(voxels, affine=torch.diag(torch.tensor([1.0, 1.0, 1.5, 1.0], dtype=torch.float64)))
-    for fraction, size in ((0.0, None), (1.0, (64, 64))):
-        # load_clean without the file reader: the volume is in memory
-        pipeline = Compose(_noisy_target_parser(fraction).get_parsed_content("train#load_clean")[2:])
-        pipeline.set_random_state(seed)
-        out = pipeline({"label": volume})
-        assert out["image"].shape == out["label"].shape
-        assert (out["label"].shape[1:] == size) if size else (out["label"].shape[1:] != (64, 64))
-        if size is None:  # a real slice: the volume's own values, resampled
-            assert -100 <= float(out["label"].min()) and float(out["label"].max()) <= 100
-    choice = _noisy_target_parser(0.3).get_parsed_content("train#load_clean#4")
-    assert torch.allclose(torch.as_tensor(choice.weights, dtype=torch.float64), torch.tensor([0.7, 0.3]).double())
-    make, scan = choice.transforms[1].transforms  # the synthetic branch: a new slice, then its full-dose scan
-    make.set_random_state(seed)
-    clean = make({"label": volume})["label"]
-    scan.set_random_state(seed)
-    full_dose = scan({"label": clean.clone()})["label"]
-    body = clean > -500  # HU
-    noise = (full_dose - clean)[body].std()
-    assert 1.0 < float(noise) < 100.0, noise  # a full-dose scan's noise, in HU

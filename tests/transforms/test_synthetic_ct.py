@@ -83,6 +83,24 @@ def test_the_dictionary_transform_replaces_all_keys_with_one_slice_at_the_given_
     assert 15 < replaced < 45
 
 
+def test_a_scan_gives_each_new_slice_a_scanners_noise(seed: int) -> None:
+    data = {"label": torch.zeros(1, 8, 8), "image": torch.zeros(1, 8, 8)}
+    settings = {"prob": 1.0, "spatial_size": (96, 96), "pixel_size": 4.0}
+    clean = RandSyntheticCTd(["label", "image"], **settings).set_random_state(seed)(data)["label"]
+
+    def scanned() -> dict:
+        scan = RandLowDoseCT(dose_fraction=1.0, incident_photons=(1e5, 4e5), electronic_noise_var=0.0)
+        return RandSyntheticCTd(["label", "image"], scan=scan, **settings).set_random_state(seed)(data)
+
+    out = scanned()
+    assert out["label"].shape == clean.shape and out["label"].pixdim.tolist()[:2] == clean.pixdim.tolist()[:2]
+    torch.testing.assert_close(out["label"].as_tensor(), out["image"].as_tensor())  # one scanned slice for all keys
+    body = clean > -500
+    noise = float((out["label"] - clean)[body].std())
+    assert 2.0 < noise < 200.0, noise  # HU: the same anatomy with a scan's noise on it
+    torch.testing.assert_close(scanned()["label"].as_tensor(), out["label"].as_tensor())  # seeded from the transform
+
+
 def test_bad_arguments_are_refused() -> None:
     with pytest.raises(ValueError, match="region"):
         synthetic_ct((32, 32), 1.0, "knee")

@@ -11,7 +11,9 @@ Run after ``scripts/prepare_ct_data.py``. It reads the validation and test head 
   with other noise draws;
 * ``{split}/{full,low}/body.nii.gz``: synthetic adult thorax, abdomen and head slices
   (:func:`monai_rwkv.transforms.synthetic_ct`) of 512 x 512 pixels of 0.7 mm (a 358 mm field of view: finer
-  pixels and larger bodies than any training image), seeds disjoint from training's random stream;
+  pixels and larger bodies than any training image), seeds disjoint from training's random stream; the full-dose
+  slice is the synthetic image scanned by the ``reference`` scanner below (a reference carries a routine scan's
+  grain, as the head's and any real scan's does) and the low-dose slice that scan scanned again;
 * ``{split}/{full,low}/head_quiet.nii.gz``: the split's head slices again, each scanned by the ``quiet`` scanner;
 
 the slices of ``head``, ``head_fine`` and ``body`` scanned by one of two scanners outside the training ranges of
@@ -25,7 +27,9 @@ recorded in ``datalist_shifted.json``):
 * ``quiet``: a routine-dose scan, Shepp-Logan filter (no training filter) at cutoff 0.9, 1000 views,
   photons x dose = 8e6 (sixteen times the evaluation protocol's quarter dose of 2e6 photons, the level 4 of
   ``scripts/ct_dose_sweep.py``), electronic noise variance 2, a 1-bin detector blur: the least noise of the set; a
-  denoiser must not smooth away what a good scan shows.
+  denoiser must not smooth away what a good scan shows;
+* ``reference`` (the bodies' full-dose scans only): full dose, 1e7 photons, electronic noise variance 2, 1000 views,
+  Shepp-Logan at full cutoff, a 1-bin detector blur.
 
 ``<data>/datalist_shifted.json`` lists the pairs (``validation`` and ``test``, paths relative to ``--data``), the
 scanners and the slices; the ``full`` and ``low`` folders also pair by file name, as
@@ -86,10 +90,20 @@ SCANNERS = {
         "cutoff": 0.9,
         "detector_blur_fwhm": 1.0,
     },
+    "reference": {
+        "dose_fraction": 1.0,
+        "incident_photons": 1e7,
+        "electronic_noise_var": 2.0,
+        "n_views": 1000,
+        "window": "shepp-logan",
+        "cutoff": 1.0,
+        "detector_blur_fwhm": 1.0,
+    },
 }
 SPLITS = {"validation": ("validation", 8, 1000), "test": ("test", 12, 2000)}  # folder, body slices, first seed
 BODY_SHAPE, BODY_PIXEL = (512, 512), 0.7
-FORMAT_VERSION = 4  # 4: adds head_quiet; 3: adds head_fine; 2: the sharp scanner has 90 views (1: 180)
+# 5: body references are full-dose scans; 4: adds head_quiet; 3: adds head_fine; 2: the sharp scanner has 90 views
+FORMAT_VERSION = 5
 FINE_MATRIX = 512  # head_fine's matrix: the head's field of view on a clinical head scan's grid
 DATALIST_FILE = "datalist_shifted.json"
 
@@ -129,18 +143,23 @@ def fine_volume(volume: nib.Nifti1Image, matrix: int = FINE_MATRIX) -> nib.Nifti
     return nib.Nifti1Image(np.maximum(fine[:, 0].permute(1, 2, 0).numpy(), -1024.0).astype(np.float32), affine)
 
 
-def body_pairs(n: int, seed: int) -> tuple[np.ndarray, np.ndarray, list[dict]]:
-    """``n`` synthetic slices and their scans as ``(i, j, k)`` volumes (rows j anterior to posterior)."""
-    full = np.empty((BODY_SHAPE[1], BODY_SHAPE[0], n), np.float32)
+def body_pairs(
+    n: int, seed: int, shape: tuple[int, int] = BODY_SHAPE, pixel: float = BODY_PIXEL
+) -> tuple[np.ndarray, np.ndarray, list[dict]]:
+    """``n`` synthetic slices as ``(i, j, k)`` volumes (rows j anterior to posterior): the full-dose volume holds each
+    slice's scan by the ``reference`` scanner (a reference carries a routine scan's grain, as a real one does), the
+    low-dose volume that scan scanned again by ``soft`` or ``sharp`` (alternating), as the head pairs are made."""
+    full = np.empty((shape[1], shape[0], n), np.float32)
     low, slices = np.empty_like(full), []
     for k in range(n):
         rng = np.random.RandomState(seed + k)
         region = SYNTHETIC_CT_REGIONS[(k + 1) % len(SYNTHETIC_CT_REGIONS)]
         contrast, couch = bool(rng.uniform() < 0.5), bool(rng.uniform() < 0.5)
-        hu = synthetic_ct(BODY_SHAPE, BODY_PIXEL, region, rng, contrast, couch, blur=float(rng.uniform(0.3, 0.9)))
+        hu = synthetic_ct(shape, pixel, region, rng, contrast, couch, blur=float(rng.uniform(0.3, 0.9)))
+        reference = scan(hu, (pixel, pixel), "reference", seed + 5000 + k)
         scanner = ("soft", "sharp")[k % 2]
-        full[:, :, k] = hu.numpy().T
-        low[:, :, k] = scan(hu, (BODY_PIXEL, BODY_PIXEL), scanner, seed + 500 + k).numpy().T
+        full[:, :, k] = reference.numpy().T
+        low[:, :, k] = scan(reference, (pixel, pixel), scanner, seed + 500 + k).numpy().T
         slices.append({"region": region, "contrast": contrast, "couch": couch, "scanner": scanner})
     return full, low, slices
 

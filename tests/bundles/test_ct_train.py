@@ -81,16 +81,17 @@ def test_train_config_is_merged_over_inference_json() -> None:
 
 def test_the_shifted_scanners_lie_outside_the_training_ranges() -> None:
     """scripts/prepare_ct_shifted.py's scanners must stay unseen: every view count (the streaks) outside train.json's
-    range, and the soft and quiet scanners' filter windows not among training's."""
+    range, and the filter windows of the soft and quiet scanners and of the synthetic bodies' reference scan not among
+    training's."""
     from tests.scripts import load_script  # noqa: PLC0415
 
     shifted = load_script("prepare_ct_shifted")
     train = json.loads((CONFIGS / "train.json").read_text())
     views_lo, views_hi = train["n_views"]
-    assert set(shifted.SCANNERS) == {"soft", "sharp", "quiet"}
+    assert set(shifted.SCANNERS) == {"soft", "sharp", "quiet", "reference"}
     for name, scanner in shifted.SCANNERS.items():
         assert not views_lo <= scanner["n_views"] <= views_hi, name
-    for name in ("soft", "quiet"):
+    for name in ("soft", "quiet", "reference"):
         assert shifted.SCANNERS[name]["window"] not in train["filter_windows"], name
 
 

@@ -1,6 +1,7 @@
 """scripts/prepare_ct_shifted.py: ``fine_volume`` (the head on a clinical head scan's grid keeps its field of view,
 world position and HU, on random volumes and oblique affines) and ``head_pairs`` scanning each slice with its
-recorded scanner. That the scanners lie outside the training ranges: tests/bundles/test_ct_train.py."""
+recorded scanner, ``body_pairs`` references being full-dose scans. That the scanners lie outside the training
+ranges: tests/bundles/test_ct_train.py."""
 
 from __future__ import annotations
 
@@ -80,3 +81,27 @@ def test_head_pairs_scan_each_slice_with_its_scanner(prep, seed: int) -> None:
         expected = prep.scan(torch.from_numpy(hu[:, :, k].T.copy()), (1.25, 0.75), scanner, seed + k).numpy().T
         np.testing.assert_array_equal(low[:, :, k], expected)
         assert not np.array_equal(low[:, :, k], hu[:, :, k])
+
+
+def test_body_pairs_reference_is_a_scan_and_low_dose_scans_it(prep, seed: int) -> None:
+    """Slice k of the full-dose volume is the ``reference`` scan of synthetic slice k (seed ``seed + 5000 + k``), not
+    the noise-free image; slice k of the low-dose volume is that reference scanned by ``soft`` / ``sharp``
+    (alternating)."""
+    from monai_rwkv.transforms import SYNTHETIC_CT_REGIONS, synthetic_ct  # noqa: PLC0415
+
+    shape, pixel = (72, 64), 4.0
+    full, low, slices = prep.body_pairs(2, seed, shape, pixel)
+    assert full.shape == low.shape == (64, 72, 2)
+    assert [s["scanner"] for s in slices] == ["soft", "sharp"]
+    for k in range(2):
+        rng = np.random.RandomState(seed + k)
+        region = SYNTHETIC_CT_REGIONS[(k + 1) % len(SYNTHETIC_CT_REGIONS)]
+        assert slices[k]["region"] == region
+        contrast, couch = bool(rng.uniform() < 0.5), bool(rng.uniform() < 0.5)
+        hu = synthetic_ct(shape, pixel, region, rng, contrast, couch, blur=float(rng.uniform(0.3, 0.9)))
+        reference = prep.scan(hu, (pixel, pixel), "reference", seed + 5000 + k)
+        np.testing.assert_array_equal(full[:, :, k], reference.numpy().T)
+        grain = (reference - hu.float())[hu > -500]  # inside the body: the scan's noise and kernel
+        assert 1.0 < float(grain.std()) < 200.0
+        expected = prep.scan(reference, (pixel, pixel), slices[k]["scanner"], seed + 500 + k)
+        np.testing.assert_array_equal(low[:, :, k], expected.numpy().T)

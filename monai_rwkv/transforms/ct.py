@@ -277,6 +277,11 @@ class RandLowDoseCT(RandomizableTransform):
         views_sampling: how a range of ``n_views`` is drawn, one of :data:`VIEW_SAMPLINGS`: ``"uniform"`` (every
             integer of the range equally likely) or ``"log-uniform"`` (rounded ``exp(U(log low, log high))``: as
             many draws in 120-240 views as in 240-480).
+        kernel_noise_only: the drawn reconstruction kernel (window, cutoff, detector blur) shapes the noise and
+            streaks only: the detail of the image that the kernel removes (``img - kernel(img)``,
+            :meth:`kernel`) is added back, so the output is the image at its own resolution with the grain of a
+            softer (or sharper) reconstruction, and :meth:`kernel` returns the image itself. False (default): the
+            whole reconstruction has the drawn kernel, as a scanner's.
 
     Example::
 
@@ -304,8 +309,10 @@ class RandLowDoseCT(RandomizableTransform):
         detector_blur_fwhm: Union[float, Sequence[float]] = 0.0,
         beam: Union[str, Sequence[str]] = "parallel",
         views_sampling: str = "uniform",
+        kernel_noise_only: bool = False,
     ) -> None:
         RandomizableTransform.__init__(self, prob)
+        self.kernel_noise_only = bool(kernel_noise_only)
         self.dose_range = value_range(dose_fraction, "dose_fraction", 0.0, strict=True)
         self.photons_range = value_range(incident_photons, "incident_photons", 0.0, strict=True)
         self.electronic_range = value_range(electronic_noise_var, "electronic_noise_var", 0.0, strict=False)
@@ -396,9 +403,13 @@ class RandLowDoseCT(RandomizableTransform):
     def kernel(self, img: NdarrayOrTensor) -> NdarrayOrTensor:
         """``img`` through the reconstruction kernel of the last draw only (window, cutoff, detector blur; no noise,
         no view sampling; :func:`reconstruction_kernel`): the full-dose image of the same kernel as the scan. Same
-        shape and kind as ``img``; ``img`` itself when the kernel is the identity or the transform is not applied."""
-        if not self._do_transform:
+        shape and kind as ``img``; ``img`` itself when the kernel is the identity, the transform is not applied or
+        ``kernel_noise_only`` is set (the scan then keeps the image's own resolution)."""
+        if not self._do_transform or self.kernel_noise_only:
             return img
+        return self._kernel(img)
+
+    def _kernel(self, img: NdarrayOrTensor) -> NdarrayOrTensor:
         geom = self.geometry(img)
         parallel = geom.parallel() if isinstance(geom, FanBeamGeometry) else geom
         work, out_dtype = _working_tensor(img)
@@ -437,6 +448,10 @@ class RandLowDoseCT(RandomizableTransform):
             generator=generator,
             detector_blur_fwhm=self.detector_blur_fwhm,
         )
+        if self.kernel_noise_only:
+            kernel = self._kernel(work)
+            if kernel is not work:
+                out = out + (work - kernel)  # the detail the kernel took away, back: only the noise keeps its grain
         result, *_ = convert_to_dst_type(out, dst=img, dtype=out_dtype)
         return result
 
@@ -456,8 +471,8 @@ class RandLowDoseCTd(RandArrayWrapperd):
         keys: keys of the images (HU) to degrade.
         prob: probability of applying the transform (to all keys at once).
         dose_fraction, incident_photons, electronic_noise_var, min_counts, spacing, n_views, n_det, det_spacing,
-        window, cutoff, mu_water, detector_blur_fwhm, beam, views_sampling: as for :class:`RandLowDoseCT` (values
-        or ranges).
+        window, cutoff, mu_water, detector_blur_fwhm, beam, views_sampling, kernel_noise_only: as for
+        :class:`RandLowDoseCT` (values or ranges).
         kernel_keys: keys of images to pass through the drawn reconstruction kernel only (no noise, no view
             sampling), e.g. the training target; none of ``keys``.
         allow_missing_keys: don't raise if a key is missing.
@@ -483,6 +498,7 @@ class RandLowDoseCTd(RandArrayWrapperd):
         detector_blur_fwhm: Union[float, Sequence[float]] = 0.0,
         beam: Union[str, Sequence[str]] = "parallel",
         views_sampling: str = "uniform",
+        kernel_noise_only: bool = False,
         kernel_keys: KeysCollection = (),
         allow_missing_keys: bool = False,
     ) -> None:
@@ -508,6 +524,7 @@ class RandLowDoseCTd(RandArrayWrapperd):
             detector_blur_fwhm=detector_blur_fwhm,
             beam=beam,
             views_sampling=views_sampling,
+            kernel_noise_only=kernel_noise_only,
         )
 
     def __call__(self, data: Mapping[Hashable, NdarrayOrTensor]) -> dict[Hashable, NdarrayOrTensor]:

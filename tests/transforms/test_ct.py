@@ -519,3 +519,40 @@ def test_dict_kernel_keys_take_the_scan_kernel_without_noise(seed: int) -> None:
         t({"image": image})
     with pytest.raises(ValueError, match="window"):
         reconstruction_kernel(image, (1.0, 1.0), 0.5, "box")
+
+
+def test_kernel_noise_only_keeps_the_image_resolution_and_the_kernels_noise(seed: int) -> None:
+    """``kernel_noise_only``: the scan is the same draw's ordinary scan plus the detail its kernel removed
+    (``image - kernel(image)``), so the noise and streaks are those of the drawn kernel while a noise-free scan
+    returns the image at its own resolution; ``kernel`` is then the identity (the training target stays the image),
+    and with Ram-Lak at full cutoff and no blur the option changes nothing."""
+    rng = np.random.default_rng(seed)
+    image = ellipse_phantom(HEAD, spacing=2.0)
+    texture = torch.from_numpy(rng.normal(0, 40, (16, 16))).repeat_interleave(8, 0).repeat_interleave(8, 1)
+    image = (image + texture * (image > -500)).float()
+    soft = {"window": str(rng.choice(["hann", "hamming", "cosine"])), "cutoff": float(rng.uniform(0.5, 0.8))}
+    soft["detector_blur_fwhm"] = float(rng.uniform(1.0, 2.5))
+    photons = float(rng.uniform(2e5, 2e6))
+
+    def scanner(photons: float = photons, **options: object) -> RandLowDoseCT:
+        return RandLowDoseCT(spacing=2.0, incident_photons=photons, n_views=360, **soft, **options)
+
+    plain, detail = scanner().set_random_state(seed), scanner(kernel_noise_only=True).set_random_state(seed)
+    ordinary, kept = plain(image), detail(image)
+    assert detail.params == plain.params and detail.kernel(image) is image
+    target = plain.kernel(image)
+    torch.testing.assert_close(kept, ordinary + (image - target), rtol=0, atol=1e-3)  # the same noise, detail back
+    assert rmse(target, image) > 5.0  # the kernel is soft: what was added back is real detail
+    inner = (slice(16, -16), slice(16, -16))
+    clean_plain = scanner(1e14).set_random_state(seed)
+    clean_kept = scanner(1e14, kernel_noise_only=True).set_random_state(seed)
+    floor = rmse(clean_plain(image)[inner], target[inner])  # the projector's own discretisation against its target
+    assert rmse(clean_kept(image)[inner], image[inner]) < 1.3 * floor + 1e-3  # noise-free: the image itself
+    assert rmse(clean_kept(image)[inner], image[inner]) < 0.6 * rmse(clean_plain(image)[inner], image[inner])
+    sharp_plain = RandLowDoseCT(spacing=2.0, n_views=360).set_random_state(seed)
+    sharp_kept = RandLowDoseCT(spacing=2.0, n_views=360, kernel_noise_only=True).set_random_state(seed)
+    assert torch.equal(sharp_kept(image), sharp_plain(image))
+    d = RandLowDoseCTd("image", spacing=2.0, kernel_noise_only=True, kernel_keys="label", **soft)
+    d.set_random_state(seed)
+    out = d({"image": image, "label": image.clone()})
+    assert torch.equal(out["label"], image) and d.transform.kernel_noise_only

@@ -407,19 +407,19 @@ class RandLowDoseCT(RandomizableTransform):
         ``kernel_noise_only`` is set (the scan then keeps the image's own resolution)."""
         if not self._do_transform or self.kernel_noise_only:
             return img
-        return self._kernel(img)
-
-    def _kernel(self, img: NdarrayOrTensor) -> NdarrayOrTensor:
-        geom = self.geometry(img)
-        parallel = geom.parallel() if isinstance(geom, FanBeamGeometry) else geom
         work, out_dtype = _working_tensor(img)
-        out = reconstruction_kernel(
-            work, geom.spacing, parallel.det_spacing, self.window, self.cutoff, self.detector_blur_fwhm
-        )
+        out = self._kernel(work, self.geometry(img))
         if out is work:
             return img
         result, *_ = convert_to_dst_type(out, dst=img, dtype=out_dtype)
         return result
+
+    def _kernel(self, work: torch.Tensor, geom: Union[ParallelBeamGeometry, FanBeamGeometry]) -> torch.Tensor:
+        """``work`` through the drawn kernel for ``geom``; ``work`` itself when the kernel is the identity."""
+        parallel = geom.parallel() if isinstance(geom, FanBeamGeometry) else geom
+        return reconstruction_kernel(
+            work, geom.spacing, parallel.det_spacing, self.window, self.cutoff, self.detector_blur_fwhm
+        )
 
     def __call__(self, img: NdarrayOrTensor, randomize: bool = True) -> NdarrayOrTensor:
         """Return the simulated low-dose image (same shape and kind as ``img``; see the class docstring).
@@ -449,7 +449,7 @@ class RandLowDoseCT(RandomizableTransform):
             detector_blur_fwhm=self.detector_blur_fwhm,
         )
         if self.kernel_noise_only:
-            kernel = self._kernel(work)
+            kernel = self._kernel(work, geom)
             if kernel is not work:
                 out = out + (work - kernel)  # the detail the kernel took away, back: only the noise keeps its grain
         result, *_ = convert_to_dst_type(out, dst=img, dtype=out_dtype)

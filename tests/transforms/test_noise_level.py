@@ -3,8 +3,6 @@ known noise with edges, and its invariances and edge cases."""
 
 from __future__ import annotations
 
-import math
-
 import numpy as np
 import pytest
 import torch
@@ -88,7 +86,10 @@ def test_constant_and_clipped_images_have_no_noise() -> None:
 
 def test_map_of_a_volume_has_one_level_per_slice_along_slice_dim(seed: int) -> None:
     rng = np.random.default_rng(seed)
-    sigmas = rng.uniform(0.01, 0.2, 6)
+    # six levels 0.85 octave apart in random order: each slice's map must name its own level and no other
+    # (the estimator's accuracy is tested above; here it reads up to ~0.15 octave high where edges are dense)
+    ladder = np.log2(0.01 * 1.8 ** np.arange(6)) + rng.uniform(-0.1, 0.1)
+    sigmas = 2.0 ** rng.permutation(ladder)
     for slice_dim in (0, 1, 2):
         volume = np.moveaxis(np.stack([phantom(rng, (96, 96)) for _ in range(6)]), 0, slice_dim)
         noise = rng.normal(size=volume.shape) * np.expand_dims(sigmas, tuple(a for a in range(3) if a != slice_dim))
@@ -102,7 +103,8 @@ def test_map_of_a_volume_has_one_level_per_slice_along_slice_dim(seed: int) -> N
             level_map = out[1][tuple(index)]
             expected = noise_level_channel(estimate_noise_level(image[0][tuple(index)].as_tensor()[None]), 0.05)
             assert torch.all(level_map == expected[0])
-            assert float(level_map[0, 0]) == pytest.approx(math.log2(sigmas[k] / 0.05), abs=0.15), f"seed {seed}"
+            distance = np.abs(float(level_map[0, 0]) - np.log2(sigmas / 0.05))
+            assert int(distance.argmin()) == k and distance[k] < 0.3, f"seed {seed}: {distance}"
 
 
 def test_dictionary_version_and_2d_images(seed: int) -> None:

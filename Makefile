@@ -6,7 +6,7 @@ PIP := $(PY) -m pip
 CONSTRAINTS := constraints.txt
 STAMP := $(VENV)/.installed
 
-.PHONY: install demo test test-all lint bench docs clean monailabel-env test-monailabel
+.PHONY: install demo test test-all test-seeds lint bench docs clean monailabel-env test-monailabel
 
 $(STAMP): setup.cfg pyproject.toml $(CONSTRAINTS)
 	$(PYTHON) -m venv $(VENV)
@@ -53,6 +53,15 @@ test: $(STAMP)
 test-all: $(STAMP)
 	$(PY) -m monai_rwkv.ops.precompile
 	$(PY) -m pytest -q -p no:cacheprovider -n $(TEST_WORKERS) -m "slow or not slow"
+
+# the seeded tests (fixture `seed`) again and again with fresh seeds, to find a tolerance that a rare seed breaks;
+# a failure prints its seed (replay: MONAI_RWKV_TEST_SEED=N pytest TEST). SEED_ROUNDS=4 by default.
+SEED_ROUNDS ?= 4
+test-seeds: $(STAMP)
+	$(PY) -m monai_rwkv.ops.precompile
+	for round in $$(seq $(SEED_ROUNDS)); do \
+		$(PY) -m pytest -q -p no:cacheprovider -n $(TEST_WORKERS) --seeded-only -m "not slow" || exit 1; \
+	done
 
 lint: $(STAMP)
 	$(VENV)/bin/ruff check monai_rwkv tests scripts benchmarks

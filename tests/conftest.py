@@ -32,3 +32,20 @@ def seed(request: pytest.FixtureRequest) -> int:
     torch.manual_seed(value)
     print(f"{request.node.nodeid}: seed={value}")
     return value
+
+
+def pytest_addoption(parser: pytest.Parser) -> None:
+    parser.addoption(
+        "--seeded-only",
+        action="store_true",
+        help="run only the tests that draw a fresh seed (the `seed` fixture): `make test-seeds` repeats them to find "
+        "tolerances that fail for rare seeds",
+    )
+
+
+def pytest_collection_modifyitems(config: pytest.Config, items: list[pytest.Item]) -> None:
+    if not config.getoption("--seeded-only"):
+        return
+    seeded = [item for item in items if "seed" in getattr(item, "fixturenames", ())]
+    config.hook.pytest_deselected(items=[item for item in items if item not in seeded])
+    items[:] = seeded

@@ -46,6 +46,8 @@ def pytest_addoption(parser: pytest.Parser) -> None:
 def pytest_collection_modifyitems(config: pytest.Config, items: list[pytest.Item]) -> None:
     if not config.getoption("--seeded-only"):
         return
-    seeded = [item for item in items if "seed" in getattr(item, "fixturenames", ())]
-    config.hook.pytest_deselected(items=[item for item in items if item not in seeded])
+    seeded, others = [], []
+    for item in items:
+        (seeded if "seed" in getattr(item, "fixturenames", ()) else others).append(item)
+    config.hook.pytest_deselected(items=others)
     items[:] = seeded

@@ -8,7 +8,8 @@ folder, and built there:
 * every ``docs/*.md`` (networks and the Bi-WKV operator with how it differs from the authors' CUDA kernel, the 3D
   extension, DICOM and input robustness, batch runs, bundles by name and model-zoo checks, MONAI Label);
 * ``bundles/<name>.md``: each bundle's ``docs/README.md`` (model, data, results table, figure, commands), with
-  the figures it shows copied beside it;
+  the figures it shows copied beside it, and ``bundles/<name>/<page>.md`` for every other Markdown file of its
+  ``docs/`` (full test results, training ablations), listed under the bundle in the navigation;
 * ``cli.md``: the ``--help`` of the ``monai-rwkv`` command and of each of its subcommands, generated at build time;
 * ``benchmarks.md`` and ``benchmark-notes.md``: ``benchmarks/RESULTS.md`` and ``benchmarks/NOTES.md``.
 
@@ -62,12 +63,25 @@ def bundle_pages() -> dict[Path, str]:
     return out
 
 
+def bundle_subpages(folder: Path) -> list[Path]:
+    """The Markdown files of a bundle's ``docs/`` other than its README.md, in name order."""
+    return sorted(p for p in (folder / "docs").glob("*.md") if p.name != "README.md")
+
+
+def page_title(source: Path) -> str:
+    """The first level-1 heading of a Markdown file, else its name."""
+    match = re.search(r"^# (.+)$", source.read_text(encoding="utf-8"), flags=re.M)
+    return match.group(1).strip() if match else source.stem
+
+
 def site_map(bundles: dict[Path, str]) -> dict[Path, str]:
     """Repository file -> its page in the site."""
     pages = {REPO / "README.md": "index.md", REPO / "benchmarks" / "RESULTS.md": "benchmarks.md"}
     pages[REPO / "benchmarks" / "NOTES.md"] = "benchmark-notes.md"
     pages.update({REPO / "docs" / name: name for name in DOC_PAGES})
-    pages.update({folder / "docs" / "README.md": f"bundles/{short}.md" for folder, short in bundles.items()})
+    for folder, short in bundles.items():
+        pages[folder / "docs" / "README.md"] = f"bundles/{short}.md"
+        pages.update({sub: f"bundles/{short}/{sub.name}" for sub in bundle_subpages(folder)})
     return pages
 
 
@@ -138,10 +152,19 @@ def stage(src: Path) -> dict:
     return [
         {"Home": "index.md"},
         {"Command line": "cli.md"},
-        {"Bundles": [{titles[f]: f"bundles/{s}.md"} for f, s in bundles.items()]},
+        {"Bundles": [bundle_nav(titles[f], f, s) for f, s in bundles.items()]},
         *({title: name} for name, title in DOC_PAGES.items()),
         {"Benchmarks": [{"Results": "benchmarks.md"}, {"Notes": "benchmark-notes.md"}]},
     ]
+
+
+def bundle_nav(title: str, folder: Path, short: str) -> dict:
+    """A bundle's navigation entry: its README page, and a section with its other pages when it has any."""
+    subpages = bundle_subpages(folder)
+    if not subpages:
+        return {title: f"bundles/{short}.md"}
+    children = [{page_title(sub): f"bundles/{short}/{sub.name}"} for sub in subpages]
+    return {title: [{"Overview": f"bundles/{short}.md"}, *children]}
 
 
 def build(out: Path, strict: bool = True) -> Path:

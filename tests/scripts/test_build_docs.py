@@ -33,6 +33,21 @@ def test_every_bundle_has_a_page_with_its_results_and_figures(site: Path) -> Non
             assert (page.parent / image).is_file(), f"{page.name}: image {image} missing"
 
 
+def test_every_page_of_a_bundles_docs_is_a_page_linked_both_ways(site: Path) -> None:
+    subpages = sorted(p for p in (ROOT / "bundles").glob("*/docs/*.md") if p.name != "README.md")
+    assert subpages
+    for source in subpages:
+        short = source.parents[1].name.removeprefix("restore_rwkv_")
+        page = site / "bundles" / short / f"{source.stem}.html"
+        assert page.is_file(), f"{source}: no page"
+        for image in re.findall(r'<img[^>]+src="([^"]+)"', page.read_text()):
+            assert (page.parent / image).is_file(), f"{page}: image {image} missing"
+    ct = site / "bundles" / "ct_denoise.html"
+    assert 'href="ct_denoise/ablations.html"' in ct.read_text()
+    ablations = (site / "bundles" / "ct_denoise" / "ablations.html").read_text()
+    assert 'href="../ct_denoise.html#what-the-defaults-rest-on"' in ablations
+
+
 def test_the_landing_page_and_the_references(site: Path) -> None:
     index = (site / "index.html").read_text()
     assert "make demo" in index and "make test" in index

@@ -462,6 +462,10 @@ def _has_pixels(ds: pydicom.Dataset) -> bool:
     return "PixelData" in ds and str(ds.get("SOPClassUID", "")) != _DIRECTORY_SOP_CLASS
 
 
+#: volume formats that a folder given as a DICOM series might hold instead (named in the error).
+_OTHER_IMAGE_SUFFIXES = (".nii", ".nii.gz", ".nrrd", ".nhdr", ".mha", ".mhd")
+
+
 def scan_dicom_folder(folder: str | os.PathLike) -> list[DicomSliceHeader]:
     """
     Find the DICOM image files directly inside ``folder`` (not recursive; hidden files are ignored).
@@ -485,7 +489,15 @@ def scan_dicom_folder(folder: str | os.PathLike) -> list[DicomSliceHeader]:
         else:
             skipped.append(f"{name.name} ({ds.get('Modality', '') or _sop_name(ds)})")
     if not images and not skipped:
-        raise ImageReadError(folder, f"no DICOM files among {len(names)} file(s)")
+        others = [p.name for p in names if p.name.lower().endswith(_OTHER_IMAGE_SUFFIXES)]
+        hint = ""
+        if others:
+            shown = ", ".join(others[:3]) + (", ..." if len(others) > 3 else "")
+            hint = (
+                f"; it holds {len(others)} image file(s) of another format ({shown}): a folder is read as one DICOM "
+                "series, give such a file by its own path"
+            )
+        raise ImageReadError(folder, f"no DICOM files among {len(names)} file(s){hint}")
     if not images:
         raise ImageReadError(folder, f"only non-image DICOM objects (no PixelData): {', '.join(skipped)}")
     if skipped:

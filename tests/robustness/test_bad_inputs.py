@@ -95,6 +95,16 @@ def _non_dicom_folder(tmp_path: Path) -> Path:
     return folder
 
 
+def _folder_of_nifti_files(tmp_path: Path) -> Path:
+    """A folder of volumes given where one scan is expected: the error names them and says what to pass."""
+    folder = tmp_path / "volumes"
+    for name in ("b.nii.gz", "a.NII", "c.nrrd", "d.mha"):
+        (folder / name).parent.mkdir(exist_ok=True)
+        (folder / name).write_bytes(b"not read")
+    (folder / "notes.txt").write_text("hello")
+    return folder
+
+
 def _rtstruct_and_sr_folder(tmp_path: Path) -> Path:
     folder = tmp_path / "objects"
     folder.mkdir()
@@ -133,6 +143,11 @@ CASES = {
     "empty file": (_empty_file, r"^file is empty$"),
     "empty folder": (_empty_folder, r"^folder is empty"),
     "folder of non-DICOM files": (_non_dicom_folder, r"^no DICOM files among 4 file\(s\)$"),
+    "folder of NIfTI and other volumes": (
+        _folder_of_nifti_files,
+        r"^no DICOM files among 5 file\(s\); it holds 4 image file\(s\) of another format \(a\.NII, b\.nii\.gz, "
+        r"c\.nrrd, \.\.\.\): a folder is read as one DICOM series, give such a file by its own path$",
+    ),
     "RTSTRUCT and SR only": (_rtstruct_and_sr_folder, r"only non-image DICOM objects.*rtstruct\.dcm \(RTSTRUCT\)"),
     "RTSTRUCT file": (_rtstruct_file, r"^DICOM object without pixel data \(Modality RTSTRUCT\)$"),
     "undecodable transfer syntax": (

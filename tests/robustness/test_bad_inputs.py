@@ -98,8 +98,8 @@ def _non_dicom_folder(tmp_path: Path) -> Path:
 def _folder_of_nifti_files(tmp_path: Path) -> Path:
     """A folder of volumes given where one scan is expected: the error names them and says what to pass."""
     folder = tmp_path / "volumes"
+    folder.mkdir()
     for name in ("b.nii.gz", "a.NII", "c.nrrd", "d.mha"):
-        (folder / name).parent.mkdir(exist_ok=True)
         (folder / name).write_bytes(b"not read")
     (folder / "notes.txt").write_text("hello")
     return folder

@@ -462,8 +462,9 @@ def _has_pixels(ds: pydicom.Dataset) -> bool:
     return "PixelData" in ds and str(ds.get("SOPClassUID", "")) != _DIRECTORY_SOP_CLASS
 
 
-#: volume formats that a folder given as a DICOM series might hold instead (named in the error).
-_OTHER_IMAGE_SUFFIXES = (".nii", ".nii.gz", ".nrrd", ".nhdr", ".mha", ".mhd")
+#: file suffixes (lower case) of the single-file volume formats read besides DICOM; a folder given as a DICOM series
+#: that holds such files gets them named in its error.
+VOLUME_FILE_SUFFIXES = (".nii", ".nii.gz", ".nrrd", ".nhdr", ".mha", ".mhd")
 
 
 def scan_dicom_folder(folder: str | os.PathLike) -> list[DicomSliceHeader]:
@@ -489,7 +490,7 @@ def scan_dicom_folder(folder: str | os.PathLike) -> list[DicomSliceHeader]:
         else:
             skipped.append(f"{name.name} ({ds.get('Modality', '') or _sop_name(ds)})")
     if not images and not skipped:
-        others = [p.name for p in names if p.name.lower().endswith(_OTHER_IMAGE_SUFFIXES)]
+        others = [p.name for p in names if p.name.lower().endswith(VOLUME_FILE_SUFFIXES)]
         hint = ""
         if others:
             shown = ", ".join(others[:3]) + (", ..." if len(others) > 3 else "")

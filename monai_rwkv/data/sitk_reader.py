@@ -31,6 +31,7 @@ from monai.utils import ImageMetaKey, MetaKeys, SpaceKeys, ensure_tuple
 from pydicom.misc import is_dicom
 
 from monai_rwkv.data.dicom_series import (
+    VOLUME_FILE_SUFFIXES,
     DicomSeries,
     DicomSliceHeader,
     build_series,
@@ -79,7 +80,7 @@ DICOM_SLICE_PHOTOMETRIC = "dicom_slice_photometric"
 #: meta key of a PET series' body-weight SUV factor (``SUVbw = factor * value``), and of why it has none.
 PET_SUV_FACTOR = "pet_suv_factor"
 PET_SUV_PROBLEM = "pet_suv_problem"
-_FILE_SUFFIXES = (".nii", ".nii.gz", ".dcm", ".dicom", ".ima", ".nrrd", ".nhdr", ".mha", ".mhd")
+_FILE_SUFFIXES = (*VOLUME_FILE_SUFFIXES, ".dcm", ".dicom", ".ima")
 
 
 @dataclass
@@ -441,7 +442,7 @@ def _dicom_meta(series: DicomSeries) -> dict[str, Any]:
 
 def _is_nifti_like(path: str) -> bool:
     lower = path.lower()
-    return lower.endswith(tuple(s for s in _FILE_SUFFIXES if s not in (".dcm", ".dicom", ".ima")))
+    return lower.endswith(VOLUME_FILE_SUFFIXES)
 
 
 class SimpleITKReader(ImageReader):

@@ -22,7 +22,7 @@ recorded in ``datalist_shifted.json``):
 
 * ``soft``: a Hamming-windowed filter (no training filter), cutoff 0.85, 960 views, photons x dose = 6e4 with
   electronic noise variance 60 and a 2-bin detector blur: much noise, smooth grain;
-* ``sharp``: Ram-Lak at full cutoff, 90 views (three quarters of the fewest any training scan has: view-aliasing
+* ``sharp``: Ram-Lak at full cutoff, 45 views (three quarters of the fewest any training scan has: view-aliasing
   streaks), photons x dose = 2.4e6, electronic noise variance 5, no blur: little noise, streaks;
 * ``quiet``: a routine-dose scan, Shepp-Logan filter (no training filter) at cutoff 0.9, 1000 views,
   photons x dose = 8e6 (sixteen times the evaluation protocol's quarter dose of 2e6 photons, the level 4 of
@@ -76,7 +76,7 @@ SCANNERS = {
         "dose_fraction": 0.3,
         "incident_photons": 8e6,
         "electronic_noise_var": 5.0,
-        "n_views": 90,
+        "n_views": 45,
         "window": "ram-lak",
         "cutoff": 1.0,
         "detector_blur_fwhm": 0.0,
@@ -102,8 +102,9 @@ SCANNERS = {
 }
 SPLITS = {"validation": ("validation", 8, 1000), "test": ("test", 12, 2000)}  # folder, body slices, first seed
 BODY_SHAPE, BODY_PIXEL = (512, 512), 0.7
-# 5: body references are full-dose scans; 4: adds head_quiet; 3: adds head_fine; 2: the sharp scanner has 90 views
-FORMAT_VERSION = 5
+# 6: the sharp scanner has 45 views (training reaches down to 60); 5: body references are full-dose scans;
+# 4: adds head_quiet; 3: adds head_fine; 2: the sharp scanner has 90 views
+FORMAT_VERSION = 6
 FINE_MATRIX = 512  # head_fine's matrix: the head's field of view on a clinical head scan's grid
 DATALIST_FILE = "datalist_shifted.json"
 

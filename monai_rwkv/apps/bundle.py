@@ -240,7 +240,7 @@ def model_name_version(metadata: Mapping[str, Any], strength: float | str = 1.0)
     """
     ``(name, version)`` of a bundle's metadata, for DICOM descriptions, manifests and reports. A partial
     restoration (``strength`` below 1, see :func:`load_bundle_network`) is part of the version, e.g.
-    ``"0.12.0 strength 0.5"``: derived DICOM series say so, and studies finished at another strength are redone.
+    ``"0.13.0 strength 0.5"``: derived DICOM series say so, and studies finished at another strength are redone.
     """
     version = str(metadata.get("version", "0"))
     strength = _strength(strength)

@@ -21,7 +21,8 @@ transform plus a dictionary version (``...d``).
 Also the pipeline pieces the bundles share: ``intensity`` (per-volume percentile scaling, :class:`ScaleToPercentile`,
 and its exact inverse), ``sampling`` (random axial, coronal or sagittal training slices, :class:`RandSliced`,
 resampled to a random pixel size, :class:`RandPixelSized`) and ``synthetic_ct`` (synthetic head, thorax and
-abdomen CT slices in HU, :class:`RandSyntheticCT`, for training on more anatomy than the data holds).
+abdomen CT slices in HU, :class:`RandSyntheticCT`, for training on more anatomy than the data holds) and
+``natural_ct`` (CT-like slices from the structure of photographs, :class:`RandNaturalCT`).
 """
 
 from .counts import RandPoissonCounts, RandPoissonCountsd, poisson_counts
@@ -54,6 +55,14 @@ from .kspace import (
     truncate_kspace,
     zero_fill_kspace,
 )
+from .natural_ct import (
+    NATURAL_CT_RIMS,
+    TISSUE_LADDER_HU,
+    RandNaturalCT,
+    RandNaturalCTd,
+    load_grey_image,
+    natural_ct,
+)
 from .noise_level import NoiseLevelMap, NoiseLevelMapd, estimate_noise_level, noise_level_channel
 from .pet import (
     FULL_COUNTS_PER_SLICE,
@@ -72,7 +81,7 @@ from .pet import (
     simulate_pet,
 )
 from .sampling import RandPixelSized, RandSliced, slice_candidates
-from .synthetic_ct import SYNTHETIC_CT_REGIONS, RandSyntheticCT, RandSyntheticCTd, synthetic_ct
+from .synthetic_ct import SYNTHETIC_CT_REGIONS, RandGeneratedSliced, RandSyntheticCT, RandSyntheticCTd, synthetic_ct
 from .tomography import (
     FILTER_WINDOWS,
     TOMOGRAPHY_BACKENDS,
@@ -89,6 +98,13 @@ from .tomography import (
 )
 
 __all__ = [
+    "NATURAL_CT_RIMS",
+    "TISSUE_LADDER_HU",
+    "RandNaturalCT",
+    "RandNaturalCTd",
+    "RandGeneratedSliced",
+    "load_grey_image",
+    "natural_ct",
     "estimate_noise_level",
     "noise_level_channel",
     "FILTER_WINDOWS",

@@ -35,7 +35,7 @@ from monai.utils.misc import MAX_SEED
 
 from ._util import gaussian_blur, value_range
 
-__all__ = ["SYNTHETIC_CT_REGIONS", "synthetic_ct", "RandSyntheticCT", "RandSyntheticCTd"]
+__all__ = ["SYNTHETIC_CT_REGIONS", "synthetic_ct", "RandSyntheticCT", "RandSyntheticCTd", "RandGeneratedSliced"]
 
 SYNTHETIC_CT_REGIONS = ("head", "thorax", "abdomen")
 """Body regions :func:`synthetic_ct` can paint."""
@@ -368,19 +368,67 @@ class RandSyntheticCT(RandomizableTransform):
         return MetaTensor(hu[None], affine=affine)
 
 
-class RandSyntheticCTd(RandomizableTransform, MapTransform):
-    """With probability ``prob``, replace every key with the same new synthetic CT slice (:class:`RandSyntheticCT`).
+class RandGeneratedSliced(RandomizableTransform, MapTransform):
+    """With probability ``prob``, replace every key with the same new slice drawn from ``generator``.
 
     Placed after the slice sampling of a training pipeline (before the low-dose simulation copies the clean image),
-    it mixes synthetic anatomy into real slices: ``prob`` is the synthetic fraction of the training images.
+    it mixes generated images into real slices: ``prob`` is the generated fraction of the training images that
+    reach it.
+
+    Args:
+        keys: items to replace.
+        generator: a callable returning a new ``(1, H, W)`` slice (HU, with its pixel size in the affine) when
+            called with no argument, e.g. :class:`RandSyntheticCT`; seeded from this transform when it is
+            randomizable.
+        prob: probability of replacing them.
+        scan: a transform applied to each new slice (HU in, HU out), e.g. a full-dose scan
+            (``RandLowDoseCT(dose_fraction=1.0, ...)``) so that the slice carries a scanner's noise as a real
+            full-dose slice does; seeded from this transform when it is randomizable. ``None``: the noise-free slice.
+        allow_missing_keys: don't raise if a key is missing.
+    """
+
+    def __init__(
+        self,
+        keys: KeysCollection,
+        generator: Callable[[], torch.Tensor],
+        prob: float = 0.5,
+        scan: Optional[Callable[[torch.Tensor], torch.Tensor]] = None,
+        allow_missing_keys: bool = False,
+    ) -> None:
+        MapTransform.__init__(self, keys, allow_missing_keys)
+        RandomizableTransform.__init__(self, prob)
+        self.generator = generator
+        self.scan = scan
+
+    def __call__(self, data: Mapping[Hashable, NdarrayOrTensor]) -> dict[Hashable, NdarrayOrTensor]:
+        """A copy of ``data`` whose keys hold one new slice (or ``data`` unchanged, with ``1 - prob``)."""
+        d = dict(data)
+        self.randomize(None)
+        if not self._do_transform:
+            return d
+        seed = int(self.R.randint(MAX_SEED))
+        if isinstance(self.generator, Randomizable):
+            self.generator.set_random_state(seed)
+        slice_hu = self.generator()
+        if self.scan is not None:
+            if isinstance(self.scan, Randomizable):
+                self.scan.set_random_state(int(self.R.randint(MAX_SEED)))
+            slice_hu = self.scan(slice_hu)
+        for key in self.key_iterator(d):
+            d[key] = slice_hu.clone()
+        return d
+
+
+class RandSyntheticCTd(RandGeneratedSliced):
+    """With probability ``prob``, replace every key with the same new synthetic CT slice (:class:`RandSyntheticCT`):
+    ``prob`` is the synthetic fraction of the training images (see :class:`RandGeneratedSliced`).
 
     Args:
         keys: items to replace.
         prob: probability of replacing them.
         spatial_size, pixel_size, regions, contrast_prob, couch_prob, blur: as for :class:`RandSyntheticCT`.
         scan: a transform applied to each new slice (HU in, HU out), e.g. a full-dose scan
-            (``RandLowDoseCT(dose_fraction=1.0, ...)``) so that the slice carries a scanner's noise as a real
-            full-dose slice does; seeded from this transform when it is randomizable. ``None``: the noise-free slice.
+            (``RandLowDoseCT(dose_fraction=1.0, ...)``); ``None``: the noise-free slice.
         allow_missing_keys: don't raise if a key is missing.
     """
 
@@ -397,23 +445,5 @@ class RandSyntheticCTd(RandomizableTransform, MapTransform):
         scan: Optional[Callable[[torch.Tensor], torch.Tensor]] = None,
         allow_missing_keys: bool = False,
     ) -> None:
-        MapTransform.__init__(self, keys, allow_missing_keys)
-        RandomizableTransform.__init__(self, prob)
-        self.generator = RandSyntheticCT(spatial_size, pixel_size, regions, contrast_prob, couch_prob, blur)
-        self.scan = scan
-
-    def __call__(self, data: Mapping[Hashable, NdarrayOrTensor]) -> dict[Hashable, NdarrayOrTensor]:
-        """A copy of ``data`` whose keys hold one new synthetic slice (or ``data`` unchanged, with ``1 - prob``)."""
-        d = dict(data)
-        self.randomize(None)
-        if not self._do_transform:
-            return d
-        self.generator.set_random_state(int(self.R.randint(MAX_SEED)))
-        slice_hu = self.generator()
-        if self.scan is not None:
-            if isinstance(self.scan, Randomizable):
-                self.scan.set_random_state(int(self.R.randint(MAX_SEED)))
-            slice_hu = self.scan(slice_hu)
-        for key in self.key_iterator(d):
-            d[key] = slice_hu.clone()
-        return d
+        generator = RandSyntheticCT(spatial_size, pixel_size, regions, contrast_prob, couch_prob, blur)
+        super().__init__(keys, generator, prob, scan, allow_missing_keys)

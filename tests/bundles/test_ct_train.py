@@ -20,7 +20,7 @@ from monai.transforms import Compose
 
 from monai_rwkv.data import write_nifti
 from monai_rwkv.networks.nets import RestoreRWKV
-from monai_rwkv.transforms import RandSyntheticCTd
+from monai_rwkv.transforms import RandNaturalCTd, RandSyntheticCTd
 from tests.bundles.utils import CT_BUNDLE, TINY_NETWORK, phantom_ct_volume
 
 CONFIGS = CT_BUNDLE / "configs"
@@ -221,3 +221,29 @@ def test_synthetic_target_photons_scan_each_synthetic_slice_at_full_dose(seed: i
     body = clean > -500  # HU
     noise = float((scanned - clean)[body].std())
     assert 2.0 < noise < 200.0, noise  # the same synthetic anatomy, with a full-dose scan's noise
+
+
+def test_natural_fraction_draws_photograph_slices_from_natural_dir(tmp_path: Path, seed: int) -> None:
+    """``natural_fraction``: that share of the training slices is built from the photographs in ``natural_dir``
+    (``RandNaturalCTd``), scanned at full dose like the synthetic ones; 0 (the default) needs no photographs."""
+    from monai.bundle import ConfigParser  # noqa: PLC0415
+
+    rng = np.random.default_rng(seed)
+    for k in range(2):
+        np.save(tmp_path / f"photo{k}.npy", rng.uniform(0, 1, (40, 40)).astype(np.float32))
+    voxels = torch.from_numpy(rng.uniform(-100, 100, (1, 48, 48, 6)).astype(np.float32))
+    volume = MetaTensor(voxels, affine=torch.diag(torch.tensor([1.0, 1.0, 1.5, 1.0], dtype=torch.float64)))
+    for fraction, folder in ((0.0, tmp_path / "missing"), (1.0, tmp_path)):
+        parser = ConfigParser()
+        parser.read_config([str(CONFIGS / "inference.json"), str(CONFIGS / "train.json")])
+        parser.update({"natural_fraction": fraction, "natural_dir": str(folder), "synthetic_fraction": 0.0})
+        parser.update({"synthetic_size": [64, 64], "synthetic_target_photons": [4e6, 8e6]})
+        steps = parser.get_parsed_content("train#load_clean")
+        natural = next(t for t in steps if isinstance(t, RandNaturalCTd))
+        assert len(natural.generator.images) == (2 if fraction else 0) and natural.scan is not None
+        pipeline = Compose(steps[2:])  # without the file reader: the volume is in memory
+        pipeline.set_random_state(seed)
+        out = pipeline({"label": volume})
+        assert out["label"].shape == out["image"].shape
+        # a photograph's slice (64 x 64, air around the body) or a real one (no air in this volume)
+        assert (out["label"].shape == (1, 64, 64) and float(out["label"].min()) < -900) == bool(fraction)

@@ -8,6 +8,7 @@ from typing import Union
 
 import torch
 import torch.nn.functional as F
+from monai.data import MetaTensor
 
 FWHM_TO_SIGMA = 1.0 / (2.0 * math.sqrt(2.0 * math.log(2.0)))
 """Standard deviation of a Gaussian per unit of its full width at half maximum."""
@@ -52,3 +53,27 @@ def value_range(
     if not (a > low if strict else a >= low):
         raise ValueError(f"{name} must be {'>' if strict else '>='} {low:g}, got {value!r}.")
     return a, b
+
+
+def slice_size(value: Sequence[int], name: str) -> tuple[int, int]:
+    """``(H, W)`` of a generated slice as ints, or a ``ValueError`` naming ``name`` unless both are 16 or more."""
+    size = tuple(int(v) for v in value)
+    if len(size) != 2 or min(size) < 16:
+        raise ValueError(f"{name} must be (H, W) with H, W >= 16, got {value!r}.")
+    return size
+
+
+def centred_grid_mm(shape: tuple[int, int], spacing: float) -> tuple[torch.Tensor, torch.Tensor]:
+    """Row and column coordinates (float64, mm) of every pixel of an ``(H, W)`` grid of ``spacing`` mm pixels,
+    zero at the slice's centre: ``(yy, xx)``, each ``(H, W)``."""
+    h, w = shape
+    y = (torch.arange(h, dtype=torch.float64) - (h - 1) / 2) * spacing
+    x = (torch.arange(w, dtype=torch.float64) - (w - 1) / 2) * spacing
+    yy, xx = torch.meshgrid(y, x, indexing="ij")
+    return yy, xx
+
+
+def with_pixel_size(image: torch.Tensor, spacing: float) -> MetaTensor:
+    """An ``(H, W)`` slice as a ``(1, H, W)`` MetaTensor whose affine holds its square pixel size (no orientation)."""
+    affine = torch.diag(torch.tensor([spacing, spacing, 1.0], dtype=torch.float64))
+    return MetaTensor(image[None], affine=affine)

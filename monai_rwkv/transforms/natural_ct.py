@@ -30,7 +30,7 @@ from monai.config import KeysCollection
 from monai.data import MetaTensor
 from monai.transforms.transform import RandomizableTransform
 
-from ._util import gaussian_blur, value_range
+from ._util import centred_grid_mm, gaussian_blur, slice_size, value_range, with_pixel_size
 from .synthetic_ct import RandGeneratedSliced
 
 __all__ = ["TISSUE_LADDER_HU", "NATURAL_CT_RIMS", "natural_ct", "load_grey_image", "RandNaturalCT", "RandNaturalCTd"]
@@ -96,7 +96,7 @@ def _tissue_map(grey: torch.Tensor, body: torch.Tensor, rng: np.random.RandomSta
         unused = [t for t in _SOFT_HU if t not in tissues]
         tissues[median_class] = float(unused[int(rng.randint(len(unused)))])
     inside = grey[body] if bool(body.any()) else grey.reshape(-1)
-    cuts = torch.quantile(inside, levels) if n_classes > 1 else inside.new_zeros(0)
+    cuts = torch.quantile(inside, levels)
     edges = torch.cat([inside.min()[None], cuts, inside.max()[None]])
     hu = torch.empty_like(grey)
     classes = torch.bucketize(grey, cuts)  # class k holds edges[k] < grey <= edges[k + 1]
@@ -130,21 +130,17 @@ def natural_ct(
     Returns:
         ``(H, W)`` float32 tensor in HU, within [-1024, 3071]; -1000 HU (air) outside the body.
     """
-    if len(shape) != 2 or min(int(s) for s in shape) < 16:
-        raise ValueError(f"shape must be (H, W) with H, W >= 16, got {tuple(shape)!r}.")
+    h, w = slice_size(tuple(shape), "shape")
     if not spacing > 0:
         raise ValueError(f"spacing must be a positive number of mm, got {spacing!r}.")
     if rim not in NATURAL_CT_RIMS:
         raise ValueError(f"rim must be one of {NATURAL_CT_RIMS}, got {rim!r}.")
     rng = rng if rng is not None else np.random.RandomState()
-    h, w = int(shape[0]), int(shape[1])
     grey = _random_crop(load_grey_image(image), (h, w), rng)
 
     half_width = min(rng.uniform(80.0, 225.0), 0.95 * w * spacing / 2)
     half_depth = min(half_width * rng.uniform(0.6, 1.0), 0.95 * h * spacing / 2)
-    y = (torch.arange(h, dtype=torch.float64) - (h - 1) / 2) * spacing
-    x = (torch.arange(w, dtype=torch.float64) - (w - 1) / 2) * spacing
-    yy, xx = torch.meshgrid(y, x, indexing="ij")
+    yy, xx = centred_grid_mm((h, w), spacing)
     radius = torch.sqrt((yy / half_depth) ** 2 + (xx / half_width) ** 2)  # 1 on the body's outline
     body = radius <= 1.0
 
@@ -184,9 +180,7 @@ class RandNaturalCT(RandomizableTransform):
         RandomizableTransform.__init__(self, prob=1.0)
         self.images = list(images)
         self._loaded: dict[int, torch.Tensor] = {}
-        self.spatial_size = tuple(int(s) for s in spatial_size)
-        if len(self.spatial_size) != 2 or min(self.spatial_size) < 16:
-            raise ValueError(f"spatial_size must be (H, W) with H, W >= 16, got {spatial_size!r}.")
+        self.spatial_size = slice_size(spatial_size, "spatial_size")
         self.pixel_range = value_range(pixel_size, "pixel_size", 0.0, strict=True)
         self.rims = (rims,) if isinstance(rims, str) else tuple(rims)
         if not self.rims or any(r not in NATURAL_CT_RIMS for r in self.rims):
@@ -211,8 +205,7 @@ class RandNaturalCT(RandomizableTransform):
         blur = float(self.R.uniform(*self.blur_range))
         seed = int(self.R.randint(2**31 - 1))
         hu = natural_ct(self._image(index), self.spatial_size, spacing, np.random.RandomState(seed), rim, blur)
-        affine = torch.diag(torch.tensor([spacing, spacing, 1.0], dtype=torch.float64))
-        return MetaTensor(hu[None], affine=affine)
+        return with_pixel_size(hu, spacing)
 
 
 class RandNaturalCTd(RandGeneratedSliced):

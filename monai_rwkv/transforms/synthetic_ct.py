@@ -33,7 +33,7 @@ from monai.data import MetaTensor
 from monai.transforms.transform import MapTransform, Randomizable, RandomizableTransform
 from monai.utils.misc import MAX_SEED
 
-from ._util import gaussian_blur, value_range
+from ._util import centred_grid_mm, gaussian_blur, slice_size, value_range, with_pixel_size
 
 __all__ = ["SYNTHETIC_CT_REGIONS", "synthetic_ct", "RandSyntheticCT", "RandSyntheticCTd", "RandGeneratedSliced"]
 
@@ -47,9 +47,7 @@ class _Canvas:
     def __init__(self, shape: tuple[int, int], spacing: float, rng: np.random.RandomState) -> None:
         self.rng = rng
         h, w = shape
-        y = (torch.arange(h, dtype=torch.float64) - (h - 1) / 2) * spacing
-        x = (torch.arange(w, dtype=torch.float64) - (w - 1) / 2) * spacing
-        self.yy, self.xx = torch.meshgrid(y, x, indexing="ij")
+        self.yy, self.xx = centred_grid_mm(shape, spacing)
         self.spacing = spacing
         self.half_height, self.half_width = h * spacing / 2, w * spacing / 2
         self.hu = torch.full(shape, -1000.0, dtype=torch.float64)
@@ -305,13 +303,10 @@ def synthetic_ct(
     """
     if region not in _PAINTERS:
         raise ValueError(f"region must be one of {SYNTHETIC_CT_REGIONS}, got {region!r}.")
-    if len(shape) != 2 or min(int(s) for s in shape) < 16:
-        raise ValueError(f"shape must be (H, W) with H, W >= 16, got {tuple(shape)!r}.")
+    shape = slice_size(tuple(shape), "shape")
     if not spacing > 0:
         raise ValueError(f"spacing must be a positive number of mm, got {spacing!r}.")
-    canvas = _Canvas(
-        (int(shape[0]), int(shape[1])), float(spacing), rng if rng is not None else np.random.RandomState()
-    )
+    canvas = _Canvas(shape, float(spacing), rng if rng is not None else np.random.RandomState())
     _PAINTERS[region](canvas, contrast)
     if couch:
         _couch(canvas)
@@ -345,9 +340,7 @@ class RandSyntheticCT(RandomizableTransform):
         blur: Sequence[float] = (0.3, 0.9),
     ) -> None:
         RandomizableTransform.__init__(self, prob=1.0)
-        self.spatial_size = tuple(int(s) for s in spatial_size)
-        if len(self.spatial_size) != 2 or min(self.spatial_size) < 16:
-            raise ValueError(f"spatial_size must be (H, W) with H, W >= 16, got {spatial_size!r}.")
+        self.spatial_size = slice_size(spatial_size, "spatial_size")
         self.pixel_range = value_range(pixel_size, "pixel_size", 0.0, strict=True)
         self.regions = (regions,) if isinstance(regions, str) else tuple(regions)
         if not self.regions or any(r not in SYNTHETIC_CT_REGIONS for r in self.regions):
@@ -364,8 +357,7 @@ class RandSyntheticCT(RandomizableTransform):
         blur = float(self.R.uniform(*self.blur_range))
         seed = int(self.R.randint(2**31 - 1))
         hu = synthetic_ct(self.spatial_size, spacing, region, np.random.RandomState(seed), contrast, couch, blur)
-        affine = torch.diag(torch.tensor([spacing, spacing, 1.0], dtype=torch.float64))
-        return MetaTensor(hu[None], affine=affine)
+        return with_pixel_size(hu, spacing)
 
 
 class RandGeneratedSliced(RandomizableTransform, MapTransform):

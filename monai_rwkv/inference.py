@@ -21,7 +21,7 @@ from monai.data import MetaTensor
 from torch import nn
 from tqdm.auto import tqdm
 
-from monai_rwkv.inferers import SliceRestorationInferer
+from monai_rwkv.inferers import CoarseScaleFusion, SliceRestorationInferer
 from monai_rwkv.networks.nets import BlendWithInput, RestoreRWKV, SelfEnsemble
 from monai_rwkv.networks.nets.restore_rwkv import _unwrap_state_dict
 from monai_rwkv.runtime import reuse_freed_memory
@@ -220,6 +220,10 @@ class Restorer:
             :class:`~monai_rwkv.transforms.NoiseLevelMap`), ``(1, *spatial) -> (C_in, *spatial)`` applied to each
             channel's normalised slab of whole slices before the inferer (never to a patch: the sliding window
             cuts its result). None: the network gets the image alone.
+        coarse_fusion: a :class:`~monai_rwkv.inferers.CoarseScaleFusion` for a slice inferer: slices whose in-plane
+            pixel size (from the volume's affine) it :meth:`~monai_rwkv.inferers.CoarseScaleFusion.applies` to are
+            also restored on a coarser grid and the two results fused; other volumes are restored as without it.
+            None: every slice on its own grid only.
 
     On the CPU the restorer calls :func:`monai_rwkv.runtime.reuse_freed_memory` (glibc ``malloc`` settings for the
     whole process: freed feature maps are reused instead of being unmapped and faulted in again on every call).
@@ -240,6 +244,7 @@ class Restorer:
         progress: bool = True,
         intensity_range: Sequence[float] | None = None,
         network_input: Callable[[torch.Tensor], torch.Tensor] | None = None,
+        coarse_fusion: CoarseScaleFusion | None = None,
     ) -> None:
         if output_dtype not in OUTPUT_DTYPES:
             raise ValueError(f"output_dtype must be one of {sorted(OUTPUT_DTYPES)}, got {output_dtype!r}.")
@@ -254,13 +259,25 @@ class Restorer:
         self.progress = progress
         self.intensity_range = None if intensity_range is None else tuple(float(v) for v in intensity_range)
         self.network_input = network_input
+        if coarse_fusion is not None and (self._slab_axis() is None or network_input is not None):
+            raise ValueError(
+                "coarse_fusion needs a slice inferer (one with a spatial_dim, e.g. SliceRestorationInferer) and a "
+                "network that takes the image alone (no network_input); set coarse_fusion to None."
+            )
+        self.coarse_fusion = coarse_fusion
 
-    def _infer(self, normalised: torch.Tensor) -> torch.Tensor:
-        """Normalised ``(B, 1, *spatial)`` -> restored, float32 on the CPU, clipped to [0, 1] when ``clip_output``."""
+    def _infer(self, normalised: torch.Tensor, coarse: bool = False) -> torch.Tensor:
+        """
+        Normalised ``(B, 1, *spatial)`` -> restored, float32 on the CPU, clipped to [0, 1] when ``clip_output``;
+        ``coarse``: through :attr:`coarse_fusion`.
+        """
         inputs = normalised.to(self.device, torch.float32)
         if self.network_input is not None:
             inputs = torch.stack([torch.as_tensor(self.network_input(item)) for item in inputs]).float()
-        out = self.inferer(inputs, self.network).float()
+        if coarse:
+            out = self.coarse_fusion(inputs, self.network, self.inferer).float()
+        else:
+            out = self.inferer(inputs, self.network).float()
         if self.clip_output:
             out = out.clamp(0.0, 1.0)
         return out.cpu()
@@ -301,6 +318,9 @@ class Restorer:
             raise ValueError(f"normalize must return a (C, i, j, k) volume, got shape {tuple(data.shape)}.")
         out = torch.empty(data.shape, dtype=torch.float32)
         axis = self._slab_axis()
+        # the pixel size comes from the input's affine (a plain tensor has none: its slices keep their own grid)
+        geometry = normalised if isinstance(normalised, MetaTensor) else volume
+        coarse = isinstance(volume, MetaTensor) and self._coarse_applies(geometry, data.shape)
         n_slices = data.shape[axis] if axis is not None else 1
         step = self.slab_size if axis is not None else 1
         bar = tqdm(total=data.shape[0] * n_slices, desc=desc, unit="slice", disable=not self.progress, leave=False)
@@ -309,7 +329,7 @@ class Restorer:
                 index = [slice(None)] * data.ndim
                 if axis is not None:
                     index[axis] = slice(start, min(start + step, n_slices))
-                out[tuple(index)] = self._infer(data[tuple(index)].float()[:, None])[:, 0]  # channels as batch
+                out[tuple(index)] = self._infer(data[tuple(index)].float()[:, None], coarse)[:, 0]  # channels as batch
                 bar.update(data.shape[0] * (min(start + step, n_slices) - start))
         meta = dict(normalised.meta) if isinstance(normalised, MetaTensor) else dict(getattr(volume, "meta", {}))
         restored = self.denormalize(MetaTensor(out, meta=meta))
@@ -318,6 +338,16 @@ class Restorer:
         if isinstance(volume, MetaTensor):
             return MetaTensor(restored, meta=meta)
         return restored
+
+    def _coarse_applies(self, volume: torch.Tensor, shape: Sequence[int]) -> bool:
+        """Whether the slices of ``volume`` (``(C, i, j, k)``, its affine giving the pixel size) get the coarse pass."""
+        if self.coarse_fusion is None or not isinstance(volume, MetaTensor):
+            return False
+        axis = self._slab_axis() - 1  # the slice axis among (i, j, k)
+        in_plane = [a for a in range(3) if a != axis]
+        affine = torch.as_tensor(volume.affine, dtype=torch.float64)
+        pixel = [float(torch.linalg.norm(affine[:3, a])) for a in in_plane]
+        return self.coarse_fusion.applies(pixel, [int(shape[a + 1]) for a in in_plane])
 
     def _warn_about_values(self, data: torch.Tensor, desc: str | None) -> None:
         """
@@ -366,6 +396,13 @@ class Restorer:
             "self_ensemble": isinstance(network, SelfEnsemble),
             "strength": strength,
             "network_input": None if self.network_input is None else type(self.network_input).__name__,
+            "coarse_fusion": None
+            if self.coarse_fusion is None
+            else {
+                "factor": self.coarse_fusion.factor,
+                "sigma": self.coarse_fusion.sigma,
+                "max_pixel_size": self.coarse_fusion.max_pixel_size,
+            },
         }
 
 

@@ -6,14 +6,16 @@ this package's own runner call the same object.
 
 from __future__ import annotations
 
+import math
 from collections.abc import Callable, Sequence
 from contextlib import nullcontext
 from typing import Any
 
 import torch
+import torch.nn.functional as F
 from monai.inferers import SliceInferer, SlidingWindowInferer
 
-__all__ = ["RestorationInferer", "SliceRestorationInferer", "fit_roi", "network_call"]
+__all__ = ["CoarseScaleFusion", "RestorationInferer", "SliceRestorationInferer", "fit_roi", "network_call"]
 
 
 def fit_roi(roi_size: Sequence[int], image_size: Sequence[int]) -> tuple[int, ...]:
@@ -147,3 +149,95 @@ class SliceRestorationInferer(SliceInferer):
         if self.transpose:
             out = out.transpose(-1, -2)
         return out.unsqueeze(dim=self.spatial_dim + 2)
+
+
+class CoarseScaleFusion:
+    """
+    Restore 2D slices on their own grid and on a grid ``factor`` times coarser, and keep the coarse result's low
+    spatial frequencies with the fine result's high ones::
+
+        fine = inferer(x, network)
+        coarse = upsample(inferer(downsample(x), network))
+        out = fine + gaussian_sigma(coarse - fine)
+
+    A network trained on pixels of a given size sees, on a finer grid, noise grain and streaks that are larger in
+    pixels than any it learned; restored on the coarser grid they are back at the scale it knows, while the detail
+    that the coarser grid cannot hold comes from the fine pass. Whether a slice gets the coarse pass at all is decided
+    from its pixel size (:meth:`applies`), by the caller, which knows the geometry
+    (:class:`~monai_rwkv.inference.Restorer`).
+
+    Downsampling averages ``factor`` x ``factor`` pixels (area interpolation onto ``ceil(size / factor)``); upsampling
+    is bicubic back onto the input's grid; the Gaussian (``sigma`` pixels of the fine grid, truncated at 3 sigma,
+    edges replicated) splits the bands. A constant image is returned unchanged by the fusion itself.
+
+    Args:
+        factor: how many times coarser the second grid is (an integer >= 2).
+        sigma: the Gaussian's standard deviation in pixels of the input's grid (> 0): below about ``1 / (2 pi
+            sigma)`` cycles per pixel the coarse pass decides, above it the fine pass.
+        max_pixel_size: the largest in-plane pixel size (mm, or the affine's unit) that gets the coarse pass.
+        min_size: slices whose coarse grid would be smaller than this along an axis keep the fine pass alone.
+    """
+
+    def __init__(self, factor: int = 2, sigma: float = 1.5, max_pixel_size: float = 0.75, min_size: int = 16) -> None:
+        if int(factor) != factor or factor < 2:
+            raise ValueError(f"factor must be an integer >= 2, got {factor!r}.")
+        if not sigma > 0:
+            raise ValueError(f"sigma must be > 0 (pixels of the input's grid), got {sigma!r}.")
+        if not max_pixel_size > 0:
+            raise ValueError(f"max_pixel_size must be > 0, got {max_pixel_size!r}.")
+        self.factor, self.sigma = int(factor), float(sigma)
+        self.max_pixel_size, self.min_size = float(max_pixel_size), int(min_size)
+
+    def applies(self, pixel_size: Sequence[float], slice_size: Sequence[int]) -> bool:
+        """
+        Whether slices of in-plane ``pixel_size`` (one value per in-plane axis) and ``slice_size`` pixels get the
+        coarse pass: every pixel at most ``max_pixel_size`` and the coarse grid at least ``min_size`` across.
+        """
+        return max(float(p) for p in pixel_size) <= self.max_pixel_size and all(
+            math.ceil(int(s) / self.factor) >= self.min_size for s in slice_size
+        )
+
+    @staticmethod
+    def _planes(x: torch.Tensor, slice_axis: int) -> tuple[torch.Tensor, tuple[int, int]]:
+        """``(B, C, *spatial)`` with slices along ``slice_axis`` -> ``(B * n, C, rows, columns)`` and ``(B, n)``."""
+        moved = x.movedim(slice_axis, 1)
+        return moved.reshape(-1, *moved.shape[2:]), tuple(moved.shape[:2])
+
+    @staticmethod
+    def _volume(planes: torch.Tensor, lead: tuple[int, int], slice_axis: int) -> torch.Tensor:
+        """The inverse of :meth:`_planes`."""
+        return planes.reshape(*lead, *planes.shape[1:]).movedim(1, slice_axis)
+
+    def blur(self, planes: torch.Tensor) -> torch.Tensor:
+        """Separable Gaussian of ``sigma`` pixels over the last two axes of ``(N, C, H, W)``, edges replicated."""
+        radius = max(1, int(3.0 * self.sigma + 0.5))
+        grid = torch.arange(-radius, radius + 1, dtype=torch.float64)
+        kernel = torch.exp(-(grid**2) / (2.0 * self.sigma**2))
+        kernel = (kernel / kernel.sum()).to(planes)
+        flat = planes.reshape(-1, 1, *planes.shape[-2:])
+        out = F.conv2d(F.pad(flat, (radius, radius, 0, 0), mode="replicate"), kernel.view(1, 1, 1, -1))
+        out = F.conv2d(F.pad(out, (0, 0, radius, radius), mode="replicate"), kernel.view(1, 1, -1, 1))
+        return out.reshape(planes.shape)
+
+    def __call__(
+        self, inputs: torch.Tensor, network: Callable[..., torch.Tensor], inferer: SliceRestorationInferer
+    ) -> torch.Tensor:
+        """
+        Args:
+            inputs: ``(B, C, i, j, k)`` normalised volume whose slices lie along ``inferer.spatial_dim``.
+            network: the 2D network.
+            inferer: the slice inferer that runs both passes.
+
+        Returns:
+            ``(B, C_out, i, j, k)`` float32, where the inferer puts its output.
+        """
+        slice_axis = int(inferer.spatial_dim) + 2
+        fine = inferer(inputs, network).float()
+        planes, lead = self._planes(inputs.float(), slice_axis)
+        size = tuple(planes.shape[-2:])
+        coarse_size = tuple(math.ceil(s / self.factor) for s in size)
+        small = self._volume(F.interpolate(planes, size=coarse_size, mode="area"), lead, slice_axis)
+        coarse, _ = self._planes(inferer(small, network).float().to(fine.device), slice_axis)
+        up = F.interpolate(coarse, size=size, mode="bicubic", align_corners=False)
+        fine_planes, lead = self._planes(fine, slice_axis)
+        return self._volume(fine_planes + self.blur(up - fine_planes), lead, slice_axis)

@@ -236,16 +236,22 @@ def flag(value: Any, name: str = "option") -> bool:
     raise SystemExit(f"error: --{name}: expected True or False, got {value!r}")
 
 
-def model_name_version(metadata: Mapping[str, Any], strength: float | str = 1.0) -> tuple[str, str]:
+def model_name_version(
+    metadata: Mapping[str, Any], strength: float | str = 1.0, coarse_fusion: Any = False
+) -> tuple[str, str]:
     """
     ``(name, version)`` of a bundle's metadata, for DICOM descriptions, manifests and reports. A partial
-    restoration (``strength`` below 1, see :func:`load_bundle_network`) is part of the version, e.g.
-    ``"0.13.0 strength 0.5"``: derived DICOM series say so, and studies finished at another strength are redone.
+    restoration (``strength`` below 1, see :func:`load_bundle_network`) and the coarse-scale fusion
+    (:class:`~monai_rwkv.inferers.CoarseScaleFusion`, a config's ``coarse_fusion`` switch) are part of the version,
+    e.g. ``"0.13.0 strength 0.5"`` or ``"0.13.1 coarse fusion"``: derived DICOM series say so, and studies finished
+    with other settings are redone.
     """
     version = str(metadata.get("version", "0"))
     strength = _strength(strength)
     if strength < 1.0:
         version = f"{version} strength {strength:g}"
+    if flag(coarse_fusion, "coarse_fusion"):
+        version = f"{version} coarse fusion"
     return str(metadata.get("name", "Restore-RWKV")), version
 
 
@@ -321,7 +327,7 @@ def run_restore(
     allow_mismatch = flag(allow_mismatch, "allow_mismatch")
     workflow = _workflow()
     config = workflow.parser if workflow is not None else ConfigParser()
-    name, version = model_name_version(metadata, config.get("strength", 1.0))
+    name, version = model_name_version(metadata, config.get("strength", 1.0), config.get("coarse_fusion", False))
     workers = _count(config.get("workers", 1) if workers is None else workers, "workers")
     worker_threads = config.get("worker_threads") if worker_threads is None else worker_threads
     worker_threads = None if worker_threads is None else _count(worker_threads, "worker_threads")
@@ -373,8 +379,8 @@ def run_evaluate(
     if dataset_dir is None:
         raise SystemExit("error: dataset_dir is required: pass --dataset_dir <folder of clean reference volumes>")
     workflow = _workflow()
-    strength = workflow.parser.get("strength", 1.0) if workflow is not None else 1.0
-    name, version = model_name_version(metadata, strength)
+    parser = workflow.parser if workflow is not None else ConfigParser()
+    name, version = model_name_version(metadata, parser.get("strength", 1.0), parser.get("coarse_fusion", False))
     for key in ("save_images", "overwrite"):
         if key in kwargs:
             kwargs[key] = flag(kwargs[key], key)

@@ -181,3 +181,40 @@ def test_strength_is_in_the_derived_series_and_a_new_strength_redoes_the_study(t
 )
 def test_flag_reads_command_line_booleans(value: object, expected: bool) -> None:
     assert flag(value) is expected
+
+
+def test_coarse_fusion_is_a_switch_of_the_config_for_fine_pixels_only(tmp_path: Path) -> None:
+    """``--coarse_fusion True`` with the real CLI: slices of 0.5 mm pixels are restored differently (same grid and
+    geometry), the same voxels with 0.9 mm pixels exactly as without it (the network does not see the pixel size);
+    the outputs' resume records say so; a value that is not a boolean exits with one line."""
+    bundle = make_tiny_bundle(tmp_path / "bundle")
+    config = str(bundle / "configs" / "inference.json")
+    data = np.random.default_rng(3).integers(-1000, 1200, size=(40, 36, 2)).astype(np.int16)
+    outputs = {}
+    for pixel, fusion in ((0.5, "False"), (0.5, "True"), (0.9, "True")):
+        folder, out = tmp_path / f"in{pixel}", tmp_path / f"out{pixel}{fusion}"
+        if not folder.exists():
+            folder.mkdir()
+            nib.save(nib.Nifti1Image(data, np.diag([pixel, pixel, 2.0, 1.0])), folder / "scan.nii.gz")
+        result = bundle_run(config, tmp_path, "--dataset_dir", folder, "--output_dir", out, "--coarse_fusion", fusion)
+        assert result.returncode == 0, result.stderr[-3000:]
+        image = nib.load(out / "scan_restored.nii.gz")
+        np.testing.assert_allclose(image.affine, np.diag([pixel, pixel, 2.0, 1.0]), atol=1e-5)
+        outputs[pixel, fusion] = image.get_fdata()
+        manifest = json.loads((out / ".scan_restored.restore.json").read_text())  # the resume record
+        assert manifest["model"]["version"].endswith("coarse fusion") == (fusion == "True")
+        assert (manifest["settings"]["coarse_fusion"] is not None) == (fusion == "True")
+    assert np.abs(outputs[0.5, "True"] - outputs[0.5, "False"]).max() > 0.1
+    np.testing.assert_array_equal(outputs[0.9, "True"], outputs[0.5, "False"])
+    bad = bundle_run(
+        config,
+        tmp_path,
+        "--dataset_dir",
+        tmp_path / "in0.5",
+        "--output_dir",
+        tmp_path / "o",
+        "--coarse_fusion",
+        "maybe",
+    )
+    assert bad.returncode == 1 and not (tmp_path / "o").exists()
+    assert bad.stderr.strip().splitlines()[-1] == "error: --coarse_fusion: expected True or False, got 'maybe'"

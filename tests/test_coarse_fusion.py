@@ -1,0 +1,173 @@
+"""CoarseScaleFusion against an independent float64 reference (area average, Keys bicubic, truncated Gaussian written
+out here), its gate on the pixel size inside the Restorer, and the CT bundle's switch."""
+
+from __future__ import annotations
+
+import math
+
+import numpy as np
+import pytest
+import torch
+from monai.data import MetaTensor
+from torch import nn
+
+from monai_rwkv.inference import Restorer
+from monai_rwkv.inferers import CoarseScaleFusion, SliceRestorationInferer
+
+
+def _area(image: np.ndarray, size: tuple[int, int]) -> np.ndarray:
+    """Adaptive average pooling: output pixel o averages input pixels floor(o n / m) .. ceil((o + 1) n / m) - 1."""
+    out = np.empty(size)
+    (n0, n1), (m0, m1) = image.shape, size
+    for a in range(m0):
+        r0, r1 = (a * n0) // m0, -((-(a + 1) * n0) // m0)
+        for b in range(m1):
+            c0, c1 = (b * n1) // m1, -((-(b + 1) * n1) // m1)
+            out[a, b] = image[r0:r1, c0:c1].mean()
+    return out
+
+
+def _keys(t: np.ndarray, a: float = -0.75) -> np.ndarray:
+    t = np.abs(t)
+    return np.where(
+        t <= 1, (a + 2) * t**3 - (a + 3) * t**2 + 1, np.where(t < 2, a * t**3 - 5 * a * t**2 + 8 * a * t - 4 * a, 0.0)
+    )
+
+
+def _bicubic_matrix(n_in: int, n_out: int) -> np.ndarray:
+    """(n_out, n_in) weights of bicubic interpolation, half-pixel centres (align_corners False), edges clamped."""
+    weights = np.zeros((n_out, n_in))
+    for o in range(n_out):
+        x = (o + 0.5) * n_in / n_out - 0.5
+        base = math.floor(x)
+        for tap in range(base - 1, base + 3):
+            weights[o, min(max(tap, 0), n_in - 1)] += _keys(np.array(x - tap))
+    return weights
+
+
+def _gaussian(image: np.ndarray, sigma: float) -> np.ndarray:
+    radius = max(1, int(3.0 * sigma + 0.5))
+    taps = np.exp(-(np.arange(-radius, radius + 1) ** 2) / (2 * sigma**2))
+    taps /= taps.sum()
+    padded = np.pad(image, radius, mode="edge")
+    rows = sum(taps[d] * padded[:, d : d + image.shape[1]] for d in range(2 * radius + 1))
+    return sum(taps[d] * rows[d : d + image.shape[0], :] for d in range(2 * radius + 1))
+
+
+def _reference(image: np.ndarray, restore, factor: int, sigma: float) -> np.ndarray:
+    """fine + G(up(restore(down(image))) - fine) for one 2D slice, in float64."""
+    fine = restore(image)
+    size = tuple(math.ceil(s / factor) for s in image.shape)
+    coarse = restore(_area(image, size))
+    up = _bicubic_matrix(size[0], image.shape[0]) @ coarse @ _bicubic_matrix(size[1], image.shape[1]).T
+    return fine + _gaussian(up - fine, sigma)
+
+
+def _conv(seed: int) -> nn.Conv2d:
+    torch.manual_seed(seed)
+    return nn.Conv2d(1, 1, 3, padding=1).double().eval()
+
+
+@pytest.mark.parametrize("spatial_dim", [0, 1, 2])
+def test_fusion_matches_the_float64_reference_for_every_slice_axis(seed: int, spatial_dim: int) -> None:
+    rng = np.random.default_rng(seed)
+    factor, sigma = int(rng.integers(2, 4)), float(rng.uniform(0.6, 3.0))
+    shape = [int(v) for v in rng.integers(33, 60, 3)]  # odd sizes included: the coarse grid is ceil(n / factor)
+    shape[spatial_dim] = 3
+    volume = rng.normal(size=(1, 1, *shape)) * rng.uniform(0.1, 50.0) + rng.uniform(-100, 100)
+    net, net32 = _conv(seed), _conv(seed).float()
+    inferer = SliceRestorationInferer(roi_size=(64, 64), spatial_dim=spatial_dim, transpose=True)
+    fusion = CoarseScaleFusion(factor=factor, sigma=sigma, max_pixel_size=1.0, min_size=4)
+    with torch.no_grad():
+        out = fusion(torch.from_numpy(volume).float(), net32, inferer).double().numpy()
+
+        def restore(image: np.ndarray) -> np.ndarray:  # the slice shown as (rows, columns) = (j, i): transposed
+            return net(torch.from_numpy(image.T.copy())[None, None])[0, 0].numpy().T
+
+        slices = np.moveaxis(volume[0, 0], spatial_dim, 0)
+        expected = np.stack([_reference(s, restore, factor, sigma) for s in slices])
+    got = np.moveaxis(out[0, 0], spatial_dim, 0)
+    scale = float(np.abs(expected).max())
+    np.testing.assert_allclose(got, expected, rtol=0, atol=1e-5 * scale)
+    assert np.abs(got - net_only(volume, net32, spatial_dim)).max() > 1e-3 * scale  # the coarse pass changed it
+
+
+def net_only(volume: np.ndarray, net: nn.Module, spatial_dim: int) -> np.ndarray:
+    inferer = SliceRestorationInferer(roi_size=(64, 64), spatial_dim=spatial_dim)
+    with torch.no_grad():
+        out = inferer(torch.from_numpy(volume).float(), net).double().numpy()
+    return np.moveaxis(out[0, 0], spatial_dim, 0)
+
+
+def test_a_constant_image_and_an_identity_network_keep_a_constant(seed: int) -> None:
+    value = float(np.random.default_rng(seed).uniform(-5, 5))
+    volume = torch.full((1, 1, 40, 37, 2), value)
+    out = CoarseScaleFusion(min_size=4)(volume, nn.Identity(), SliceRestorationInferer(roi_size=(16, 16)))
+    torch.testing.assert_close(out, volume, rtol=0, atol=1e-5 * max(1.0, abs(value)))
+
+
+def test_the_gate_reads_the_pixel_size_and_the_slice_size() -> None:
+    fusion = CoarseScaleFusion(factor=2, max_pixel_size=0.75, min_size=16)
+    assert fusion.applies([0.48, 0.48], [512, 512])
+    assert fusion.applies([0.75, 0.7], [32, 31])  # ceil(31 / 2) = 16
+    assert not fusion.applies([0.48, 0.96], [512, 512])  # the coarser axis decides
+    assert not fusion.applies([0.5, 0.5], [512, 30])  # a 15-pixel coarse grid
+
+
+@pytest.mark.parametrize(
+    "kwargs, message",
+    [({"factor": 1}, "factor"), ({"factor": 2.5}, "factor"), ({"sigma": 0}, "sigma"), ({"max_pixel_size": -1}, "max")],
+)
+def test_invalid_settings_are_refused(kwargs: dict, message: str) -> None:
+    with pytest.raises(ValueError, match=message):
+        CoarseScaleFusion(**kwargs)
+
+
+def _restorer(fusion: CoarseScaleFusion | None, net: nn.Module) -> Restorer:
+    inferer = SliceRestorationInferer(roi_size=(16, 16), overlap=0.25)
+    return Restorer(
+        net, inferer, lambda v: v, lambda v: v, "cpu", clip_output=False, progress=False, coarse_fusion=fusion
+    )
+
+
+@pytest.mark.parametrize("pixel", [0.5, 0.9])
+def test_the_restorer_fuses_only_slices_fine_enough(seed: int, pixel: float) -> None:
+    rng = np.random.default_rng(seed)
+    data = torch.from_numpy(rng.normal(size=(1, 48, 40, Restorer.slab_size + 3))).float()
+    affine = torch.diag(torch.tensor([-pixel, pixel, 2.0, 1.0], dtype=torch.float64))
+    net = _conv(seed).float()
+    fusion = CoarseScaleFusion(max_pixel_size=0.75)
+    with torch.no_grad():
+        fused = _restorer(fusion, net)(MetaTensor(data.clone(), affine=affine))
+        plain = _restorer(None, net)(MetaTensor(data.clone(), affine=affine))
+        direct = fusion(data[None], net, SliceRestorationInferer(roi_size=(16, 16), overlap=0.25))[0]
+    torch.testing.assert_close(fused.affine, affine)
+    if pixel <= 0.75:
+        torch.testing.assert_close(fused.as_tensor(), direct, rtol=0, atol=1e-5)  # across slabs, as one call
+        assert float((fused - plain).abs().max()) > 1e-3
+    else:
+        torch.testing.assert_close(fused.as_tensor(), plain.as_tensor(), rtol=0, atol=0)
+    assert _restorer(fusion, net).describe()["coarse_fusion"] == {"factor": 2, "sigma": 1.5, "max_pixel_size": 0.75}
+
+
+def test_a_plain_tensor_has_no_pixel_size_and_keeps_its_grid(seed: int) -> None:
+    data = torch.from_numpy(np.random.default_rng(seed).normal(size=(1, 40, 40, 2))).float()
+    net = _conv(seed).float()
+    with torch.no_grad():
+        torch.testing.assert_close(
+            _restorer(CoarseScaleFusion(max_pixel_size=5.0), net)(data), _restorer(None, net)(data), rtol=0, atol=0
+        )
+
+
+def test_the_restorer_refuses_fusion_without_a_slice_inferer() -> None:
+    from monai_rwkv.inferers import RestorationInferer
+
+    with pytest.raises(ValueError, match="coarse_fusion needs a slice inferer"):
+        Restorer(
+            nn.Identity(),
+            RestorationInferer((8, 8, 8)),
+            lambda v: v,
+            lambda v: v,
+            "cpu",
+            coarse_fusion=CoarseScaleFusion(),
+        )

@@ -243,7 +243,7 @@ def model_name_version(
     ``(name, version)`` of a bundle's metadata, for DICOM descriptions, manifests and reports. A partial
     restoration (``strength`` below 1, see :func:`load_bundle_network`) and the coarse-scale fusion
     (:class:`~monai_rwkv.inferers.CoarseScaleFusion`, a config's ``coarse_fusion`` switch) are part of the version,
-    e.g. ``"0.13.0 strength 0.5"`` or ``"0.13.1 coarse fusion"``: derived DICOM series say so, and studies finished
+    e.g. ``"0.13.0 strength 0.5"`` or ``"0.13.2 coarse fusion"``: derived DICOM series say so, and studies finished
     with other settings are redone.
     """
     version = str(metadata.get("version", "0"))

@@ -1,0 +1,38 @@
+"""scripts/ct_fine_grid_probe.py through a tiny bundle: one row per scanner, the fusion changes the restoration of
+fine pixels and leaves that of coarse ones exactly as it was; an unknown scanner is refused with one line."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import pytest
+
+from tests.bundles.utils import CT_BUNDLE, tiny_inference_bundle
+from tests.scripts import load_script
+
+
+def _rows(text: str) -> dict[str, list[str]]:
+    rows = [line.split("|")[1:-1] for line in text.splitlines() if line.startswith("| ") and "---" not in line]
+    return {cells[0].strip(): [c.strip() for c in cells[1:]] for cells in rows[1:]}
+
+
+@pytest.mark.parametrize("pixel", [0.5, 0.9])
+def test_one_row_per_scanner_and_the_fusion_only_below_its_pixel_size(tmp_path: Path, pixel: float) -> None:
+    probe = load_script("ct_fine_grid_probe")
+    bundle, weights = tiny_inference_bundle(tmp_path / "bundle", CT_BUNDLE)
+    out = tmp_path / "probe.md"
+    args = ["--bundle", str(bundle), "--model", str(weights), "--pixel", str(pixel), "--size", "40"]
+    assert probe.main([*args, "--slices", "3", "--scanners", "quiet,evaluation", "--out", str(out)]) == 0
+    rows = _rows(out.read_text())
+    assert list(rows) == ["quiet", "evaluation"] and [r[0] for r in rows.values()] == ["2", "1"]
+    for cells in rows.values():
+        if pixel > 0.75:  # not fused: the same restoration twice
+            assert cells[2] == cells[3] and cells[4] == "+0.00 +- 0.00"
+        else:
+            assert cells[2] != cells[3]
+
+
+def test_an_unknown_scanner_is_refused(tmp_path: Path) -> None:
+    probe = load_script("ct_fine_grid_probe")
+    with pytest.raises(SystemExit, match="unknown \\['loud'\\]"):
+        probe.main(["--scanners", "soft,loud", "--size", "40", "--slices", "1"])

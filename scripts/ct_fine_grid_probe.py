@@ -7,11 +7,11 @@ that are fine on their own grid: synthetic CT (:func:`monai_rwkv.transforms.synt
 fraction of a pixel) of ``--size`` pixels of ``--pixel`` mm, each scanned by the ``reference`` scanner of
 ``scripts/prepare_ct_shifted.py`` (the full-dose slice) and that scan scanned again by one of ``--scanners`` (the
 low-dose slice): the shifted set's ``soft``, ``sharp`` and ``quiet`` scanners and ``evaluation``, the
-in-distribution protocol's (``LowDoseCT`` defaults: quarter of 2e6 photons per ray, Ram-Lak). Seeds are disjoint
-from the shifted set's and from training's stream. Each slice is restored by the bundle's inference pipeline with
-``coarse_fusion`` off and on; the table gives, per scanner, PSNR / SSIM in the bundle's window (mean over the
-scanner's slices) and the per-slice difference on minus off (mean +- std, the fraction of slices where on is
-better).
+in-distribution protocol's (``LowDoseCT`` defaults: quarter of 2e6 photons per ray, Ram-Lak). Slice ``k`` is drawn
+with seed 77000 + k (the shifted set's bodies use 1000-2999 and their offsets). Each slice is restored by the
+bundle's inference pipeline with ``coarse_fusion`` off and on; the table gives, per scanner, PSNR / SSIM in the
+bundle's window (mean over the scanner's slices) and the per-slice difference on minus off (mean +- std, the
+fraction of slices where on is better).
 
 Usage::
 

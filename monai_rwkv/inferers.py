@@ -15,6 +15,8 @@ import torch
 import torch.nn.functional as F
 from monai.inferers import SliceInferer, SlidingWindowInferer
 
+from monai_rwkv.transforms._util import gaussian_blur
+
 __all__ = ["CoarseScaleFusion", "RestorationInferer", "SliceRestorationInferer", "fit_roi", "network_call"]
 
 
@@ -167,8 +169,9 @@ class CoarseScaleFusion:
     (:class:`~monai_rwkv.inference.Restorer`).
 
     Downsampling averages ``factor`` x ``factor`` pixels (area interpolation onto ``ceil(size / factor)``); upsampling
-    is bicubic back onto the input's grid; the Gaussian (``sigma`` pixels of the fine grid, truncated at 3 sigma,
-    edges replicated) splits the bands. A constant image is returned unchanged by the fusion itself.
+    is bicubic back onto the input's grid; the Gaussian (``sigma`` pixels of the fine grid, radius ``ceil(3 sigma)``,
+    edges replicated: :func:`monai_rwkv.transforms._util.gaussian_blur`) splits the bands. A constant image is
+    returned unchanged by the fusion itself.
 
     Args:
         factor: how many times coarser the second grid is (an integer >= 2).
@@ -208,17 +211,6 @@ class CoarseScaleFusion:
         """The inverse of :meth:`_planes`."""
         return planes.reshape(*lead, *planes.shape[1:]).movedim(1, slice_axis)
 
-    def blur(self, planes: torch.Tensor) -> torch.Tensor:
-        """Separable Gaussian of ``sigma`` pixels over the last two axes of ``(N, C, H, W)``, edges replicated."""
-        radius = max(1, int(3.0 * self.sigma + 0.5))
-        grid = torch.arange(-radius, radius + 1, dtype=torch.float64)
-        kernel = torch.exp(-(grid**2) / (2.0 * self.sigma**2))
-        kernel = (kernel / kernel.sum()).to(planes)
-        flat = planes.reshape(-1, 1, *planes.shape[-2:])
-        out = F.conv2d(F.pad(flat, (radius, radius, 0, 0), mode="replicate"), kernel.view(1, 1, 1, -1))
-        out = F.conv2d(F.pad(out, (0, 0, radius, radius), mode="replicate"), kernel.view(1, 1, -1, 1))
-        return out.reshape(planes.shape)
-
     def __call__(
         self, inputs: torch.Tensor, network: Callable[..., torch.Tensor], inferer: SliceRestorationInferer
     ) -> torch.Tensor:
@@ -240,4 +232,4 @@ class CoarseScaleFusion:
         coarse, _ = self._planes(inferer(small, network).float().to(fine.device), slice_axis)
         up = F.interpolate(coarse, size=size, mode="bicubic", align_corners=False)
         fine_planes, lead = self._planes(fine, slice_axis)
-        return self._volume(fine_planes + self.blur(up - fine_planes), lead, slice_axis)
+        return self._volume(fine_planes + gaussian_blur(up - fine_planes, (self.sigma, self.sigma)), lead, slice_axis)

@@ -46,7 +46,7 @@ def _bicubic_matrix(n_in: int, n_out: int) -> np.ndarray:
 
 
 def _gaussian(image: np.ndarray, sigma: float) -> np.ndarray:
-    radius = max(1, int(3.0 * sigma + 0.5))
+    radius = max(1, math.ceil(3.0 * sigma))
     taps = np.exp(-(np.arange(-radius, radius + 1) ** 2) / (2 * sigma**2))
     taps /= taps.sum()
     padded = np.pad(image, radius, mode="edge")

@@ -65,17 +65,16 @@ def make_pairs(args: argparse.Namespace) -> tuple[torch.Tensor, torch.Tensor, li
     unknown = sorted(set(scanners) - set(PROBE_SCANNERS))
     if unknown:
         raise SystemExit(f"error: --scanners: unknown {unknown}; choose from {sorted(PROBE_SCANNERS)}")
-    SCANNERS.update(PROBE_SCANNERS)  # scan() reads the table by name
     full, low, used = [], [], []
     spacing = (args.pixel, args.pixel)
     for k in range(args.slices):
         rng = np.random.RandomState(FIRST_SEED + k)
         contrast = bool(rng.uniform() < 0.5)
         hu = synthetic_ct((args.size,) * 2, args.pixel, args.region, rng, contrast, False, blur=rng.uniform(0.3, 0.9))
-        reference = scan(hu, spacing, "reference", FIRST_SEED + 1000 + k)
+        reference = scan(hu, spacing, PROBE_SCANNERS["reference"], FIRST_SEED + 1000 + k)
         used.append(scanners[k % len(scanners)])
         full.append(reference.T)
-        low.append(scan(reference, spacing, used[-1], FIRST_SEED + 2000 + k).T)
+        low.append(scan(reference, spacing, PROBE_SCANNERS[used[-1]], FIRST_SEED + 2000 + k).T)
     return torch.stack(full, -1)[None], torch.stack(low, -1)[None], used
 
 

@@ -49,8 +49,9 @@ import argparse
 import json
 import sys
 import time
+from collections.abc import Mapping
 from pathlib import Path
-from typing import Optional
+from typing import Any, Optional
 
 import nibabel as nib
 import numpy as np
@@ -109,9 +110,13 @@ FINE_MATRIX = 512  # head_fine's matrix: the head's field of view on a clinical 
 DATALIST_FILE = "datalist_shifted.json"
 
 
-def scan(slice_hu: torch.Tensor, spacing: tuple[float, float], scanner: str, seed: int) -> torch.Tensor:
-    """The low-dose scan of one ``(H, W)`` slice by a named scanner, noise seeded by ``seed``."""
-    simulator = RandLowDoseCT(spacing=spacing, **SCANNERS[scanner])
+def scan(
+    slice_hu: torch.Tensor, spacing: tuple[float, float], scanner: str | Mapping[str, Any], seed: int
+) -> torch.Tensor:
+    """The low-dose scan of one ``(H, W)`` slice by a scanner of :data:`SCANNERS` (by name) or of the given
+    :class:`RandLowDoseCT` settings, noise seeded by ``seed``."""
+    settings = SCANNERS[scanner] if isinstance(scanner, str) else scanner
+    simulator = RandLowDoseCT(spacing=spacing, **settings)
     simulator.set_random_state(seed)
     return simulator(slice_hu[None])[0].float()  # the simulator computes in float64 (SIMULATION_DTYPE)
 

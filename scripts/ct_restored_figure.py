@@ -29,6 +29,7 @@ from monai_rwkv.metrics import CT_EVAL_WINDOW
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 from ct_baselines import SOFT_TISSUE  # noqa: E402 - the detail the baseline report's figures zoom into
+from prepare_ct_shifted import slice_scanners  # noqa: E402 - the scanner of each shifted slice
 
 
 def parse_row(spec: str) -> tuple[str, Path]:
@@ -64,8 +65,8 @@ def choose_slice(args: argparse.Namespace) -> int:
     psnr = slice_psnr(args.row[0][1], args.file)
     keys = sorted(psnr)
     if args.scanner is not None:
-        slices = json.loads((args.data_dir / "datalist_shifted.json").read_text())["slices"][args.split][args.file]
-        scanners = [s if isinstance(s, str) else s["scanner"] for s in slices]
+        datalist = json.loads((args.data_dir / "datalist_shifted.json").read_text())
+        scanners = slice_scanners(datalist, args.split, args.file)
         keys = [k for k in keys if scanners[k] == args.scanner]
     if not keys:
         raise SystemExit(f"error: no slice of {args.file} (scanner {args.scanner}) in {args.row[0][1]}/metrics.csv")

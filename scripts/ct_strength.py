@@ -44,6 +44,7 @@ from monai_rwkv.transforms import LowDoseCT, estimate_noise_level
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 from ct_baselines import SOFT_TISSUE  # noqa: E402 - the figures' detail, as the baseline report's
 from ct_dose_sweep import BUNDLE, FULL_DOSE_PHOTONS  # noqa: E402 - the bundle and the levels of the noise sweep
+from prepare_ct_shifted import slice_scanners  # noqa: E402 - the scanner of each shifted slice
 
 
 def _parser() -> argparse.ArgumentParser:
@@ -79,7 +80,7 @@ def groups(args: argparse.Namespace, split: str) -> Iterator[tuple[str, torch.Te
     for pair in shifted[split]:
         name = Path(pair["label"]).name.removesuffix(".nii.gz")
         low, full = _volume(args.data_dir / pair["image"]), _volume(args.data_dir / pair["label"])
-        scanners = [s if isinstance(s, str) else s["scanner"] for s in shifted["slices"][split][name]]
+        scanners = slice_scanners(shifted, split, name)
         for scanner in dict.fromkeys(scanners):
             yield f"shifted {name}, {scanner}", low, full, np.array([i for i, s in enumerate(scanners) if s == scanner])
 

@@ -110,6 +110,12 @@ FINE_MATRIX = 512  # head_fine's matrix: the head's field of view on a clinical 
 DATALIST_FILE = "datalist_shifted.json"
 
 
+def slice_scanners(datalist: Mapping[str, Any], split: str, name: str) -> list[str]:
+    """The scanner of each slice of the file ``name`` (e.g. ``head_fine``) of ``split`` in a ``datalist_shifted.json``
+    record: its ``slices`` entry holds a scanner name (heads) or a ``{"scanner": ...}`` dict (bodies) per slice."""
+    return [s if isinstance(s, str) else s["scanner"] for s in datalist["slices"][split][name]]
+
+
 def scan(
     slice_hu: torch.Tensor, spacing: tuple[float, float], scanner: str | Mapping[str, Any], seed: int
 ) -> torch.Tensor:

@@ -236,21 +236,21 @@ def flag(value: Any, name: str = "option") -> bool:
     raise SystemExit(f"error: --{name}: expected True or False, got {value!r}")
 
 
-def model_name_version(
-    metadata: Mapping[str, Any], strength: float | str = 1.0, coarse_fusion: Any = False
-) -> tuple[str, str]:
+def model_name_version(metadata: Mapping[str, Any], config: Any = None) -> tuple[str, str]:
     """
-    ``(name, version)`` of a bundle's metadata, for DICOM descriptions, manifests and reports. A partial
-    restoration (``strength`` below 1, see :func:`load_bundle_network`) and the coarse-scale fusion
-    (:class:`~monai_rwkv.inferers.CoarseScaleFusion`, a config's ``coarse_fusion`` switch) are part of the version,
-    e.g. ``"0.13.0 strength 0.5"`` or ``"0.13.2 coarse fusion"``: derived DICOM series say so, and studies finished
-    with other settings are redone.
+    ``(name, version)`` of a bundle's metadata, for DICOM descriptions, manifests and reports. The settings of the
+    bundle ``config`` (a ``ConfigParser`` or a mapping; None: the defaults) that change
+    what the weights produce are part of the version: a partial restoration (``strength`` below 1, see
+    :func:`load_bundle_network`) and the coarse-scale fusion (``coarse_fusion``,
+    :class:`~monai_rwkv.inferers.CoarseScaleFusion`), e.g. ``"0.13.0 strength 0.5"`` or ``"0.13.2 coarse fusion"``:
+    derived DICOM series say so, and studies finished with other settings are redone.
     """
+    settings = config if config is not None else {}
     version = str(metadata.get("version", "0"))
-    strength = _strength(strength)
+    strength = _strength(settings.get("strength", 1.0))
     if strength < 1.0:
         version = f"{version} strength {strength:g}"
-    if flag(coarse_fusion, "coarse_fusion"):
+    if flag(settings.get("coarse_fusion", False), "coarse_fusion"):
         version = f"{version} coarse fusion"
     return str(metadata.get("name", "Restore-RWKV")), version
 
@@ -327,7 +327,7 @@ def run_restore(
     allow_mismatch = flag(allow_mismatch, "allow_mismatch")
     workflow = _workflow()
     config = workflow.parser if workflow is not None else ConfigParser()
-    name, version = model_name_version(metadata, config.get("strength", 1.0), config.get("coarse_fusion", False))
+    name, version = model_name_version(metadata, config)
     workers = _count(config.get("workers", 1) if workers is None else workers, "workers")
     worker_threads = config.get("worker_threads") if worker_threads is None else worker_threads
     worker_threads = None if worker_threads is None else _count(worker_threads, "worker_threads")
@@ -379,8 +379,7 @@ def run_evaluate(
     if dataset_dir is None:
         raise SystemExit("error: dataset_dir is required: pass --dataset_dir <folder of clean reference volumes>")
     workflow = _workflow()
-    parser = workflow.parser if workflow is not None else ConfigParser()
-    name, version = model_name_version(metadata, parser.get("strength", 1.0), parser.get("coarse_fusion", False))
+    name, version = model_name_version(metadata, workflow.parser if workflow is not None else None)
     for key in ("save_images", "overwrite"):
         if key in kwargs:
             kwargs[key] = flag(kwargs[key], key)

@@ -320,7 +320,7 @@ def _restore(args: argparse.Namespace) -> list[Path]:
     except ValueError as e:
         raise _CommandError(error_line(source, e)) from None
     restorer = parser.get_parsed_content("restorer")
-    name, version = model_name_version(metadata, parser.get("strength", 1.0), parser.get("coarse_fusion", False))
+    name, version = model_name_version(metadata, parser)
     return restore_task(restorer, task, name, version, overwrite=args.overwrite, volume=volume)
 
 
@@ -371,7 +371,7 @@ def _batch(args: argparse.Namespace) -> int:
     else:
         restorer = parser.get_parsed_content("restorer")
     metadata = bundle_metadata(parser)
-    name, version = model_name_version(metadata, parser.get("strength", 1.0), parser.get("coarse_fusion", False))
+    name, version = model_name_version(metadata, parser)
 
     def show(outcome: Any) -> None:
         if outcome.status == "failed":

@@ -320,7 +320,7 @@ class Restorer:
         axis = self._slab_axis()
         # the pixel size comes from the input's affine (a plain tensor has none: its slices keep their own grid)
         geometry = normalised if isinstance(normalised, MetaTensor) else volume
-        coarse = isinstance(volume, MetaTensor) and self._coarse_applies(geometry, data.shape)
+        coarse = isinstance(volume, MetaTensor) and self._coarse_applies(MetaTensor(data, affine=geometry.affine))
         n_slices = data.shape[axis] if axis is not None else 1
         step = self.slab_size if axis is not None else 1
         bar = tqdm(total=data.shape[0] * n_slices, desc=desc, unit="slice", disable=not self.progress, leave=False)
@@ -339,15 +339,11 @@ class Restorer:
             return MetaTensor(restored, meta=meta)
         return restored
 
-    def _coarse_applies(self, volume: torch.Tensor, shape: Sequence[int]) -> bool:
+    def _coarse_applies(self, volume: torch.Tensor) -> bool:
         """Whether the slices of ``volume`` (``(C, i, j, k)``, its affine giving the pixel size) get the coarse pass."""
-        if self.coarse_fusion is None or not isinstance(volume, MetaTensor):
+        if self.coarse_fusion is None:
             return False
-        axis = self._slab_axis() - 1  # the slice axis among (i, j, k)
-        in_plane = [a for a in range(3) if a != axis]
-        affine = torch.as_tensor(volume.affine, dtype=torch.float64)
-        pixel = [float(torch.linalg.norm(affine[:3, a])) for a in in_plane]
-        return self.coarse_fusion.applies(pixel, [int(shape[a + 1]) for a in in_plane])
+        return self.coarse_fusion.applies_to(volume, self._slab_axis() - 1)  # the slice axis among (i, j, k)
 
     def _warn_about_values(self, data: torch.Tensor, desc: str | None) -> None:
         """

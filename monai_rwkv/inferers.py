@@ -13,11 +13,19 @@ from typing import Any
 
 import torch
 import torch.nn.functional as F
-from monai.inferers import SliceInferer, SlidingWindowInferer
+from monai.data import MetaTensor
+from monai.inferers import Inferer, SliceInferer, SlidingWindowInferer
 
 from monai_rwkv.transforms._util import gaussian_blur
 
-__all__ = ["CoarseScaleFusion", "RestorationInferer", "SliceRestorationInferer", "fit_roi", "network_call"]
+__all__ = [
+    "CoarseFusionInferer",
+    "CoarseScaleFusion",
+    "RestorationInferer",
+    "SliceRestorationInferer",
+    "fit_roi",
+    "network_call",
+]
 
 
 def fit_roi(roi_size: Sequence[int], image_size: Sequence[int]) -> tuple[int, ...]:
@@ -200,6 +208,24 @@ class CoarseScaleFusion:
             math.ceil(int(s) / self.factor) >= self.min_size for s in slice_size
         )
 
+    def applies_to(self, image: torch.Tensor, slice_axis: int) -> bool:
+        """
+        Whether the slices of ``image`` along spatial axis ``slice_axis`` get the coarse pass (:meth:`applies`).
+
+        Args:
+            image: ``(C, i, j, k)``; a :class:`~monai.data.MetaTensor` whose affine gives the pixel size (the norm of
+                each in-plane axis' column). A plain tensor has no geometry, so it never gets the coarse pass.
+            slice_axis: 0, 1 or 2, the spatial axis the slices lie along (a slice inferer's ``spatial_dim``).
+        """
+        if not isinstance(image, MetaTensor) or image.ndim != 4:
+            return False
+        affine = torch.as_tensor(image.affine, dtype=torch.float64)
+        if affine.ndim != 2:  # a batch's affines
+            return False
+        in_plane = [a for a in range(3) if a != int(slice_axis)]
+        pixel = [float(torch.linalg.norm(affine[:3, a])) for a in in_plane]
+        return self.applies(pixel, [int(image.shape[a + 1]) for a in in_plane])
+
     @staticmethod
     def _planes(x: torch.Tensor, slice_axis: int) -> tuple[torch.Tensor, tuple[int, int]]:
         """``(B, C, *spatial)`` with slices along ``slice_axis`` -> ``(B * n, C, rows, columns)`` and ``(B, n)``."""
@@ -233,3 +259,27 @@ class CoarseScaleFusion:
         up = F.interpolate(coarse, size=size, mode="bicubic", align_corners=False)
         fine_planes, lead = self._planes(fine, slice_axis)
         return self._volume(fine_planes + gaussian_blur(up - fine_planes, (self.sigma, self.sigma)), lead, slice_axis)
+
+
+class CoarseFusionInferer(Inferer):
+    """
+    A slice inferer run through a :class:`CoarseScaleFusion`, as an ``Inferer`` (``inferer(inputs, network)``) for
+    callers that take one, e.g. MONAI Label. Every input gets the coarse pass: choose it for a volume with
+    :meth:`CoarseScaleFusion.applies_to`, and use ``inferer`` itself for the others.
+
+    Args:
+        inferer: a slice inferer (one with a ``spatial_dim``, e.g. :class:`SliceRestorationInferer`).
+        fusion: the coarse-scale fusion.
+    """
+
+    def __init__(self, inferer: SliceInferer, fusion: CoarseScaleFusion) -> None:
+        if getattr(inferer, "spatial_dim", None) is None:
+            raise ValueError(
+                f"coarse-scale fusion needs a slice inferer (one with a spatial_dim), got {type(inferer).__name__}."
+            )
+        self.inferer, self.fusion = inferer, fusion
+
+    def __call__(self, inputs: torch.Tensor, network: Callable[..., torch.Tensor], *args: Any, **kwargs: Any):
+        """``inputs``: ``(B, C, i, j, k)`` normalised; returns ``(B, C_out, i, j, k)`` float32."""
+        call = (lambda x: network(x, *args, **kwargs)) if args or kwargs else network
+        return self.fusion(inputs, call, self.inferer)

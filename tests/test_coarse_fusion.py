@@ -12,7 +12,7 @@ from monai.data import MetaTensor
 from torch import nn
 
 from monai_rwkv.inference import Restorer
-from monai_rwkv.inferers import CoarseScaleFusion, SliceRestorationInferer
+from monai_rwkv.inferers import CoarseFusionInferer, CoarseScaleFusion, SliceRestorationInferer
 
 
 def _area(image: np.ndarray, size: tuple[int, int]) -> np.ndarray:
@@ -112,6 +112,46 @@ def test_the_gate_reads_the_pixel_size_and_the_slice_size() -> None:
     assert fusion.applies([0.75, 0.7], [32, 31])  # ceil(31 / 2) = 16
     assert not fusion.applies([0.48, 0.96], [512, 512])  # the coarser axis decides
     assert not fusion.applies([0.5, 0.5], [512, 30])  # a 15-pixel coarse grid
+
+
+@pytest.mark.parametrize("slice_axis", [0, 1, 2])
+def test_the_gate_of_a_volume_reads_its_affine_along_the_slice_axis(seed: int, slice_axis: int) -> None:
+    """A rotated, oblique affine: the pixel size is each in-plane column's norm; the slice spacing never counts."""
+    rng = np.random.default_rng(seed)
+    rotation, _ = np.linalg.qr(rng.normal(size=(3, 3)))
+    spacing = np.full(3, 0.5)
+    spacing[slice_axis] = 5.0  # thick slices do not stop the fusion
+    affine = np.eye(4)
+    affine[:3, :3] = rotation * spacing
+    affine[:3, 3] = rng.uniform(-200, 200, 3)
+    shape = [1, 40, 40, 40]
+    fusion = CoarseScaleFusion(max_pixel_size=0.75, min_size=16)
+    image = MetaTensor(torch.zeros(shape), affine=torch.from_numpy(affine))
+    assert fusion.applies_to(image, slice_axis)
+    assert not fusion.applies_to(image, (slice_axis + 1) % 3)  # then a 5 mm axis lies in the plane
+    assert not fusion.applies_to(image.as_tensor(), slice_axis)  # no geometry
+    coarse = affine.copy()
+    coarse[:3, (slice_axis + 1) % 3] *= 1.6  # one in-plane axis at 0.8 mm
+    assert not fusion.applies_to(MetaTensor(torch.zeros(shape), affine=torch.from_numpy(coarse)), slice_axis)
+
+
+def test_the_fusion_as_an_inferer_is_the_fusion(seed: int) -> None:
+    """``CoarseFusionInferer(inferer, fusion)(x, net)`` is ``fusion(x, net, inferer)``; extra network arguments are
+    passed through to every network call; a non-slice inferer is refused."""
+    from monai_rwkv.inferers import RestorationInferer
+
+    rng = np.random.default_rng(seed)
+    volume = torch.from_numpy(rng.normal(size=(1, 1, 36, 41, 2))).float()
+    net = _conv(seed).float()
+    inferer = SliceRestorationInferer(roi_size=(32, 32), overlap=0.25)
+    fusion = CoarseScaleFusion(min_size=4)
+    with torch.no_grad():
+        expected = fusion(volume, net, inferer)
+        torch.testing.assert_close(CoarseFusionInferer(inferer, fusion)(volume, net), expected, rtol=0, atol=0)
+        scaled = CoarseFusionInferer(inferer, fusion)(volume, lambda x, k: k * net(x), 3.0)
+    torch.testing.assert_close(scaled, 3.0 * expected, rtol=1e-5, atol=1e-5)
+    with pytest.raises(ValueError, match="needs a slice inferer"):
+        CoarseFusionInferer(RestorationInferer((8, 8, 8)), fusion)
 
 
 @pytest.mark.parametrize(

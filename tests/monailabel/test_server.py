@@ -63,6 +63,8 @@ TARGETS = {"ct_denoise": "fulldose/ct_head.nii.gz", "mri_sr": "reference/colin_t
 #: written into the copies' inference.json, so the server and the CLI both use them (a 256 x 256 window: one per
 #: slice of the samples, several times faster on CPU than many small windows; blending is tested in tests/bundles).
 TINY_CONFIG = {"network_def": TINY_NETWORK, "roi_size": [256, 256], "progress": False, "device": "cpu"}
+#: (image id, infer task): a volume on 0.5 mm pixels, the sample of that task's bundle (one with coarse_fusion_def)
+FINE_INPUT = ("ct_fine", "ct_denoise")
 STARTUP_S = 300
 REQUEST_S = 300
 
@@ -161,6 +163,11 @@ def setup(tmp_path_factory: pytest.TempPathFactory) -> dict:
         for infer_name, (served, task) in INFERS.items():
             if served == bundle:
                 inputs[infer_name] = _sample_input(bundle, studies / f"{infer_name}.nii.gz", task)
+        if name == FINE_INPUT[1]:  # its sample on 0.5 mm pixels, for the coarse-scale fusion
+            image = nib.load(inputs[name])
+            affine = image.affine.copy()
+            affine[:3, :2] *= 0.5 / np.linalg.norm(affine[:3, :2], axis=0)
+            nib.save(nib.Nifti1Image(np.asarray(image.dataobj), affine), studies / f"{FINE_INPUT[0]}.nii.gz")
         target = bundle / "sample" / TARGETS.get(name, "-")
         if target.is_file():
             shutil.copyfile(target, studies / "labels" / "final" / f"{name}.nii.gz")
@@ -274,6 +281,33 @@ def test_a_request_strength_is_the_cli_strength(setup: dict, server: Server, tmp
     assert np.abs(served - full).max() > 1.0  # not the full restoration
     with pytest.raises(AssertionError, match="HTTP"):
         server.request("POST", f"/infer/{name}?image={name}&output=json", {"strength": 1.5}, form=True)
+
+
+def test_a_request_coarse_fusion_is_the_cli_coarse_fusion(setup: dict, server: Server, tmp_path: Path) -> None:
+    """``{"coarse_fusion": true}`` gives ``monai-rwkv restore --set coarse_fusion=true``'s volume: on 0.5 mm pixels
+    a fused restoration, on the sample's 0.96 mm the plain one, and the result says which; a bundle without a
+    ``coarse_fusion_def`` and a value that is not a boolean are refused."""
+    image, name = FINE_INPUT
+    bundle = setup["bundles"] / INFERS[name][0].name
+    fine = setup["studies"] / f"{image}.nii.gz"
+    params, result, _ = server.infer(name, image, {"coarse_fusion": True})
+    assert params["coarse_fusion"] is True
+    served = nib.load(result).get_fdata(dtype=np.float32)
+    expected = _cli(bundle, fine, tmp_path / "cli.nii.gz", "--set", "coarse_fusion=true")
+    np.testing.assert_allclose(served, expected, rtol=1e-5, atol=1e-3)
+    plain = _cli(bundle, fine, tmp_path / "plain.nii.gz")
+    assert np.abs(served - plain).max() > 1.0  # the coarse pass changed it
+    assert server.infer(name, image)[0]["coarse_fusion"] is False  # the bundle's default: off
+    params, result, _ = server.infer(name, name, {"coarse_fusion": True})  # 0.96 mm pixels: no coarse pass
+    assert params["coarse_fusion"] is False
+    expected = _cli(bundle, setup["inputs"][name], tmp_path / "coarse.nii.gz")
+    np.testing.assert_allclose(nib.load(result).get_fdata(dtype=np.float32), expected, rtol=1e-5, atol=1e-3)
+    other = next(
+        n for n, (b, t) in INFERS.items() if t is None and load_bundle_config(b).get("coarse_fusion_def") is None
+    )
+    for model, image_id, value in ((name, image, "yes"), (other, other, True)):
+        with pytest.raises(AssertionError, match="HTTP"):
+            server.request("POST", f"/infer/{model}?image={image_id}&output=json", {"coarse_fusion": value}, form=True)
 
 
 @pytest.mark.parametrize("name", [n for n in NAMES if n in TARGETS])

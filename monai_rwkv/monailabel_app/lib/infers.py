@@ -11,6 +11,7 @@ from typing import Any
 
 import pydicom
 import torch
+from monai.inferers import Inferer
 from monai.transforms import SaveImaged
 from monailabel.interfaces.exception import MONAILabelError, MONAILabelException
 from monailabel.interfaces.tasks.infer_v2 import InferType
@@ -19,6 +20,7 @@ from monailabel.tasks.infer.bundle import BundleInferTask
 from monai_rwkv.apps.bundle import bundle_metadata, load_bundle_config
 from monai_rwkv.data import write_nifti
 from monai_rwkv.inference import load_network, resolve_device
+from monai_rwkv.inferers import CoarseFusionInferer, CoarseScaleFusion
 from monai_rwkv.networks.nets import BlendWithInput, check_strength
 
 __all__ = ["RestorationInferTask"]
@@ -31,6 +33,9 @@ DICOM_NEEDS_PYDICOM_3 = (
     "DICOM input needs pydicom>=3 for monai_rwkv's reader, and MONAI Label 0.8.5 needs pydicom<3 "
     f"(this environment has {pydicom.__version__}): convert the series to NIfTI, or use `monai-rwkv restore`"
 )
+
+#: the data key where :meth:`RestorationInferTask.inferer` records whether the volume got the coarse pass
+_FUSED = "restore_rwkv_coarse_fusion"
 
 
 def _is_dicom(image: str) -> bool:
@@ -54,11 +59,16 @@ class RestorationInferTask(BundleInferTask):
       ``network_def`` is an error, not a warning); the train task's fine-tuned weights are used when they exist.
 
     A request may set ``strength`` (a number in [0, 1]; default the bundle config's, 1): the fraction of the
-    network's change kept, as ``monai-rwkv restore --strength``; another value is refused as invalid input.
+    network's change kept, as ``monai-rwkv restore --strength``; another value is refused as invalid input. It may
+    set ``coarse_fusion`` (true or false; default the bundle config's) for a bundle whose config has a
+    ``coarse_fusion_def`` (:class:`~monai_rwkv.inferers.CoarseScaleFusion`): volumes whose in-plane pixels are fine
+    enough (from the preprocessed image's affine) are then also restored on a coarser grid, as ``monai-rwkv restore
+    --set coarse_fusion=true``; a bundle without one refuses ``true``.
 
-    The result JSON has ``bundle``, ``version``, ``units``, ``modality``, ``dtype``, ``shape``, ``weights`` and
-    ``strength`` (and ``task`` for a task of a bundle serving several, chosen by ``overrides={"task": ...}``: config
-    items set on the bundle's configs, as ``monai-rwkv restore --task`` does).
+    The result JSON has ``bundle``, ``version``, ``units``, ``modality``, ``dtype``, ``shape``, ``weights``,
+    ``strength``, ``coarse_fusion`` (whether this volume got the coarse pass) and, for a task of a bundle serving
+    several, ``task`` (chosen by ``overrides={"task": ...}``: config items set on the bundle's configs, as
+    ``monai-rwkv restore --task`` does).
     """
 
     def __init__(
@@ -131,6 +141,36 @@ class RestorationInferTask(BundleInferTask):
         except ValueError as e:
             raise MONAILabelException(MONAILabelError.INVALID_INPUT, str(e)) from None
 
+    def _coarse_fusion(self, data: Any) -> CoarseScaleFusion | None:
+        """The bundle's ``coarse_fusion_def`` if the request (else the bundle config) turns it on; None when off."""
+        value = (data or {}).get("coarse_fusion", self.bundle_config.get("coarse_fusion", False))
+        if not isinstance(value, bool):
+            raise MONAILabelException(
+                MONAILabelError.INVALID_INPUT, f"coarse_fusion: expected true or false, got {value!r}"
+            )
+        if not value:
+            return None
+        if self.bundle_config.get("coarse_fusion_def") is None:
+            raise MONAILabelException(
+                MONAILabelError.INVALID_INPUT,
+                f"coarse_fusion: bundle {os.path.basename(self.bundle_path)} has no coarse_fusion_def; leave it false",
+            )
+        return self.bundle_config.get_parsed_content("coarse_fusion_def", instantiate=True)
+
+    def _fused(self, data: Any, inferer: Inferer) -> bool:
+        """Whether the request's volume gets the coarse pass: fusion on, a slice inferer, pixels fine enough."""
+        fusion = self._coarse_fusion(data)
+        axis = getattr(inferer, "spatial_dim", None)
+        return fusion is not None and axis is not None and fusion.applies_to(data.get(self.input_key), int(axis))
+
+    def inferer(self, data: Any = None) -> Inferer:
+        """The bundle's ``inferer``; run through the coarse-scale fusion when the volume gets it (:meth:`_fused`)."""
+        inferer = super().inferer(data)
+        if data is None:
+            return inferer
+        data[_FUSED] = self._fused(data, inferer)  # for the result JSON
+        return CoarseFusionInferer(inferer, self._coarse_fusion(data)) if data[_FUSED] else inferer
+
     def _blend(self, network: torch.nn.Module, data: Any) -> torch.nn.Module:
         strength = self._strength(data)
         return BlendWithInput(network, strength).eval() if strength < 1.0 else network
@@ -153,6 +193,7 @@ class RestorationInferTask(BundleInferTask):
                 "shape": [int(s) for s in pred.shape[1:]],
                 "weights": self.get_path(),
                 "strength": self._strength(data),
+                "coarse_fusion": bool(data.get(_FUSED, False)),
                 **({"task": self.overrides["task"]} if "task" in self.overrides else {}),
             }
         )

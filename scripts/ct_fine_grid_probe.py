@@ -11,11 +11,14 @@ in-distribution protocol's (``LowDoseCT`` defaults: quarter of 2e6 photons per r
 with seed 77000 + k (the shifted set's bodies use 1000-2999 and their offsets). Each slice is restored by the
 bundle's inference pipeline with ``coarse_fusion`` off and on; the table gives, per scanner, PSNR / SSIM in the
 bundle's window (mean over the scanner's slices) and the per-slice difference on minus off (mean +- std, the
-fraction of slices where on is better).
+fraction of slices where on is better). With ``--oracle-nlm`` a non-local means filter (``scripts/ct_baselines.py``'s,
+the same grid and line search) is tuned on each scanner's slices themselves, an upper bound for it, and the table
+adds its PSNR / SSIM and the per-slice difference off minus it.
 
 Usage::
 
-    python scripts/ct_fine_grid_probe.py --pixel 0.48 --region head --slices 8 --scanners soft,sharp,quiet,evaluation
+    python scripts/ct_fine_grid_probe.py --pixel 0.48 --region head --slices 8 --scanners soft,sharp,quiet,evaluation \
+        [--oracle-nlm]
 """
 
 from __future__ import annotations
@@ -36,6 +39,7 @@ from monai_rwkv.metrics import CT_EVAL_WINDOW
 from monai_rwkv.transforms import SYNTHETIC_CT_REGIONS, synthetic_ct
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
+from ct_baselines import BASELINES  # noqa: E402 - the tuned classical filters
 from ct_dose_sweep import BUNDLE  # noqa: E402 - the CT bundle
 from prepare_ct_shifted import SCANNERS, scan  # noqa: E402 - the shifted set's scanners and simulator
 
@@ -53,6 +57,7 @@ def _parser() -> argparse.ArgumentParser:
     p.add_argument("--region", choices=SYNTHETIC_CT_REGIONS, default="head")
     p.add_argument("--slices", type=int, default=8, help="slices, the scanners taken in turn")
     p.add_argument("--scanners", default="soft,sharp,quiet,evaluation", help="comma-separated subset")
+    p.add_argument("--oracle-nlm", action="store_true", help="add non-local means tuned on each scanner's slices")
     p.add_argument("--threads", type=int, default=None)
     lib.add_override_option(p)
     p.add_argument("--out", type=Path, default=None, help="the markdown table (also printed)")
@@ -78,6 +83,15 @@ def make_pairs(args: argparse.Namespace) -> tuple[torch.Tensor, torch.Tensor, li
     return torch.stack(full, -1)[None], torch.stack(low, -1)[None], used
 
 
+def oracle_nlm(low: torch.Tensor, full: torch.Tensor) -> tuple[str, dict[str, torch.Tensor]]:
+    """Non-local means tuned on the ``(1, i, j, n)`` pair itself: its parameters in words and its per-slice metrics."""
+    baseline = BASELINES["nlm"]
+    objective = lib.filter_objective(baseline, [(low, full)], CT_EVAL_WINDOW)
+    best = lib.tune(baseline, objective)
+    restored = lib.SliceFilterRestorer(baseline.build(**best), {})(low)
+    return baseline.describe(best), volume_slice_metrics(restored, full, CT_EVAL_WINDOW)
+
+
 def report(args: argparse.Namespace) -> str:
     if args.threads:
         torch.set_num_threads(args.threads)
@@ -91,26 +105,38 @@ def report(args: argparse.Namespace) -> str:
         overrides["coarse_fusion"] = fusion
         restorer = load_bundle_config(args.bundle, "inference.json", overrides).get_parsed_content("restorer")
         restored[fusion] = restorer(MetaTensor(low.clone(), affine=affine)).as_tensor().float()
+    groups = {scanner: torch.tensor([k for k, s in enumerate(used) if s == scanner]) for scanner in dict.fromkeys(used)}
+    nlm = (
+        {s: oracle_nlm(low[..., i].float(), full[..., i].float()) for s, i in groups.items()} if args.oracle_nlm else {}
+    )
     lines = [
         f"{args.slices} synthetic {args.region} slices of {args.size} x {args.size} pixels of {args.pixel:g} mm "
         f"(seeds {FIRST_SEED}+), window [{CT_EVAL_WINDOW[0]:g}, {CT_EVAL_WINDOW[1]:g}] HU; "
         f"{time.time() - start:.0f} s.",
         "",
-        "| scanner | slices | input | coarse_fusion off | coarse_fusion on | on minus off (dB) | on better |",
-        "|---|---|---|---|---|---|---|",
+        "| scanner | slices | input | coarse_fusion off | coarse_fusion on | on minus off (dB) | on better |"
+        + (" non-local means, oracle | off minus it (dB) | off better |" if args.oracle_nlm else ""),
+        "|---|---|---|---|---|---|---|" + ("---|---|---|" if args.oracle_nlm else ""),
     ]
-    for scanner in dict.fromkeys(used):
-        index = torch.tensor([k for k, s in enumerate(used) if s == scanner])
+    for scanner, index in groups.items():
         metrics = [
             volume_slice_metrics(v[..., index], full[..., index].float(), CT_EVAL_WINDOW)
             for v in (low.float(), restored[False], restored[True])
         ]
         cells = [f"{float(m['psnr'].mean()):.2f} / {float(m['ssim'].mean()):.4f}" for m in metrics]
         diff = (metrics[2]["psnr"] - metrics[1]["psnr"]).numpy()
-        lines.append(
+        line = (
             f"| {scanner} | {len(index)} | " + " | ".join(cells) + f" | {diff.mean():+.2f} +- {diff.std():.2f} | "
             f"{100 * float(np.mean(diff > 0)):.0f} % |"
         )
+        if args.oracle_nlm:
+            params, m = nlm[scanner]
+            lead = (metrics[1]["psnr"] - m["psnr"]).numpy()
+            line += (
+                f" {float(m['psnr'].mean()):.2f} / {float(m['ssim'].mean()):.4f} ({params}) | "
+                f"{lead.mean():+.2f} +- {lead.std():.2f} | {100 * float(np.mean(lead > 0)):.0f} % |"
+            )
+        lines.append(line)
     return "\n".join(lines) + "\n"
 
 

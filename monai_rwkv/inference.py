@@ -398,6 +398,9 @@ class Restorer:
                 "factor": self.coarse_fusion.factor,
                 "sigma": self.coarse_fusion.sigma,
                 "max_pixel_size": self.coarse_fusion.max_pixel_size,
+                "min_change": self.coarse_fusion.min_change,
+                "flat_gradient": self.coarse_fusion.flat_gradient,
+                "value_range": None if self.coarse_fusion.value_range is None else list(self.coarse_fusion.value_range),
             },
         }
 

@@ -16,7 +16,7 @@ import torch.nn.functional as F
 from monai.data import MetaTensor
 from monai.inferers import Inferer, SliceInferer, SlidingWindowInferer
 
-from monai_rwkv.transforms._util import gaussian_blur
+from monai_rwkv.transforms._util import gaussian_blur, sobel_magnitude
 
 __all__ = [
     "CoarseFusionInferer",
@@ -181,23 +181,51 @@ class CoarseScaleFusion:
     edges replicated: :func:`monai_rwkv.transforms._util.gaussian_blur`) splits the bands. A constant image is
     returned unchanged by the fusion itself.
 
+    With ``min_change`` each slice keeps the fused result only if the coarse pass changes its flat region enough:
+    the root mean square of ``gaussian_sigma(coarse - fine)`` over the pixels where ``fine`` lies strictly inside
+    ``value_range`` and its Sobel gradient (:func:`monai_rwkv.transforms._util.sobel_magnitude`) is below
+    ``flat_gradient`` must be at least ``min_change``; other slices (and slices without such pixels) keep ``fine``.
+    The coarse pass removes a large-scale mottle, such as the streaks of a sparse-view scan, which the fine pass
+    leaves in flat tissue; where there is none it changes little there, and what it changes elsewhere is detail.
+
     Args:
         factor: how many times coarser the second grid is (an integer >= 2).
         sigma: the Gaussian's standard deviation in pixels of the input's grid (> 0): below about ``1 / (2 pi
             sigma)`` cycles per pixel the coarse pass decides, above it the fine pass.
         max_pixel_size: the largest in-plane pixel size (mm, or the affine's unit) that gets the coarse pass.
         min_size: slices whose coarse grid would be smaller than this along an axis keep the fine pass alone.
+        min_change: the per-slice gate above, in the network's input units (0: every slice keeps the fused result).
+        flat_gradient: the gate's flat region: gradient below this, input units per pixel (None: no limit).
+        value_range: the gate's flat region: ``(low, high)`` values of ``fine``, input units (None: all values).
     """
 
-    def __init__(self, factor: int = 2, sigma: float = 1.5, max_pixel_size: float = 0.75, min_size: int = 16) -> None:
+    def __init__(
+        self,
+        factor: int = 2,
+        sigma: float = 1.5,
+        max_pixel_size: float = 0.75,
+        min_size: int = 16,
+        min_change: float = 0.0,
+        flat_gradient: float | None = None,
+        value_range: Sequence[float] | None = None,
+    ) -> None:
         if int(factor) != factor or factor < 2:
             raise ValueError(f"factor must be an integer >= 2, got {factor!r}.")
         if not sigma > 0:
             raise ValueError(f"sigma must be > 0 (pixels of the input's grid), got {sigma!r}.")
         if not max_pixel_size > 0:
             raise ValueError(f"max_pixel_size must be > 0, got {max_pixel_size!r}.")
+        if not min_change >= 0:
+            raise ValueError(f"min_change must be >= 0 (0: no gate), got {min_change!r}.")
+        if flat_gradient is not None and not flat_gradient > 0:
+            raise ValueError(f"flat_gradient must be > 0 or None, got {flat_gradient!r}.")
+        if value_range is not None and not (len(value_range) == 2 and value_range[0] < value_range[1]):
+            raise ValueError(f"value_range must be (low, high) with low < high, or None, got {value_range!r}.")
         self.factor, self.sigma = int(factor), float(sigma)
         self.max_pixel_size, self.min_size = float(max_pixel_size), int(min_size)
+        self.min_change = float(min_change)
+        self.flat_gradient = None if flat_gradient is None else float(flat_gradient)
+        self.value_range = None if value_range is None else (float(value_range[0]), float(value_range[1]))
 
     def applies(self, pixel_size: Sequence[float], slice_size: Sequence[int]) -> bool:
         """
@@ -258,7 +286,34 @@ class CoarseScaleFusion:
         coarse, _ = self._planes(inferer(small, network).float().to(fine.device), slice_axis)
         up = F.interpolate(coarse, size=size, mode="bicubic", align_corners=False)
         fine_planes, lead = self._planes(fine, slice_axis)
-        return self._volume(fine_planes + gaussian_blur(up - fine_planes, (self.sigma, self.sigma)), lead, slice_axis)
+        change = gaussian_blur(up - fine_planes, (self.sigma, self.sigma))
+        if self.min_change > 0:
+            keep = (self.flat_change(fine_planes, change) >= self.min_change).to(change.dtype)  # NaN: False
+            change = change * keep.view(-1, *([1] * (change.ndim - 1)))
+        return self._volume(fine_planes + change, lead, slice_axis)
+
+    def flat_change(self, fine: torch.Tensor, change: torch.Tensor) -> torch.Tensor:
+        """
+        The gate's statistic: the root mean square of ``change`` over the flat region of ``fine`` (class docstring),
+        per slice.
+
+        Args:
+            fine: ``(N, C, H, W)`` the fine pass's slices.
+            change: ``(N, C, H, W)`` what the fusion adds to them.
+
+        Returns:
+            ``(N,)`` float32, NaN for a slice without a flat pixel.
+        """
+        flat = torch.ones_like(fine, dtype=torch.bool)
+        if self.flat_gradient is not None:
+            gradient = sobel_magnitude(fine.reshape(-1, 1, *fine.shape[-2:])).reshape(fine.shape)
+            flat &= gradient < self.flat_gradient
+        if self.value_range is not None:
+            flat &= (fine > self.value_range[0]) & (fine < self.value_range[1])
+        dims = tuple(range(1, fine.ndim))
+        count = flat.sum(dim=dims)
+        squared = torch.where(flat, change.float() ** 2, torch.zeros_like(change, dtype=torch.float32)).sum(dim=dims)
+        return torch.where(count > 0, (squared / count.clamp_min(1)).sqrt(), torch.full_like(squared, math.nan))
 
 
 class CoarseFusionInferer(Inferer):

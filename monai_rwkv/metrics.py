@@ -8,6 +8,8 @@ from collections.abc import Sequence
 import torch
 from monai.metrics.regression import compute_ssim_and_cs
 
+from monai_rwkv.transforms._util import sobel_magnitude
+
 __all__ = ["CT_EVAL_WINDOW", "CT_FLAT_GRADIENT", "edge_band_rmse", "flat_region_rmse", "slice_metrics"]
 
 #: Hounsfield window the paper truncates CT to before computing metrics.
@@ -84,12 +86,7 @@ def flat_region_rmse(
     pred, label = _slice_batch(pred, label)
     if not max_gradient > 0:
         raise ValueError(f"max_gradient must be > 0, got {max_gradient!r}.")
-    smooth = torch.tensor([1.0, 2.0, 1.0], dtype=torch.float64)
-    diff = torch.tensor([-1.0, 0.0, 1.0], dtype=torch.float64)
-    padded = torch.nn.functional.pad(label, (1, 1, 1, 1), mode="replicate")
-    gy = torch.nn.functional.conv2d(padded, torch.outer(diff, smooth)[None, None]) / 8
-    gx = torch.nn.functional.conv2d(padded, torch.outer(smooth, diff)[None, None]) / 8
-    flat = (label > window[0]) & (label < window[1]) & (torch.hypot(gy, gx) < max_gradient)
+    flat = (label > window[0]) & (label < window[1]) & (sobel_magnitude(label) < max_gradient)
     return _masked_rmse(pred, label, flat)
 
 

@@ -63,6 +63,21 @@ def _reference(image: np.ndarray, restore, factor: int, sigma: float) -> np.ndar
     return fine + _gaussian(up - fine, sigma)
 
 
+def _flat_change(fine: np.ndarray, change: np.ndarray, flat_gradient: float, value_range) -> float:
+    """RMS of ``change`` where ``fine`` is inside ``value_range`` and its Sobel gradient (/8, edges replicated) is
+    below ``flat_gradient``; NaN without such a pixel."""
+    padded = np.pad(fine, 1, mode="edge")
+    h, w = fine.shape
+
+    def at(dr: int, dc: int) -> np.ndarray:
+        return padded[1 + dr : 1 + dr + h, 1 + dc : 1 + dc + w]
+
+    g_rows = sum(k * (at(1, dc) - at(-1, dc)) for dc, k in ((-1, 1), (0, 2), (1, 1))) / 8
+    g_cols = sum(k * (at(dr, 1) - at(dr, -1)) for dr, k in ((-1, 1), (0, 2), (1, 1))) / 8
+    flat = (np.hypot(g_rows, g_cols) < flat_gradient) & (fine > value_range[0]) & (fine < value_range[1])
+    return float(np.sqrt(np.mean(change[flat] ** 2))) if flat.any() else math.nan
+
+
 def _conv(seed: int) -> nn.Conv2d:
     torch.manual_seed(seed)
     return nn.Conv2d(1, 1, 3, padding=1).double().eval()
@@ -97,6 +112,47 @@ def net_only(volume: np.ndarray, net: nn.Module, spatial_dim: int) -> np.ndarray
     with torch.no_grad():
         out = inferer(torch.from_numpy(volume).float(), net).double().numpy()
     return np.moveaxis(out[0, 0], spatial_dim, 0)
+
+
+def test_the_gate_keeps_the_fusion_only_on_slices_it_changes_enough(seed: int) -> None:
+    """min_change: slices whose flat-region change (float64 reference: independent Sobel, window, RMS) reaches it
+    get the fused result, the others the fine pass exactly; the threshold between the slices' own statistics."""
+    rng = np.random.default_rng(seed)
+    n = 6
+    volume = rng.normal(size=(1, 1, 45, 38, n)) * rng.uniform(0.5, 20.0) + rng.uniform(-50, 50)
+    volume *= rng.uniform(0.2, 3.0, size=n)  # slices with different change amplitudes
+    net = _conv(seed).float()
+    inferer = SliceRestorationInferer(roi_size=(64, 64), spatial_dim=2)
+    x = torch.from_numpy(volume).float()
+    with torch.no_grad():
+        fine = inferer(x, net).double().numpy()[0, 0]
+        fused = CoarseScaleFusion(min_size=4)(x, net, inferer).double().numpy()[0, 0]
+    scale = float(np.abs(fine).std())
+    flat_gradient, value_range = 0.8 * scale, (float(np.percentile(fine, 5)), float(np.percentile(fine, 95)))
+    stats = np.array(
+        [_flat_change(fine[..., k], fused[..., k] - fine[..., k], flat_gradient, value_range) for k in range(n)]
+    )
+    assert np.isfinite(stats).all()
+    threshold = float(np.sort(stats)[n // 2 - 1] + np.sort(stats)[n // 2]) / 2  # half the slices pass
+    gate = CoarseScaleFusion(min_size=4, min_change=threshold, flat_gradient=flat_gradient, value_range=value_range)
+    with torch.no_grad():
+        got = gate(x, net, inferer).double().numpy()[0, 0]
+        statistic = gate.flat_change(
+            torch.from_numpy(fine).permute(2, 0, 1)[:, None], torch.from_numpy(fused - fine).permute(2, 0, 1)[:, None]
+        )
+    np.testing.assert_allclose(statistic.numpy(), stats, rtol=1e-4)
+    for k in range(n):
+        expected = fused[..., k] if stats[k] >= threshold else fine[..., k]
+        np.testing.assert_allclose(got[..., k], expected, rtol=0, atol=1e-5 * max(1.0, float(np.abs(fused).max())))
+    assert 0 < sum(stats >= threshold) < n
+
+
+def test_the_gate_leaves_slices_without_flat_pixels_fine(seed: int) -> None:
+    volume = torch.from_numpy(np.random.default_rng(seed).normal(size=(1, 1, 40, 40, 2))).float()
+    net, inferer = _conv(seed).float(), SliceRestorationInferer(roi_size=(64, 64))
+    gate = CoarseScaleFusion(min_size=4, min_change=1e-9, value_range=(1e6, 2e6))  # no value in range
+    with torch.no_grad():
+        torch.testing.assert_close(gate(volume, net, inferer), inferer(volume, net).float(), rtol=0, atol=0)
 
 
 def test_a_constant_image_and_an_identity_network_keep_a_constant(seed: int) -> None:
@@ -156,7 +212,15 @@ def test_the_fusion_as_an_inferer_is_the_fusion(seed: int) -> None:
 
 @pytest.mark.parametrize(
     "kwargs, message",
-    [({"factor": 1}, "factor"), ({"factor": 2.5}, "factor"), ({"sigma": 0}, "sigma"), ({"max_pixel_size": -1}, "max")],
+    [
+        ({"factor": 1}, "factor"),
+        ({"factor": 2.5}, "factor"),
+        ({"sigma": 0}, "sigma"),
+        ({"max_pixel_size": -1}, "max"),
+        ({"min_change": -1.0}, "min_change"),
+        ({"flat_gradient": 0.0}, "flat_gradient"),
+        ({"value_range": (1.0, 0.0)}, "value_range"),
+    ],
 )
 def test_invalid_settings_are_refused(kwargs: dict, message: str) -> None:
     with pytest.raises(ValueError, match=message):
@@ -187,7 +251,14 @@ def test_the_restorer_fuses_only_slices_fine_enough(seed: int, pixel: float) -> 
         assert float((fused - plain).abs().max()) > 1e-3
     else:
         torch.testing.assert_close(fused.as_tensor(), plain.as_tensor(), rtol=0, atol=0)
-    assert _restorer(fusion, net).describe()["coarse_fusion"] == {"factor": 2, "sigma": 1.5, "max_pixel_size": 0.75}
+    assert _restorer(fusion, net).describe()["coarse_fusion"] == {
+        "factor": 2,
+        "sigma": 1.5,
+        "max_pixel_size": 0.75,
+        "min_change": 0.0,
+        "flat_gradient": None,
+        "value_range": None,
+    }
 
 
 def test_a_plain_tensor_has_no_pixel_size_and_keeps_its_grid(seed: int) -> None:

@@ -38,6 +38,17 @@ def gaussian_blur(x: torch.Tensor, sigmas: Sequence[float]) -> torch.Tensor:
     return x
 
 
+def sobel_magnitude(x: torch.Tensor) -> torch.Tensor:
+    """Per-pixel gradient magnitude of ``(N, 1, H, W)`` slices: the Sobel responses divided by 8 (a unit ramp along
+    either axis gives 1), edges replicated; ``x``'s shape, dtype and device."""
+    smooth = torch.tensor([1.0, 2.0, 1.0], dtype=x.dtype, device=x.device)
+    diff = torch.tensor([-1.0, 0.0, 1.0], dtype=x.dtype, device=x.device)
+    padded = F.pad(x, (1, 1, 1, 1), mode="replicate")
+    gy = F.conv2d(padded, torch.outer(diff, smooth)[None, None]) / 8
+    gx = F.conv2d(padded, torch.outer(smooth, diff)[None, None]) / 8
+    return torch.hypot(gy, gx)
+
+
 def value_range(
     value: Union[float, Sequence[float]], name: str, low: float = 0.0, strict: bool = False
 ) -> tuple[float, float]:

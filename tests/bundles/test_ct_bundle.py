@@ -186,26 +186,31 @@ def test_flag_reads_command_line_booleans(value: object, expected: bool) -> None
 def test_coarse_fusion_is_a_switch_of_the_config_for_fine_pixels_only(tmp_path: Path) -> None:
     """``--coarse_fusion True`` with the real CLI: slices of 0.5 mm pixels are restored differently (same grid and
     geometry), the same voxels with 0.9 mm pixels exactly as without it (the network does not see the pixel size);
-    the outputs' resume records say so; a value that is not a boolean exits with one line."""
+    the outputs' resume records say so; a value that is not a boolean exits with one line. The per-slice gate
+    (``coarse_fusion_min_change_hu``) is opened with 0 for this noise image, which has no flat soft tissue: with
+    the config's gate the slices keep the fine pass exactly."""
     bundle = make_tiny_bundle(tmp_path / "bundle")
     config = str(bundle / "configs" / "inference.json")
     data = np.random.default_rng(3).integers(-1000, 1200, size=(40, 36, 2)).astype(np.int16)
     outputs = {}
-    for pixel, fusion in ((0.5, "False"), (0.5, "True"), (0.9, "True")):
-        folder, out = tmp_path / f"in{pixel}", tmp_path / f"out{pixel}{fusion}"
+    for pixel, fusion, gate in ((0.5, "False", "0"), (0.5, "True", "0"), (0.9, "True", "0"), (0.5, "True", None)):
+        folder, out = tmp_path / f"in{pixel}", tmp_path / f"out{pixel}{fusion}{gate}"
         if not folder.exists():
             folder.mkdir()
             nib.save(nib.Nifti1Image(data, np.diag([pixel, pixel, 2.0, 1.0])), folder / "scan.nii.gz")
-        result = bundle_run(config, tmp_path, "--dataset_dir", folder, "--output_dir", out, "--coarse_fusion", fusion)
+        args = ["--dataset_dir", folder, "--output_dir", out, "--coarse_fusion", fusion]
+        args += ["--coarse_fusion_min_change_hu", gate] if gate is not None else []
+        result = bundle_run(config, tmp_path, *args)
         assert result.returncode == 0, result.stderr[-3000:]
         image = nib.load(out / "scan_restored.nii.gz")
         np.testing.assert_allclose(image.affine, np.diag([pixel, pixel, 2.0, 1.0]), atol=1e-5)
-        outputs[pixel, fusion] = image.get_fdata()
+        outputs[pixel, fusion, gate] = image.get_fdata()
         manifest = json.loads((out / ".scan_restored.restore.json").read_text())  # the resume record
         assert manifest["model"]["version"].endswith("coarse fusion") == (fusion == "True")
         assert (manifest["settings"]["coarse_fusion"] is not None) == (fusion == "True")
-    assert np.abs(outputs[0.5, "True"] - outputs[0.5, "False"]).max() > 0.1
-    np.testing.assert_array_equal(outputs[0.9, "True"], outputs[0.5, "False"])
+    assert np.abs(outputs[0.5, "True", "0"] - outputs[0.5, "False", "0"]).max() > 0.1
+    np.testing.assert_array_equal(outputs[0.9, "True", "0"], outputs[0.5, "False", "0"])
+    np.testing.assert_array_equal(outputs[0.5, "True", None], outputs[0.5, "False", "0"])
     bad = bundle_run(
         config,
         tmp_path,

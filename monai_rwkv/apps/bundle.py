@@ -242,7 +242,7 @@ def model_name_version(metadata: Mapping[str, Any], config: Any = None) -> tuple
     bundle ``config`` (a ``ConfigParser`` or a mapping; None: the defaults) that change
     what the weights produce are part of the version: a partial restoration (``strength`` below 1, see
     :func:`load_bundle_network`) and the coarse-scale fusion (``coarse_fusion``,
-    :class:`~monai_rwkv.inferers.CoarseScaleFusion`), e.g. ``"0.13.0 strength 0.5"`` or ``"0.13.2 coarse fusion"``:
+    :class:`~monai_rwkv.inferers.CoarseScaleFusion`), e.g. ``"0.13.0 strength 0.5"`` or ``"0.14.0 coarse fusion"``:
     derived DICOM series say so, and studies finished with other settings are redone.
     """
     settings = config if config is not None else {}

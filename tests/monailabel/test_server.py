@@ -287,8 +287,9 @@ def test_a_request_strength_is_the_cli_strength(setup: dict, server: Server, tmp
 
 def test_a_request_coarse_fusion_is_the_cli_coarse_fusion(setup: dict, server: Server, tmp_path: Path) -> None:
     """``{"coarse_fusion": true}`` gives ``monai-rwkv restore --set coarse_fusion=true``'s volume: on 0.5 mm pixels
-    a fused restoration, on the sample's 0.96 mm the plain one, and the result says which; a bundle without a
-    ``coarse_fusion_def`` and a value that is not a boolean are refused."""
+    a fused restoration, on the sample's 0.96 mm the plain one, and the result says which; the bundle's default
+    (on) applies without the parameter, ``false`` turns it off; a bundle without a ``coarse_fusion_def`` and a
+    value that is not a boolean are refused."""
     image, name = FINE_INPUT
     bundle = setup["bundles"] / INFERS[name][0].name
     fine = setup["studies"] / f"{image}.nii.gz"
@@ -297,9 +298,10 @@ def test_a_request_coarse_fusion_is_the_cli_coarse_fusion(setup: dict, server: S
     served = nib.load(result).get_fdata(dtype=np.float32)
     expected = _cli(bundle, fine, tmp_path / "cli.nii.gz", "--set", "coarse_fusion=true")
     np.testing.assert_allclose(served, expected, rtol=1e-5, atol=1e-3)
-    plain = _cli(bundle, fine, tmp_path / "plain.nii.gz")
+    plain = _cli(bundle, fine, tmp_path / "plain.nii.gz", "--set", "coarse_fusion=false")
     assert np.abs(served - plain).max() > 1.0  # the coarse pass changed it
-    assert server.infer(name, image)[0]["coarse_fusion"] is False  # the bundle's default: off
+    assert server.infer(name, image, {"coarse_fusion": False})[0]["coarse_fusion"] is False
+    assert server.infer(name, image)[0]["coarse_fusion"] is True  # the bundle's default: on
     params, result, _ = server.infer(name, name, {"coarse_fusion": True})  # 0.96 mm pixels: no coarse pass
     assert params["coarse_fusion"] is False
     expected = _cli(bundle, setup["inputs"][name], tmp_path / "coarse.nii.gz")

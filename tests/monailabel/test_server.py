@@ -300,6 +300,10 @@ def test_a_request_coarse_fusion_is_the_cli_coarse_fusion(setup: dict, server: S
     np.testing.assert_allclose(served, expected, rtol=1e-5, atol=1e-3)
     plain = _cli(bundle, fine, tmp_path / "plain.nii.gz", "--set", "coarse_fusion=false")
     assert np.abs(served - plain).max() > 1.0  # the coarse pass changed it
+    params, result, _ = server.infer(name, image, {"coarse_fusion": True, "strength": 0.5})  # blended in both passes
+    blended = _cli(bundle, fine, tmp_path / "half.nii.gz", "--set", "coarse_fusion=true", "--strength", "0.5")
+    assert params["coarse_fusion"] is True and params["strength"] == 0.5
+    np.testing.assert_allclose(nib.load(result).get_fdata(dtype=np.float32), blended, rtol=1e-5, atol=1e-3)
     assert server.infer(name, image, {"coarse_fusion": False})[0]["coarse_fusion"] is False
     assert server.infer(name, image)[0]["coarse_fusion"] is True  # the bundle's default: on
     params, result, _ = server.infer(name, name, {"coarse_fusion": True})  # 0.96 mm pixels: no coarse pass

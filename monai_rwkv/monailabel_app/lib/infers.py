@@ -157,19 +157,17 @@ class RestorationInferTask(BundleInferTask):
             )
         return self.bundle_config.get_parsed_content("coarse_fusion_def", instantiate=True)
 
-    def _fused(self, data: Any, inferer: Inferer) -> bool:
-        """Whether the request's volume gets the coarse pass: fusion on, a slice inferer, pixels fine enough."""
-        fusion = self._coarse_fusion(data)
-        axis = getattr(inferer, "spatial_dim", None)
-        return fusion is not None and axis is not None and fusion.applies_to(data.get(self.input_key), int(axis))
-
     def inferer(self, data: Any = None) -> Inferer:
-        """The bundle's ``inferer``; run through the coarse-scale fusion when the volume gets it (:meth:`_fused`)."""
+        """The bundle's ``inferer``; run through the coarse-scale fusion when it is on (:meth:`_coarse_fusion`), the
+        inferer is a slice inferer and the volume's pixels are fine enough (``CoarseScaleFusion.applies_to``)."""
         inferer = super().inferer(data)
         if data is None:
             return inferer
-        data[_FUSED] = self._fused(data, inferer)  # for the result JSON
-        return CoarseFusionInferer(inferer, self._coarse_fusion(data)) if data[_FUSED] else inferer
+        fusion = self._coarse_fusion(data)
+        axis = getattr(inferer, "spatial_dim", None)
+        fused = fusion is not None and axis is not None and fusion.applies_to(data.get(self.input_key), int(axis))
+        data[_FUSED] = fused  # for the result JSON
+        return CoarseFusionInferer(inferer, fusion) if fused else inferer
 
     def _blend(self, network: torch.nn.Module, data: Any) -> torch.nn.Module:
         strength = self._strength(data)

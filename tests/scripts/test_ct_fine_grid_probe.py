@@ -22,6 +22,7 @@ def test_one_row_per_scanner_and_the_fusion_only_below_its_pixel_size(tmp_path: 
     bundle, weights = tiny_inference_bundle(tmp_path / "bundle", CT_BUNDLE)
     out = tmp_path / "probe.md"
     args = ["--bundle", str(bundle), "--model", str(weights), "--pixel", str(pixel), "--size", "40"]
+    args += ["--override", "coarse_fusion_min_change_hu=0"]  # the per-slice gate open: the tiny network's change
     assert probe.main([*args, "--slices", "3", "--scanners", "quiet,evaluation", "--out", str(out)]) == 0
     rows = _rows(out.read_text())
     assert list(rows) == ["quiet", "evaluation"] and [r[0] for r in rows.values()] == ["2", "1"]

@@ -94,7 +94,10 @@ def phantom_ct_volume(rng: np.random.Generator, slices: int, size: int = 48) -> 
 
 def tiny_inference_bundle(folder: Path, bundle: Path) -> tuple[Path, Path]:
     """``folder``: ``bundle``'s inference.json and metadata.json with the tiny network and a 32 x 32 window, and the
-    path of that network's random weights (saved as ``folder/model.pt``, outside ``models/``: pass it explicitly)."""
+    path of that network's random weights (saved as ``folder/model.pt``, outside ``models/``: pass it explicitly).
+
+    The weights are drawn from a fixed seed (without touching the caller's random state): with unseeded ones a few
+    draws saturate the output to a constant, and assertions that compare two restorations varied between runs."""
     from monai_rwkv.apps import load_bundle_config
 
     configs = folder / "configs"
@@ -105,5 +108,8 @@ def tiny_inference_bundle(folder: Path, bundle: Path) -> tuple[Path, Path]:
     (configs / "inference.json").write_text(json.dumps(config))
     (configs / "metadata.json").write_text((bundle / "configs" / "metadata.json").read_text())
     weights = folder / "model.pt"
-    torch.save(load_bundle_config(folder, "inference.json").get_parsed_content("network_def").state_dict(), weights)
+    with torch.random.fork_rng(devices=[]):
+        torch.manual_seed(0)
+        network = load_bundle_config(folder, "inference.json").get_parsed_content("network_def")
+    torch.save(network.state_dict(), weights)
     return folder, weights

@@ -13,8 +13,9 @@ RMSE in the window [-160, 240] HU, mean over slices whose windowed reference is 
 Rows: the low-dose input; Gaussian smoothing, the bilateral filter, non-local means and, when the optional ``bm3d``
 package is installed, BM3D (:mod:`monai_rwkv.networks.nets.classical`, slice by slice in HU) tuned on validation (a
 grid search, then a line search on the continuous parameter: :func:`monai_rwkv.apps.baselines.tune`); with
-``--oracle`` the same filters tuned on the test pairs themselves (an upper bound for the filter, not a fair
-baseline); and one row per
+``--oracle`` the same filters tuned on the test pairs themselves (one parameter set for the whole test set: an
+upper bound for the filter, not a fair baseline); with ``--slice-oracle METHODS`` those filters tuned on each test
+slice itself (every slice its own parameters: the tighter upper bound, "tuned on the test image"); and one row per
 ``--model LABEL=WEIGHTS``, restored by the bundle's own inference pipeline (``configs/inference.json``'s
 ``restorer`` with those weights and any ``--override KEY=JSON`` settings, e.g. ``roi_size=[256,256]``). The first
 model row is compared slice by slice with every other row. Every row
@@ -51,6 +52,7 @@ from typing import Any
 import nibabel as nib
 import numpy as np
 import torch
+from monai.data import MetaTensor
 
 from monai_rwkv.apps import baselines as lib
 from monai_rwkv.apps.evaluate import constant_slices, evaluate_restoration, volume_slices
@@ -179,15 +181,26 @@ def data_fingerprint(args, set_name: str, tuning_split: str) -> str:
     return digest.hexdigest()
 
 
+def cached_row(out: Path, fingerprint: str, args, set_name: str) -> tuple[dict[str, Any], dict[str, Any]] | None:
+    """``(summary, tuning)`` of the baseline row in ``out`` when both files exist, ``--overwrite`` is off and the
+    tuning record's ``data_sha256`` equals ``fingerprint`` (:func:`data_fingerprint`); otherwise None."""
+    if not ((out / "summary.json").is_file() and (out / "tuning.json").is_file()) or args.overwrite:
+        return None
+    summary, tuning = json.loads((out / "summary.json").read_text()), json.loads((out / "tuning.json").read_text())
+    if tuning.get("data_sha256") != fingerprint:
+        print(f"{set_name}/{out.name}: the pairs differ from those of {out / 'tuning.json'}: recomputing")
+        return None
+    print(f"{set_name}/{out.name}: reusing {out / 'summary.json'}")
+    return summary, tuning
+
+
 def run_baseline(baseline: lib.Baseline, tuning_split: str, method: str, label: str, args, set_name: str) -> lib.Row:
     out = args.output_dir / set_name / method
     fingerprint = data_fingerprint(args, set_name, tuning_split)
-    if (out / "summary.json").is_file() and (out / "tuning.json").is_file() and not args.overwrite:
-        summary, tuning = json.loads((out / "summary.json").read_text()), json.loads((out / "tuning.json").read_text())
-        if tuning.get("data_sha256") == fingerprint:
-            print(f"{set_name}/{method}: reusing {out / 'summary.json'}")
-            return lib.Row(method, label, baseline.describe(tuning["best"]), summary, args.output_dir / set_name)
-        print(f"{set_name}/{method}: the pairs differ from those of {out / 'tuning.json'}: recomputing")
+    cached = cached_row(out, fingerprint, args, set_name)
+    if cached is not None:
+        summary, tuning = cached
+        return lib.Row(method, label, baseline.describe(tuning["best"]), summary, args.output_dir / set_name)
     start = time.time()
     full, low = pair_folders(args, set_name, tuning_split)
     pairs = [(read_volume(find_inputs(low / i.path.name)[0]), read_volume(i)) for i in find_inputs(full)]
@@ -206,6 +219,97 @@ def run_baseline(baseline: lib.Baseline, tuning_split: str, method: str, label: 
     summary = evaluate(restorer, method, label, baseline.describe(best), args, set_name)
     print(f"{set_name}/{method}: {best} in {time.time() - start:.0f} s")
     return lib.Row(method, label, baseline.describe(best), summary, args.output_dir / set_name)
+
+
+class PerSliceFilterRestorer:
+    """
+    The per-slice oracle's :class:`~monai_rwkv.inference.VolumeRestorer`: slice ``k`` (last axis) of the volume
+    restored for the reference file ``desc`` (the file name that
+    :func:`~monai_rwkv.apps.evaluate.evaluate_restoration` passes) filtered by ``baseline`` with
+    ``params[desc][k]``; a slice whose parameters are None (constant windowed reference, left out of every metric)
+    is kept as it is. Float32 result with the input's meta.
+    """
+
+    output_dtype = "float32"
+
+    def __init__(self, baseline: lib.Baseline, params: dict[str, list[dict[str, Any] | None]]) -> None:
+        self.baseline, self.params = baseline, params
+
+    def __call__(self, volume: torch.Tensor, desc: str | None = None) -> torch.Tensor:
+        chosen = self.params.get(desc or "")
+        if chosen is None or len(chosen) != volume.shape[-1]:
+            tuned = ", ".join(self.params)
+            raise ValueError(f"{desc}: no per-slice parameters for its {volume.shape[-1]} slices (tuned: {tuned})")
+        data = volume.as_tensor() if isinstance(volume, MetaTensor) else torch.as_tensor(volume)
+        out = []
+        for k, p in enumerate(chosen):
+            one = data[..., k : k + 1].float()
+            out.append(one if p is None else lib.SliceFilterRestorer(self.baseline.build(**p), p)(one))
+        restored = torch.cat(out, dim=-1)
+        return MetaTensor(restored, meta=dict(volume.meta)) if isinstance(volume, MetaTensor) else restored
+
+    def describe(self) -> dict[str, Any]:
+        return {"method": self.baseline.name, "parameters": "per slice, tuned on that slice (oracle)"}
+
+
+def describe_per_slice(chosen: Sequence[dict[str, Any]]) -> str:
+    """The parameter text of a per-slice row: each parameter's value, or its range and median over the slices."""
+    parts = []
+    for name in chosen[0] if chosen else ():
+        values = sorted(p[name] for p in chosen)
+        if values[0] == values[-1]:
+            parts.append(f"{name} {values[0]:.3g}")
+        else:
+            parts.append(f"{name} {values[0]:.3g} to {values[-1]:.3g} (median {values[len(values) // 2]:.3g})")
+    return "per slice: " + ", ".join(parts)
+
+
+def run_slice_oracle(baseline: lib.Baseline, method: str, label: str, args, set_name: str) -> lib.Row:
+    """The oracle tuned on each test image itself: every non-constant test slice filtered with the parameters that
+    maximise its own PSNR (the same search as the other rows, :func:`monai_rwkv.apps.baselines.tune`, on that one
+    slice). Stronger than the ``oracle_`` row, which shares one parameter set over the test set."""
+    out = args.output_dir / set_name / method
+    fingerprint = data_fingerprint(args, set_name, "test")
+    cached = cached_row(out, fingerprint, args, set_name)
+    if cached is not None:
+        summary, tuning = cached
+        chosen = [s["best"] for s in tuning["slices"]]
+        return lib.Row(method, label, describe_per_slice(chosen), summary, args.output_dir / set_name)
+    start = time.time()
+    full, low = pair_folders(args, set_name, "test")
+    params: dict[str, list[dict[str, Any] | None]] = {}
+    record = []
+    for image in find_inputs(full):
+        clean = read_volume(image)
+        noisy = read_volume(find_inputs(low / image.path.name)[0])
+        constant = constant_slices(clean, CT_EVAL_WINDOW).tolist()
+        params[image.path.name] = []
+        for k, is_constant in enumerate(constant):
+            if is_constant:
+                params[image.path.name].append(None)
+                continue
+            pair = [(noisy[..., k : k + 1], clean[..., k : k + 1])]
+            objective = lib.filter_objective(baseline, pair, CT_EVAL_WINDOW, name=f"{method} {image.name}[{k}]")
+            best = lib.tune(baseline, objective)
+            params[image.path.name].append(best)
+            scores = objective.results[tuple(sorted(best.items()))]
+            record.append({"file": image.name, "slice": k, "best": best, **scores, "points": len(objective.results)})
+    out.mkdir(parents=True, exist_ok=True)
+    tuning = {
+        "method": baseline.name,
+        "tuned_on": f"{set_name} test, each slice on itself",
+        "objective": f"PSNR (dB) of the slice, window {list(CT_EVAL_WINDOW)}",
+        "grid": {k: list(v) for k, v in baseline.grid.items()},
+        "continuous": baseline.continuous,
+        "bounds": [b if math.isfinite(b) else None for b in baseline.bounds],
+        "slices": record,
+        "data_sha256": fingerprint,
+    }
+    (out / "tuning.json").write_text(json.dumps(tuning, indent=2) + "\n")
+    summary = evaluate(PerSliceFilterRestorer(baseline, params), method, label, "per-slice oracle", args, set_name)
+    print(f"{set_name}/{method}: {len(record)} slices tuned in {time.time() - start:.0f} s")
+    chosen = [r["best"] for r in record]
+    return lib.Row(method, label, describe_per_slice(chosen), summary, args.output_dir / set_name)
 
 
 def run_model(label: str, weights: Path, index: int, args, set_name: str) -> lib.Row:
@@ -388,9 +492,8 @@ def figure_slice(set_name: str, rows: Sequence[lib.Row], args) -> tuple[str, int
     the least), so that the figure shows the model at its weakest; otherwise the median-PSNR slice of the ``body``
     file when there is one, else of the first file."""
     model = next(r for r in rows if r.method.startswith("model"))
-    nlm = next((r for r in rows if r.method == "oracle_nlm"), None) or next(
-        (r for r in rows if r.method == "nlm"), None
-    )
+    by_method = {r.method: r for r in rows}
+    nlm = next((by_method[m] for m in ("slice_oracle_nlm", "oracle_nlm", "nlm") if m in by_method), None)
     groups = slice_groups(set_name, args)
     if groups and nlm is not None:
         members: dict[str, list[tuple[str, int]]] = {}
@@ -421,7 +524,7 @@ def figure(set_name: str, rows: Sequence[lib.Row], args) -> Path:
     noisy = read_volume(find_inputs(low / image.path.name)[0])
     panels = [("Low-dose input", "", lib.display_slice(noisy, k))]
     for row in rows:
-        if row.method in ("nlm", "oracle_nlm") or row.method.startswith("model"):
+        if row.method in ("nlm", "oracle_nlm", "slice_oracle_nlm") or row.method.startswith("model"):
             images = args.output_dir / set_name / row.method / "images"
             restored = read_volume(find_inputs(images / f"{image.name}_restored.nii.gz")[0])
             panels.append((row.label, f"{row.slices[(image.name, k)]['psnr']:.2f} dB", lib.display_slice(restored, k)))
@@ -453,6 +556,11 @@ def parse_args(argv: Sequence[str] | None) -> argparse.Namespace:
     )
     lib.add_override_option(p)
     p.add_argument("--oracle", action="store_true", help="also rows tuned on the test pairs (upper bounds)")
+    p.add_argument(
+        "--slice-oracle",
+        default="",
+        help="comma-separated methods that also get a row tuned on each test slice itself (e.g. nlm; slow)",
+    )
     p.add_argument("--dose", type=float, default=0.25, help="in-distribution dose fraction")
     p.add_argument("--seed", type=int, default=0, help="in-distribution test scan seed")
     p.add_argument("--val-seed", type=int, default=1, help="in-distribution validation scan seed")
@@ -463,9 +571,10 @@ def parse_args(argv: Sequence[str] | None) -> argparse.Namespace:
     args.models = args.model
     if not args.models:
         p.error("give at least one --model LABEL=WEIGHTS")
-    for name in args.methods.split(","):
+    args.slice_oracle = [name for name in args.slice_oracle.split(",") if name]
+    for name in args.methods.split(",") + args.slice_oracle:
         if name not in BASELINES:
-            p.error(f"--methods: unknown method {name!r}; choose from {','.join(BASELINES)}")
+            p.error(f"--methods/--slice-oracle: unknown method {name!r}; choose from {','.join(BASELINES)}")
         if name == "bm3d" and importlib.util.find_spec("bm3d") is None:
             p.error("--methods bm3d needs the optional bm3d package: pip install bm3d")
     return args
@@ -483,6 +592,9 @@ def main(argv: Sequence[str] | None = None) -> int:
             for name in args.methods.split(","):
                 label = f"{BASELINES[name].label}, oracle"
                 rows.append(run_baseline(BASELINES[name], "test", f"oracle_{name}", label, args, set_name))
+        for name in args.slice_oracle:
+            label = f"{BASELINES[name].label}, oracle per slice"
+            rows.append(run_slice_oracle(BASELINES[name], f"slice_oracle_{name}", label, args, set_name))
         models = [run_model(label, path, i, args, set_name) for i, (label, path) in enumerate(args.models)]
         report.append(set_table(set_name, models + rows, models, args))
         report.append(f"![{set_name}]({figure(set_name, models + rows, args).resolve()})\n")

@@ -260,3 +260,13 @@ def test_the_per_slice_oracle_tunes_every_test_slice_on_itself(tmp_path: Path, s
     capsys.readouterr()
     assert script.main(argv) == 0
     assert "shifted/slice_oracle_gaussian: reusing" in capsys.readouterr().out
+    # another search space (the per-slice oracle's own grid) recomputes that row only, and is recorded
+    script.SLICE_ORACLE_GRIDS["gaussian"] = {"sigma": [0.5, 4.0]}
+    try:
+        assert script.main(argv) == 0
+    finally:
+        del script.SLICE_ORACLE_GRIDS["gaussian"]
+    printed = capsys.readouterr().out
+    assert "shifted/slice_oracle_gaussian: the search space differs" in printed
+    assert printed.count("reusing") == 2  # the validation-tuned and the set-wide oracle rows
+    assert json.loads((folder / "tuning.json").read_text())["grid"] == {"sigma": [0.5, 4.0]}

@@ -168,12 +168,26 @@ def _numba_forward(w: torch.Tensor, u: torch.Tensor, k: torch.Tensor, v: torch.T
     return _numba_run(w, u, k, v)
 
 
+def _numba_call(name: str, *tensors: torch.Tensor) -> Any:
+    """The numba kernel ``name`` of the kernel module on the CPU tensors' arrays, with torch's thread count.
+
+    numba's OpenMP thread pool, launched at its first use in a process, sets the process-wide OpenMP thread count
+    to the pool's size, which torch then reports and uses for its own ops: a count the caller set (one thread per
+    batch worker, ``torch.set_num_threads(1)``) is restored afterwards.
+    """
+    threads = torch.get_num_threads()
+    kernels = _NUMBA.module
+    try:
+        kernels.set_threads(threads)
+        return getattr(kernels, name)(*(x.detach().contiguous().numpy() for x in tensors))
+    finally:
+        if torch.get_num_threads() != threads:
+            torch.set_num_threads(threads)
+
+
 def _numba_run(w: torch.Tensor, u: torch.Tensor, k: torch.Tensor, v: torch.Tensor) -> torch.Tensor:
     """The numba forward on plain CPU tensors (the body of :func:`_numba_forward`)."""
-    kernels = _NUMBA.module
-    kernels.set_threads(torch.get_num_threads())
-    arrays = (x.detach().contiguous().numpy() for x in (w, u, k, v))
-    return torch.from_numpy(kernels.wkv_forward(*arrays))
+    return torch.from_numpy(_numba_call("wkv_forward", w, u, k, v))
 
 
 @_numba_forward.register_fake
@@ -186,10 +200,7 @@ def _numba_backward(
     w: torch.Tensor, u: torch.Tensor, k: torch.Tensor, v: torch.Tensor, out: torch.Tensor, grad: torch.Tensor
 ) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor, torch.Tensor]:
     """Gradients ``(w, u, k, v)`` of :func:`_numba_forward` (exact O(T) kernels; not itself differentiable)."""
-    kernels = _NUMBA.module
-    kernels.set_threads(torch.get_num_threads())
-    arrays = (x.detach().contiguous().numpy() for x in (w, u, k, v, out, grad.to(out.dtype)))
-    return tuple(torch.from_numpy(x) for x in kernels.wkv_backward(*arrays))
+    return tuple(torch.from_numpy(x) for x in _numba_call("wkv_backward", w, u, k, v, out, grad.to(out.dtype)))
 
 
 @_numba_backward.register_fake

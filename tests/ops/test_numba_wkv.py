@@ -596,3 +596,35 @@ def test_precompile_command_fills_the_cache_and_exits_zero(capsys: pytest.Captur
     assert all(f"{name}: " in printed for name in kernels.KERNELS) and "kernels ready in" in printed
     with pytest.raises(SystemExit):
         precompile.main(["--jobs", "0"])
+
+
+_THREADS_SCRIPT = """
+import sys, torch
+torch.set_num_threads(1)
+from monai_rwkv.ops import bi_wkv, bi_wkv_quadratic
+g = torch.Generator().manual_seed(int(sys.argv[1]))
+w, u = (torch.rand(8, generator=g, dtype=torch.float64) - 0.5) / 4, torch.rand(8, generator=g, dtype=torch.float64)
+k = torch.randn(2, 64, 8, generator=g, dtype=torch.float64).requires_grad_()
+v = torch.randn(2, 64, 8, generator=g, dtype=torch.float64)
+out = bi_wkv(w, u, k, v, backend="numba")
+after_forward = torch.get_num_threads()
+out.square().sum().backward()
+error = (out - bi_wkv_quadratic(w, u, k, v)).abs().max().item()
+print(after_forward, torch.get_num_threads(), error)
+"""
+
+
+def test_the_kernels_keep_the_callers_torch_thread_count(seed: int) -> None:
+    """A fresh process that asked torch for one thread keeps one after the kernels' first calls (numba's OpenMP
+    pool, here of two threads, set the process-wide count to its size), and the result is still exact."""
+    import os  # noqa: PLC0415
+    import subprocess  # noqa: PLC0415
+    import sys  # noqa: PLC0415
+
+    env = {**os.environ, "NUMBA_NUM_THREADS": "2"}
+    done = subprocess.run(
+        [sys.executable, "-c", _THREADS_SCRIPT, str(seed)], env=env, capture_output=True, text=True, timeout=600
+    )
+    assert done.returncode == 0, done.stderr[-2000:]
+    forward, backward, error = done.stdout.split()
+    assert (forward, backward) == ("1", "1") and float(error) < 1e-9

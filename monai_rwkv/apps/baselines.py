@@ -371,8 +371,9 @@ def panel_figure(
         crop = Image.fromarray(grey[top : top + size, left : left + size])
         canvas.paste(crop.resize((size * zoom, size * zoom), Image.NEAREST), (x0, label_h + h + 4))
         draw.rectangle((x0 + left, label_h + top, x0 + left + size - 1, label_h + top + size - 1), outline=255)
-        draw.text((x0 + 2, 1), title[:32], fill=255)
+        fits = max(8, (width - 4) // 7)  # characters of Pillow's default bitmap font (about 6 pixels wide each)
+        draw.text((x0 + 2, 1), title[:fits], fill=255)
         if subtitle:
-            draw.text((x0 + 2, 13), subtitle[:32], fill=255)
+            draw.text((x0 + 2, 13), subtitle[:fits], fill=255)
     path.parent.mkdir(parents=True, exist_ok=True)
     canvas.save(path)

@@ -229,6 +229,13 @@ def server(setup: dict) -> Server:
                 process.wait(timeout=20)
 
 
+def _assert_served(served: np.ndarray, expected: np.ndarray) -> None:
+    """Equal up to float32 rounding: every voxel within 1e-5 of the volume's largest magnitude. The server runs on
+    one thread (OMP_NUM_THREADS=1) and the CLI here on torch's default count, so sums run in another order (up to
+    2e-3 HU apart on CT volumes of about 3000 HU in range, measured)."""
+    np.testing.assert_allclose(served, expected, rtol=0, atol=1e-5 * float(np.abs(expected).max()))
+
+
 def _cli(bundle: Path, source: Path, output: Path, *args: str) -> np.ndarray:
     assert cli(["restore", "--bundle", str(bundle), str(source), str(output), "--no-progress", *args]) == 0
     return nib.load(output).get_fdata(dtype=np.float32)
@@ -266,7 +273,7 @@ def test_infer_equals_the_cli(name: str, setup: dict, server: Server, tmp_path: 
     assert list(expected.shape) == params["shape"]
     served = restored.get_fdata(dtype=np.float32)
     print(f"/infer/{name} vs monai-rwkv restore: max |difference| {np.abs(served - expected).max()}", file=sys.stderr)
-    np.testing.assert_allclose(served, expected, rtol=1e-5, atol=1e-3)
+    _assert_served(served, expected)
 
 
 def test_a_request_strength_is_the_cli_strength(setup: dict, server: Server, tmp_path: Path) -> None:
@@ -279,7 +286,7 @@ def test_a_request_strength_is_the_cli_strength(setup: dict, server: Server, tmp
     expected = _cli(bundle, setup["inputs"][name], tmp_path / "cli.nii.gz", "--strength", "0.5")
     full = _cli(bundle, setup["inputs"][name], tmp_path / "full.nii.gz")
     served = nib.load(result).get_fdata(dtype=np.float32)
-    np.testing.assert_allclose(served, expected, rtol=1e-5, atol=1e-3)
+    _assert_served(served, expected)
     assert np.abs(served - full).max() > 1.0  # not the full restoration
     with pytest.raises(AssertionError, match="HTTP"):
         server.request("POST", f"/infer/{name}?image={name}&output=json", {"strength": 1.5}, form=True)
@@ -297,19 +304,19 @@ def test_a_request_coarse_fusion_is_the_cli_coarse_fusion(setup: dict, server: S
     assert params["coarse_fusion"] is True
     served = nib.load(result).get_fdata(dtype=np.float32)
     expected = _cli(bundle, fine, tmp_path / "cli.nii.gz", "--set", "coarse_fusion=true")
-    np.testing.assert_allclose(served, expected, rtol=1e-5, atol=1e-3)
+    _assert_served(served, expected)
     plain = _cli(bundle, fine, tmp_path / "plain.nii.gz", "--set", "coarse_fusion=false")
     assert np.abs(served - plain).max() > 1.0  # the coarse pass changed it
     params, result, _ = server.infer(name, image, {"coarse_fusion": True, "strength": 0.5})  # blended in both passes
     blended = _cli(bundle, fine, tmp_path / "half.nii.gz", "--set", "coarse_fusion=true", "--strength", "0.5")
     assert params["coarse_fusion"] is True and params["strength"] == 0.5
-    np.testing.assert_allclose(nib.load(result).get_fdata(dtype=np.float32), blended, rtol=1e-5, atol=1e-3)
+    _assert_served(nib.load(result).get_fdata(dtype=np.float32), blended)
     assert server.infer(name, image, {"coarse_fusion": False})[0]["coarse_fusion"] is False
     assert server.infer(name, image)[0]["coarse_fusion"] is True  # the bundle's default: on
     params, result, _ = server.infer(name, name, {"coarse_fusion": True})  # 0.96 mm pixels: no coarse pass
     assert params["coarse_fusion"] is False
     expected = _cli(bundle, setup["inputs"][name], tmp_path / "coarse.nii.gz")
-    np.testing.assert_allclose(nib.load(result).get_fdata(dtype=np.float32), expected, rtol=1e-5, atol=1e-3)
+    _assert_served(nib.load(result).get_fdata(dtype=np.float32), expected)
     other = next(
         n for n, (b, t) in INFERS.items() if t is None and load_bundle_config(b).get("coarse_fusion_def") is None
     )
@@ -339,7 +346,7 @@ def test_train_then_infer_uses_the_finetuned_weights(name: str, setup: dict, ser
     assert params["weights"] == str(weights)
     source = setup["inputs"][name]
     finetuned = _cli(bundle, source, tmp_path / "cli.nii.gz", "--set", f"weights={weights}")
-    np.testing.assert_allclose(nib.load(result).get_fdata(dtype=np.float32), finetuned, rtol=1e-5, atol=1e-3)
+    _assert_served(nib.load(result).get_fdata(dtype=np.float32), finetuned)
     shipped = _cli(bundle, source, tmp_path / "shipped.nii.gz")
     assert not np.allclose(finetuned, shipped, atol=1e-3), "the fine-tuned weights changed nothing"
 

@@ -172,8 +172,8 @@ def _numba_call(name: str, *tensors: torch.Tensor) -> Any:
     """The numba kernel ``name`` of the kernel module on the CPU tensors' arrays, with torch's thread count.
 
     numba's OpenMP thread pool, launched at its first use in a process, sets the process-wide OpenMP thread count
-    to the pool's size, which torch then reports and uses for its own ops: a count the caller set (one thread per
-    batch worker, ``torch.set_num_threads(1)``) is restored afterwards.
+    to the pool's size, which torch then reports and uses for its own ops: a count the caller set
+    (``torch.set_num_threads(1)``, or ``OMP_NUM_THREADS=1`` below the number of cores) is restored afterwards.
     """
     threads = torch.get_num_threads()
     kernels = _NUMBA.module

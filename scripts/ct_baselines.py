@@ -287,6 +287,18 @@ def describe_per_slice(chosen: Sequence[dict[str, Any]]) -> str:
     return "per slice: " + ", ".join(parts)
 
 
+def tune_on_slice(
+    baseline: lib.Baseline, low: torch.Tensor, full: torch.Tensor, k: int, name: str | None = None
+) -> tuple[dict[str, Any], dict[str, float]]:
+    """The parameters of ``baseline`` that maximise the PSNR of slice ``k`` (last axis) of the ``(1, i, j, n)`` pair
+    ``(low, full)``, and their scores (PSNR, SSIM, RMSE) with the number of points tried (``points``):
+    :func:`monai_rwkv.apps.baselines.tune` on that slice."""
+    pair = [(low[..., k : k + 1], full[..., k : k + 1])]
+    objective = lib.filter_objective(baseline, pair, CT_EVAL_WINDOW, name=name)
+    best = lib.tune(baseline, objective)
+    return best, {**objective.results[tuple(sorted(best.items()))], "points": len(objective.results)}
+
+
 def run_slice_oracle(baseline: lib.Baseline, method: str, label: str, args, set_name: str) -> lib.Row:
     """The oracle tuned on each test image itself: every non-constant test slice filtered with the parameters that
     maximise its own PSNR (the search of the other rows, :func:`monai_rwkv.apps.baselines.tune`, on that one slice,
@@ -313,12 +325,9 @@ def run_slice_oracle(baseline: lib.Baseline, method: str, label: str, args, set_
             if is_constant:
                 params[image.path.name].append(None)
                 continue
-            pair = [(noisy[..., k : k + 1], clean[..., k : k + 1])]
-            objective = lib.filter_objective(baseline, pair, CT_EVAL_WINDOW, name=f"{method} {image.name}[{k}]")
-            best = lib.tune(baseline, objective)
+            best, scores = tune_on_slice(baseline, noisy, clean, k, name=f"{method} {image.name}[{k}]")
             params[image.path.name].append(best)
-            scores = objective.results[tuple(sorted(best.items()))]
-            record.append({"file": image.name, "slice": k, "best": best, **scores, "points": len(objective.results)})
+            record.append({"file": image.name, "slice": k, "best": best, **scores})
     out.mkdir(parents=True, exist_ok=True)
     tuning = {
         "method": baseline.name,

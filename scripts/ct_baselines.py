@@ -299,13 +299,18 @@ def tune_on_slice(
     return best, {**objective.results[tuple(sorted(best.items()))], "points": len(objective.results)}
 
 
+def slice_oracle_baseline(baseline: lib.Baseline) -> lib.Baseline:
+    """``baseline`` with the per-slice oracle's search grid (:data:`SLICE_ORACLE_GRIDS`, where it has one)."""
+    return dataclasses.replace(baseline, grid=SLICE_ORACLE_GRIDS.get(baseline.name, baseline.grid))
+
+
 def run_slice_oracle(baseline: lib.Baseline, method: str, label: str, args, set_name: str) -> lib.Row:
     """The oracle tuned on each test image itself: every non-constant test slice filtered with the parameters that
     maximise its own PSNR (the search of the other rows, :func:`monai_rwkv.apps.baselines.tune`, on that one slice,
     over :data:`SLICE_ORACLE_GRIDS`' wider grid where the method has one). Stronger than the ``oracle_`` row, which
     shares one parameter set over the test set."""
     out = args.output_dir / set_name / method
-    baseline = dataclasses.replace(baseline, grid=SLICE_ORACLE_GRIDS.get(baseline.name, baseline.grid))
+    baseline = slice_oracle_baseline(baseline)
     fingerprint = data_fingerprint(args, set_name, "test")
     cached = cached_row(out, baseline, fingerprint, args, set_name)
     if cached is not None:

@@ -24,7 +24,6 @@ Usage::
 from __future__ import annotations
 
 import argparse
-import dataclasses
 import os
 import sys
 import time
@@ -40,7 +39,7 @@ from monai_rwkv.metrics import CT_EVAL_WINDOW
 from monai_rwkv.transforms import SYNTHETIC_CT_REGIONS, synthetic_ct
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
-from ct_baselines import BASELINES, SLICE_ORACLE_GRIDS, describe_per_slice, tune_on_slice  # noqa: E402 - the filters
+from ct_baselines import BASELINES, describe_per_slice, slice_oracle_baseline, tune_on_slice  # noqa: E402 - the filters
 from ct_dose_sweep import BUNDLE  # noqa: E402 - the CT bundle
 from prepare_ct_shifted import SCANNERS, scan  # noqa: E402 - the shifted set's scanners and simulator
 
@@ -87,7 +86,7 @@ def make_pairs(args: argparse.Namespace) -> tuple[torch.Tensor, torch.Tensor, li
 def oracle_nlm(low: torch.Tensor, full: torch.Tensor) -> tuple[str, dict[str, torch.Tensor]]:
     """Non-local means tuned on each slice of the ``(1, i, j, n)`` pair itself (``scripts/ct_baselines.py``'s
     per-slice oracle: its wider grid, the same line search): its parameters in words and its per-slice metrics."""
-    baseline = dataclasses.replace(BASELINES["nlm"], grid=SLICE_ORACLE_GRIDS["nlm"])
+    baseline = slice_oracle_baseline(BASELINES["nlm"])
     chosen = [tune_on_slice(baseline, low, full, k)[0] for k in range(low.shape[-1])]
     restored = [lib.SliceFilterRestorer(baseline.build(**p), {})(low[..., k : k + 1]) for k, p in enumerate(chosen)]
     return describe_per_slice(chosen), volume_slice_metrics(torch.cat(restored, dim=-1), full, CT_EVAL_WINDOW)

@@ -6,7 +6,7 @@ transform plus a dictionary version (``...d``).
   (:func:`radon`, :class:`Project`) and filtered back-projection (:func:`iradon`, :class:`FilteredBackProject`),
   for CT, PET and any other measurement of line integrals;
 - ``ct``: the low-dose CT simulator built on them (HU <-> attenuation, photon counts: :class:`LowDoseCT`,
-  :class:`RandLowDoseCT`);
+  :class:`RandLowDoseCT`; the streaks of too few views alone: :func:`view_aliasing`);
 - ``pet``: the PET low-count simulator built on them: an FDG brain phantom from tissue probability maps
   (:func:`fdg_phantom`, :class:`RandFDGPhantom`, :func:`attenuation_map`) and a 2-D acquisition with attenuation,
   Poisson counts, randoms/scatter and OSEM reconstruction (:func:`simulate_pet`, :class:`PETAcquisition`,
@@ -16,7 +16,9 @@ transform plus a dictionary version (``...d``).
 - ``noise_level``: the noise level of each slice estimated from the image (:func:`estimate_noise_level`) and
   appended as an input channel (:class:`NoiseLevelMap`), for networks that adapt to the noise they are given;
 - ``counts``: count-domain Poisson noise with a flat background (:class:`RandPoissonCounts`), for PET and other
-  counting measurements.
+  counting measurements;
+- ``degradation``: a simulated degradation scaled by a random factor against its clean reference
+  (:class:`RandDegradationScale`), for artefacts stronger than the simulator's range.
 
 Also the pipeline pieces the bundles share: ``intensity`` (per-volume percentile scaling, :class:`ScaleToPercentile`,
 and its exact inverse), ``sampling`` (random axial, coronal or sagittal training slices, :class:`RandSliced`,
@@ -32,11 +34,14 @@ from .ct import (
     LowDoseCTd,
     RandLowDoseCT,
     RandLowDoseCTd,
+    complete_views,
     hu_to_mu,
     mu_to_hu,
     reconstruction_kernel,
     simulate_low_dose_ct,
+    view_aliasing,
 )
+from .degradation import RandDegradationScale, RandDegradationScaled, scale_degradation
 from .intensity import (
     SCALE_KEY,
     RestoreIntensityScale,
@@ -129,6 +134,8 @@ __all__ = [
     "ParallelBeamGeometry",
     "Project",
     "Projectd",
+    "RandDegradationScale",
+    "RandDegradationScaled",
     "RandFDGPhantom",
     "RandLowDoseCT",
     "RandLowDoseCTd",
@@ -150,6 +157,7 @@ __all__ = [
     "WHITE_MATTER_SUV",
     "attenuation_map",
     "backproject",
+    "complete_views",
     "fdg_phantom",
     "filter_window",
     "hu_to_mu",
@@ -162,10 +170,12 @@ __all__ = [
     "radon",
     "ramp_filter",
     "reconstruction_kernel",
+    "scale_degradation",
     "simulate_low_dose_ct",
     "simulate_pet",
     "slice_candidates",
     "synthetic_ct",
     "truncate_kspace",
+    "view_aliasing",
     "zero_fill_kspace",
 ]

@@ -28,6 +28,7 @@ Simulate whole slices, so that every ray crosses the whole object, then crop.
 
 from __future__ import annotations
 
+import dataclasses
 import math
 from collections.abc import Hashable, Mapping, Sequence
 from typing import Optional, Union
@@ -53,6 +54,8 @@ __all__ = [
     "hu_to_mu",
     "mu_to_hu",
     "simulate_low_dose_ct",
+    "complete_views",
+    "view_aliasing",
     "reconstruction_kernel",
     "RandLowDoseCT",
     "RandLowDoseCTd",
@@ -135,22 +138,73 @@ def simulate_low_dose_ct(
     if not detector_blur_fwhm >= 0:
         raise ValueError(f"detector_blur_fwhm must be >= 0, got {detector_blur_fwhm!r}.")
     blank = incident_photons * dose_fraction
-    mu = hu_to_mu(image_hu.to(SIMULATION_DTYPE), mu_water)
-    if isinstance(geometry, FanBeamGeometry):
-        fine = ParallelBeamGeometry.create(geometry.image_shape, geometry.spacing)
-        sino = fan_project(radon(mu, fine), fine, geometry)
-    else:
-        sino = radon(mu, geometry)
-    sino = _detector_blur(sino, detector_blur_fwhm)
+    sino = _line_integrals(hu_to_mu(image_hu.to(SIMULATION_DTYPE), mu_water), geometry, detector_blur_fwhm)
     expected = blank * torch.exp(-sino)
     counts = torch.poisson(expected, generator=generator)
     if electronic_noise_var > 0:
         noise = torch.randn(counts.shape, generator=generator, device=counts.device, dtype=counts.dtype)
         counts = counts + math.sqrt(electronic_noise_var) * noise
     noisy_sino = -torch.log(counts.clamp_min(min_counts) / blank)
+    return mu_to_hu(_fbp(noisy_sino, geometry, window, cutoff), mu_water).to(image_hu.dtype)
+
+
+def _line_integrals(
+    mu: torch.Tensor, geometry: Union[ParallelBeamGeometry, FanBeamGeometry], detector_blur_fwhm: float
+) -> torch.Tensor:
+    """The (detector-blurred) line integrals of ``mu`` along the rays of ``geometry`` (fan rays not yet rebinned)."""
     if isinstance(geometry, FanBeamGeometry):
-        noisy_sino, geometry = rebin_to_parallel(noisy_sino, geometry), geometry.parallel()
-    return mu_to_hu(iradon(noisy_sino, geometry, window, cutoff), mu_water).to(image_hu.dtype)
+        fine = ParallelBeamGeometry.create(geometry.image_shape, geometry.spacing)
+        sino = fan_project(radon(mu, fine), fine, geometry)
+    else:
+        sino = radon(mu, geometry)
+    return _detector_blur(sino, detector_blur_fwhm)
+
+
+def _fbp(
+    sino: torch.Tensor, geometry: Union[ParallelBeamGeometry, FanBeamGeometry], window: str, cutoff: float
+) -> torch.Tensor:
+    """Filtered back-projection of line integrals of ``geometry`` (fan-beam ones rebinned to parallel rays first)."""
+    if isinstance(geometry, FanBeamGeometry):
+        sino, geometry = rebin_to_parallel(sino, geometry), geometry.parallel()
+    return iradon(sino, geometry, window, cutoff)
+
+
+def complete_views(geometry: Union[ParallelBeamGeometry, FanBeamGeometry]) -> int:
+    """The view count of a view-complete scan of ``geometry``'s image: the default of its ``create`` (parallel beam:
+    ``pi / 2`` times the larger image side, rounded up to a multiple of 8; fan beam: twice that over 360 degrees)."""
+    views = ParallelBeamGeometry.create(geometry.image_shape, geometry.spacing).n_views
+    return 2 * views if isinstance(geometry, FanBeamGeometry) else views
+
+
+def view_aliasing(
+    image_hu: torch.Tensor,
+    geometry: Union[ParallelBeamGeometry, FanBeamGeometry],
+    window: str = "ram-lak",
+    cutoff: float = 1.0,
+    detector_blur_fwhm: float = 0.0,
+    mu_water: float = MU_WATER_PER_MM,
+) -> torch.Tensor:
+    """
+    The view-aliasing streaks of a scan of ``image_hu`` with too few views: its noise-free reconstruction with
+    ``geometry``'s views minus that with the view-complete count (:func:`complete_views`), the same detector, beam
+    and kernel. Without noise, it isolates the streaks that the missing views add.
+
+    Args:
+        image_hu: ``(..., H, W)`` float tensor in HU.
+        geometry: the scan geometry; a view-complete (or denser) one has no aliasing and gives zeros.
+        window, cutoff, detector_blur_fwhm, mu_water: as for :func:`simulate_low_dose_ct`.
+
+    Returns:
+        ``(..., H, W)`` difference in HU, ``image_hu``'s dtype and device (computed in :data:`SIMULATION_DTYPE`).
+    """
+    complete = complete_views(geometry)
+    if geometry.n_views >= complete:
+        return torch.zeros_like(image_hu)
+    mu = hu_to_mu(image_hu.to(SIMULATION_DTYPE), mu_water)
+    dense = dataclasses.replace(geometry, n_views=complete)
+    sparse_fbp = _fbp(_line_integrals(mu, geometry, detector_blur_fwhm), geometry, window, cutoff)
+    dense_fbp = _fbp(_line_integrals(mu, dense, detector_blur_fwhm), dense, window, cutoff)
+    return ((sparse_fbp - dense_fbp) * (1000.0 / mu_water)).to(image_hu.dtype)
 
 
 def _detector_blur(sinogram: torch.Tensor, fwhm: float) -> torch.Tensor:
@@ -282,6 +336,11 @@ class RandLowDoseCT(RandomizableTransform):
             :meth:`kernel`) is added back, so the output is the image at its own resolution with the grain of a
             softer (or sharper) reconstruction, and :meth:`kernel` returns the image itself. False (default): the
             whole reconstruction has the drawn kernel, as a scanner's.
+        streak_scale: a factor, or a ``(low, high)`` range (>= 0) to draw it from uniformly, for the view-aliasing
+            streaks of the scan (:func:`view_aliasing`): the scan gets ``(factor - 1) x`` its own streaks added,
+            so its streaks are those of its view count made stronger while its noise stays that of its dose. 1
+            (default) adds nothing and costs nothing; otherwise each scan with fewer views than a view-complete one
+            costs two more noise-free projections and reconstructions (one of them view-complete).
 
     Example::
 
@@ -310,9 +369,11 @@ class RandLowDoseCT(RandomizableTransform):
         beam: Union[str, Sequence[str]] = "parallel",
         views_sampling: str = "uniform",
         kernel_noise_only: bool = False,
+        streak_scale: Union[float, Sequence[float]] = 1.0,
     ) -> None:
         RandomizableTransform.__init__(self, prob)
         self.kernel_noise_only = bool(kernel_noise_only)
+        self.streak_range = value_range(streak_scale, "streak_scale", 0.0, strict=False)
         self.dose_range = value_range(dose_fraction, "dose_fraction", 0.0, strict=True)
         self.photons_range = value_range(incident_photons, "incident_photons", 0.0, strict=True)
         self.electronic_range = value_range(electronic_noise_var, "electronic_noise_var", 0.0, strict=False)
@@ -345,6 +406,7 @@ class RandLowDoseCT(RandomizableTransform):
         self.cutoff: float = self.cutoff_range[0]
         self.detector_blur_fwhm: float = self.blur_range[0]
         self.beam: str = self.beams[0]
+        self.streak_scale: float = self.streak_range[0]
         self.seed: int = 0
         self._stream = 0  # noise streams of ``seed`` used since the last randomize()
 
@@ -370,6 +432,7 @@ class RandLowDoseCT(RandomizableTransform):
         if len(self.beams) > 1:
             self.beam = self.beams[int(self.R.randint(len(self.beams)))]
         self.seed = int(self.R.randint(MAX_SEED))
+        self.streak_scale = self._uniform(self.streak_range)  # last: without a range the draws above are unchanged
 
     def _uniform(self, pair: tuple[float, float]) -> float:
         return float(self.R.uniform(*pair)) if pair[1] > pair[0] else pair[0]
@@ -390,6 +453,7 @@ class RandLowDoseCT(RandomizableTransform):
             "cutoff": self.cutoff,
             "detector_blur_fwhm": self.detector_blur_fwhm,
             "beam": self.beam,
+            "streak_scale": self.streak_scale,
         }
 
     def geometry(self, img: NdarrayOrTensor) -> Union[ParallelBeamGeometry, FanBeamGeometry]:
@@ -452,6 +516,9 @@ class RandLowDoseCT(RandomizableTransform):
             kernel = self._kernel(work, geom)
             if kernel is not work:
                 out = out + (work - kernel)  # the detail the kernel took away, back: only the noise keeps its grain
+        if self.streak_scale != 1.0:
+            aliasing = view_aliasing(work, geom, self.window, self.cutoff, self.detector_blur_fwhm, self.mu_water)
+            out = out + (self.streak_scale - 1.0) * aliasing
         result, *_ = convert_to_dst_type(out, dst=img, dtype=out_dtype)
         return result
 
@@ -471,8 +538,8 @@ class RandLowDoseCTd(RandArrayWrapperd):
         keys: keys of the images (HU) to degrade.
         prob: probability of applying the transform (to all keys at once).
         dose_fraction, incident_photons, electronic_noise_var, min_counts, spacing, n_views, n_det, det_spacing,
-        window, cutoff, mu_water, detector_blur_fwhm, beam, views_sampling, kernel_noise_only: as for
-        :class:`RandLowDoseCT` (values or ranges).
+        window, cutoff, mu_water, detector_blur_fwhm, beam, views_sampling, kernel_noise_only, streak_scale: as
+        for :class:`RandLowDoseCT` (values or ranges).
         kernel_keys: keys of images to pass through the drawn reconstruction kernel only (no noise, no view
             sampling), e.g. the training target; none of ``keys``.
         allow_missing_keys: don't raise if a key is missing.
@@ -499,6 +566,7 @@ class RandLowDoseCTd(RandArrayWrapperd):
         beam: Union[str, Sequence[str]] = "parallel",
         views_sampling: str = "uniform",
         kernel_noise_only: bool = False,
+        streak_scale: Union[float, Sequence[float]] = 1.0,
         kernel_keys: KeysCollection = (),
         allow_missing_keys: bool = False,
     ) -> None:
@@ -525,6 +593,7 @@ class RandLowDoseCTd(RandArrayWrapperd):
             beam=beam,
             views_sampling=views_sampling,
             kernel_noise_only=kernel_noise_only,
+            streak_scale=streak_scale,
         )
 
     def __call__(self, data: Mapping[Hashable, NdarrayOrTensor]) -> dict[Hashable, NdarrayOrTensor]:

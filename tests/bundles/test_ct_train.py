@@ -20,7 +20,7 @@ from monai.transforms import Compose
 
 from monai_rwkv.data import write_nifti
 from monai_rwkv.networks.nets import RestoreRWKV
-from monai_rwkv.transforms import RandNaturalCTd, RandSyntheticCTd
+from monai_rwkv.transforms import RandDegradationScaled, RandLowDoseCTd, RandNaturalCTd, RandSyntheticCTd
 from tests.bundles.utils import CT_BUNDLE, TINY_NETWORK, phantom_ct_volume
 
 CONFIGS = CT_BUNDLE / "configs"
@@ -121,7 +121,9 @@ def test_training_target_has_the_reconstruction_kernel_of_the_simulated_scan(see
         parser = ConfigParser()
         parser.read_config([str(CONFIGS / "inference.json"), str(CONFIGS / "train.json")])
         parser["filter_windows"], parser["filter_cutoff"] = windows, 0.8
-        scan = parser.get_parsed_content("train#load_clean", lazy=False)[-1]
+        scan = next(
+            t for t in parser.get_parsed_content("train#load_clean", lazy=False) if isinstance(t, RandLowDoseCTd)
+        )
         scan.set_random_state(seed)
         out = scan({"image": clean.clone(), "label": clean.clone()})
         expected = reconstruction_kernel(clean, (1.0, 1.0), 0.5, windows[0], 0.8) if soft else clean
@@ -247,3 +249,41 @@ def test_natural_fraction_draws_photograph_slices_from_natural_dir(tmp_path: Pat
         assert out["label"].shape == out["image"].shape
         # a photograph's slice (64 x 64, air around the body) or a real one (no air in this volume)
         assert (out["label"].shape == (1, 64, 64) and float(out["label"].min()) < -900) == bool(fraction)
+
+
+def test_degradation_scale_strengthens_the_simulated_scan_against_its_target(seed: int) -> None:
+    """``degradation_scale_prob``: that share of the training inputs has its simulated noise and streaks scaled by a
+    factor from ``degradation_scale`` (the same scan, stronger); 0 (the default) leaves every input as scanned."""
+    from monai.bundle import ConfigParser  # noqa: PLC0415
+
+    voxels = torch.from_numpy(np.random.default_rng(seed).uniform(-100, 100, (1, 48, 48, 6)).astype(np.float32))
+    volume = MetaTensor(voxels, affine=torch.diag(torch.tensor([1.0, 1.0, 1.5, 1.0], dtype=torch.float64)))
+    outputs = []
+    for prob in (0.0, 1.0):
+        parser = ConfigParser()
+        parser.read_config([str(CONFIGS / "inference.json"), str(CONFIGS / "train.json")])
+        parser.update({"synthetic_fraction": 0.0, "degradation_scale": [2.5, 2.5], "degradation_scale_prob": prob})
+        steps = parser.get_parsed_content("train#load_clean")
+        assert isinstance(steps[-1], RandDegradationScaled) and isinstance(steps[-2], RandLowDoseCTd)
+        pipeline = Compose(steps[2:])  # without the file reader: the volume is in memory
+        pipeline.set_random_state(seed)  # the scaling comes last: the scan before it draws the same either way
+        outputs.append(pipeline({"label": volume}))
+    scanned, scaled = outputs
+    assert torch.equal(scanned["label"], scaled["label"])
+    noise = scanned["image"] - scanned["label"]
+    assert float(noise.abs().mean()) > 1.0  # HU: a real simulated scan, not a copy
+    torch.testing.assert_close(scaled["image"] - scaled["label"], 2.5 * noise, rtol=1e-4, atol=1e-2)
+    assert json.loads((CONFIGS / "train.json").read_text())["degradation_scale_prob"] == 0.0
+
+
+def test_streak_scale_reaches_the_simulated_scan() -> None:
+    """``streak_scale`` is the scan's (``RandLowDoseCT(streak_scale=...)``): 1 by default, a range by override."""
+    from monai.bundle import ConfigParser  # noqa: PLC0415
+
+    for value, expected in ((None, (1.0, 1.0)), ([1.0, 2.0], (1.0, 2.0))):
+        parser = ConfigParser()
+        parser.read_config([str(CONFIGS / "inference.json"), str(CONFIGS / "train.json")])
+        if value is not None:
+            parser["streak_scale"] = value
+        scan = next(t for t in parser.get_parsed_content("train#load_clean") if isinstance(t, RandLowDoseCTd))
+        assert scan.transform.streak_range == expected

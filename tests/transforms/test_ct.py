@@ -34,7 +34,8 @@ from monai_rwkv.transforms import (
     reconstruction_kernel,
     simulate_low_dose_ct,
 )
-from monai_rwkv.transforms.ct import BEAMS, VIEW_SAMPLINGS
+from monai_rwkv.transforms.ct import BEAMS, VIEW_SAMPLINGS, complete_views, view_aliasing
+from monai_rwkv.transforms.fanbeam import FanBeamGeometry
 
 SPACING = 1.6  # mm; 128 x 128 pixels -> a 205 mm field of view, a head-sized phantom
 REPO = Path(__file__).resolve().parents[2]
@@ -556,3 +557,63 @@ def test_kernel_noise_only_keeps_the_image_resolution_and_the_kernels_noise(seed
     d.set_random_state(seed)
     out = d({"image": image, "label": image.clone()})
     assert torch.equal(out["label"], image) and d.transform.kernel_noise_only
+
+
+def test_view_aliasing_is_the_sparse_minus_the_view_complete_noise_free_scan(seed: int) -> None:
+    """``view_aliasing``: the noise-free FBP with the geometry's views minus the view-complete one (an independent
+    composition of ``radon`` and ``iradon`` here); streaks grow as views are removed, none at or above the
+    view-complete count, and fan-beam scans have their own."""
+    rng = np.random.default_rng(seed)
+    image = ellipse_phantom(HEAD, spacing=2.0)
+    image = image + torch.from_numpy(rng.normal(0, 30, (128, 128))) * (image > -500)
+    views = int(rng.integers(24, 90))
+    window, cutoff = str(rng.choice(["ram-lak", "hann"])), float(rng.uniform(0.6, 1.0))
+    sparse = ParallelBeamGeometry.create((128, 128), 2.0, views)
+    complete = ParallelBeamGeometry.create((128, 128), 2.0)
+    assert complete_views(sparse) == complete.n_views == 208  # pi / 2 x 128, up to a multiple of 8
+    mu = hu_to_mu(image)
+    expected = mu_to_hu(iradon(radon(mu, sparse), sparse, window, cutoff)) - mu_to_hu(
+        iradon(radon(mu, complete), complete, window, cutoff)
+    )
+    got = view_aliasing(image, sparse, window, cutoff)
+    torch.testing.assert_close(got, expected, rtol=0, atol=1e-6)
+    assert got.dtype == image.dtype and got.shape == image.shape
+    levels = [float(view_aliasing(image, ParallelBeamGeometry.create((128, 128), 2.0, n)).std()) for n in (30, 60, 120)]
+    assert levels[0] > levels[1] > levels[2] > 0.5, levels
+    assert torch.equal(view_aliasing(image, complete), torch.zeros_like(image))
+    fan = FanBeamGeometry.create((128, 128), 2.0, 2 * views)
+    assert complete_views(fan) == 2 * complete.n_views
+    assert float(view_aliasing(image, fan).std()) > 1.0
+
+
+def test_streak_scale_strengthens_the_streaks_and_keeps_the_noise(seed: int) -> None:
+    """``streak_scale``: the same draw's scan plus ``(factor - 1)`` times its view aliasing, noise unchanged; a range
+    is drawn last (the other draws unchanged) and uniformly within its bounds; 1 changes nothing."""
+    rng = np.random.default_rng(seed)
+    image = ellipse_phantom(HEAD, spacing=2.0).float()
+    factor, views = float(rng.uniform(1.2, 3.0)), int(rng.integers(30, 90))
+    options = {"spacing": 2.0, "n_views": views, "incident_photons": float(rng.uniform(2e5, 2e6))}
+    plain = RandLowDoseCT(**options).set_random_state(seed)
+    strong = RandLowDoseCT(streak_scale=factor, **options).set_random_state(seed)
+    scan, stronger = plain(image), strong(image)
+    aliasing = view_aliasing(image, ParallelBeamGeometry.create((128, 128), 2.0, views))
+    torch.testing.assert_close(stronger - scan, (factor - 1) * aliasing, rtol=0, atol=2e-3)
+    assert float(aliasing.std()) > 5.0
+    same = RandLowDoseCT(streak_scale=1.0, **options).set_random_state(seed)
+    assert torch.equal(same(image), scan)
+    ranges = {"n_views": (30, 90), "dose_fraction": (0.1, 0.5)}
+    scales = []
+    for k in range(20):
+        drawn = RandLowDoseCT(spacing=2.0, streak_scale=(1.0, 2.5), **ranges).set_random_state(seed + k)
+        fixed = RandLowDoseCT(spacing=2.0, **ranges).set_random_state(seed + k)
+        drawn.randomize()
+        fixed.randomize()
+        params = drawn.params
+        scales.append(params.pop("streak_scale"))
+        assert params == {key: value for key, value in fixed.params.items() if key != "streak_scale"}
+        assert drawn.seed == fixed.seed and fixed.streak_scale == 1.0
+    assert 1.0 <= min(scales) < 1.4 and 2.1 < max(scales) <= 2.5
+    with pytest.raises(ValueError, match="streak_scale must be >= 0"):
+        RandLowDoseCT(streak_scale=-0.5)
+    d = RandLowDoseCTd("image", streak_scale=(1.0, 2.0), **options)
+    assert d.transform.streak_range == (1.0, 2.0)

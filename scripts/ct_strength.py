@@ -96,14 +96,24 @@ def least_squares_strength(low: torch.Tensor, pred: torch.Tensor, clean: torch.T
     return np.array(values)
 
 
+def pipeline_note(settings: dict, overrides: list[tuple[str, object]]) -> str:
+    """The inference settings a report's figures depend on, from the restorer's ``describe()``: figures of runs with
+    ``coarse_fusion`` on and off differ on fine-grid sparse-view slices and must not be compared with each other."""
+    flags = ", ".join(f"`{key}` {'on' if settings.get(key) else 'off'}" for key in ("coarse_fusion", "self_ensemble"))
+    note = f"the bundle's pipeline with {flags}"
+    if overrides:
+        note += " (overrides: " + ", ".join(f"`{key}={json.dumps(value)}`" for key, value in overrides) + ")"
+    return note
+
+
 def report(args: argparse.Namespace) -> str:
     overrides = {**dict(args.override), "weights": os.path.abspath(args.model), "device": "cpu", "progress": False}
     restorer = load_bundle_config(args.bundle, "inference.json", overrides).get_parsed_content("restorer")
     strengths = [float(s) for s in args.strengths.split(",")]
     lines = [
-        f"Model `{args.model}`; window [-160, 240] HU; PSNR (dB) / SSIM, mean over the group's slices, for each "
-        "strength; noise: median over the slices of the input's noise level estimated from the image (HU); s*: "
-        "median over the slices of the least-squares strength.",
+        f"Model `{args.model}`; {pipeline_note(restorer.describe(), args.override)}; window [-160, 240] HU; PSNR (dB) "
+        "/ SSIM, mean over the group's slices, for each strength; noise: median over the slices of the input's noise "
+        "level estimated from the image (HU); s*: median over the slices of the least-squares strength.",
     ]
     for split in args.sets.split(","):
         lines += [

@@ -67,6 +67,8 @@ def test_columns_are_the_bundle_run_at_each_strength(tmp_path: Path, seed: int, 
         if r.startswith("| in-") or r.startswith("| shifted")
     }
     assert sorted(rows) == ["in-distribution head, level 2", "shifted head, sharp", "shifted head, soft"]
+    # the settings the figures depend on are named: the bundle's default pipeline fuses fine-grid sparse-view slices
+    assert "the bundle's pipeline with `coarse_fusion` on, `self_ensemble` off;" in out.read_text().splitlines()[0]
 
     def restorer(strength: float):
         overrides = {"weights": str(weights), "device": "cpu", "progress": False, "strength": strength}
@@ -123,5 +125,7 @@ def test_override_runs_weights_of_another_width(tmp_path: Path, seed: int, capsy
         out = tmp_path / f"{name}.md"
         assert script.main([*argv, "--model", str(model), "--strengths", "0.5,1", "--out", str(out), *extra]) == 0
         reports[name] = [r for r in out.read_text().splitlines() if r.startswith("| ")]
+        if extra:
+            assert f"(overrides: `network_def#dim={wide['patch_embed.weight'].shape[0]}`)" in out.read_text()
     assert len(reports["wide"]) > 3 and reports["wide"] == reports["narrow"]
     capsys.readouterr()

@@ -14,6 +14,9 @@ The simulator follows the usual projection-domain recipe for making low-dose CT 
    followed by a linearly interpolating pixel-driven back-projection.
 6. ``HU = 1000 * (mu / mu_water - 1)``.
 
+:class:`RandLowDoseCT` may then strengthen the scan's view-aliasing streaks (``streak_scale``): the streaks alone
+are the noise-free reconstruction with the scan's views minus the view-complete one (:func:`view_aliasing`).
+
 The geometry and its conventions are those of :class:`ParallelBeamGeometry` (see the tomography module). Measured
 in HU with its defaults: noise-free projection + FBP of a real 256 x 256 head slice (0.957 mm) is within about 12 HU
 RMSE with the default half-pixel detector bins (27 HU with one bin per pixel); on the 128 x 128 test head phantom

@@ -119,6 +119,13 @@ class RandDegradationScaled(RandArrayWrapperd):
 
     def call_args(self, data: Mapping[Hashable, NdarrayOrTensor]) -> tuple:
         """The clean reference, the array transform's second argument."""
-        if self.reference_key not in data:
-            raise KeyError(f"RandDegradationScaled: the reference key {self.reference_key!r} is not in the data.")
         return (data[self.reference_key],)
+
+    def __call__(self, data: Mapping[Hashable, NdarrayOrTensor]) -> dict[Hashable, NdarrayOrTensor]:
+        """Scale the degradation of every key against the reference (a copy is returned); without the reference,
+        a ``KeyError``, or the data unchanged with ``allow_missing_keys``."""
+        if self.reference_key not in data:
+            if self.allow_missing_keys:
+                return dict(data)
+            raise KeyError(f"RandDegradationScaled: the reference key {self.reference_key!r} is not in the data.")
+        return super().__call__(data)

@@ -80,3 +80,5 @@ def test_errors_say_what_is_wrong() -> None:
         scale_degradation(torch.zeros(1, 4, 4), torch.zeros(1, 4, 5), 2.0)
     with pytest.raises(KeyError, match="reference key 'label'"):
         RandDegradationScaled("image")({"image": torch.zeros(1, 4, 4)})
+    lenient = RandDegradationScaled("image", allow_missing_keys=True)({"image": torch.ones(1, 4, 4)})
+    assert torch.equal(lenient["image"], torch.ones(1, 4, 4))

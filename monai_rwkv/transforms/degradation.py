@@ -18,6 +18,7 @@ from monai.config import KeysCollection, NdarrayOrTensor
 from monai.transforms.transform import MapTransform, RandomizableTransform
 from monai.utils import TransformBackends, convert_to_dst_type, convert_to_tensor
 
+from ._util import value_range
 from .wrappers import RandArrayWrapperd
 
 __all__ = ["RandDegradationScale", "RandDegradationScaled", "scale_degradation"]
@@ -43,16 +44,6 @@ def scale_degradation(degraded: torch.Tensor, reference: torch.Tensor, factor: f
     return reference + factor * (degraded - reference)
 
 
-def _factor_range(factor: Sequence[float] | float) -> tuple[float, float]:
-    lo, hi = (float(factor), float(factor)) if isinstance(factor, (int, float)) else tuple(map(float, factor))
-    if not 0 <= lo <= hi:
-        raise ValueError(
-            f"factor must be a number >= 0 or a range [low, high] with 0 <= low <= high, got {factor!r} "
-            "(a factor above 1 strengthens the degradation, below 1 weakens it)."
-        )
-    return lo, hi
-
-
 class RandDegradationScale(RandomizableTransform):
     """
     Array transform: scale the difference between an image and its clean reference by a factor drawn uniformly from
@@ -70,7 +61,7 @@ class RandDegradationScale(RandomizableTransform):
 
     def __init__(self, factor: Sequence[float] | float = (1.0, 2.0), prob: float = 1.0) -> None:
         RandomizableTransform.__init__(self, prob)
-        self.factor_range = _factor_range(factor)
+        self.factor_range = value_range(factor, "factor", 0.0, strict=False)
         self.factor = 1.0
 
     def randomize(self, data: object = None) -> None:

@@ -27,6 +27,7 @@ from monai.data import MetaTensor
 
 from monai_rwkv.apps.restore import InputImage, error_line, find_inputs, read_volume
 from monai_rwkv.data import atomic_output_file, write_nifti
+from monai_rwkv.data.provenance import nifti_restoration_note
 from monai_rwkv.inference import VolumeRestorer
 from monai_rwkv.metrics import slice_metrics
 
@@ -178,7 +179,8 @@ def evaluate_restoration(
     for path in (csv_path, json_path):
         if path.exists() and not overwrite:
             raise FileExistsError(f"{path}: output exists; set overwrite to replace it")
-    protocol = _Protocol(degradation, window, degraded_dir, save_images, overwrite)
+    note = nifti_restoration_note(model_name, model_version)
+    protocol = _Protocol(degradation, window, degraded_dir, save_images, overwrite, note)
     rows: list[dict[str, Any]] = []
     errors: list[str] = []
     for image in find_inputs(dataset_dir):
@@ -230,6 +232,7 @@ class _Protocol:
     degraded_dir: str | os.PathLike | None
     save_images: bool
     overwrite: bool
+    note: str = ""  # the restored images' NIfTI descrip (marks them as restored)
 
 
 def _evaluate_one(restorer: VolumeRestorer, image: InputImage, out: Path, p: _Protocol) -> list[dict[str, Any]]:
@@ -240,7 +243,8 @@ def _evaluate_one(restorer: VolumeRestorer, image: InputImage, out: Path, p: _Pr
     if p.save_images:
         for tag, volume in (("degraded", low), ("restored", pred)):
             path = out / "images" / f"{image.name}_{tag}.nii.gz"
-            write_nifti(volume, path, affine=clean.affine, overwrite=p.overwrite, channel_first=True)
+            note = p.note if tag == "restored" else None
+            write_nifti(volume, path, affine=clean.affine, overwrite=p.overwrite, channel_first=True, description=note)
     inp_metrics = volume_slice_metrics(low, clean, p.window)
     pred_metrics = volume_slice_metrics(pred, clean, p.window)
     return _rows(image.name, constant_slices(clean, p.window), inp_metrics, pred_metrics)

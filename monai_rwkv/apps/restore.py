@@ -45,6 +45,7 @@ from monai_rwkv.data.dicom_series import scan_dicom_folder
 from monai_rwkv.data.dicom_writer import is_restored_series
 from monai_rwkv.data.errors import one_line
 from monai_rwkv.data.outputs import InputGuard, check_replaceable, real_path
+from monai_rwkv.data.provenance import nifti_restoration_note
 from monai_rwkv.data.spec import InputSpec
 from monai_rwkv.inference import VolumeRestorer
 
@@ -95,7 +96,8 @@ def error_line(path: str | os.PathLike, error: BaseException) -> str:
     """One line ``"<path>: <problem>"`` for an error (reader errors already name their file)."""
     if isinstance(error, ImageReadError):
         return str(error)
-    message = one_line(error)
+    # a mismatch lists every problem and ends with what to do: not cut at one_line's usual length
+    message = one_line(error, 2000 if isinstance(error, InputMismatchError) else 300)
     path = os.fspath(path)
     return message if message.startswith(path) else f"{path}: {message}"
 
@@ -458,15 +460,18 @@ def restore_task(
     restored = restorer(image, desc=task.image.path.name)
     written: list[Path] = []
     if nifti_out is not None:
-        written.append(_write_nifti(restored, nifti_out, restorer.output_dtype, overwrite))
+        note = nifti_restoration_note(model_name, model_version)
+        written.append(_write_nifti(restored, nifti_out, restorer.output_dtype, overwrite, note))
     if dicom_out is not None:
         files = write_dicom_series(restored, image.meta, dicom_out, model_name, model_version, overwrite=overwrite)
         written.append(files[0].parent)
     return written
 
 
-def _write_nifti(restored: torch.Tensor, path: Path, dtype: str, overwrite: bool) -> Path:
-    return write_nifti(restored, path, affine=restored.affine, dtype=dtype, overwrite=overwrite, channel_first=True)
+def _write_nifti(restored: torch.Tensor, path: Path, dtype: str, overwrite: bool, note: str) -> Path:
+    return write_nifti(
+        restored, path, affine=restored.affine, dtype=dtype, overwrite=overwrite, channel_first=True, description=note
+    )
 
 
 def _input_fingerprint(image: InputImage) -> dict:

@@ -87,6 +87,7 @@ class DicomSliceHeader:
         study_uid / patient_id: StudyInstanceUID / PatientID, ``""`` if absent (one volume never mixes them).
         pixel_data_problem: why the pixel data cannot be read as the header describes it (see
             :func:`pixel_data_problem`), ``""`` if it can or was not checked.
+        derivation_description: DerivationDescription, ``""`` if absent (names the program of a derived image).
     """
 
     path: str
@@ -109,6 +110,7 @@ class DicomSliceHeader:
     study_uid: str = ""
     patient_id: str = ""
     pixel_data_problem: str = field(default="", compare=False)
+    derivation_description: str = field(default="", compare=False)
 
     @classmethod
     def from_dataset(
@@ -144,6 +146,7 @@ class DicomSliceHeader:
             study_uid=str(ds.get("StudyInstanceUID", "") or ""),
             patient_id=str(ds.get("PatientID", "") or ""),
             pixel_data_problem=pixel_data_problem(ds, path) if check_pixel_data else "",
+            derivation_description=str(ds.get("DerivationDescription", "") or ""),
         )
 
     @property

@@ -40,6 +40,7 @@ from pydicom.valuerep import format_number_as_ds
 
 from monai_rwkv.data.atomic import atomic_output_dir
 from monai_rwkv.data.dicom_series import DicomSliceHeader, build_series, load_dicom_series
+from monai_rwkv.data.provenance import RESTORED_MARK, restoration_note
 from monai_rwkv.data.sitk_reader import DICOM_SOURCE_FILES
 
 __all__ = [
@@ -79,9 +80,8 @@ _LOSSY_SYNTAXES = {
     "1.2.840.10008.1.2.4.81",  # JPEG-LS near-lossless
     "1.2.840.10008.1.2.4.203",  # HTJ2K (lossy or lossless)
 }
-#: names of the files of a written series, and the end of their DerivationDescription.
+#: names of the files of a written series.
 _SLICE_NAME = re.compile(r"^IM\d{6}\.dcm$")
-_DERIVATION_MARK = "(monai_rwkv)"
 _WINDOWS_RESERVED = {"CON", "PRN", "AUX", "NUL", *(f"COM{i}" for i in range(1, 10)), *(f"LPT{i}" for i in range(1, 10))}
 
 
@@ -300,8 +300,7 @@ def _describe(model_name: str, model_version: str, source_desc: str, custom: str
     """(SeriesDescription <= 64 chars, DerivationDescription <= 1024 chars)."""
     tag = f"{model_name} {model_version}".strip()
     series_desc = custom if custom is not None else f"RESTORED {tag}" + (f" {source_desc}" if source_desc else "")
-    derivation = f"Image restoration by {model_name} version {model_version} {_DERIVATION_MARK}"
-    return series_desc[:64], derivation[:1024]
+    return series_desc[:64], restoration_note(model_name, model_version, 1024)
 
 
 @dataclass(frozen=True)
@@ -446,7 +445,7 @@ def is_restored_series(folder: str | os.PathLike) -> bool:
             ds = pydicom.dcmread(entry.path, stop_before_pixels=True, specific_tags=["DerivationDescription"])
         except Exception:  # noqa: BLE001 - anything unreadable is not ours
             return False
-        if not str(ds.get("DerivationDescription", "")).endswith(_DERIVATION_MARK):
+        if not str(ds.get("DerivationDescription", "")).endswith(RESTORED_MARK):
             return False
     return True
 

@@ -25,6 +25,8 @@ from monai_rwkv.data.atomic import atomic_output_file
 __all__ = ["write_nifti"]
 
 _DTYPES = {"float32": np.dtype(np.float32), "int16": np.dtype(np.int16)}
+#: characters of the header's 80-byte ``descrip`` field (one byte is left for the terminating NUL).
+_DESCRIP_LENGTH = 79
 
 
 def _to_numpy(x: Any) -> np.ndarray:
@@ -55,9 +57,12 @@ def _embed_2d(affine: np.ndarray) -> np.ndarray:
     return full
 
 
-def _image(data: np.ndarray, affine: np.ndarray) -> nib.Nifti1Image:
-    """A NIfTI-1 image with sform = ``affine`` (code 1, scanner) and a matching qform where one exists."""
+def _image(data: np.ndarray, affine: np.ndarray, description: str | None = None) -> nib.Nifti1Image:
+    """A NIfTI-1 image with sform = ``affine`` (code 1, scanner), a matching qform where one exists, and
+    ``description`` in the header's ``descrip`` field."""
     img = nib.Nifti1Image(data, affine)
+    if description is not None:
+        img.header["descrip"] = description.encode("ascii")
     img.header.set_sform(affine, code=1)
     img.header.set_qform(affine, code=1)
     if not np.allclose(img.header.get_qform(), affine, atol=1e-4):  # shear: a qform cannot represent it
@@ -74,6 +79,7 @@ def write_nifti(
     dtype: str = "float32",
     overwrite: bool = False,
     channel_first: bool = False,
+    description: str | None = None,
 ) -> Path:
     """
     Write ``data`` to ``path`` (``.nii`` or ``.nii.gz``) atomically: a hidden temporary file beside it is renamed
@@ -88,6 +94,8 @@ def write_nifti(
         dtype: ``"float32"`` or ``"int16"`` (values rounded; out-of-range values are an error).
         overwrite: replace an existing file; otherwise ``FileExistsError``.
         channel_first: ``data`` is ``(C, i, j, k)``: the channel axis is moved last (dropped when C == 1).
+        description: the header's ``descrip`` field (ASCII, at most 79 characters), e.g. the note that marks a
+            restored image (:func:`~monai_rwkv.data.provenance.restoration_note`); None leaves it empty.
 
     Returns:
         the written path.
@@ -98,6 +106,8 @@ def write_nifti(
         raise ValueError(f"{path}: NIfTI file names end with .nii or .nii.gz.")
     if dtype not in _DTYPES:
         raise ValueError(f"dtype must be one of {sorted(_DTYPES)}, got {dtype!r}.")
+    if description is not None and not (description.isascii() and len(description) <= _DESCRIP_LENGTH):
+        raise ValueError(f"description must be ASCII of at most {_DESCRIP_LENGTH} characters, got {description!r}.")
     if affine is None:
         if not hasattr(data, "affine"):
             raise ValueError("affine is required unless data is a MetaTensor.")
@@ -108,7 +118,7 @@ def write_nifti(
     arr = _to_numpy(data)
     if channel_first:
         arr = arr[0] if arr.shape[0] == 1 else np.moveaxis(arr, 0, -1)
-    img = _image(_cast(arr, _DTYPES[dtype]), affine)
+    img = _image(_cast(arr, _DTYPES[dtype]), affine, description)
     with atomic_output_file(path, overwrite=overwrite) as tmp:
         # nibabel picks the format from a lower-case (or all upper-case) suffix: save under the lower-case one
         lower = tmp.with_name(tmp.name[: -len(suffix)] + suffix.lower())

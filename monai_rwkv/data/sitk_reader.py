@@ -40,6 +40,7 @@ from monai_rwkv.data.dicom_series import (
 )
 from monai_rwkv.data.errors import ImageReadError, one_line
 from monai_rwkv.data.pet_units import suv_bw_factor
+from monai_rwkv.data.provenance import DICOM_SLICE_DERIVATIONS
 
 __all__ = [
     "SimpleITKReader",
@@ -409,6 +410,7 @@ def _slice_facts(headers: Sequence[DicomSliceHeader]) -> dict[str, list]:
         DICOM_SLICE_MODALITIES: [h.modality for h in headers],
         DICOM_SLICE_SAMPLES: [h.samples_per_pixel for h in headers],
         DICOM_SLICE_PHOTOMETRIC: [h.photometric for h in headers],
+        DICOM_SLICE_DERIVATIONS: [h.derivation_description for h in headers],
     }
 
 

@@ -16,8 +16,9 @@ A bundle's ``metadata.json`` declares its input in ``network_data_format.inputs.
 and ``value_range`` (the physical values the model was trained on). :class:`InputSpec` holds these and
 :meth:`InputSpec.problems` says, from the file headers and the values, why an image does not fit: DICOM slices of
 another modality (also a few MR slices mixed into a CT series), colour or palette images, a vector / RGB NIfTI,
-or values mostly outside the range (an image in other units; checked after a unit conversion the reader found in
-the headers, such as a PET series' Bq/ml to SUV).
+values mostly outside the range (an image in other units; checked after a unit conversion the reader found in
+the headers, such as a PET series' Bq/ml to SUV), or an image this program restored already
+(:mod:`monai_rwkv.data.provenance`).
 """
 
 from __future__ import annotations
@@ -32,6 +33,7 @@ import pydicom
 import torch
 
 from monai_rwkv.data.errors import one_line
+from monai_rwkv.data.provenance import restored_note
 from monai_rwkv.data.sitk_reader import (
     DICOM_SLICE_MODALITIES,
     DICOM_SLICE_PHOTOMETRIC,
@@ -115,6 +117,9 @@ class InputSpec:
                 problems.append(
                     f"{components} values per voxel (a colour or vector image), {self.num_channels} expected"
                 )
+        note = restored_note(meta)
+        if note is not None:
+            problems.append(f"already restored ({note}): restore the original scan")
         factor = 1.0
         for key, problem_key in UNIT_FACTOR_KEYS.items():
             if meta.get(problem_key):

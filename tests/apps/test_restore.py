@@ -197,8 +197,12 @@ def test_evaluation_protocol_writes_per_slice_csv_and_summary(tmp_path: Path) ->
     assert summary["protocol"]["degradation"] == {"name": "LowDoseCT", "dose_fraction": 0.25, "seed": 0}
     assert summary["protocol"]["window"] == [-160.0, 240.0] and summary["model"]["name"] == "m"
     assert 10 < summary["input"]["psnr"]["mean"] < 60 and 0 < summary["input"]["rmse"]["mean"] < 200
-    assert (tmp_path / "eval" / "images" / "phantom_restored.nii.gz").is_file()
-    assert (tmp_path / "eval" / "images" / "phantom_degraded.nii.gz").is_file()
+    images = tmp_path / "eval" / "images"
+    # the restored image is marked as restored (the bundles refuse it as an input), the degraded one is not
+    descrip = {
+        tag: nib.load(images / f"phantom_{tag}.nii.gz").header["descrip"].item() for tag in ("restored", "degraded")
+    }
+    assert descrip == {"restored": b"Restored by m (monai_rwkv)", "degraded": b""}
     with pytest.raises(FileExistsError):
         evaluate_restoration(identity_restorer(), data, tmp_path / "eval", **ct)
 

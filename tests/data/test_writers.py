@@ -29,6 +29,13 @@ from monai_rwkv.data import (
     write_dicom_series,
     write_nifti,
 )
+from monai_rwkv.data.provenance import (
+    DICOM_SLICE_DERIVATIONS,
+    RESTORED_MARK,
+    nifti_restoration_note,
+    restoration_note,
+    restored_note,
+)
 from tests.data.conftest import copy_series, tree_digest
 
 GEOMETRY_TAGS = ("ImagePositionPatient", "ImageOrientationPatient", "PixelSpacing", "SliceThickness")
@@ -80,9 +87,13 @@ def test_derived_ct_series_round_trip(ct5n: Path, tmp_path: Path) -> None:
             assert dst.get(tag) == src.get(tag), tag
         hu = dst.pixel_array.T * float(dst.RescaleSlope) + float(dst.RescaleIntercept)
         np.testing.assert_allclose(hu, restored[:, :, k].numpy(), atol=0.5 + 1e-4)
-    # our reader on the output: identical affine and the same slice order
+    # our reader on the output: identical affine and the same slice order; the output is recognised as restored
     back = sitk_load_image(image_only=True)(out)
     np.testing.assert_allclose(back.affine.numpy(), img.affine.numpy(), atol=1e-9)
+    note = "Image restoration by RestoreRWKV-CT version 1.2.3 (monai_rwkv)"
+    assert outputs[0].DerivationDescription == note
+    assert back.meta[DICOM_SLICE_DERIVATIONS] == [note] * 5 and restored_note(back.meta) == note
+    assert restored_note(img.meta) is None and img.meta[DICOM_SLICE_DERIVATIONS] == [""] * 5
 
 
 def test_gap_series_keeps_true_positions(ct2: Path, tmp_path: Path) -> None:
@@ -259,6 +270,33 @@ def test_nifti_writer_channel_first_and_qform(tmp_path: Path) -> None:
     img = nib.load(out)
     assert img.shape == (4, 5, 6) and img.header["qform_code"] == 1
     np.testing.assert_allclose(img.header.get_qform(), affine, atol=1e-6)
+
+
+def test_restoration_notes_fit_their_fields_and_are_found_again(tmp_path: Path) -> None:
+    long_name = "Restore-RWKV " + "very long model name " * 10
+    for limit in (79, 1024):
+        note = restoration_note(long_name, "0.14.0", limit)
+        assert len(note) <= limit and note.endswith(" " + RESTORED_MARK) and note.startswith("Image restoration by")
+    assert restoration_note("CT", "1.0") == "Image restoration by CT version 1.0 (monai_rwkv)"
+    nifti_note = nifti_restoration_note("Réseau CT", "1.0")  # ASCII for the NIfTI header
+    assert nifti_note == "Restored by R?seau CT 1.0 (monai_rwkv)"
+    shortened = nifti_restoration_note(long_name, "0.14.0")
+    assert len(shortened) == 79 and shortened.startswith("Restored by Restore-RWKV very long model name")
+    assert shortened.endswith(" " + RESTORED_MARK)
+    with pytest.raises(ValueError, match="max_length"):
+        restoration_note("CT", "1.0", 5)
+    affine = np.diag([0.5, 0.5, 2.0, 1.0])
+    out = write_nifti(np.ones((4, 5, 6), np.float32), tmp_path / "r.nii.gz", affine, description=nifti_note)
+    assert nib.load(out).header["descrip"].item().decode() == nifti_note
+    back = sitk_load_image(image_only=True)(out)
+    assert restored_note(back.meta) == nifti_note
+    plain = write_nifti(np.ones((4, 5, 6), np.float32), tmp_path / "p.nii.gz", affine)
+    assert restored_note(sitk_load_image(image_only=True)(plain).meta) is None
+    assert restored_note({"descrip": "Image restoration by someone else"}) is None
+    for bad in ("x" * 80, "caf\u00e9"):
+        with pytest.raises(ValueError, match="ASCII of at most 79"):
+            write_nifti(np.ones((4, 5, 6), np.float32), tmp_path / "bad.nii.gz", affine, description=bad)
+    assert not (tmp_path / "bad.nii.gz").exists()
 
 
 @settings(max_examples=200, deadline=None)

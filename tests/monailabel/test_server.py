@@ -32,6 +32,7 @@ import torch
 from monai_rwkv.apps.bundle import bundle_metadata, load_bundle_config
 from monai_rwkv.apps.cli import main as cli
 from monai_rwkv.bundles import short_name
+from monai_rwkv.data.provenance import nifti_restoration_note
 from monai_rwkv.monailabel_app.lib.bundles import bundle_tasks
 from tests.bundles.utils import REPO, TINY_NETWORK, random_volume
 
@@ -267,6 +268,9 @@ def test_infer_equals_the_cli(name: str, setup: dict, server: Server, tmp_path: 
     restored, original = nib.load(result), nib.load(source)
     assert restored.get_data_dtype() == np.float32
     assert restored.shape == original.shape
+    # marked as restored, so that the bundles refuse it as an input
+    note = restored.header["descrip"].item().decode()
+    assert note == nifti_restoration_note(meta["name"], meta["version"]) and note.endswith(" (monai_rwkv)")
     np.testing.assert_allclose(restored.affine, original.affine, atol=1e-4)
     assert params.get("task") == task
     expected = _cli(bundle, source, tmp_path / "cli.nii.gz", *(["--task", task] if task else []))

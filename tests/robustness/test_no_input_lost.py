@@ -1,7 +1,8 @@
 """
 No input is ever lost and no wrong image is restored without a word: outputs that alias, contain or lie inside an
 input; ``--overwrite`` over something that is not an earlier output of the same kind; SIGTERM / SIGHUP while a
-series is written; inputs the model was not made for; batch inputs whose names or links collide.
+series is written; inputs the model was not made for (this program's own outputs among them); batch inputs whose
+names or links collide.
 """
 
 from __future__ import annotations
@@ -315,6 +316,32 @@ def test_values_outside_the_model_range_are_refused_unless_allowed(bundle, tmp_p
     assert code == 0 and len([x for x in lines if x.startswith("warning: ")]) == 1, lines
 
 
+@pytest.mark.parametrize("kind", ["nifti", "dicom"])
+def test_restoring_an_output_again_is_refused_unless_allowed(kind, bundle, tmp_path, capsys) -> None:
+    if kind == "nifti":
+        source, first = _nifti(tmp_path / "scan.nii.gz"), tmp_path / "once.nii.gz"
+    else:
+        write_ct_series(tmp_path / "scan", n=3)
+        source, first = tmp_path / "scan", tmp_path / "once"
+    code, lines, _ = run_main(capsys, bundle, source, first)
+    assert code == 0, lines
+    # the output carries the note that marks it (NIfTI descrip, DICOM DerivationDescription)
+    if kind == "nifti":
+        note = nib.load(first).header["descrip"].item().decode()
+    else:
+        note = str(pydicom.dcmread(sorted(first.iterdir())[0]).DerivationDescription)
+    prefix = "Restored by Restore-RWKV CT" if kind == "nifti" else "Image restoration by Restore-RWKV CT"
+    assert note.startswith(prefix) and note.endswith(" (monai_rwkv)"), note
+    line = _refused(capsys, bundle, first, tmp_path / "twice.nii.gz")
+    assert f"{first}: not an input for this model" in line and f"already restored ({note})" in line, line
+    assert "restore the original scan" in line and "--allow-mismatch" in line
+    assert not (tmp_path / "twice.nii.gz").exists()
+    code, lines, _ = run_main(capsys, bundle, first, tmp_path / "twice.nii.gz", "--allow-mismatch")
+    warnings = [line for line in lines if line.startswith("warning: ")]
+    assert code == 0 and len(warnings) == 1 and "already restored" in warnings[0], lines
+    assert (tmp_path / "twice.nii.gz").is_file()
+
+
 def test_bundle_run_fails_only_the_mismatched_study(bundle, tmp_path) -> None:
     dataset = tmp_path / "data"
     _mixed_series(dataset / "mixed")
@@ -327,6 +354,12 @@ def test_bundle_run_fails_only_the_mismatched_study(bundle, tmp_path) -> None:
     result = run_bundle(bundle, dataset, output, "--allow_mismatch", "true")
     assert result.returncode == 0, result.stderr
     assert (output / "mixed_restored.nii.gz").is_file() and (output / "mixed_restored").is_dir()
+    # the outputs given back as a dataset: every one of them (NIfTI files, the DICOM series) is refused
+    again = tmp_path / "again"
+    result = run_bundle(bundle, output, again)
+    assert result.returncode == 1 and "error: 3 input(s) failed:" in result.stderr, result.stderr
+    assert result.stderr.count("already restored (") == 3 and result.stderr.count(" (monai_rwkv)): ") == 3
+    assert not list(again.glob("*_restored*"))
 
 
 # ----------------------------------------------------------------------------------------------------------------

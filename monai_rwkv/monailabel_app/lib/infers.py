@@ -19,6 +19,7 @@ from monailabel.tasks.infer.bundle import BundleInferTask
 
 from monai_rwkv.apps.bundle import bundle_metadata, load_bundle_config
 from monai_rwkv.data import write_nifti
+from monai_rwkv.data.provenance import nifti_restoration_note
 from monai_rwkv.inference import load_network, resolve_device
 from monai_rwkv.inferers import CoarseFusionInferer, CoarseScaleFusion
 from monai_rwkv.networks.nets import BlendWithInput, check_strength
@@ -178,7 +179,11 @@ class RestorationInferTask(BundleInferTask):
         image = data[self.input_key]
         handle, name = tempfile.mkstemp(suffix=".nii.gz", prefix="restore_rwkv_")
         os.close(handle)
-        path = write_nifti(pred, name, affine=image.affine, dtype="float32", overwrite=True, channel_first=True)
+        model = self.metadata.get("name") or os.path.basename(self.bundle_path)
+        note = nifti_restoration_note(model, str(self.version))  # marks the result as restored (bundles refuse it)
+        path = write_nifti(
+            pred, name, affine=image.affine, dtype="float32", overwrite=True, channel_first=True, description=note
+        )
         spec = self.metadata["network_data_format"]["outputs"][self.key_pred]
         result = dict(data.get(self.output_json_key) or {})
         result.update(

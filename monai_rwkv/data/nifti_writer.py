@@ -26,7 +26,7 @@ __all__ = ["write_nifti"]
 
 _DTYPES = {"float32": np.dtype(np.float32), "int16": np.dtype(np.int16)}
 #: characters of the header's 80-byte ``descrip`` field (one byte is left for the terminating NUL).
-_DESCRIP_LENGTH = 79
+DESCRIP_LENGTH = 79
 
 
 def _to_numpy(x: Any) -> np.ndarray:
@@ -106,8 +106,8 @@ def write_nifti(
         raise ValueError(f"{path}: NIfTI file names end with .nii or .nii.gz.")
     if dtype not in _DTYPES:
         raise ValueError(f"dtype must be one of {sorted(_DTYPES)}, got {dtype!r}.")
-    if description is not None and not (description.isascii() and len(description) <= _DESCRIP_LENGTH):
-        raise ValueError(f"description must be ASCII of at most {_DESCRIP_LENGTH} characters, got {description!r}.")
+    if description is not None and not (description.isascii() and len(description) <= DESCRIP_LENGTH):
+        raise ValueError(f"description must be ASCII of at most {DESCRIP_LENGTH} characters, got {description!r}.")
     if affine is None:
         if not hasattr(data, "affine"):
             raise ValueError("affine is required unless data is a MetaTensor.")

@@ -22,6 +22,8 @@ from __future__ import annotations
 from collections.abc import Mapping
 from typing import Any
 
+from monai_rwkv.data.nifti_writer import DESCRIP_LENGTH
+
 __all__ = [
     "DICOM_SLICE_DERIVATIONS",
     "NIFTI_DESCRIP_KEY",
@@ -54,7 +56,7 @@ def nifti_restoration_note(model_name: str, model_version: str) -> str:
     :func:`~monai_rwkv.data.write_nifti`'s ``description`` takes it.
     """
     name, version = (str(v).encode("ascii", "replace").decode() for v in (model_name, model_version))
-    return _note(f"Restored by {name} {version}", 79)
+    return _note(f"Restored by {name} {version}", DESCRIP_LENGTH)
 
 
 def _note(body: str, max_length: int) -> str:

@@ -97,7 +97,7 @@ def error_line(path: str | os.PathLike, error: BaseException) -> str:
     if isinstance(error, ImageReadError):
         return str(error)
     # a mismatch lists every problem and ends with what to do: not cut at one_line's usual length
-    message = one_line(error, 2000 if isinstance(error, InputMismatchError) else 300)
+    message = one_line(error, 2000) if isinstance(error, InputMismatchError) else one_line(error)
     path = os.fspath(path)
     return message if message.startswith(path) else f"{path}: {message}"
 

@@ -21,7 +21,7 @@ from monai.data import MetaTensor
 from torch import nn
 from tqdm.auto import tqdm
 
-from monai_rwkv.inferers import CoarseScaleFusion, SliceRestorationInferer
+from monai_rwkv.inferers import CoarseScaleFusion, ResidualSmoothing, SliceRestorationInferer
 from monai_rwkv.networks.nets import BlendWithInput, RestoreRWKV, SelfEnsemble
 from monai_rwkv.networks.nets.restore_rwkv import _unwrap_state_dict
 from monai_rwkv.runtime import reuse_freed_memory
@@ -224,6 +224,9 @@ class Restorer:
             pixel size (from the volume's affine) it :meth:`~monai_rwkv.inferers.CoarseScaleFusion.applies` to are
             also restored on a coarser grid and the two results fused; other volumes are restored as without it.
             None: every slice on its own grid only.
+        residual_smoothing: a :class:`~monai_rwkv.inferers.ResidualSmoothing` for a slice inferer: every restored slice
+            (after the coarse-scale fusion, if any) is smoothed with non-local means as strongly as the network's
+            change to its flat region calls for (none below the smoothing's threshold). None: the network's result.
 
     On the CPU the restorer calls :func:`monai_rwkv.runtime.reuse_freed_memory` (glibc ``malloc`` settings for the
     whole process: freed feature maps are reused instead of being unmapped and faulted in again on every call).
@@ -245,6 +248,7 @@ class Restorer:
         intensity_range: Sequence[float] | None = None,
         network_input: Callable[[torch.Tensor], torch.Tensor] | None = None,
         coarse_fusion: CoarseScaleFusion | None = None,
+        residual_smoothing: ResidualSmoothing | None = None,
     ) -> None:
         if output_dtype not in OUTPUT_DTYPES:
             raise ValueError(f"output_dtype must be one of {sorted(OUTPUT_DTYPES)}, got {output_dtype!r}.")
@@ -265,11 +269,17 @@ class Restorer:
                 "network that takes the image alone (no network_input); set coarse_fusion to None."
             )
         self.coarse_fusion = coarse_fusion
+        if residual_smoothing is not None and self._slab_axis() is None:
+            raise ValueError(
+                "residual_smoothing needs a slice inferer (one with a spatial_dim, e.g. SliceRestorationInferer); "
+                "set residual_smoothing to None."
+            )
+        self.residual_smoothing = residual_smoothing
 
     def _infer(self, normalised: torch.Tensor, coarse: bool = False) -> torch.Tensor:
         """
-        Normalised ``(B, 1, *spatial)`` -> restored, float32 on the CPU, clipped to [0, 1] when ``clip_output``;
-        ``coarse``: through :attr:`coarse_fusion`.
+        Normalised ``(B, 1, *spatial)`` -> restored, float32 on the CPU: through :attr:`coarse_fusion` when
+        ``coarse``, then :attr:`residual_smoothing` if any, then clipped to [0, 1] when ``clip_output``.
         """
         inputs = normalised.to(self.device, torch.float32)
         if self.network_input is not None:
@@ -278,7 +288,9 @@ class Restorer:
             out = self.coarse_fusion(inputs, self.network, self.inferer).float()
         else:
             out = self.inferer(inputs, self.network).float()
-        if self.clip_output:
+        if self.residual_smoothing is not None:  # the image the network was given, slices along the slab axis
+            out = self.residual_smoothing.apply(normalised.to(out.device, torch.float32), out, self._slab_axis() + 1)
+        if self.clip_output:  # after the smoothing, as a bundle's postprocessing clips the inferer's result
             out = out.clamp(0.0, 1.0)
         return out.cpu()
 
@@ -401,6 +413,19 @@ class Restorer:
                 "min_change": self.coarse_fusion.min_change,
                 "flat_gradient": self.coarse_fusion.flat_gradient,
                 "value_range": None if self.coarse_fusion.value_range is None else list(self.coarse_fusion.value_range),
+            },
+            "residual_smoothing": None
+            if self.residual_smoothing is None
+            else {
+                "scale": self.residual_smoothing.scale,
+                "threshold": self.residual_smoothing.threshold,
+                "patch_radius": self.residual_smoothing.patch_radius,
+                "search_radius": self.residual_smoothing.search_radius,
+                "flat_gradient": self.residual_smoothing.flat_gradient,
+                "value_range": None
+                if self.residual_smoothing.value_range is None
+                else list(self.residual_smoothing.value_range),
+                "min_pixels": self.residual_smoothing.min_pixels,
             },
         }
 

@@ -16,11 +16,14 @@ import torch.nn.functional as F
 from monai.data import MetaTensor
 from monai.inferers import Inferer, SliceInferer, SlidingWindowInferer
 
+from monai_rwkv.networks.nets.classical import NonLocalMeansDenoiser
 from monai_rwkv.transforms._util import gaussian_blur, sobel_magnitude
 
 __all__ = [
     "CoarseFusionInferer",
     "CoarseScaleFusion",
+    "ResidualSmoothing",
+    "ResidualSmoothingInferer",
     "RestorationInferer",
     "SliceRestorationInferer",
     "fit_roi",
@@ -338,3 +341,153 @@ class CoarseFusionInferer(Inferer):
         """``inputs``: ``(B, C, i, j, k)`` normalised; returns ``(B, C_out, i, j, k)`` float32."""
         call = (lambda x: network(x, *args, **kwargs)) if args or kwargs else network
         return self.fusion(inputs, call, self.inferer)
+
+
+class ResidualSmoothing:
+    """
+    Smooth restored 2D slices with non-local means, each slice as strongly as the restoration's own change to its
+    flat region suggests::
+
+        removed = std over the flat region of (inputs - restored)       (one value per slice and channel)
+        h       = scale * max(removed - threshold, 0)
+        out     = NLM_h(restored)  where h > 0, else restored
+
+    A network that had to remove much noise from a slice (a very noisy or sparse-view scan, further from its training
+    data) tends to leave part of it, a mottle that non-local means on the restored slice removes while keeping its
+    edges; a slice the network changed little in flat tissue keeps the network's result exactly. ``threshold`` is the
+    change below which nothing is smoothed, ``scale`` how the filter strength grows above it.
+
+    The flat region holds the pixels where ``restored`` lies strictly inside ``value_range`` and its Sobel gradient
+    (:func:`monai_rwkv.transforms._util.sobel_magnitude`) is below ``flat_gradient``; a slice with fewer than
+    ``min_pixels`` such pixels is not smoothed. The filter is
+    :class:`~monai_rwkv.networks.nets.NonLocalMeansDenoiser` (``patch_radius``, ``search_radius``).
+
+    Args:
+        scale: filter strength per unit of removed change above ``threshold`` (> 0).
+        threshold: removed change (standard deviation, input units) below which a slice is left as restored (>= 0).
+        patch_radius: half-width of the non-local means patches.
+        search_radius: half-width of its search window.
+        flat_gradient: the flat region's gradient limit, input units per pixel (None: no limit).
+        value_range: the flat region's ``(low, high)`` values of ``restored``, input units (None: all values).
+        min_pixels: fewest flat pixels a slice needs to be smoothed (>= 2).
+    """
+
+    def __init__(
+        self,
+        scale: float = 1.0,
+        threshold: float = 0.0,
+        patch_radius: int = 2,
+        search_radius: int = 5,
+        flat_gradient: float | None = None,
+        value_range: Sequence[float] | None = None,
+        min_pixels: int = 100,
+    ) -> None:
+        if not scale > 0:
+            raise ValueError(f"scale must be > 0, got {scale!r}.")
+        if not threshold >= 0:
+            raise ValueError(f"threshold must be >= 0 (input units), got {threshold!r}.")
+        if int(patch_radius) < 0 or int(search_radius) < 1:
+            raise ValueError(f"need patch_radius >= 0 and search_radius >= 1, got {patch_radius!r}, {search_radius!r}.")
+        if flat_gradient is not None and not flat_gradient > 0:
+            raise ValueError(f"flat_gradient must be > 0 or None, got {flat_gradient!r}.")
+        if value_range is not None and not (len(value_range) == 2 and value_range[0] < value_range[1]):
+            raise ValueError(f"value_range must be (low, high) with low < high, or None, got {value_range!r}.")
+        if int(min_pixels) < 2:
+            raise ValueError(f"min_pixels must be >= 2, got {min_pixels!r}.")
+        self.scale, self.threshold = float(scale), float(threshold)
+        self.patch_radius, self.search_radius = int(patch_radius), int(search_radius)
+        self.flat_gradient = None if flat_gradient is None else float(flat_gradient)
+        self.value_range = None if value_range is None else (float(value_range[0]), float(value_range[1]))
+        self.min_pixels = int(min_pixels)
+
+    def strengths(self, inputs: torch.Tensor, restored: torch.Tensor) -> torch.Tensor:
+        """
+        The filter strength ``h`` of each slice (class docstring; 0: left as restored).
+
+        Args:
+            inputs: ``(N, 1, H, W)`` the slices the network was given.
+            restored: ``(N, 1, H, W)`` its result.
+
+        Returns:
+            ``(N,)`` float32.
+        """
+        restored = restored.float()
+        flat = torch.ones_like(restored, dtype=torch.bool)
+        if self.flat_gradient is not None:
+            flat &= sobel_magnitude(restored) < self.flat_gradient
+        if self.value_range is not None:
+            flat &= (restored > self.value_range[0]) & (restored < self.value_range[1])
+        removed = (inputs.float() - restored).double()
+        count = flat.sum(dim=(1, 2, 3))
+        mean = torch.where(flat, removed, 0.0).sum(dim=(1, 2, 3)) / count.clamp_min(1)
+        squares = torch.where(flat, (removed - mean.view(-1, 1, 1, 1)) ** 2, 0.0).sum(dim=(1, 2, 3))
+        std = (squares / (count - 1).clamp_min(1)).sqrt()  # the sample standard deviation
+        h = self.scale * (std - self.threshold).clamp_min(0.0)
+        return torch.where(count >= self.min_pixels, h, torch.zeros_like(h)).float()
+
+    def __call__(self, inputs: torch.Tensor, restored: torch.Tensor) -> torch.Tensor:
+        """
+        Args:
+            inputs: ``(N, C, H, W)`` the slices the network was given (``C`` channels are smoothed independently).
+            restored: ``(N, C, H, W)`` its result.
+
+        Returns:
+            ``(N, C, H, W)`` float32: ``restored`` smoothed where its strength is above 0.
+        """
+        if inputs.shape != restored.shape or restored.ndim != 4:
+            raise ValueError(
+                f"expected inputs and restored slices of one shape (N, C, H, W), got {tuple(inputs.shape)} and "
+                f"{tuple(restored.shape)}."
+            )
+        n, c, rows, columns = restored.shape
+        planes = restored.float().reshape(n * c, 1, rows, columns)
+        strengths = self.strengths(inputs.reshape(n * c, 1, rows, columns).to(planes.device), planes)
+        out = planes.clone()
+        for index in torch.nonzero(strengths > 0).flatten().tolist():
+            nlm = NonLocalMeansDenoiser(float(strengths[index]), self.patch_radius, self.search_radius)
+            out[index] = nlm(planes[index : index + 1])[0]
+        return out.reshape(n, c, rows, columns)
+
+    def apply(self, inputs: torch.Tensor, restored: torch.Tensor, slice_axis: int) -> torch.Tensor:
+        """
+        :meth:`__call__` on the slices of volumes.
+
+        Args:
+            inputs: ``(B, C, i, j, k)`` the volume the network was given.
+            restored: ``(B, C, i, j, k)`` its result.
+            slice_axis: 2, 3 or 4, the axis of these tensors that the slices lie along.
+
+        Returns:
+            ``(B, C, i, j, k)`` float32.
+        """
+        moved_in, moved_out = inputs.movedim(slice_axis, 1), restored.float().movedim(slice_axis, 1)
+        lead, (c, rows, columns) = moved_out.shape[:2], moved_out.shape[2:]
+        smoothed = self(
+            moved_in.reshape(-1, c, rows, columns), moved_out.reshape(-1, c, rows, columns)
+        )  # (B n, C, H, W)
+        return smoothed.reshape(*lead, c, rows, columns).movedim(1, slice_axis)
+
+
+class ResidualSmoothingInferer(Inferer):
+    """
+    A slice inferer (or a :class:`CoarseFusionInferer`) followed by a :class:`ResidualSmoothing` of its result, as an
+    ``Inferer`` (``inferer(inputs, network)``) for callers that take one, e.g. MONAI Label.
+
+    Args:
+        inferer: the inferer to run first; it or the inferer it wraps must have a ``spatial_dim`` (the slice axis).
+        smoothing: the residual smoothing.
+    """
+
+    def __init__(self, inferer: Inferer, smoothing: ResidualSmoothing) -> None:
+        inner = getattr(inferer, "inferer", inferer)
+        if getattr(inferer, "spatial_dim", getattr(inner, "spatial_dim", None)) is None:
+            raise ValueError(
+                f"residual smoothing needs a slice inferer (one with a spatial_dim), got {type(inferer).__name__}."
+            )
+        self.inferer, self.smoothing = inferer, smoothing
+        self.spatial_dim = int(getattr(inferer, "spatial_dim", getattr(inner, "spatial_dim", 2)))
+
+    def __call__(self, inputs: torch.Tensor, network: Callable[..., torch.Tensor], *args: Any, **kwargs: Any):
+        """``inputs``: ``(B, C, i, j, k)`` normalised; returns ``(B, C_out, i, j, k)`` float32."""
+        restored = self.inferer(inputs, network, *args, **kwargs)
+        return self.smoothing.apply(inputs.to(restored.device), restored, self.spatial_dim + 2)

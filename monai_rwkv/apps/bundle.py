@@ -241,8 +241,9 @@ def model_name_version(metadata: Mapping[str, Any], config: Any = None) -> tuple
     ``(name, version)`` of a bundle's metadata, for DICOM descriptions, manifests and reports. The settings of the
     bundle ``config`` (a ``ConfigParser`` or a mapping; None: the defaults) that change
     what the weights produce are part of the version: a partial restoration (``strength`` below 1, see
-    :func:`load_bundle_network`) and the coarse-scale fusion (``coarse_fusion``,
-    :class:`~monai_rwkv.inferers.CoarseScaleFusion`), e.g. ``"0.13.0 strength 0.5"`` or ``"0.14.0 coarse fusion"``:
+    :func:`load_bundle_network`), the coarse-scale fusion (``coarse_fusion``,
+    :class:`~monai_rwkv.inferers.CoarseScaleFusion`) and the residual smoothing (``residual_smoothing``,
+    :class:`~monai_rwkv.inferers.ResidualSmoothing`), e.g. ``"0.13.0 strength 0.5"`` or ``"0.14.0 coarse fusion"``:
     derived DICOM series say so, and studies finished with other settings are redone.
     """
     settings = config if config is not None else {}
@@ -252,6 +253,8 @@ def model_name_version(metadata: Mapping[str, Any], config: Any = None) -> tuple
         version = f"{version} strength {strength:g}"
     if flag(settings.get("coarse_fusion", False), "coarse_fusion"):
         version = f"{version} coarse fusion"
+    if flag(settings.get("residual_smoothing", False), "residual_smoothing"):
+        version = f"{version} residual smoothing"
     return str(metadata.get("name", "Restore-RWKV")), version
 
 

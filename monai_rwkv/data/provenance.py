@@ -52,10 +52,14 @@ def restoration_note(model_name: str, model_version: str, max_length: int = 1024
 def nifti_restoration_note(model_name: str, model_version: str) -> str:
     """
     ``"Restored by <model_name> <model_version> (monai_rwkv)"`` for a NIfTI header's ``descrip`` field: ASCII (other
-    characters become ``?``) and at most 79 characters (a long model name is shortened, never the mark), as
+    characters become ``?``) and at most 79 characters (a long model name is shortened with ``...`` before the version
+    is, never the mark), as
     :func:`~monai_rwkv.data.write_nifti`'s ``description`` takes it.
     """
-    name, version = (str(v).encode("ascii", "replace").decode() for v in (model_name, model_version))
+    name, version = (" ".join(str(v).encode("ascii", "replace").decode().split()) for v in (model_name, model_version))
+    room = DESCRIP_LENGTH - len(RESTORED_MARK) - 1 - len(f"Restored by  {version}")  # what the name may take
+    if len(name) > room:
+        name = name[: max(room - 3, 0)].rstrip() + "..." if room > 3 else ""
     return _note(f"Restored by {name} {version}", DESCRIP_LENGTH)
 
 

@@ -79,6 +79,9 @@ def _tiny_copy(bundle: Path, dest: Path) -> Path:
     config.update({k: v for k, v in TINY_CONFIG.items() if k != "network_def"})
     if "coarse_fusion_min_change_hu" in config:  # the gate open: the random network changes no flat tissue enough
         config["coarse_fusion_min_change_hu"] = 0.0
+    if "residual_smoothing_def" in config:  # every slice smoothed: the random network leaves no flat soft tissue
+        config["residual_smoothing_threshold_hu"] = 0.0
+        config["residual_smoothing_def"].update({"flat_gradient": 1.0, "value_range": [0.0, 1.0]})
     config_file.write_text(json.dumps(config, indent=4))
     (dest / "models").mkdir()
     torch.manual_seed(0)
@@ -327,6 +330,34 @@ def test_a_request_coarse_fusion_is_the_cli_coarse_fusion(setup: dict, server: S
     for model, image_id, value in ((name, image, "yes"), (other, other, True)):
         with pytest.raises(AssertionError, match="HTTP"):
             server.request("POST", f"/infer/{model}?image={image_id}&output=json", {"coarse_fusion": value}, form=True)
+
+
+def test_a_request_residual_smoothing_is_the_cli_residual_smoothing(
+    setup: dict, server: Server, tmp_path: Path
+) -> None:
+    """``{"residual_smoothing": false}`` gives ``monai-rwkv restore --set residual_smoothing=false``'s volume and
+    the bundle's default (on) the CLI's default, which differ; the result says which; a bundle without a
+    ``residual_smoothing_def`` and a value that is not a boolean are refused."""
+    name = next(n for n, (b, t) in INFERS.items() if load_bundle_config(b).get("residual_smoothing_def") is not None)
+    bundle = setup["bundles"] / INFERS[name][0].name
+    params, result, _ = server.infer(name, name)
+    assert params["residual_smoothing"] is True
+    served = nib.load(result).get_fdata(dtype=np.float32)
+    _assert_served(served, _cli(bundle, setup["inputs"][name], tmp_path / "on.nii.gz"))
+    params, result, _ = server.infer(name, name, {"residual_smoothing": False})
+    assert params["residual_smoothing"] is False
+    plain = nib.load(result).get_fdata(dtype=np.float32)
+    off = tmp_path / "off.nii.gz"
+    _assert_served(plain, _cli(bundle, setup["inputs"][name], off, "--set", "residual_smoothing=false"))
+    assert np.abs(served - plain).max() > 1.0  # the smoothing changed it
+    other = next(
+        n for n, (b, t) in INFERS.items() if t is None and load_bundle_config(b).get("residual_smoothing_def") is None
+    )
+    for model, value in ((name, "yes"), (other, True)):
+        with pytest.raises(AssertionError, match="HTTP"):
+            server.request(
+                "POST", f"/infer/{model}?image={model}&output=json", {"residual_smoothing": value}, form=True
+            )
 
 
 @pytest.mark.parametrize("name", [n for n in NAMES if n in TARGETS])

@@ -21,7 +21,7 @@ from monai_rwkv.apps.bundle import bundle_metadata, load_bundle_config
 from monai_rwkv.data import write_nifti
 from monai_rwkv.data.provenance import nifti_restoration_note
 from monai_rwkv.inference import load_network, resolve_device
-from monai_rwkv.inferers import CoarseFusionInferer, CoarseScaleFusion
+from monai_rwkv.inferers import CoarseFusionInferer, CoarseScaleFusion, ResidualSmoothing, ResidualSmoothingInferer
 from monai_rwkv.networks.nets import BlendWithInput, check_strength
 
 __all__ = ["RestorationInferTask"]
@@ -37,6 +37,8 @@ DICOM_NEEDS_PYDICOM_3 = (
 
 #: the data key where :meth:`RestorationInferTask.inferer` records whether the volume got the coarse pass
 _FUSED = "restore_rwkv_coarse_fusion"
+#: ... and whether its result got the residual smoothing
+_SMOOTHED = "restore_rwkv_residual_smoothing"
 
 
 def _is_dicom(image: str) -> bool:
@@ -64,10 +66,13 @@ class RestorationInferTask(BundleInferTask):
     set ``coarse_fusion`` (true or false; default the bundle config's) for a bundle whose config has a
     ``coarse_fusion_def`` (:class:`~monai_rwkv.inferers.CoarseScaleFusion`): volumes whose in-plane pixels are fine
     enough (from the preprocessed image's affine) are then also restored on a coarser grid, as ``monai-rwkv restore
-    --set coarse_fusion=true``; a bundle without one refuses ``true``.
+    --set coarse_fusion=true``; a bundle without one refuses ``true``. Likewise ``residual_smoothing`` (a bundle's
+    ``residual_smoothing_def``, :class:`~monai_rwkv.inferers.ResidualSmoothing`): each restored slice is smoothed
+    with non-local means as strongly as the network's change to its flat region calls for.
 
     The result JSON has ``bundle``, ``version``, ``units``, ``modality``, ``dtype``, ``shape``, ``weights``,
-    ``strength``, ``coarse_fusion`` (whether this volume got the coarse pass) and, for a task of a bundle serving
+    ``strength``, ``coarse_fusion`` (whether this volume got the coarse pass), ``residual_smoothing`` (whether its
+    result went through the residual smoothing) and, for a task of a bundle serving
     several, ``task`` (chosen by ``overrides={"task": ...}``: config items set on the bundle's configs, as
     ``monai-rwkv restore --task`` does).
     """
@@ -142,25 +147,33 @@ class RestorationInferTask(BundleInferTask):
         except ValueError as e:
             raise MONAILabelException(MONAILabelError.INVALID_INPUT, str(e)) from None
 
-    def _coarse_fusion(self, data: Any) -> CoarseScaleFusion | None:
-        """The bundle's ``coarse_fusion_def`` if the request (else the bundle config) turns it on; None when off."""
-        value = (data or {}).get("coarse_fusion", self.bundle_config.get("coarse_fusion", False))
+    def _switched(self, data: Any, key: str) -> Any:
+        """The bundle's ``<key>_def``, instantiated, if the request (else the bundle config) turns ``key`` on; None
+        when off. A request that turns it on for a bundle without ``<key>_def`` is invalid input."""
+        value = (data or {}).get(key, self.bundle_config.get(key, False))
         if not isinstance(value, bool):
-            raise MONAILabelException(
-                MONAILabelError.INVALID_INPUT, f"coarse_fusion: expected true or false, got {value!r}"
-            )
+            raise MONAILabelException(MONAILabelError.INVALID_INPUT, f"{key}: expected true or false, got {value!r}")
         if not value:
             return None
-        if self.bundle_config.get("coarse_fusion_def") is None:
+        if self.bundle_config.get(f"{key}_def") is None:
             raise MONAILabelException(
                 MONAILabelError.INVALID_INPUT,
-                f"coarse_fusion: bundle {os.path.basename(self.bundle_path)} has no coarse_fusion_def; leave it false",
+                f"{key}: bundle {os.path.basename(self.bundle_path)} has no {key}_def; leave it false",
             )
-        return self.bundle_config.get_parsed_content("coarse_fusion_def", instantiate=True)
+        return self.bundle_config.get_parsed_content(f"{key}_def", instantiate=True)
+
+    def _coarse_fusion(self, data: Any) -> CoarseScaleFusion | None:
+        """The bundle's ``coarse_fusion_def`` if the request (else the bundle config) turns it on; None when off."""
+        return self._switched(data, "coarse_fusion")
+
+    def _residual_smoothing(self, data: Any) -> ResidualSmoothing | None:
+        """The bundle's ``residual_smoothing_def`` if the request (else the bundle config) turns it on."""
+        return self._switched(data, "residual_smoothing")
 
     def inferer(self, data: Any = None) -> Inferer:
         """The bundle's ``inferer``; run through the coarse-scale fusion when it is on (:meth:`_coarse_fusion`), the
-        inferer is a slice inferer and the volume's pixels are fine enough (``CoarseScaleFusion.applies_to``)."""
+        inferer is a slice inferer and the volume's pixels are fine enough (``CoarseScaleFusion.applies_to``); then
+        through the residual smoothing when it is on and the inferer is a slice inferer."""
         inferer = super().inferer(data)
         if data is None:
             return inferer
@@ -168,7 +181,10 @@ class RestorationInferTask(BundleInferTask):
         axis = getattr(inferer, "spatial_dim", None)
         fused = fusion is not None and axis is not None and fusion.applies_to(data.get(self.input_key), int(axis))
         data[_FUSED] = fused  # for the result JSON
-        return CoarseFusionInferer(inferer, fusion) if fused else inferer
+        smoothing = self._residual_smoothing(data)
+        data[_SMOOTHED] = smoothing is not None and axis is not None
+        inferer = CoarseFusionInferer(inferer, fusion) if fused else inferer
+        return ResidualSmoothingInferer(inferer, smoothing) if data[_SMOOTHED] else inferer
 
     def _blend(self, network: torch.nn.Module, data: Any) -> torch.nn.Module:
         strength = self._strength(data)
@@ -197,6 +213,7 @@ class RestorationInferTask(BundleInferTask):
                 "weights": self.get_path(),
                 "strength": self._strength(data),
                 "coarse_fusion": bool(data.get(_FUSED, False)),
+                "residual_smoothing": bool(data.get(_SMOOTHED, False)),
                 **({"task": self.overrides["task"]} if "task" in self.overrides else {}),
             }
         )

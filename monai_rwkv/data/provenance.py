@@ -44,7 +44,8 @@ DICOM_SLICE_DERIVATIONS = "dicom_slice_derivations"
 def restoration_note(model_name: str, model_version: str, max_length: int = 1024) -> str:
     """
     ``"Image restoration by <model_name> version <model_version> (monai_rwkv)"`` (a derived DICOM series'
-    DerivationDescription), at most ``max_length`` characters: a long model name is shortened, never the mark.
+    DerivationDescription), at most ``max_length`` characters: a longer note is cut at a word and marked ``...``,
+    never the mark.
     """
     return _note(f"Image restoration by {model_name} version {model_version}", max_length)
 
@@ -52,14 +53,10 @@ def restoration_note(model_name: str, model_version: str, max_length: int = 1024
 def nifti_restoration_note(model_name: str, model_version: str) -> str:
     """
     ``"Restored by <model_name> <model_version> (monai_rwkv)"`` for a NIfTI header's ``descrip`` field: ASCII (other
-    characters become ``?``) and at most 79 characters (a long model name is shortened with ``...`` before the version
-    is, never the mark), as
-    :func:`~monai_rwkv.data.write_nifti`'s ``description`` takes it.
+    characters become ``?``) and at most 79 characters (a longer note is cut at a word and marked ``...``, never the
+    mark), as :func:`~monai_rwkv.data.write_nifti`'s ``description`` takes it.
     """
-    name, version = (" ".join(str(v).encode("ascii", "replace").decode().split()) for v in (model_name, model_version))
-    room = DESCRIP_LENGTH - len(RESTORED_MARK) - 1 - len(f"Restored by  {version}")  # what the name may take
-    if len(name) > room:
-        name = name[: max(room - 3, 0)].rstrip() + "..." if room > 3 else ""
+    name, version = (str(v).encode("ascii", "replace").decode() for v in (model_name, model_version))
     return _note(f"Restored by {name} {version}", DESCRIP_LENGTH)
 
 
@@ -68,7 +65,13 @@ def _note(body: str, max_length: int) -> str:
         raise ValueError(f"max_length must be at least {len(RESTORED_MARK)}, got {max_length}.")
     body = " ".join(body.split())
     room = max_length - len(RESTORED_MARK) - 1
-    return f"{body[:room].rstrip()} {RESTORED_MARK}" if room > 0 else RESTORED_MARK
+    if room <= 0:
+        return RESTORED_MARK
+    if len(body) > room:  # cut at a word, say so
+        cut = body[: max(room - 4, 0)]
+        cut = cut.rsplit(" ", 1)[0] if " " in cut else cut
+        body = f"{cut.rstrip()} ..." if room >= 4 else body[:room]
+    return f"{body} {RESTORED_MARK}"
 
 
 def restored_note(meta: Mapping[str, Any]) -> str | None:

@@ -404,29 +404,8 @@ class Restorer:
             "self_ensemble": isinstance(network, SelfEnsemble),
             "strength": strength,
             "network_input": None if self.network_input is None else type(self.network_input).__name__,
-            "coarse_fusion": None
-            if self.coarse_fusion is None
-            else {
-                "factor": self.coarse_fusion.factor,
-                "sigma": self.coarse_fusion.sigma,
-                "max_pixel_size": self.coarse_fusion.max_pixel_size,
-                "min_change": self.coarse_fusion.min_change,
-                "flat_gradient": self.coarse_fusion.flat_gradient,
-                "value_range": None if self.coarse_fusion.value_range is None else list(self.coarse_fusion.value_range),
-            },
-            "residual_smoothing": None
-            if self.residual_smoothing is None
-            else {
-                "scale": self.residual_smoothing.scale,
-                "threshold": self.residual_smoothing.threshold,
-                "patch_radius": self.residual_smoothing.patch_radius,
-                "search_radius": self.residual_smoothing.search_radius,
-                "flat_gradient": self.residual_smoothing.flat_gradient,
-                "value_range": None
-                if self.residual_smoothing.value_range is None
-                else list(self.residual_smoothing.value_range),
-                "min_pixels": self.residual_smoothing.min_pixels,
-            },
+            "coarse_fusion": None if self.coarse_fusion is None else self.coarse_fusion.describe(),
+            "residual_smoothing": None if self.residual_smoothing is None else self.residual_smoothing.describe(),
         }
 
 

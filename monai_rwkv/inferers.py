@@ -230,6 +230,17 @@ class CoarseScaleFusion:
         self.flat_gradient = None if flat_gradient is None else float(flat_gradient)
         self.value_range = None if value_range is None else (float(value_range[0]), float(value_range[1]))
 
+    def describe(self) -> dict[str, Any]:
+        """The settings, for logs and manifests."""
+        return {
+            "factor": self.factor,
+            "sigma": self.sigma,
+            "max_pixel_size": self.max_pixel_size,
+            "min_change": self.min_change,
+            "flat_gradient": self.flat_gradient,
+            "value_range": None if self.value_range is None else list(self.value_range),
+        }
+
     def applies(self, pixel_size: Sequence[float], slice_size: Sequence[int]) -> bool:
         """
         Whether slices of in-plane ``pixel_size`` (one value per in-plane axis) and ``slice_size`` pixels get the
@@ -399,6 +410,18 @@ class ResidualSmoothing:
         self.flat_gradient = None if flat_gradient is None else float(flat_gradient)
         self.value_range = None if value_range is None else (float(value_range[0]), float(value_range[1]))
         self.min_pixels = int(min_pixels)
+
+    def describe(self) -> dict[str, Any]:
+        """The settings, for logs and manifests."""
+        return {
+            "scale": self.scale,
+            "threshold": self.threshold,
+            "patch_radius": self.patch_radius,
+            "search_radius": self.search_radius,
+            "flat_gradient": self.flat_gradient,
+            "value_range": None if self.value_range is None else list(self.value_range),
+            "min_pixels": self.min_pixels,
+        }
 
     def strengths(self, inputs: torch.Tensor, restored: torch.Tensor) -> torch.Tensor:
         """

@@ -213,8 +213,6 @@ def test_the_smoothing_as_an_inferer_is_the_smoothing(seed: int) -> None:
         fused_alone = CoarseFusionInferer(inner, CoarseScaleFusion(min_size=4))(x, _Shrink())
     torch.testing.assert_close(got, smoothing.apply(x, restored, 4), rtol=0, atol=0)
     torch.testing.assert_close(fused, smoothing.apply(x, fused_alone, 4), rtol=0, atol=0)
-    with pytest.raises(ValueError, match="needs a slice inferer"):
-        ResidualSmoothingInferer(RestorationInferer((8, 8, 8)), smoothing)
 
 
 @pytest.mark.parametrize(
@@ -233,13 +231,9 @@ def test_invalid_settings_are_refused(kwargs: dict, message: str) -> None:
         ResidualSmoothing(**kwargs)
 
 
-def test_the_restorer_refuses_smoothing_without_a_slice_inferer() -> None:
+def test_smoothing_needs_a_slice_inferer() -> None:
+    volume_inferer, same = RestorationInferer((8, 8, 8)), lambda v: v
+    with pytest.raises(ValueError, match="residual smoothing needs a slice inferer"):
+        ResidualSmoothingInferer(volume_inferer, ResidualSmoothing())
     with pytest.raises(ValueError, match="residual_smoothing needs a slice inferer"):
-        Restorer(
-            nn.Identity(),
-            RestorationInferer((8, 8, 8)),
-            lambda v: v,
-            lambda v: v,
-            "cpu",
-            residual_smoothing=ResidualSmoothing(),
-        )
+        Restorer(nn.Identity(), volume_inferer, same, same, "cpu", residual_smoothing=ResidualSmoothing())

@@ -502,13 +502,12 @@ class ResidualSmoothingInferer(Inferer):
     """
 
     def __init__(self, inferer: Inferer, smoothing: ResidualSmoothing) -> None:
-        inner = getattr(inferer, "inferer", inferer)
-        if getattr(inferer, "spatial_dim", getattr(inner, "spatial_dim", None)) is None:
+        axis = getattr(inferer, "spatial_dim", getattr(getattr(inferer, "inferer", None), "spatial_dim", None))
+        if axis is None:
             raise ValueError(
                 f"residual smoothing needs a slice inferer (one with a spatial_dim), got {type(inferer).__name__}."
             )
-        self.inferer, self.smoothing = inferer, smoothing
-        self.spatial_dim = int(getattr(inferer, "spatial_dim", getattr(inner, "spatial_dim", 2)))
+        self.inferer, self.smoothing, self.spatial_dim = inferer, smoothing, int(axis)
 
     def __call__(self, inputs: torch.Tensor, network: Callable[..., torch.Tensor], *args: Any, **kwargs: Any):
         """``inputs``: ``(B, C, i, j, k)`` normalised; returns ``(B, C_out, i, j, k)`` float32."""

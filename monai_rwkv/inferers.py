@@ -27,6 +27,7 @@ __all__ = [
     "RestorationInferer",
     "SliceRestorationInferer",
     "fit_roi",
+    "flat_region",
     "network_call",
 ]
 
@@ -45,6 +46,22 @@ def fit_roi(roi_size: Sequence[int], image_size: Sequence[int]) -> tuple[int, ..
     if len(roi_size) != len(image_size):
         raise ValueError(f"roi_size {tuple(roi_size)} and image size {tuple(image_size)} differ in dimensions.")
     return tuple(int(min(r, s)) if r > 0 else int(r) for r, s in zip(roi_size, image_size))
+
+
+def flat_region(
+    images: torch.Tensor, max_gradient: float | None = None, value_range: Sequence[float] | None = None
+) -> torch.Tensor:
+    """
+    Where ``(N, C, H, W)`` images are flat: their Sobel gradient (:func:`monai_rwkv.transforms._util.sobel_magnitude`,
+    each channel on its own) below ``max_gradient`` and their values strictly inside ``value_range``; a bound that is
+    None is not checked. Returns a bool tensor of the images' shape.
+    """
+    flat = torch.ones_like(images, dtype=torch.bool)
+    if max_gradient is not None:
+        flat &= sobel_magnitude(images.reshape(-1, 1, *images.shape[-2:])).reshape(images.shape) < max_gradient
+    if value_range is not None:
+        flat &= (images > value_range[0]) & (images < value_range[1])
+    return flat
 
 
 def network_call(
@@ -318,12 +335,7 @@ class CoarseScaleFusion:
         Returns:
             ``(N,)`` float32, NaN for a slice without a flat pixel.
         """
-        flat = torch.ones_like(fine, dtype=torch.bool)
-        if self.flat_gradient is not None:
-            gradient = sobel_magnitude(fine.reshape(-1, 1, *fine.shape[-2:])).reshape(fine.shape)
-            flat &= gradient < self.flat_gradient
-        if self.value_range is not None:
-            flat &= (fine > self.value_range[0]) & (fine < self.value_range[1])
+        flat = flat_region(fine, self.flat_gradient, self.value_range)
         dims = tuple(range(1, fine.ndim))
         count = flat.sum(dim=dims)
         squared = torch.where(flat, change.float() ** 2, torch.zeros_like(change, dtype=torch.float32)).sum(dim=dims)
@@ -435,11 +447,7 @@ class ResidualSmoothing:
             ``(N,)`` float32.
         """
         restored = restored.float()
-        flat = torch.ones_like(restored, dtype=torch.bool)
-        if self.flat_gradient is not None:
-            flat &= sobel_magnitude(restored) < self.flat_gradient
-        if self.value_range is not None:
-            flat &= (restored > self.value_range[0]) & (restored < self.value_range[1])
+        flat = flat_region(restored, self.flat_gradient, self.value_range)
         removed = (inputs.float() - restored).double()
         count = flat.sum(dim=(1, 2, 3))
         mean = torch.where(flat, removed, 0.0).sum(dim=(1, 2, 3)) / count.clamp_min(1)

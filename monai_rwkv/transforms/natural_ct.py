@@ -91,12 +91,13 @@ def _tissue_map(grey: torch.Tensor, body: torch.Tensor, rng: np.random.RandomSta
     n_classes = int(rng.randint(2, 5))
     levels = torch.tensor(np.sort(rng.uniform(0.1, 0.9, n_classes - 1)), dtype=grey.dtype)
     tissues = [float(t) for t in rng.choice(TISSUE_LADDER_HU, size=n_classes, replace=False)]
-    median_class = int((levels < 0.5).sum())
+    inside = grey[body] if bool(body.any()) else grey.reshape(-1)
+    cuts = torch.quantile(inside, levels)
+    # the class the median grey level falls in, as the pixels are assigned below (a cut may tie with the median)
+    median_class = int(torch.bucketize(inside.median()[None], cuts)[0])
     if tissues[median_class] not in _SOFT_HU:
         unused = [t for t in _SOFT_HU if t not in tissues]
         tissues[median_class] = float(unused[int(rng.randint(len(unused)))])
-    inside = grey[body] if bool(body.any()) else grey.reshape(-1)
-    cuts = torch.quantile(inside, levels)
     edges = torch.cat([inside.min()[None], cuts, inside.max()[None]])
     hu = torch.empty_like(grey)
     classes = torch.bucketize(grey, cuts)  # class k holds edges[k] < grey <= edges[k + 1]

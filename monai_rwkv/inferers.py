@@ -64,6 +64,20 @@ def flat_region(
     return flat
 
 
+def _flat_region_bounds(
+    max_gradient: float | None, value_range: Sequence[float] | None
+) -> tuple[float | None, tuple[float, float] | None]:
+    """:func:`flat_region`'s bounds checked (a gradient > 0, ``low < high``; None: unbounded) and as floats."""
+    if max_gradient is not None and not max_gradient > 0:
+        raise ValueError(f"flat_gradient must be > 0 or None, got {max_gradient!r}.")
+    if value_range is not None and not (len(value_range) == 2 and value_range[0] < value_range[1]):
+        raise ValueError(f"value_range must be (low, high) with low < high, or None, got {value_range!r}.")
+    return (
+        None if max_gradient is None else float(max_gradient),
+        None if value_range is None else (float(value_range[0]), float(value_range[1])),
+    )
+
+
 def network_call(
     network: Callable[[torch.Tensor], torch.Tensor], patches: torch.Tensor, amp: bool = False
 ) -> torch.Tensor:
@@ -237,15 +251,10 @@ class CoarseScaleFusion:
             raise ValueError(f"max_pixel_size must be > 0, got {max_pixel_size!r}.")
         if not min_change >= 0:
             raise ValueError(f"min_change must be >= 0 (0: no gate), got {min_change!r}.")
-        if flat_gradient is not None and not flat_gradient > 0:
-            raise ValueError(f"flat_gradient must be > 0 or None, got {flat_gradient!r}.")
-        if value_range is not None and not (len(value_range) == 2 and value_range[0] < value_range[1]):
-            raise ValueError(f"value_range must be (low, high) with low < high, or None, got {value_range!r}.")
         self.factor, self.sigma = int(factor), float(sigma)
         self.max_pixel_size, self.min_size = float(max_pixel_size), int(min_size)
         self.min_change = float(min_change)
-        self.flat_gradient = None if flat_gradient is None else float(flat_gradient)
-        self.value_range = None if value_range is None else (float(value_range[0]), float(value_range[1]))
+        self.flat_gradient, self.value_range = _flat_region_bounds(flat_gradient, value_range)
 
     def describe(self) -> dict[str, Any]:
         """The settings, for logs and manifests."""
@@ -411,16 +420,11 @@ class ResidualSmoothing:
             raise ValueError(f"threshold must be >= 0 (input units), got {threshold!r}.")
         if int(patch_radius) < 0 or int(search_radius) < 1:
             raise ValueError(f"need patch_radius >= 0 and search_radius >= 1, got {patch_radius!r}, {search_radius!r}.")
-        if flat_gradient is not None and not flat_gradient > 0:
-            raise ValueError(f"flat_gradient must be > 0 or None, got {flat_gradient!r}.")
-        if value_range is not None and not (len(value_range) == 2 and value_range[0] < value_range[1]):
-            raise ValueError(f"value_range must be (low, high) with low < high, or None, got {value_range!r}.")
         if int(min_pixels) < 2:
             raise ValueError(f"min_pixels must be >= 2, got {min_pixels!r}.")
         self.scale, self.threshold = float(scale), float(threshold)
         self.patch_radius, self.search_radius = int(patch_radius), int(search_radius)
-        self.flat_gradient = None if flat_gradient is None else float(flat_gradient)
-        self.value_range = None if value_range is None else (float(value_range[0]), float(value_range[1]))
+        self.flat_gradient, self.value_range = _flat_region_bounds(flat_gradient, value_range)
         self.min_pixels = int(min_pixels)
 
     def describe(self) -> dict[str, Any]:

@@ -78,6 +78,17 @@ def _flat_region_bounds(
     )
 
 
+def _planes(x: torch.Tensor, slice_axis: int) -> tuple[torch.Tensor, tuple[int, int]]:
+    """``(B, C, *spatial)`` with slices along ``slice_axis`` -> ``(B * n, C, rows, columns)`` and ``(B, n)``."""
+    moved = x.movedim(slice_axis, 1)
+    return moved.reshape(-1, *moved.shape[2:]), tuple(moved.shape[:2])
+
+
+def _volume(planes: torch.Tensor, lead: tuple[int, int], slice_axis: int) -> torch.Tensor:
+    """The inverse of :func:`_planes`."""
+    return planes.reshape(*lead, *planes.shape[1:]).movedim(1, slice_axis)
+
+
 def network_call(
     network: Callable[[torch.Tensor], torch.Tensor], patches: torch.Tensor, amp: bool = False
 ) -> torch.Tensor:
@@ -294,17 +305,6 @@ class CoarseScaleFusion:
         pixel = [float(torch.linalg.norm(affine[:3, a])) for a in in_plane]
         return self.applies(pixel, [int(image.shape[a + 1]) for a in in_plane])
 
-    @staticmethod
-    def _planes(x: torch.Tensor, slice_axis: int) -> tuple[torch.Tensor, tuple[int, int]]:
-        """``(B, C, *spatial)`` with slices along ``slice_axis`` -> ``(B * n, C, rows, columns)`` and ``(B, n)``."""
-        moved = x.movedim(slice_axis, 1)
-        return moved.reshape(-1, *moved.shape[2:]), tuple(moved.shape[:2])
-
-    @staticmethod
-    def _volume(planes: torch.Tensor, lead: tuple[int, int], slice_axis: int) -> torch.Tensor:
-        """The inverse of :meth:`_planes`."""
-        return planes.reshape(*lead, *planes.shape[1:]).movedim(1, slice_axis)
-
     def __call__(
         self, inputs: torch.Tensor, network: Callable[..., torch.Tensor], inferer: SliceRestorationInferer
     ) -> torch.Tensor:
@@ -319,18 +319,18 @@ class CoarseScaleFusion:
         """
         slice_axis = int(inferer.spatial_dim) + 2
         fine = inferer(inputs, network).float()
-        planes, lead = self._planes(inputs.float(), slice_axis)
+        planes, lead = _planes(inputs.float(), slice_axis)
         size = tuple(planes.shape[-2:])
         coarse_size = tuple(math.ceil(s / self.factor) for s in size)
-        small = self._volume(F.interpolate(planes, size=coarse_size, mode="area"), lead, slice_axis)
-        coarse, _ = self._planes(inferer(small, network).float().to(fine.device), slice_axis)
+        small = _volume(F.interpolate(planes, size=coarse_size, mode="area"), lead, slice_axis)
+        coarse, _ = _planes(inferer(small, network).float().to(fine.device), slice_axis)
         up = F.interpolate(coarse, size=size, mode="bicubic", align_corners=False)
-        fine_planes, lead = self._planes(fine, slice_axis)
+        fine_planes, lead = _planes(fine, slice_axis)
         change = gaussian_blur(up - fine_planes, (self.sigma, self.sigma))
         if self.min_change > 0:
             keep = (self.flat_change(fine_planes, change) >= self.min_change).to(change.dtype)  # NaN: False
             change = change * keep.view(-1, *([1] * (change.ndim - 1)))
-        return self._volume(fine_planes + change, lead, slice_axis)
+        return _volume(fine_planes + change, lead, slice_axis)
 
     def flat_change(self, fine: torch.Tensor, change: torch.Tensor) -> torch.Tensor:
         """
@@ -495,12 +495,8 @@ class ResidualSmoothing:
         Returns:
             ``(B, C, i, j, k)`` float32.
         """
-        moved_in, moved_out = inputs.movedim(slice_axis, 1), restored.float().movedim(slice_axis, 1)
-        lead, (c, rows, columns) = moved_out.shape[:2], moved_out.shape[2:]
-        smoothed = self(
-            moved_in.reshape(-1, c, rows, columns), moved_out.reshape(-1, c, rows, columns)
-        )  # (B n, C, H, W)
-        return smoothed.reshape(*lead, c, rows, columns).movedim(1, slice_axis)
+        planes, lead = _planes(restored.float(), slice_axis)
+        return _volume(self(_planes(inputs, slice_axis)[0], planes), lead, slice_axis)
 
 
 class ResidualSmoothingInferer(Inferer):

@@ -19,6 +19,8 @@ _EXPORTS = {
     "load_bundle_config": "bundle",
     "load_bundle_network": "bundle",
     "model_name_version": "bundle",
+    "post_processing": "bundle",
+    "restoring_configs": "bundle",
     "run_evaluate": "bundle",
     "run_restore": "bundle",
     "task_config": "bundle",

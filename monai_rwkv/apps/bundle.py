@@ -36,6 +36,8 @@ __all__ = [
     "load_bundle_config",
     "load_bundle_network",
     "model_name_version",
+    "post_processing",
+    "restoring_configs",
     "run_evaluate",
     "run_restore",
     "task_config",
@@ -236,25 +238,65 @@ def flag(value: Any, name: str = "option") -> bool:
     raise SystemExit(f"error: --{name}: expected True or False, got {value!r}")
 
 
+#: the optional post-processing of a restoration bundle: config switch -> its words in the model version. Each
+#: switch comes with a ``<switch>_def`` item (what it applies) in the bundles that offer it.
+POST_PROCESSING = {"coarse_fusion": "coarse fusion", "residual_smoothing": "residual smoothing"}
+
+
+def restoring_configs(config: Any) -> dict[str | None, Any]:
+    """
+    The configs that say which post-processing (:data:`POST_PROCESSING`) a bundle config's restorations get, without
+    building a network: ``{None: config}`` for a bundle of one task; for a bundle that serves several tasks with one
+    network (``tasks`` and ``task`` items, the all-in-one bundle) the inference config of each task bundle that
+    ``task`` runs (every task for ``"auto"``), with ``config``'s own post-processing switches set on it, as that
+    bundle passes them to its tasks (``task_settings``). A switch counts where the task's config also defines it.
+    """
+    if not isinstance(config, ConfigParser) or "tasks" not in config or "task" not in config:
+        return {None: config}
+    from monai_rwkv.apps.routing import is_auto_task  # noqa: PLC0415 - routing builds on this module
+
+    tasks = config.get_parsed_content("tasks")
+    task = config.get_parsed_content("task")
+    names = list(tasks) if is_auto_task(task) else [str(task).strip().lower()]
+    switches = {key: config.get_parsed_content(key) for key in POST_PROCESSING if key in config}
+    return {name: task_config(tasks, name, "inference.json", switches) for name in names}
+
+
+def post_processing(config: Any) -> list[str]:
+    """The switches of :data:`POST_PROCESSING` that ``config`` (one task's config or a mapping) turns on and defines."""
+    return [
+        key
+        for key in POST_PROCESSING
+        if flag(config.get(key, False), key) and (not isinstance(config, ConfigParser) or f"{key}_def" in config)
+    ]
+
+
 def model_name_version(metadata: Mapping[str, Any], config: Any = None) -> tuple[str, str]:
     """
     ``(name, version)`` of a bundle's metadata, for DICOM descriptions, manifests and reports. The settings of the
     bundle ``config`` (a ``ConfigParser`` or a mapping; None: the defaults) that change
     what the weights produce are part of the version: a partial restoration (``strength`` below 1, see
-    :func:`load_bundle_network`), the coarse-scale fusion (``coarse_fusion``,
-    :class:`~monai_rwkv.inferers.CoarseScaleFusion`) and the residual smoothing (``residual_smoothing``,
-    :class:`~monai_rwkv.inferers.ResidualSmoothing`), e.g. ``"0.13.0 strength 0.5"`` or ``"0.14.0 coarse fusion"``:
-    derived DICOM series say so, and studies finished with other settings are redone.
+    :func:`load_bundle_network`) and the post-processing that is on (:func:`post_processing` of each of
+    :func:`restoring_configs`: the coarse-scale fusion, :class:`~monai_rwkv.inferers.CoarseScaleFusion`, and the
+    residual smoothing, :class:`~monai_rwkv.inferers.ResidualSmoothing`), e.g. ``"0.13.0 strength 0.5"``,
+    ``"0.14.0 coarse fusion"``, or for an ``auto`` run of a bundle serving several tasks
+    ``"0.2.5 (ct: coarse fusion residual smoothing)"``: derived DICOM series say so, and studies finished with
+    other settings are redone.
     """
     settings = config if config is not None else {}
     version = str(metadata.get("version", "0"))
     strength = _strength(settings.get("strength", 1.0))
     if strength < 1.0:
         version = f"{version} strength {strength:g}"
-    if flag(settings.get("coarse_fusion", False), "coarse_fusion"):
-        version = f"{version} coarse fusion"
-    if flag(settings.get("residual_smoothing", False), "residual_smoothing"):
-        version = f"{version} residual smoothing"
+    steps = {
+        task: " ".join(POST_PROCESSING[key] for key in post_processing(c))
+        for task, c in restoring_configs(settings).items()
+    }
+    if len(steps) == 1:
+        words = next(iter(steps.values()))
+        version = f"{version} {words}" if words else version
+    elif any(steps.values()):
+        version = f"{version} ({'; '.join(f'{task}: {words}' for task, words in steps.items() if words)})"
     return str(metadata.get("name", "Restore-RWKV")), version
 
 

@@ -19,7 +19,15 @@ import torch
 from monai.data import MetaTensor
 from torch.utils.data import ConcatDataset
 
-from monai_rwkv.apps import TaskRouter, TaskSpecs, load_bundle_config, read_volume, task_config
+from monai_rwkv.apps import (
+    TaskRouter,
+    TaskSpecs,
+    bundle_metadata,
+    load_bundle_config,
+    model_name_version,
+    read_volume,
+    task_config,
+)
 from monai_rwkv.apps.cli import main
 from monai_rwkv.apps.restore import InputImage, check_input
 from monai_rwkv.apps.training import TaskDataset, _task_items, task_mean_metric, task_metrics, task_sampler
@@ -64,6 +72,56 @@ def test_each_task_restores_as_its_own_bundle_with_the_shared_weights(task: str,
     expected = own(volume.clone())
     assert not torch.equal(expected, volume)  # the tiny network changes the image
     torch.testing.assert_close(aio(volume.clone()), expected, rtol=0, atol=0)
+
+
+def test_the_post_processing_switches_reach_the_task_that_has_them(tiny_aio: Path) -> None:
+    """``coarse_fusion`` and ``residual_smoothing`` of the all-in-one config are the CT task's (its bundle defines
+    them, on by default); the MRI task has none; the recorded version names what the restorations get."""
+    version = json.loads((AIO / "configs" / "metadata.json").read_text())["version"]
+    cases = {  # overrides -> (fusion and smoothing in the restorer, recorded version)
+        (("task", "ct"),): ((True, True), f"{version} coarse fusion residual smoothing"),
+        (("task", "ct"), ("residual_smoothing", "false")): ((True, False), f"{version} coarse fusion"),
+        (("task", "ct"), ("coarse_fusion", False), ("residual_smoothing", False)): ((False, False), version),
+        (("task", "mri"),): ((False, False), version),
+        (("task", "mri"), ("coarse_fusion", True)): ((False, False), version),
+    }
+    for overrides, (steps, recorded) in cases.items():
+        parser = load_bundle_config(tiny_aio, "inference.json", {**TINY, **dict(overrides)})
+        restorer = parser.get_parsed_content("restorer")
+        assert (restorer.coarse_fusion is not None, restorer.residual_smoothing is not None) == steps, overrides
+        assert model_name_version(bundle_metadata(parser), parser)[1] == recorded, overrides
+    for switch, recorded in (("true", f"{version} (ct: coarse fusion residual smoothing)"), ("false", version)):
+        overrides = {**TINY, "task": "auto", "coarse_fusion": switch, "residual_smoothing": switch}
+        parser = load_bundle_config(tiny_aio, "inference.json", overrides)
+        assert model_name_version(bundle_metadata(parser), parser)[1] == recorded
+        router = parser.get_parsed_content("restorer")
+        assert (router.restorers["ct"].residual_smoothing is not None) == (switch == "true")
+        assert router.restorers["pet"].residual_smoothing is None
+
+
+def test_bundle_run_ct_task_records_and_applies_its_residual_smoothing(tiny_aio: Path, tmp_path: Path) -> None:
+    """``monai.bundle run --task ct --residual_smoothing false|true`` on the all-in-one: the switch reaches the CT
+    task (with the smoothing forced on every slice through ``task_settings``, the two restorations differ) and the
+    resume records name it."""
+    folder = tmp_path / "in"
+    folder.mkdir()
+    data = np.random.default_rng(6).normal(0.0, 40.0, size=(40, 36, 2)).astype(np.float32)
+    nib.save(nib.Nifti1Image(data, np.diag([0.9, 0.9, 2.0, 1.0])), folder / "scan.nii.gz")
+    # the tiny random network leaves no flat soft tissue: the whole slice is the flat region here
+    smoothing_def = {"_target_": "monai_rwkv.inferers.ResidualSmoothing", "scale": 1.0, "threshold": 0.0}
+    smoothing_def.update({"patch_radius": 1, "search_radius": 2, "flat_gradient": 1.0, "value_range": [0.0, 1.0]})
+    forced = ["--task_settings#residual_smoothing_def", json.dumps(smoothing_def)]
+    outputs = {}
+    for smoothing in ("false", "true"):
+        out = tmp_path / smoothing
+        args = ["--dataset_dir", folder, "--output_dir", out, "--task", "ct", "--residual_smoothing", smoothing]
+        result = bundle_run(str(tiny_aio / "configs" / "inference.json"), tmp_path, *args, *forced)
+        assert result.returncode == 0, result.stderr[-3000:]
+        outputs[smoothing] = nib.load(out / "scan_restored.nii.gz").get_fdata()
+        manifest = json.loads((out / ".scan_restored.restore.json").read_text())
+        assert manifest["model"]["version"].endswith("coarse fusion" + " residual smoothing" * (smoothing == "true"))
+        assert (manifest["settings"]["residual_smoothing"] is not None) == (smoothing == "true")
+    assert np.abs(outputs["true"] - outputs["false"]).max() > 0.1
 
 
 def test_the_task_is_named_in_one_line_when_unknown(tiny_aio: Path) -> None:

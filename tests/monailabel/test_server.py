@@ -29,7 +29,7 @@ import numpy as np
 import pytest
 import torch
 
-from monai_rwkv.apps.bundle import bundle_metadata, load_bundle_config
+from monai_rwkv.apps.bundle import bundle_metadata, load_bundle_config, restoring_configs
 from monai_rwkv.apps.cli import main as cli
 from monai_rwkv.bundles import short_name
 from monai_rwkv.data.provenance import nifti_restoration_note
@@ -271,12 +271,14 @@ def test_infer_equals_the_cli(name: str, setup: dict, server: Server, tmp_path: 
     restored, original = nib.load(result), nib.load(source)
     assert restored.get_data_dtype() == np.float32
     assert restored.shape == original.shape
-    # marked as restored, so that the bundles refuse it as an input
-    note = restored.header["descrip"].item().decode()
-    assert note == nifti_restoration_note(meta["name"], meta["version"]) and note.endswith(" (monai_rwkv)")
     np.testing.assert_allclose(restored.affine, original.affine, atol=1e-4)
     assert params.get("task") == task
     expected = _cli(bundle, source, tmp_path / "cli.nii.gz", *(["--task", task] if task else []))
+    # marked as restored (the bundles refuse it as an input), with the version the CLI records for these settings
+    note = restored.header["descrip"].item().decode()
+    assert note == nib.load(tmp_path / "cli.nii.gz").header["descrip"].item().decode(), (note, params["version"])
+    assert note == nifti_restoration_note(meta["name"], params["version"]) and note.endswith(" (monai_rwkv)")
+    assert params["version"].startswith(meta["version"])
     assert list(expected.shape) == params["shape"]
     served = restored.get_fdata(dtype=np.float32)
     print(f"/infer/{name} vs monai-rwkv restore: max |difference| {np.abs(served - expected).max()}", file=sys.stderr)
@@ -353,7 +355,29 @@ def test_a_request_residual_smoothing_is_the_cli_residual_smoothing(
     other = next(
         n for n, (b, t) in INFERS.items() if t is None and load_bundle_config(b).get("residual_smoothing_def") is None
     )
-    for model, value in ((name, "yes"), (other, True)):
+    refused = [(name, "yes"), (other, True)]
+    # a bundle serving several tasks: its switch reaches the task whose bundle defines the smoothing (the CLI's
+    # --set too), and a task without one refuses it
+    for model, (served_by, task) in INFERS.items():
+        if task is None:
+            continue
+        config = next(iter(restoring_configs(load_bundle_config(served_by, "inference.json", {"task": task})).values()))
+        if config.get("residual_smoothing_def") is None:
+            refused.append((model, True))
+            continue
+        params, result, _ = server.infer(model, model, {"residual_smoothing": False})
+        assert params["residual_smoothing"] is False and "residual smoothing" not in params["version"]
+        off = _cli(
+            setup["bundles"] / served_by.name,
+            setup["inputs"][model],
+            tmp_path / f"{model}.nii.gz",
+            "--task",
+            task,
+            "--set",
+            "residual_smoothing=false",
+        )
+        _assert_served(nib.load(result).get_fdata(dtype=np.float32), off)
+    for model, value in refused:
         with pytest.raises(AssertionError, match="HTTP"):
             server.request(
                 "POST", f"/infer/{model}?image={model}&output=json", {"residual_smoothing": value}, form=True

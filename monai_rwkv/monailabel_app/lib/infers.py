@@ -17,7 +17,7 @@ from monailabel.interfaces.exception import MONAILabelError, MONAILabelException
 from monailabel.interfaces.tasks.infer_v2 import InferType
 from monailabel.tasks.infer.bundle import BundleInferTask
 
-from monai_rwkv.apps.bundle import bundle_metadata, load_bundle_config
+from monai_rwkv.apps.bundle import bundle_metadata, load_bundle_config, model_name_version, restoring_configs
 from monai_rwkv.data import write_nifti
 from monai_rwkv.data.provenance import nifti_restoration_note
 from monai_rwkv.inference import load_network, resolve_device
@@ -39,6 +39,8 @@ DICOM_NEEDS_PYDICOM_3 = (
 _FUSED = "restore_rwkv_coarse_fusion"
 #: ... and whether its result got the residual smoothing
 _SMOOTHED = "restore_rwkv_residual_smoothing"
+#: ... and whether the coarse-scale fusion was on for it (applied or not: the CLI's recorded version says so too)
+_FUSION_ON = "restore_rwkv_coarse_fusion_on"
 
 
 def _is_dicom(image: str) -> bool:
@@ -68,12 +70,15 @@ class RestorationInferTask(BundleInferTask):
     enough (from the preprocessed image's affine) are then also restored on a coarser grid, as ``monai-rwkv restore
     --set coarse_fusion=true``; a bundle without one refuses ``true``. Likewise ``residual_smoothing`` (a bundle's
     ``residual_smoothing_def``, :class:`~monai_rwkv.inferers.ResidualSmoothing`): each restored slice is smoothed
-    with non-local means as strongly as the network's change to its flat region calls for.
+    with non-local means as strongly as the network's change to its flat region calls for. For one task of a
+    bundle serving several, the task's bundle has the definitions and the serving bundle the defaults (the
+    all-in-one's CT task: the CT bundle's post-processing).
 
-    The result JSON has ``bundle``, ``version``, ``units``, ``modality``, ``dtype``, ``shape``, ``weights``,
-    ``strength``, ``coarse_fusion`` (whether this volume got the coarse pass), ``residual_smoothing`` (whether its
-    result went through the residual smoothing) and, for a task of a bundle serving
-    several, ``task`` (chosen by ``overrides={"task": ...}``: config items set on the bundle's configs, as
+    The result JSON has ``bundle``, ``version`` (with the request's settings, as ``monai-rwkv restore`` records
+    it, e.g. ``0.15.0 coarse fusion residual smoothing``; also in the NIfTI ``descrip``), ``units``, ``modality``,
+    ``dtype``, ``shape``, ``weights``, ``strength``, ``coarse_fusion`` (whether this volume got the coarse pass),
+    ``residual_smoothing`` (whether its result went through the residual smoothing) and, for a task of a bundle
+    serving several, ``task`` (chosen by ``overrides={"task": ...}``: config items set on the bundle's configs, as
     ``monai-rwkv restore --task`` does).
     """
 
@@ -86,6 +91,7 @@ class RestorationInferTask(BundleInferTask):
     ):
         self.finetuned = Path(finetuned) if finetuned is not None else None
         self.overrides = dict(overrides or {})  # config items set on the bundle's configs, e.g. {"task": "mri"}
+        self._task_config: Any = None  # see _restoring_config
         super().__init__(
             os.fspath(bundle),
             conf,
@@ -147,20 +153,34 @@ class RestorationInferTask(BundleInferTask):
         except ValueError as e:
             raise MONAILabelException(MONAILabelError.INVALID_INPUT, str(e)) from None
 
+    def _restoring_config(self) -> Any:
+        """The config whose post-processing switches this task's restorations follow: the bundle's, or for one task
+        of a bundle serving several, that task bundle's with the bundle's switches set (see
+        :func:`~monai_rwkv.apps.bundle.restoring_configs`)."""
+        if self._task_config is None:
+            self._task_config = next(iter(restoring_configs(self.bundle_config).values()))
+        return self._task_config
+
     def _switched(self, data: Any, key: str) -> Any:
-        """The bundle's ``<key>_def``, instantiated, if the request (else the bundle config) turns ``key`` on; None
-        when off. A request that turns it on for a bundle without ``<key>_def`` is invalid input."""
-        value = (data or {}).get(key, self.bundle_config.get(key, False))
+        """The ``<key>_def`` of :meth:`_restoring_config`, instantiated, if the request (else that config) turns
+        ``key`` on; None when off, or when only the config turns it on and defines none. A request that turns it on
+        where there is no ``<key>_def`` is invalid input."""
+        config = self._restoring_config()
+        asked = (data or {}).get(key)
+        value = config.get(key, False) if asked is None else asked
         if not isinstance(value, bool):
             raise MONAILabelException(MONAILabelError.INVALID_INPUT, f"{key}: expected true or false, got {value!r}")
         if not value:
             return None
-        if self.bundle_config.get(f"{key}_def") is None:
+        if config.get(f"{key}_def") is None:
+            if asked is None:
+                return None
+            task = f" task {self.overrides['task']}" if "task" in self.overrides else ""
             raise MONAILabelException(
                 MONAILabelError.INVALID_INPUT,
-                f"{key}: bundle {os.path.basename(self.bundle_path)} has no {key}_def; leave it false",
+                f"{key}: bundle {os.path.basename(self.bundle_path)}{task} has no {key}_def; leave it false",
             )
-        return self.bundle_config.get_parsed_content(f"{key}_def", instantiate=True)
+        return config.get_parsed_content(f"{key}_def", instantiate=True)
 
     def _coarse_fusion(self, data: Any) -> CoarseScaleFusion | None:
         """The bundle's ``coarse_fusion_def`` if the request (else the bundle config) turns it on; None when off."""
@@ -181,6 +201,7 @@ class RestorationInferTask(BundleInferTask):
         axis = getattr(inferer, "spatial_dim", None)
         fused = fusion is not None and axis is not None and fusion.applies_to(data.get(self.input_key), int(axis))
         data[_FUSED] = fused  # for the result JSON
+        data[_FUSION_ON] = fusion is not None
         smoothing = self._residual_smoothing(data)
         data[_SMOOTHED] = smoothing is not None and axis is not None
         inferer = CoarseFusionInferer(inferer, fusion) if fused else inferer
@@ -190,13 +211,24 @@ class RestorationInferTask(BundleInferTask):
         strength = self._strength(data)
         return BlendWithInput(network, strength).eval() if strength < 1.0 else network
 
+    def _version(self, data: dict[str, Any]) -> str:
+        """The bundle version with this request's settings, as ``monai-rwkv restore`` records it for the same
+        settings (:func:`~monai_rwkv.apps.bundle.model_name_version`), e.g. ``"0.15.0 coarse fusion"``."""
+        settings = {
+            "strength": self._strength(data),
+            "coarse_fusion": bool(data.get(_FUSION_ON, False)),
+            "residual_smoothing": bool(data.get(_SMOOTHED, False)),
+        }
+        return model_name_version({**self.metadata, "version": str(self.version)}, settings)[1]
+
     def writer(self, data: dict[str, Any], extension: Any = None, dtype: Any = None) -> tuple[Any, Any]:
         pred = data[self.output_label_key]
         image = data[self.input_key]
         handle, name = tempfile.mkstemp(suffix=".nii.gz", prefix="restore_rwkv_")
         os.close(handle)
         model = self.metadata.get("name") or os.path.basename(self.bundle_path)
-        note = nifti_restoration_note(model, str(self.version))  # marks the result as restored (bundles refuse it)
+        version = self._version(data)
+        note = nifti_restoration_note(model, version)  # marks the result as restored (bundles refuse it)
         path = write_nifti(
             pred, name, affine=image.affine, dtype="float32", overwrite=True, channel_first=True, description=note
         )
@@ -205,7 +237,7 @@ class RestorationInferTask(BundleInferTask):
         result.update(
             {
                 "bundle": os.path.basename(self.bundle_path),
-                "version": self.version,
+                "version": version,
                 "units": spec.get("format"),
                 "modality": spec.get("modality"),
                 "dtype": "float32",

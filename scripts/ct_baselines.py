@@ -8,7 +8,11 @@ RMSE in the window [-160, 240] HU, mean over slices whose windowed reference is 
   scanner (:class:`~monai_rwkv.transforms.LowDoseCT`, quarter dose, seed ``--seed``); tuning on the validation
   split (seed ``--val-seed``).
 * ``shifted``: the pairs of ``scripts/prepare_ct_shifted.py`` (head regions on two grids and synthetic bodies,
-  two scanners outside the training ranges): tuning on its ``validation`` pairs, scoring on its ``test`` pairs.
+  two scanners outside the training ranges): tuning on its ``validation`` pairs, scoring on its ``test`` pairs;
+* ``--pairs NAME=DIR``: a set of your own, e.g. real scans: ``DIR/{validation,test}/{full,low}/`` NIfTI volumes
+  in HU, paired by file name (``scripts/ct_make_pairs.py`` makes them from full-dose scans; pairs from another
+  simulator or real low-dose scans go in the same layout), scored like the shifted set; by group of slices from
+  the ``slices`` record of ``DIR/pairs.json`` when there is one (file and scanner), else by file.
 
 Rows: the low-dose input; Gaussian smoothing, the bilateral filter, non-local means and, when the optional ``bm3d``
 package is installed, BM3D (:mod:`monai_rwkv.networks.nets.classical`, slice by slice in HU) tuned on validation (a
@@ -21,7 +25,7 @@ slice itself (every slice its own parameters: the tighter upper bound, "tuned on
 model row is compared slice by slice with every other row. Every row
 also gets its RMSE over flat soft tissue (residual noise and streaks), its RMSE over the soft tissue within 2 pixels
 of bone (edges and the streaks leaving the bone) and, on the shifted set, its means by group of slices (file and
-scanner, from the ``slices`` record of ``datalist_shifted.json``).
+scanner, from the ``slices`` record of ``datalist_shifted.json``; on a ``--pairs`` set as above).
 
 Outputs, under ``--output-dir``: ``<set>/pairs/{validation,test}/{full,low}/`` (the in-distribution scans, written
 once per source, dose and seed), ``<set>/<method>/{summary.json,metrics.csv,tuning.json}``, ``<set>/figure.png``
@@ -132,6 +136,8 @@ def _write(volume: torch.Tensor, affine: np.ndarray, path: Path) -> None:
 def pair_folders(args: argparse.Namespace, set_name: str, split: str) -> tuple[Path, Path]:
     """``(full, low)`` folders of one set's split. The in-distribution scans are simulated once per source volume, dose
     and seed (recorded in the split's ``scan.json``) and rewritten when these change."""
+    if set_name in args.pairs:
+        return args.pairs[set_name] / split / "full", args.pairs[set_name] / split / "low"
     if set_name == "shifted":
         root = args.data_dir / "shifted" / split
         if not (args.data_dir / "datalist_shifted.json").is_file():
@@ -470,12 +476,22 @@ def region_table(
 
 
 def slice_groups(set_name: str, args) -> dict[tuple[str, int], str] | None:
-    """The shifted set's test slices by group, ``"<file>, <scanner>"`` keyed like :attr:`lib.Row.slices`, from the
-    ``slices`` record of ``datalist_shifted.json`` (per file, one scanner name or ``{"scanner": ...}`` per slice);
-    None for the in-distribution set or a datalist without that record."""
-    if set_name != "shifted":
+    """The test slices of the shifted set or a ``--pairs`` set by group, ``"<file>, <scanner>"`` keyed like
+    :attr:`lib.Row.slices`, from the ``slices`` record of ``datalist_shifted.json`` or the pairs folder's
+    ``pairs.json`` (per file, one scanner name or ``{"scanner": ...}`` per slice); a ``--pairs`` set without that
+    record by file (``"<file>"``); None for the in-distribution set or a datalist without that record."""
+    if set_name in args.pairs:
+        record_file = args.pairs[set_name] / "pairs.json"
+        record = json.loads(record_file.read_text()) if record_file.is_file() else {}
+        if not (isinstance(record, dict) and record.get("slices", {}).get("test")):
+            full, _ = pair_folders(args, set_name, "test")
+            return {
+                (image.name, k): image.name for image in find_inputs(full) for k in range(read_volume(image).shape[-1])
+            }
+    elif set_name != "shifted":
         return None
-    record = json.loads((args.data_dir / "datalist_shifted.json").read_text())
+    else:
+        record = json.loads((args.data_dir / "datalist_shifted.json").read_text())
     slices = record.get("slices", {}).get("test") if isinstance(record, dict) else None
     if not slices:
         return None
@@ -585,7 +601,19 @@ def parse_args(argv: Sequence[str] | None) -> argparse.Namespace:
         metavar="LABEL=WEIGHTS",
         help="a model row (repeatable)",
     )
-    p.add_argument("--sets", default=",".join(SETS), help=f"comma-separated subset of {','.join(SETS)}")
+    p.add_argument(
+        "--sets",
+        default=None,
+        help=f"comma-separated subset of {','.join(SETS)} and the --pairs names (default: the --pairs sets if any, "
+        f"else {','.join(SETS)})",
+    )
+    p.add_argument(
+        "--pairs",
+        action="append",
+        default=[],
+        metavar="NAME=DIR",
+        help="a set of your own: DIR/{validation,test}/{full,low}/ NIfTI pairs in HU (scripts/ct_make_pairs.py)",
+    )
     p.add_argument(
         "--methods",
         default=",".join(DEFAULT_METHODS),
@@ -609,12 +637,35 @@ def parse_args(argv: Sequence[str] | None) -> argparse.Namespace:
     if not args.models:
         p.error("give at least one --model LABEL=WEIGHTS")
     args.slice_oracle = [name for name in args.slice_oracle.split(",") if name]
+    args.pairs = dict(_pairs_set(p, item) for item in args.pairs)
+    if args.sets is None:
+        args.sets = ",".join(args.pairs or SETS)
+    for name in args.sets.split(","):
+        if name not in SETS and name not in args.pairs:
+            p.error(f"--sets: unknown set {name!r}; choose from {','.join([*SETS, *args.pairs])}")
     for name in args.methods.split(",") + args.slice_oracle:
         if name not in BASELINES:
             p.error(f"--methods/--slice-oracle: unknown method {name!r}; choose from {','.join(BASELINES)}")
         if name == "bm3d" and importlib.util.find_spec("bm3d") is None:
             p.error("--methods bm3d needs the optional bm3d package: pip install bm3d")
     return args
+
+
+def _pairs_set(p: argparse.ArgumentParser, item: str) -> tuple[str, Path]:
+    """``NAME=DIR`` of ``--pairs``, checked: a new set name and a folder with the four pair folders."""
+    name, sep, folder = item.partition("=")
+    name = name.strip()
+    if not sep or not name or not folder or "/" in name or name in SETS:
+        p.error(f"--pairs {item!r}: expected NAME=DIR with a NAME other than {' and '.join(SETS)} and without '/'")
+    root = Path(folder)
+    for split in ("validation", "test"):
+        for kind in ("full", "low"):
+            if not (root / split / kind).is_dir():
+                p.error(
+                    f"--pairs {name}: {root / split / kind}: no such folder (a pairs folder has validation/ and "
+                    "test/, each with full/ and low/; scripts/ct_make_pairs.py writes one)"
+                )
+    return name, root
 
 
 def main(argv: Sequence[str] | None = None) -> int:

@@ -169,7 +169,7 @@ def test_the_figure_shows_the_group_where_the_model_trails_non_local_means_most(
         "body": [{"scanner": "soft"}, {"scanner": "sharp"}, {"scanner": "sharp"}],
     }
     (tmp_path / "datalist_shifted.json").write_text(json.dumps({"slices": {"test": slices}}))
-    args = type("Args", (), {"data_dir": tmp_path})()
+    args = type("Args", (), {"data_dir": tmp_path, "pairs": {}})()
 
     def row(method: str, psnr: dict[tuple[str, int], float]):
         return dataclasses.make_dataclass("R", ["method", "slices"])(method, {k: {"psnr": v} for k, v in psnr.items()})

@@ -5,8 +5,10 @@ Each axial slice (last axis) of each input, a NIfTI file or a DICOM series of CT
 ``--scanners`` (taken in turn, slice by slice; the noise of slice ``k`` of the ``i``-th input seeded by
 ``--seed + 1000 i + k``): the shifted test set's ``soft``, ``sharp`` and ``quiet`` scanners of
 ``scripts/prepare_ct_shifted.py`` (outside the CT bundle's training ranges) and ``evaluation``, the
-in-distribution protocol's (:class:`~monai_rwkv.transforms.LowDoseCT` at a quarter dose), with the slice's own pixel
-spacing. The input is the reference: its own grain stays in it, as in a real full-dose scan.
+in-distribution protocol's (:class:`~monai_rwkv.transforms.LowDoseCT` at a quarter dose), or scanners of your own
+(``--scanner NAME=JSON``: :class:`~monai_rwkv.transforms.RandLowDoseCT` settings, e.g. another flux, view count and
+filter), with the slice's own pixel spacing. The input is the reference: its own grain stays in it, as in a real
+full-dose scan.
 
 Written under ``--output`` (inputs are only read; every file is written to a temporary name and renamed)::
 
@@ -29,8 +31,9 @@ from __future__ import annotations
 import argparse
 import json
 import sys
-from collections.abc import Sequence
+from collections.abc import Mapping, Sequence
 from pathlib import Path
+from typing import Any
 
 import nibabel as nib
 import numpy as np
@@ -42,6 +45,7 @@ from prepare_ct_shifted import SCANNERS, scan  # noqa: E402 - the shifted set's 
 
 from monai_rwkv.apps import bundle_input_spec, find_inputs, load_bundle_config, read_volume  # noqa: E402
 from monai_rwkv.apps.restore import check_input, error_line  # noqa: E402
+from monai_rwkv.transforms import RandLowDoseCT  # noqa: E402
 
 BUNDLE = Path(__file__).resolve().parents[1] / "bundles" / "restore_rwkv_ct_denoise"
 #: the scanners on offer: the shifted set's, and the in-distribution evaluation's (``LowDoseCT``'s defaults at the
@@ -62,20 +66,50 @@ def _parser() -> argparse.ArgumentParser:
         help="a full-dose scan to tune the classical filters on (repeatable; not one of the test scans)",
     )
     p.add_argument("--output", type=Path, required=True, help="the pairs folder")
-    p.add_argument("--scanners", default="soft,sharp", help=f"comma-separated, of {','.join(PAIR_SCANNERS)}")
+    p.add_argument(
+        "--scanners", default="soft,sharp", help=f"comma-separated, of {','.join(PAIR_SCANNERS)} and --scanner names"
+    )
+    p.add_argument(
+        "--scanner",
+        action="append",
+        default=[],
+        metavar="NAME=JSON",
+        help='a scanner of your own: RandLowDoseCT settings, e.g. \'low90={"dose_fraction": 0.1, "n_views": 90, '
+        '"window": "hann"}\' (repeatable)',
+    )
     p.add_argument("--stride", type=int, default=1, help="keep every N-th slice")
     p.add_argument("--seed", type=int, default=0)
     p.add_argument("--overwrite", action="store_true", help="replace existing pairs of the same names")
     return p
 
 
+def _custom_scanner(p: argparse.ArgumentParser, item: str) -> tuple[str, dict[str, Any]]:
+    """``NAME=JSON`` of ``--scanner``: a new name and settings that :class:`RandLowDoseCT` takes."""
+    name, sep, text = item.partition("=")
+    name = name.strip()
+    if not sep or not name or "," in name or name in PAIR_SCANNERS:
+        p.error(f"--scanner {item!r}: expected NAME=JSON with a new NAME (not {', '.join(PAIR_SCANNERS)}; no commas)")
+    try:
+        settings = json.loads(text)
+        if not isinstance(settings, dict):
+            raise ValueError("not a JSON object")
+        RandLowDoseCT(spacing=1.0, **settings)
+    except (ValueError, TypeError) as e:
+        p.error(f"--scanner {name}: {str(e).splitlines()[0]} (expected RandLowDoseCT settings as a JSON object)")
+    return name, settings
+
+
 def parse_args(argv: Sequence[str] | None) -> argparse.Namespace:
     p = _parser()
     args = p.parse_args(argv)
+    args.settings = dict(PAIR_SCANNERS)
+    for item in args.scanner:
+        name, settings = _custom_scanner(p, item)
+        args.settings[name] = settings
     args.scanners = [s.strip() for s in args.scanners.split(",") if s.strip()]
-    unknown = [s for s in args.scanners if s not in PAIR_SCANNERS]
+    unknown = [s for s in args.scanners if s not in args.settings]
     if unknown or not args.scanners:
-        p.error(f"--scanners: unknown {unknown or 'none given'}; choose from {','.join(PAIR_SCANNERS)}")
+        p.error(f"--scanners: unknown {unknown or 'none given'}; choose from {','.join(args.settings)}")
     if args.stride < 1:
         p.error(f"--stride: expected a positive integer, got {args.stride}")
     sources = [Path(x).resolve() for x in args.validation + args.inputs]
@@ -85,20 +119,21 @@ def parse_args(argv: Sequence[str] | None) -> argparse.Namespace:
 
 
 def pair_volumes(
-    volume: torch.Tensor, scanners: Sequence[str], seed: int, stride: int = 1
+    volume: torch.Tensor, scanners: Mapping[str, Mapping[str, Any]], seed: int, stride: int = 1
 ) -> tuple[np.ndarray, np.ndarray, np.ndarray, list[str]]:
     """``(full, low, affine, scanner of each slice)`` of a ``(1, i, j, k)`` HU volume with its RAS ``affine`` meta:
-    every ``stride``-th axial slice, slice ``n`` of those scanned by ``scanners[n % len(scanners)]`` with the noise
-    seeded by ``seed + n``; the affine of the kept slices."""
+    every ``stride``-th axial slice, slice ``n`` of those scanned by the ``n % len(scanners)``-th of ``scanners``
+    (name -> :class:`RandLowDoseCT` settings) with the noise seeded by ``seed + n``; the affine of the kept slices."""
+    names = list(scanners)
     affine = np.asarray(volume.affine, dtype=np.float64).copy()
     full = np.asarray(volume[0], dtype=np.float32)[:, :, ::stride]
     affine[:3, 2] *= stride
     spacing_i, spacing_j = (float(np.linalg.norm(affine[:3, axis])) for axis in (0, 1))
     low, used = np.empty_like(full), []
     for n in range(full.shape[2]):
-        scanner = scanners[n % len(scanners)]
+        scanner = names[n % len(names)]
         image = torch.from_numpy(np.ascontiguousarray(full[:, :, n].T))  # rows j, columns i
-        low[:, :, n] = scan(image, (spacing_j, spacing_i), PAIR_SCANNERS[scanner], seed + n).numpy().T
+        low[:, :, n] = scan(image, (spacing_j, spacing_i), scanners[scanner], seed + n).numpy().T
         used.append(scanner)
     return full, low, affine, used
 
@@ -129,9 +164,10 @@ def main(argv: Sequence[str] | None = None) -> int:
     if existing and not args.overwrite:
         raise SystemExit(f"error: {existing[0]}: exists ({len(existing)} outputs in all); pass --overwrite to replace")
     record = json.loads((args.output / "pairs.json").read_text()) if (args.output / "pairs.json").is_file() else {}
-    record.setdefault("scanners", {}).update({s: PAIR_SCANNERS[s] for s in args.scanners})
+    record.setdefault("scanners", {}).update({s: args.settings[s] for s in args.scanners})
     for i, (split, path, name, volume) in enumerate(images):
-        full, low, affine, used = pair_volumes(volume, args.scanners, args.seed + 1000 * i, args.stride)
+        scanners = {name: args.settings[name] for name in args.scanners}
+        full, low, affine, used = pair_volumes(volume, scanners, args.seed + 1000 * i, args.stride)
         for kind, data in (("full", full), ("low", low)):
             target = args.output / split / kind / f"{name}.nii.gz"
             atomic_write(target, nifti_bytes(nib.Nifti1Image(data, affine), compress=True))

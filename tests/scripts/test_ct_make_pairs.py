@@ -61,6 +61,19 @@ def test_pairs_from_full_dose_scans_and_their_report(tmp_path: Path, seed: int, 
     assert make.main([*argv, "--overwrite", str(head), str(series)]) == 0
     assert tree_digest(out) == written
 
+    # a scanner of your own: its settings recorded, its slices named by it
+    custom = tmp_path / "custom"
+    few = {"n_views": 30, "window": "hann", "dose_fraction": 0.1}
+    argv = ["--output", str(custom), "--validation", str(val), "--scanner", f"few={json.dumps(few)}"]
+    assert make.main([*argv, "--scanners", "few", "--stride", "2", str(head)]) == 0
+    record = json.loads((custom / "pairs.json").read_text())
+    assert record["scanners"] == {"few": few} and record["slices"]["test"]["head"] == ["few", "few"]
+    full, low = (nib.load(custom / "test" / kind / "head.nii.gz") for kind in ("full", "low"))
+    source = read_volume(find_inputs(head)[0])
+    np.testing.assert_array_equal(full.get_fdata(), source[0].numpy()[:, :, ::2])  # every second slice
+    np.testing.assert_allclose(full.affine[:3, 2], 2 * np.asarray(source.affine)[:3, 2], atol=1e-5)
+    assert np.abs(low.get_fdata() - full.get_fdata()).mean() > 1.0
+
     report = load_script("ct_baselines")
     bundle, weights = tiny_inference_bundle(tmp_path / "bundle", CT_BUNDLE)
     text_file = tmp_path / "report.md"
@@ -94,6 +107,10 @@ def test_bad_inputs_fail_with_one_line_and_write_nothing(tmp_path: Path, seed: i
     with pytest.raises(SystemExit) as usage:
         make.main(["--output", str(out), "--validation", str(val), "--scanners", "soft,loud", str(head)])
     assert usage.value.code == 2 and not out.exists()
+    for scanner in ('few={"window": "foo"}', 'few={"bogus": 1}', "few=[1]", "few=", 'soft={"n_views": 90}'):
+        with pytest.raises(SystemExit) as usage:
+            make.main(["--output", str(out), "--validation", str(val), "--scanner", scanner, str(head)])
+        assert usage.value.code == 2 and not out.exists(), scanner
     (out / "validation" / "full").mkdir(parents=True)
     with pytest.raises(SystemExit) as usage:  # a pairs folder without its test pairs
         load_script("ct_baselines").main(["--pairs", f"mine={out}", "--model", f"m={head}"])

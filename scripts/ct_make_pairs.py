@@ -41,7 +41,7 @@ import torch
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 from dataprep import atomic_write, nifti_bytes  # noqa: E402 - the data scripts' atomic writes
-from prepare_ct_shifted import SCANNERS, scan  # noqa: E402 - the shifted set's scanners and simulator
+from prepare_ct_shifted import SCANNERS, head_pairs  # noqa: E402 - the shifted set's scanners and scans
 
 from monai_rwkv.apps import bundle_input_spec, find_inputs, load_bundle_config, read_volume  # noqa: E402
 from monai_rwkv.apps.restore import check_input, error_line  # noqa: E402
@@ -122,19 +122,13 @@ def pair_volumes(
     volume: torch.Tensor, scanners: Mapping[str, Mapping[str, Any]], seed: int, stride: int = 1
 ) -> tuple[np.ndarray, np.ndarray, np.ndarray, list[str]]:
     """``(full, low, affine, scanner of each slice)`` of a ``(1, i, j, k)`` HU volume with its RAS ``affine`` meta:
-    every ``stride``-th axial slice, slice ``n`` of those scanned by the ``n % len(scanners)``-th of ``scanners``
-    (name -> :class:`RandLowDoseCT` settings) with the noise seeded by ``seed + n``; the affine of the kept slices."""
-    names = list(scanners)
+    every ``stride``-th axial slice, scanned as the shifted set's heads are (``prepare_ct_shifted.head_pairs``: slice
+    ``n`` of those by the ``n % len(scanners)``-th of ``scanners``, name -> :class:`RandLowDoseCT` settings, noise
+    seeded by ``seed + n``); the affine of the kept slices."""
     affine = np.asarray(volume.affine, dtype=np.float64).copy()
-    full = np.asarray(volume[0], dtype=np.float32)[:, :, ::stride]
     affine[:3, 2] *= stride
-    spacing_i, spacing_j = (float(np.linalg.norm(affine[:3, axis])) for axis in (0, 1))
-    low, used = np.empty_like(full), []
-    for n in range(full.shape[2]):
-        scanner = names[n % len(names)]
-        image = torch.from_numpy(np.ascontiguousarray(full[:, :, n].T))  # rows j, columns i
-        low[:, :, n] = scan(image, (spacing_j, spacing_i), scanners[scanner], seed + n).numpy().T
-        used.append(scanner)
+    image = nib.Nifti1Image(np.asarray(volume[0], dtype=np.float32)[:, :, ::stride], affine)
+    full, low, used = head_pairs(image, seed, tuple(scanners), scanners)
     return full, low, affine, used
 
 

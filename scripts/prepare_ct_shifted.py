@@ -128,16 +128,21 @@ def scan(
 
 
 def head_pairs(
-    volume: nib.Nifti1Image, seed: int, scanners: tuple[str, ...] = ("soft", "sharp")
+    volume: nib.Nifti1Image,
+    seed: int,
+    scanners: tuple[str, ...] = ("soft", "sharp"),
+    settings: Mapping[str, Mapping[str, Any]] | None = None,
 ) -> tuple[np.ndarray, np.ndarray, list[str]]:
     """Full and low-dose ``(i, j, k)`` volumes; each axial slice scanned as an image of rows j and columns i, slice k
-    by ``scanners[k % len(scanners)]``."""
+    by ``scanners[k % len(scanners)]`` (a name of :data:`SCANNERS`, or of ``settings``: name -> :class:`RandLowDoseCT`
+    settings) with the noise seeded by ``seed + k``."""
     full = np.asarray(volume.dataobj, dtype=np.float32)
     sx, sy = (float(z) for z in volume.header.get_zooms()[:2])
     low, used = np.empty_like(full), []
     for k in range(full.shape[2]):
         scanner = scanners[k % len(scanners)]
-        low[:, :, k] = scan(torch.from_numpy(full[:, :, k].T.copy()), (sy, sx), scanner, seed + k).numpy().T
+        scanned_by = settings[scanner] if settings is not None else scanner
+        low[:, :, k] = scan(torch.from_numpy(full[:, :, k].T.copy()), (sy, sx), scanned_by, seed + k).numpy().T
         used.append(scanner)
     return full, low, used
 

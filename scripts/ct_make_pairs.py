@@ -158,9 +158,9 @@ def main(argv: Sequence[str] | None = None) -> int:
     if existing and not args.overwrite:
         raise SystemExit(f"error: {existing[0]}: exists ({len(existing)} outputs in all); pass --overwrite to replace")
     record = json.loads((args.output / "pairs.json").read_text()) if (args.output / "pairs.json").is_file() else {}
-    record.setdefault("scanners", {}).update({s: args.settings[s] for s in args.scanners})
+    scanners = {scanner: args.settings[scanner] for scanner in args.scanners}  # name -> settings, in turn
+    record.setdefault("scanners", {}).update(scanners)
     for i, (split, path, name, volume) in enumerate(images):
-        scanners = {name: args.settings[name] for name in args.scanners}
         full, low, affine, used = pair_volumes(volume, scanners, args.seed + 1000 * i, args.stride)
         for kind, data in (("full", full), ("low", low)):
             target = args.output / split / kind / f"{name}.nii.gz"

@@ -25,6 +25,7 @@ from monai_rwkv.inferers import CoarseScaleFusion, ResidualSmoothing, SliceResto
 from monai_rwkv.networks.nets import BlendWithInput, RestoreRWKV, SelfEnsemble
 from monai_rwkv.networks.nets.restore_rwkv import _unwrap_state_dict
 from monai_rwkv.runtime import reuse_freed_memory
+from monai_rwkv.transforms.intensity import KeepOutside
 
 __all__ = [
     "CT_INTENSITY_RANGE",
@@ -227,6 +228,9 @@ class Restorer:
         residual_smoothing: a :class:`~monai_rwkv.inferers.ResidualSmoothing` for a slice inferer: every restored slice
             (after the coarse-scale fusion, if any) is smoothed with non-local means as strongly as the network's
             change to its flat region calls for (none below the smoothing's threshold). None: the network's result.
+        keep_outside: a :class:`~monai_rwkv.transforms.KeepOutside`: input voxels outside its bounds (in the input's
+            units, e.g. a CT scanner's padding and metal) keep their input values in the output, after
+            ``denormalize`` (``normalize`` must keep the input's grid). None: every voxel as restored.
 
     On the CPU the restorer calls :func:`monai_rwkv.runtime.reuse_freed_memory` (glibc ``malloc`` settings for the
     whole process: freed feature maps are reused instead of being unmapped and faulted in again on every call).
@@ -249,6 +253,7 @@ class Restorer:
         network_input: Callable[[torch.Tensor], torch.Tensor] | None = None,
         coarse_fusion: CoarseScaleFusion | None = None,
         residual_smoothing: ResidualSmoothing | None = None,
+        keep_outside: KeepOutside | None = None,
     ) -> None:
         if output_dtype not in OUTPUT_DTYPES:
             raise ValueError(f"output_dtype must be one of {sorted(OUTPUT_DTYPES)}, got {output_dtype!r}.")
@@ -275,6 +280,7 @@ class Restorer:
                 "set residual_smoothing to None."
             )
         self.residual_smoothing = residual_smoothing
+        self.keep_outside = keep_outside
 
     def _infer(self, normalised: torch.Tensor, coarse: bool = False) -> torch.Tensor:
         """
@@ -346,6 +352,8 @@ class Restorer:
         meta = dict(normalised.meta) if isinstance(normalised, MetaTensor) else dict(getattr(volume, "meta", {}))
         restored = self.denormalize(MetaTensor(out, meta=meta))
         restored = (restored.as_tensor() if isinstance(restored, MetaTensor) else torch.as_tensor(restored)).float()
+        if self.keep_outside is not None:
+            restored = self.keep_outside(restored, torch.as_tensor(source).float())
         restored = self._cast(restored[..., 0] if planar else restored)
         if isinstance(volume, MetaTensor):
             return MetaTensor(restored, meta=meta)
@@ -406,6 +414,7 @@ class Restorer:
             "network_input": None if self.network_input is None else type(self.network_input).__name__,
             "coarse_fusion": None if self.coarse_fusion is None else self.coarse_fusion.describe(),
             "residual_smoothing": None if self.residual_smoothing is None else self.residual_smoothing.describe(),
+            "keep_outside": None if self.keep_outside is None else [self.keep_outside.low, self.keep_outside.high],
         }
 
 

@@ -21,8 +21,9 @@ transform plus a dictionary version (``...d``).
   (:class:`RandDegradationScale`), for artefacts stronger than the simulator's range.
 
 Also the pipeline pieces the bundles share: ``intensity`` (per-volume percentile scaling, :class:`ScaleToPercentile`,
-and its exact inverse), ``sampling`` (random axial, coronal or sagittal training slices, :class:`RandSliced`,
-resampled to a random pixel size, :class:`RandPixelSized`) and ``synthetic_ct`` (synthetic head, thorax and
+its exact inverse, and :class:`KeepOutside` for input values no restoration should change), ``sampling`` (random
+axial, coronal or sagittal training slices, :class:`RandSliced`, resampled to a random pixel size,
+:class:`RandPixelSized`) and ``synthetic_ct`` (synthetic head, thorax and
 abdomen CT slices in HU, :class:`RandSyntheticCT`, for training on more anatomy than the data holds) and
 ``natural_ct`` (CT-like slices from the structure of photographs, :class:`RandNaturalCT`).
 """
@@ -44,6 +45,8 @@ from .ct import (
 from .degradation import RandDegradationScale, RandDegradationScaled, scale_degradation
 from .intensity import (
     SCALE_KEY,
+    KeepOutside,
+    KeepOutsided,
     RestoreIntensityScale,
     RestoreIntensityScaled,
     ScaleFromMeta,
@@ -148,6 +151,8 @@ __all__ = [
     "RandSyntheticCT",
     "RandSyntheticCTd",
     "SYNTHETIC_CT_REGIONS",
+    "KeepOutside",
+    "KeepOutsided",
     "RestoreIntensityScale",
     "RestoreIntensityScaled",
     "SCALE_KEY",

@@ -4,6 +4,10 @@ network's output can be returned to the input's units exactly: for modalities wi
 high percentile of the volume is mapped to ``target`` (:class:`ScaleToPercentile`); for units a header converts
 (PET activity concentration to SUV) the reader's factor is applied (:class:`ScaleFromMeta`).
 
+Values a model's range cannot hold (a CT scanner's padding outside its field of view, metal on an extended HU scale)
+can be handed through unchanged: :class:`KeepOutside` gives the restored image the input's value wherever the input
+lies outside ``(low, high)``.
+
 Why not a fixed range: a fixed window such as the paper's MRI range [0, 4095] assumes every scanner exports the same
 units; real MR exports range from [0, 1] to tens of thousands. Dividing by a high percentile of the volume itself is
 invariant to a global gain (``a * x`` is restored as ``a * restore(x)``), and a high percentile rather than the
@@ -22,6 +26,8 @@ from monai.utils import TransformBackends, convert_to_tensor
 
 __all__ = [
     "SCALE_KEY",
+    "KeepOutside",
+    "KeepOutsided",
     "ScaleFromMeta",
     "RestoreIntensityScale",
     "RestoreIntensityScaled",
@@ -238,4 +244,92 @@ class RestoreIntensityScaled(MapTransform):
                 )
         for key in self.key_iterator(d):
             d[key] = self.restore(d[key], scale=scale)
+        return d
+
+
+class KeepOutside(Transform):
+    """
+    Array transform: the restored image, but the input's own value wherever the input lies below ``low`` or above
+    ``high`` (finite values only; NaN and infinite input voxels keep the restored value). For values the model's
+    normalisation clips and that no restoration should change: a CT scanner's padding outside its reconstruction
+    circle (-2048 or -3024 HU), metal on an extended HU scale (above 3071 HU). Choose the bounds beyond the values
+    noise can reach in the modality's range (air in a low-dose scan falls some way below -1024 HU), or noisy voxels
+    are handed through unrestored.
+
+    Args:
+        low: input values below it are kept (None: no lower bound).
+        high: input values above it are kept (None: no upper bound).
+    """
+
+    backend = [TransformBackends.TORCH]
+
+    def __init__(self, low: float | None = None, high: float | None = None) -> None:
+        if low is not None and high is not None and not float(low) < float(high):
+            raise ValueError(f"need low < high, got low={low!r}, high={high!r}.")
+        self.low = None if low is None else float(low)
+        self.high = None if high is None else float(high)
+
+    def mask(self, source: NdarrayOrTensor) -> torch.Tensor:
+        """Where ``source`` (any shape) is kept: a bool tensor of its shape."""
+        values = convert_to_tensor(source, track_meta=False)
+        keep = torch.zeros(values.shape, dtype=torch.bool, device=values.device)
+        if self.low is not None:
+            keep |= values < self.low
+        if self.high is not None:
+            keep |= values > self.high
+        return keep & torch.isfinite(values) if values.is_floating_point() else keep
+
+    def __call__(self, restored: NdarrayOrTensor, source: NdarrayOrTensor) -> NdarrayOrTensor:
+        """
+        Args:
+            restored: the restored image, in the input's units.
+            source: the input image, of ``restored``'s shape.
+
+        Returns:
+            ``restored`` (its type and meta kept) with the input's values where they lie outside the bounds.
+        """
+        if tuple(restored.shape) != tuple(source.shape):
+            raise ValueError(
+                f"the restored image {tuple(restored.shape)} and its input {tuple(source.shape)} differ in shape: "
+                "values outside the bounds can only be kept on the input's grid."
+            )
+        keep = self.mask(source)
+        if not bool(keep.any()):
+            return restored
+        out = restored.clone() if isinstance(restored, torch.Tensor) else convert_to_tensor(restored)
+        values = convert_to_tensor(source, track_meta=False).to(device=out.device)
+        out[keep.to(out.device)] = values[keep.to(values.device)].to(out.dtype)
+        return out
+
+
+class KeepOutsided(MapTransform):
+    """
+    Dictionary version of :class:`KeepOutside`: ``data[key]`` (e.g. ``"pred"``, in the input's units) takes the
+    values of ``data[source_key]`` (the input as read, before normalisation: copy it with ``CopyItemsd``) where those
+    lie outside the bounds.
+
+    Args:
+        keys: the restored items.
+        source_key: the input as read.
+        low, high: see :class:`KeepOutside`.
+    """
+
+    backend = KeepOutside.backend
+
+    def __init__(
+        self,
+        keys: KeysCollection,
+        source_key: str,
+        low: float | None = None,
+        high: float | None = None,
+        allow_missing_keys: bool = False,
+    ) -> None:
+        super().__init__(keys, allow_missing_keys)
+        self.source_key = source_key
+        self.keep = KeepOutside(low, high)
+
+    def __call__(self, data: Mapping[Hashable, NdarrayOrTensor]) -> dict[Hashable, NdarrayOrTensor]:
+        d = dict(data)
+        for key in self.key_iterator(d):
+            d[key] = self.keep(d[key], d[self.source_key])
         return d

@@ -157,6 +157,21 @@ class Server:
         return params, path, seconds
 
 
+#: CT inputs get a scanner's padding outside the reconstruction circle and a metal insert (the bundle's keep_outside)
+PADDING_HU, METAL_HU = -3024, 7976
+
+
+def _add_padding_and_metal(path: Path) -> None:
+    """Every slice's corners outside its inscribed circle at PADDING_HU, a 3 x 3 insert at METAL_HU in the middle."""
+    image = nib.load(path)
+    data = np.asarray(image.dataobj).copy()
+    i, j = np.mgrid[: data.shape[0], : data.shape[1]]
+    ci, cj = (data.shape[0] - 1) / 2, (data.shape[1] - 1) / 2
+    data[((i - ci) / (ci + 0.5)) ** 2 + ((j - cj) / (cj + 0.5)) ** 2 > 1] = PADDING_HU
+    data[int(ci) - 1 : int(ci) + 2, int(cj) - 1 : int(cj) + 2] = METAL_HU
+    nib.save(nib.Nifti1Image(data, image.affine, image.header), path)
+
+
 @pytest.fixture(scope="module")
 def setup(tmp_path_factory: pytest.TempPathFactory) -> dict:
     root = tmp_path_factory.mktemp("monailabel")
@@ -169,6 +184,8 @@ def setup(tmp_path_factory: pytest.TempPathFactory) -> dict:
         for infer_name, (served, task) in INFERS.items():
             if served == bundle:
                 inputs[infer_name] = _sample_input(bundle, studies / f"{infer_name}.nii.gz", task)
+                if name == "ct_denoise" or task == "ct":
+                    _add_padding_and_metal(inputs[infer_name])
         if name == FINE_INPUT[1]:  # its sample on 0.5 mm pixels, for the coarse-scale fusion
             image = nib.load(inputs[name])
             affine = image.affine.copy()
@@ -283,6 +300,11 @@ def test_infer_equals_the_cli(name: str, setup: dict, server: Server, tmp_path: 
     served = restored.get_fdata(dtype=np.float32)
     print(f"/infer/{name} vs monai-rwkv restore: max |difference| {np.abs(served - expected).max()}", file=sys.stderr)
     _assert_served(served, expected)
+    if name == "ct_denoise" or task == "ct":  # padding and metal are handed through, as the CLI does
+        source_values = np.asarray(original.dataobj)
+        for value in (PADDING_HU, METAL_HU):
+            assert (source_values == value).any()
+            np.testing.assert_array_equal(served[source_values == value], value)
 
 
 def test_a_request_strength_is_the_cli_strength(setup: dict, server: Server, tmp_path: Path) -> None:

@@ -21,7 +21,7 @@ from monai_rwkv.apps.restore import InputImage, read_volume
 from monai_rwkv.transforms import KeepOutside, KeepOutsided
 from tests.bundles.test_pipeline import TINY, _monai_label_way
 from tests.bundles.utils import REPO, make_tiny_bundle
-from tests.robustness.conftest import leftovers, run_main, tree_digest, write_ct_series
+from tests.robustness.conftest import leftovers, run_bundle, run_main, tree_digest, write_ct_series
 
 PADDING, METAL = -3024.0, 7976.0
 
@@ -92,6 +92,17 @@ def test_padding_and_metal_pass_through_nifti(bundle: Path, tmp_path: Path, caps
     np.testing.assert_array_equal(off[inside], out[inside])
     np.testing.assert_array_equal(_monai_label_way(bundle, source, keep_outside=False)[0], off)
     assert tree_digest(source) == digest and leftovers(tmp_path) == []
+
+
+def test_padding_and_metal_pass_through_monai_bundle_run(bundle: Path, tmp_path: Path) -> None:
+    volume, padding, metal = _scan(4)
+    (tmp_path / "in").mkdir()
+    nib.save(nib.Nifti1Image(volume, np.diag([0.7, 0.7, 2.0, 1.0])), tmp_path / "in" / "scan.nii.gz")
+    result = run_bundle(bundle, tmp_path / "in", tmp_path / "out")
+    assert result.returncode == 0, result.stderr
+    out = nib.load(tmp_path / "out" / "scan_restored.nii.gz").get_fdata(dtype=np.float32)
+    np.testing.assert_array_equal(out[padding], PADDING)
+    np.testing.assert_array_equal(out[metal], METAL)
 
 
 def test_padding_and_metal_pass_through_dicom(bundle: Path, tmp_path: Path, capsys) -> None:

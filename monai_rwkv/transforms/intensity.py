@@ -286,19 +286,20 @@ class KeepOutside(Transform):
             source: the input image, of ``restored``'s shape.
 
         Returns:
-            ``restored`` (its type and meta kept) with the input's values where they lie outside the bounds.
+            ``restored`` as a tensor (a MetaTensor keeps its meta), with the input's values where they lie outside
+            the bounds; ``restored`` itself is not changed.
         """
         if tuple(restored.shape) != tuple(source.shape):
             raise ValueError(
                 f"the restored image {tuple(restored.shape)} and its input {tuple(source.shape)} differ in shape: "
                 "values outside the bounds can only be kept on the input's grid."
             )
-        keep = self.mask(source)
+        values = convert_to_tensor(source, track_meta=False)
+        keep = self.mask(values)
         if not bool(keep.any()):
             return restored
         out = restored.clone() if isinstance(restored, torch.Tensor) else convert_to_tensor(restored)
-        values = convert_to_tensor(source, track_meta=False).to(device=out.device)
-        out[keep.to(out.device)] = values[keep.to(values.device)].to(out.dtype)
+        out[keep.to(out.device)] = values[keep].to(device=out.device, dtype=out.dtype)
         return out
 
 

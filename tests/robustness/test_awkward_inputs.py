@@ -116,7 +116,7 @@ def test_nan_and_inf_voxels_warn_and_give_a_finite_output(bundle: Path, tmp_path
         ("uint16", (0, 3000), False),
         ("float64", (-1000.5, 2000.25), False),
         ("int16", (500, 500), False),  # constant image
-        ("float32", (-1500, 3500), False),  # partly outside the CT range: clipped
+        ("float32", (-2000, 3500), False),  # partly outside the CT range: clipped, or kept beyond keep_outside's
     ],
 )
 def test_dtypes_constant_and_out_of_range_values(dtype, values, expect_warning, bundle, tmp_path, capsys) -> None:
@@ -128,7 +128,9 @@ def test_dtypes_constant_and_out_of_range_values(dtype, values, expect_warning, 
     restored, warnings = _restore_nifti(capsys, bundle, source, tmp_path / "out.nii.gz")
     out = restored.get_fdata()
     assert restored.shape == data.shape and restored.get_data_dtype() == np.float32
-    assert np.isfinite(out).all() and -1024 <= out.min() and out.max() <= 3072
+    kept = (data < -1500) | (data > 3072)  # the CT bundle's keep_outside: handed through unchanged
+    assert np.isfinite(out).all() and -1024 <= out[~kept].min() and out[~kept].max() <= 3072
+    np.testing.assert_array_equal(out[kept], data[kept])
     np.testing.assert_allclose(restored.affine, AFFINE, atol=1e-5)
     assert len(warnings) == int(expect_warning), warnings
 

@@ -102,7 +102,10 @@ def test_map_of_a_volume_has_one_level_per_slice_along_slice_dim(seed: int) -> N
             index[slice_dim] = k
             level_map = out[1][tuple(index)]
             expected = noise_level_channel(estimate_noise_level(image[0][tuple(index)].as_tensor()[None]), 0.05)
-            assert torch.all(level_map == expected[0])
+            # one value over the slice: its own slice's estimate (alone or in the batch of the volume's slices
+            # the convolution rounds differently, which can move the median response: up to 5e-5 octave seen)
+            assert torch.all(level_map == level_map.flatten()[0])
+            assert abs(float(level_map.flatten()[0]) - float(expected[0])) < 1e-3
             distance = np.abs(float(level_map[0, 0]) - np.log2(sigmas / 0.05))
             assert int(distance.argmin()) == k and distance[k] < 0.3, f"seed {seed}: {distance}"
 

@@ -25,7 +25,7 @@ from monai_rwkv.inferers import CoarseScaleFusion, ResidualSmoothing, SliceResto
 from monai_rwkv.networks.nets import BlendWithInput, RestoreRWKV, SelfEnsemble
 from monai_rwkv.networks.nets.restore_rwkv import _unwrap_state_dict
 from monai_rwkv.runtime import reuse_freed_memory
-from monai_rwkv.transforms.intensity import KeepOutside
+from monai_rwkv.transforms.intensity import SCALE_KEY, KeepOutside
 
 __all__ = [
     "CT_INTENSITY_RANGE",
@@ -331,6 +331,8 @@ class Restorer:
         # the whole volume at once: per-volume statistics (e.g. a percentile scale) and grid changes (e.g. k-space
         # zero-filling onto a finer grid) see all of it, and its meta travels to denormalize
         normalised = self.normalize((source if isinstance(source, MetaTensor) else MetaTensor(source)).float())
+        scale = normalised.meta.get(SCALE_KEY, 1.0) if isinstance(normalised, MetaTensor) else 1.0
+        self._warn_about_clipping(source, float(scale), desc)
         data = normalised.as_tensor() if isinstance(normalised, MetaTensor) else torch.as_tensor(normalised)
         if data.ndim != 4:
             raise ValueError(f"normalize must return a (C, i, j, k) volume, got shape {tuple(data.shape)}.")
@@ -383,6 +385,29 @@ class Restorer:
             low, high = self.intensity_range
             where = f"the intensity range's edges (NaN and -inf as {low:g}, +inf as {high:g})"
         warnings.warn(f"{name}: {bad} NaN/infinite voxel(s) restored as {where}; the output is finite", stacklevel=3)
+
+    def _warn_about_clipping(self, source: torch.Tensor, scale: float, desc: str | None) -> None:
+        """
+        Warn (one line) about finite voxels above the top of the model's range (:attr:`intensity_range`, in the
+        model's units: ``source`` times ``scale``, e.g. a PET series' SUV factor) that the restoration clips to that
+        top, i.e. that :attr:`keep_outside` does not hand through: a silently lowered maximum is a lost measurement
+        (a PET lesion's SUVmax).
+        """
+        if self.intensity_range is None:
+            return
+        values = source.float() * scale if scale != 1.0 else source.float()
+        top = self.intensity_range[1]
+        above = torch.isfinite(values) & (values > top)
+        if self.keep_outside is not None:
+            above &= ~self.keep_outside.mask(source)
+        count = int(above.sum())
+        if count:
+            peak = float(values[above].max())
+            warnings.warn(
+                f"{desc or 'volume'}: {count} voxel(s) above {top:g} in the model's units (up to {peak:.4g}) "
+                f"restored as at most {top:g}, the top of its range",
+                stacklevel=3,
+            )
 
     def _cast(self, out: torch.Tensor) -> torch.Tensor:
         """float32 as is, or int16 rounded and clipped to the int16 range."""

@@ -1,7 +1,9 @@
 """
 Values the CT model's range cannot hold pass through restoration unchanged (``keep_outside``, on by default): a
 scanner's padding outside its reconstruction circle (-3024 HU) and metal on an extended HU scale, in the NIfTI and
-the derived DICOM output alike, through ``monai-rwkv restore`` and the model-zoo keys MONAI Label runs.
+the derived DICOM output alike, through ``monai-rwkv restore`` and the model-zoo keys MONAI Label runs. Values above
+a model's range that are clipped instead (PET above 20 SUV; CT metal with ``keep_outside`` off) are named in one
+warning.
 """
 
 from __future__ import annotations
@@ -21,7 +23,14 @@ from monai_rwkv.apps.restore import InputImage, read_volume
 from monai_rwkv.transforms import KeepOutside, KeepOutsided
 from tests.bundles.test_pipeline import TINY, _monai_label_way
 from tests.bundles.utils import REPO, make_tiny_bundle
-from tests.robustness.conftest import leftovers, run_bundle, run_main, tree_digest, write_ct_series
+from tests.robustness.conftest import (
+    leftovers,
+    run_bundle,
+    run_main,
+    tree_digest,
+    write_ct_series,
+    write_pet_series,
+)
 
 PADDING, METAL = -3024.0, 7976.0
 
@@ -145,3 +154,47 @@ def test_the_all_in_one_ct_task_keeps_them_too(tmp_path: Path) -> None:
     clipped = restorer(torch.from_numpy(volume)[None])[0].numpy()
     assert clipped.min() >= -1024.0 and clipped.max() <= 3072.0
     np.testing.assert_array_equal(clipped[~(padding | metal)], out[~(padding | metal)])
+
+
+def _clipping_warnings(lines: list[str]) -> list[str]:
+    return [line for line in lines if line.startswith("warning: ") and "the top of its range" in line]
+
+
+def test_clipped_values_above_the_range_are_named(bundle: Path, tmp_path: Path, capsys) -> None:
+    volume, _, metal = _scan(5)
+    source = tmp_path / "scan.nii.gz"
+    nib.save(nib.Nifti1Image(volume, np.diag([0.7, 0.7, 2.0, 1.0])), source)
+    code, lines, _ = run_main(capsys, bundle, source, tmp_path / "kept.nii.gz")
+    assert code == 0 and _clipping_warnings(lines) == [], lines  # handed through: nothing lost
+    code, lines, _ = run_main(capsys, bundle, source, tmp_path / "off.nii.gz", "--set", "keep_outside=false")
+    assert code == 0, lines
+    assert _clipping_warnings(lines) == [
+        f"warning: scan.nii.gz: {int(metal.sum())} voxel(s) above 3072 in the model's units (up to 7976) restored "
+        "as at most 3072, the top of its range"
+    ], lines
+
+
+def test_pet_above_20_suv_is_named(tmp_path: Path, capsys) -> None:
+    pet = make_tiny_bundle(tmp_path / "pet", bundle=REPO / "bundles" / "restore_rwkv_pet_synthesis")
+    rng = np.random.default_rng(6)
+    suv = rng.gamma(2.0, 1.5, (20, 18, 3)).clip(0, 19).astype(np.float32)
+    (tmp_path / "in").mkdir()
+    nib.save(nib.Nifti1Image(suv, np.diag([2.0, 2.0, 2.0, 1.0])), tmp_path / "in" / "brain.nii.gz")
+    suv[8:10, 8:10, 1] = [[45.0, 30.5], [22.0, 21.0]]  # a bladder-like hot spot
+    nib.save(nib.Nifti1Image(suv, np.diag([2.0, 2.0, 2.0, 1.0])), tmp_path / "in" / "hot.nii.gz")
+    code, lines, _ = run_main(capsys, pet, tmp_path / "in" / "brain.nii.gz", tmp_path / "brain_out.nii.gz")
+    assert code == 0 and _clipping_warnings(lines) == [], lines
+    code, lines, _ = run_main(capsys, pet, tmp_path / "in" / "hot.nii.gz", tmp_path / "hot_out.nii.gz")
+    assert code == 0, lines
+    assert _clipping_warnings(lines) == [
+        "warning: hot.nii.gz: 4 voxel(s) above 20 in the model's units (up to 45) restored as at most 20, the top "
+        "of its range"
+    ], lines
+    assert nib.load(tmp_path / "hot_out.nii.gz").get_fdata().max() <= 20.0
+    # a DICOM series in Bq/ml: counted in SUV, through the header's factor
+    series = tmp_path / "series"
+    write_pet_series(series, suv[:16, :16])
+    code, lines, _ = run_main(capsys, pet, series, tmp_path / "series_out.nii.gz")
+    assert code == 0, lines
+    (warning,) = _clipping_warnings(lines)
+    assert ": 4 voxel(s) above 20 in the model's units (up to 45" in warning, warning
